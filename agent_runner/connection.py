@@ -1,0 +1,82 @@
+"""One Temporal client per process, configured from :class:`Settings`."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
+from temporalio.service import RetryConfig, TLSConfig
+
+from agent_runner.logs import CORE_LOGGER_NAME
+from agent_runner.settings import Settings
+
+
+def create_runtime(prometheus_bind_address: str | None = None) -> Runtime:
+    """A runtime whose SDK-core logs go through Python logging (so they come out as JSON)."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="WARN"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER_NAME)),
+            ),
+            metrics=(
+                PrometheusConfig(bind_address=prometheus_bind_address)
+                if prometheus_bind_address
+                else None
+            ),
+        )
+    )
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    paths = (
+        settings.temporal_tls_ca_path,
+        settings.temporal_tls_cert_path,
+        settings.temporal_tls_key_path,
+    )
+    if any(paths):
+        ca, cert, key = (path.read_bytes() if path else None for path in paths)
+        return TLSConfig(server_root_ca_cert=ca, client_cert=cert, client_private_key=key)
+    # An API key (Temporal Cloud) implies TLS.
+    return settings.temporal_tls or settings.temporal_api_key is not None
+
+
+def api_retry_config(settings: Settings) -> RetryConfig:
+    """Give up quickly: an HTTP caller wants a 503 within seconds, not a 10 s hang."""
+    budget_ms = int(settings.temporal_rpc_timeout_seconds * 1000)
+    return RetryConfig(
+        initial_interval_millis=100,
+        max_interval_millis=max(100, budget_ms // 4),
+        max_elapsed_time_millis=budget_ms,
+        max_retries=3,
+    )
+
+
+async def connect(
+    settings: Settings,
+    *,
+    runtime: Runtime,
+    lazy: bool = False,
+    retry_config: RetryConfig | None = None,
+) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        api_key=(
+            settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
+        ),
+        tls=tls_config(settings),
+        retry_config=retry_config,
+        connect_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+        lazy=lazy,
+        runtime=runtime,
+    )

@@ -1,0 +1,76 @@
+"""The data that crosses Temporal: workflow and activity inputs and outputs.
+
+Plain dataclasses, one in and one out, so adding a field (with a default) never breaks a
+running history. Workflow code imports this module, so it must stay free of side effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+WORKFLOW_TYPE = "AgentRunWorkflow"
+ACTIVITY_NAME = "run_agent"
+
+
+class AgentType(StrEnum):
+    DOCUMENT_EXTRACTOR = "document-extractor"
+    POLICY_CHECKER = "policy-checker"
+
+
+class ErrorType(StrEnum):
+    """``ApplicationError.type`` values the workflow and activity raise."""
+
+    INVALID_INPUT = "InvalidInput"
+    UNSUPPORTED_AGENT_TYPE = "UnsupportedAgentType"
+    AGENT_FAILED = "AgentFailed"
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """How the workflow drives the agent activity.
+
+    Workflow code cannot read settings, so the starter passes these in the input; a start
+    from another system that omits them gets these defaults.
+    """
+
+    max_attempts: int = 3
+    timeout_seconds: float = 300.0
+    heartbeat_timeout_seconds: float = 10.0
+    retry_initial_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class AgentRunInput:
+    """Input of the workflow: what to run and for whom."""
+
+    agent_type: str
+    user_id: str
+    policy: RunPolicy = RunPolicy()
+
+
+@dataclass(frozen=True)
+class AgentTask:
+    """Input of the agent activity."""
+
+    agent_type: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class AgentOutput:
+    """Output of the agent activity: the agent's result and the attempt that produced it."""
+
+    result: Any
+    attempt: int
+
+
+@dataclass(frozen=True)
+class AgentRunResult:
+    """Output of the workflow."""
+
+    agent_type: str
+    user_id: str
+    result: Any
+    attempt: int

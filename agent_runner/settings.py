@@ -1,0 +1,62 @@
+"""The one place that reads the environment and ``.env``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the API, the worker and ``make run``; ``.env.example`` documents each."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    # Where Temporal is. Setting TEMPORAL_ADDRESS explicitly makes `make run` use that
+    # server instead of starting its own dev server.
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_tls: bool = False
+    temporal_tls_ca_path: Path | None = None
+    temporal_tls_cert_path: Path | None = None
+    temporal_tls_key_path: Path | None = None
+    temporal_api_key: SecretStr | None = None
+    temporal_rpc_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    # The singleton: one workflow id, one task queue.
+    task_queue: str = Field(default="agent-runner", min_length=1)
+    workflow_id: str = Field(default="agent-runner", min_length=1)
+
+    # The agents.
+    agent_duration_seconds: float = Field(default=5.0, ge=0)
+    agent_max_attempts: int = Field(default=3, ge=1)
+    agent_timeout_seconds: float = Field(default=300.0, gt=0)
+    agent_heartbeat_timeout_seconds: float = Field(default=10.0, gt=0)
+    agent_retry_initial_interval_seconds: float = Field(default=1.0, gt=0)
+    worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+
+    log_level: LogLevel = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+
+    # `make run`'s embedded dev server.
+    data_dir: Path = Path(".data")
+    temporal_dev_port: int = Field(default=7233, ge=1, le=65535)
+    temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+
+    @property
+    def uses_external_temporal(self) -> bool:
+        """True when TEMPORAL_ADDRESS was given, so `make run` must not start a server."""
+        return "temporal_address" in self.model_fields_set
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

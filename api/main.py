@@ -1,0 +1,87 @@
+"""Assembles the FastAPI application: settings, logging, the Temporal client, routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+import structlog
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from agent_runner.connection import api_retry_config, connect, create_runtime
+from agent_runner.logs import configure_logging
+from agent_runner.runs import RunTarget, TemporalUnavailableError
+from agent_runner.settings import Settings, get_settings
+from api.routes import agents
+
+UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
+logger = structlog.stdlib.get_logger(__name__)
+
+
+class ClearLogContext:
+    """Each request starts with no run bound to its log lines."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        structlog.contextvars.clear_contextvars()
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Lazy: the API starts, and answers 503, while Temporal is down; it connects on first use.
+        app.state.temporal_client = await connect(
+            settings,
+            runtime=create_runtime(),
+            lazy=True,
+            retry_config=api_retry_config(settings),
+        )
+        logger.info(
+            "api_start",
+            temporal_address=settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            workflow_id=settings.workflow_id,
+            task_queue=settings.task_queue,
+        )
+        yield
+
+    app = FastAPI(
+        title="agent-runner",
+        summary="Runs one insurance agent at a time, on Temporal.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.run_target = RunTarget(
+        workflow_id=settings.workflow_id,
+        task_queue=settings.task_queue,
+        rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+    )
+    app.add_middleware(ClearLogContext)
+    app.include_router(agents.router)
+
+    @app.exception_handler(TemporalUnavailableError)
+    async def temporal_unavailable(request: Request, exc: TemporalUnavailableError) -> JSONResponse:
+        logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
+        return JSONResponse({"detail": UNAVAILABLE_DETAIL}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("request_failed", path=request.url.path)
+        return JSONResponse(
+            {"detail": "Internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR
+        )
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,63 @@
+"""Request and response bodies, declared so the OpenAPI document is exact."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent_runner.runs import RunState
+from agent_runner.validation import SUPPORTED_AGENT_TYPES
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"agent_type": "policy-checker", "user_id": "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"}
+            ]
+        }
+    )
+
+    # A plain string, not an enum, so an unknown type is the contract's 400, not a 422.
+    agent_type: str = Field(
+        description="Which agent to run.",
+        json_schema_extra={"enum": list(SUPPORTED_AGENT_TYPES)},
+        max_length=100,
+    )
+    user_id: UUID = Field(description="The user the agent works for.")
+
+
+class RunAccepted(BaseModel):
+    run_id: str = Field(description="Temporal run id of this run; opaque.")
+
+
+class RunStatusResponse(BaseModel):
+    run_id: str
+    agent_type: str | None = Field(
+        description="None only for a run started elsewhere with bad input."
+    )
+    user_id: str | None
+    state: RunState = Field(
+        description=(
+            "PENDING: accepted, no attempt started yet (e.g. no worker). RUNNING: an attempt "
+            "is executing or waiting to retry. DONE: `result` holds the output. ERROR: `error` "
+            "says why."
+        )
+    )
+    result: Any = Field(
+        description=(
+            'policy-checker: "approved" or "rejected". document-extractor: an object with '
+            "`document`, `pages` and the extracted `fields`. None until DONE."
+        )
+    )
+    error: str | None = Field(description="Why the run ended in ERROR.")
+    attempt: int = Field(description="The agent attempt running or that ended the run; 0 if none.")
+    started_at: datetime | None = Field(description="When the run was accepted (UTC).")
+    finished_at: datetime | None = Field(description="When the run ended (UTC).")
+
+
+class ErrorResponse(BaseModel):
+    detail: str

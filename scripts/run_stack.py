@@ -1,0 +1,137 @@
+"""``make run``: a Temporal dev server (unless TEMPORAL_ADDRESS is set), a worker and the API.
+
+Ctrl-C (or SIGTERM) stops all three. The dev server keeps its history in DATA_DIR, so runs
+survive a restart; its own output goes to DATA_DIR/temporal-server.log.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import structlog
+
+from agent_runner.devserver import start_dev_args
+from agent_runner.logs import configure_logging
+from agent_runner.settings import Settings
+
+logger = structlog.stdlib.get_logger("run_stack")
+STARTUP_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 40.0
+
+
+def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Temporal dev server exited with code {process.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the Temporal dev server did not listen on {host}:{port} in time")
+
+
+def start_dev_server(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir / "temporal-server.log"
+    with log_path.open("ab") as log_file:
+        server = subprocess.Popen(
+            start_dev_args(
+                db_file=data_dir / "temporal.db",
+                port=settings.temporal_dev_port,
+                ui_port=settings.temporal_ui_port,
+            ),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    logger.info(
+        "temporal_dev_server_starting",
+        db_file=str(data_dir / "temporal.db"),
+        server_log=str(log_path),
+        pid=server.pid,
+    )
+    wait_for_port("127.0.0.1", settings.temporal_dev_port, server)
+    return server, f"127.0.0.1:{settings.temporal_dev_port}"
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM in reverse start order (API, worker, server), then SIGKILL what lingers."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def main() -> int:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    stopping = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    processes: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ)
+    web_ui = None
+    try:
+        if settings.uses_external_temporal:
+            address = settings.temporal_address
+        else:
+            server, address = start_dev_server(settings)
+            processes.append(server)
+            web_ui = f"http://localhost:{settings.temporal_ui_port}"
+        env["TEMPORAL_ADDRESS"] = address
+        root = Path(__file__).resolve().parent.parent
+        # The children get their own sessions so Ctrl-C reaches only us; we stop them in order.
+        for command in ([sys.executable, "worker.py"], [sys.executable, "-m", "api"]):
+            processes.append(subprocess.Popen(command, env=env, cwd=root, start_new_session=True))
+        api_host = (
+            "localhost" if settings.api_host in ("0.0.0.0", "127.0.0.1") else settings.api_host
+        )
+        api = f"http://{api_host}:{settings.api_port}"
+        logger.info(
+            "stack_ready",
+            message="agent-runner is up; Ctrl-C stops it",
+            api_docs=f"{api}/docs",
+            api=api,
+            temporal_web_ui=web_ui or "see your Temporal cluster's Web UI",
+            temporal_address=address,
+        )
+        while not stopping:
+            exited = [process for process in processes if process.poll() is not None]
+            if exited:
+                logger.error(
+                    "stack_process_exited",
+                    command=str(exited[0].args),
+                    returncode=exited[0].returncode,
+                )
+                return 1
+            time.sleep(0.5)
+        logger.info("stack_stopping")
+        return 0
+    except RuntimeError as err:
+        logger.error("stack_failed", error=str(err))
+        return 1
+    finally:
+        stop(processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

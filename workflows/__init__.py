@@ -1,0 +1,5 @@
+"""Deterministic workflow code only."""
+
+from workflows.agent_run import AgentRunWorkflow
+
+__all__ = ["AgentRunWorkflow"]
