@@ -14,6 +14,7 @@ import structlog
 from structlog.typing import EventDict, Processor
 
 CORE_LOGGER_NAME = "temporalio.core"
+HANDLER_NAME = "agent-runner-stdout"
 # The keys every line about a run carries; bound once with ``bind_run_context``.
 RUN_KEYS = ("agent_type", "user_id", "run_id")
 
@@ -55,8 +56,10 @@ def configure_logging(level: str = "INFO", fmt: Literal["json", "console"] = "js
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderer],
         )
     )
+    handler.set_name(HANDLER_NAME)
     root = logging.getLogger()
-    root.handlers = [handler]
+    # Replace our own handler when called again; leave handlers others installed alone.
+    root.handlers = [h for h in root.handlers if h.get_name() != HANDLER_NAME] + [handler]
     root.setLevel(level)
     # uvicorn installs its own plain-text handlers; route its loggers through ours instead.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):

@@ -1,0 +1,161 @@
+"""Agents that raise, and workflows started by other systems with bad input.
+
+The worker here runs in the test process so its agents can be swapped: other functions are
+registered under the real agent names, and the real activity code (logging, heartbeats,
+failure reporting) runs them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import AGENTS, Agent, AgentActivities, AgentContext
+from agent_runner.settings import Settings
+from tests.conftest import app_client, make_settings
+from tests.helpers import USER_ID, ListHandler, wait_for_state
+from workflows import AgentRunWorkflow
+
+
+class Flaky:
+    """Fails its first ``failures`` calls, then works."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def __call__(self, ctx: AgentContext) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RuntimeError(f"scanner offline (call {self.calls})")
+        await ctx.work()
+        return "approved"
+
+
+def in_process_worker(client: Client, settings: Settings, agents: Mapping[str, Agent]) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[AgentRunWorkflow],
+        activities=[AgentActivities(agents, settings.agent_duration_seconds).run_agent],
+    )
+
+
+@pytest.fixture
+def own_settings(temporal_address: str) -> Settings:
+    return make_settings(temporal_address, task_queue=f"swapped-{uuid.uuid4()}")
+
+
+@pytest.fixture
+async def own_api(own_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in app_client(own_settings):
+        yield client
+
+
+async def start(api: httpx.AsyncClient) -> str:
+    response = await api.post(
+        "/agents/run", json={"agent_type": "policy-checker", "user_id": USER_ID}
+    )
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+async def test_agent_that_fails_once_is_retried_and_done_on_attempt_2(
+    temporal_client: Client, own_settings: Settings, own_api: httpx.AsyncClient
+) -> None:
+    agents = {**AGENTS, "policy-checker": Flaky(failures=1)}
+    async with in_process_worker(temporal_client, own_settings, agents):
+        run_id = await start(own_api)
+        body = await wait_for_state(own_api, run_id, "DONE", "ERROR")
+
+    assert body["state"] == "DONE"
+    assert body["attempt"] == 2
+    assert body["result"] == "approved"
+
+
+async def test_agent_that_always_fails_ends_error_with_reason_and_logged_stack(
+    temporal_client: Client,
+    own_settings: Settings,
+    own_api: httpx.AsyncClient,
+    log_lines: ListHandler,
+) -> None:
+    agents = {**AGENTS, "policy-checker": Flaky(failures=99)}
+    async with in_process_worker(temporal_client, own_settings, agents):
+        run_id = await start(own_api)
+        body = await wait_for_state(own_api, run_id, "ERROR", "DONE")
+        # The service keeps serving: the next run is accepted and completes.
+        agents["policy-checker"] = AGENTS["policy-checker"]
+        next_run_id = await start(own_api)
+        await wait_for_state(own_api, next_run_id, "DONE")
+
+    assert body["state"] == "ERROR"
+    assert body["error"] == "RuntimeError: scanner offline (call 3)"
+    assert body["attempt"] == own_settings.agent_max_attempts
+    assert body["result"] is None
+    errors = [line for line in log_lines.events("agent_error") if line["run_id"] == run_id]
+    assert [line["attempt"] for line in errors] == [1, 2, 3]
+    for line in errors:
+        [exception] = line["exception"]
+        assert exception["exc_type"] == "RuntimeError"
+        assert exception["frames"], "the stack is logged as structured frames"
+        assert {"agent_type", "user_id", "run_id", "timestamp", "level"} <= line.keys()
+
+
+@pytest.mark.parametrize(
+    ("workflow_args", "reason"),
+    [
+        ([], "Invalid input"),
+        ([{"agent_type": "policy-checker"}], "user_id"),
+        ([{"agent_type": "claims-bot", "user_id": USER_ID}], "Unsupported agent_type"),
+        ([{"agent_type": "policy-checker", "user_id": "bob"}], "user_id must be a UUID"),
+        (["just a string"], "Invalid input"),
+        (
+            [{"agent_type": "policy-checker", "user_id": USER_ID, "policy": {"max_attempts": 0}}],
+            "max_attempts",
+        ),
+    ],
+)
+async def test_direct_start_with_bad_input_ends_error_with_a_reason(
+    temporal_client: Client,
+    own_settings: Settings,
+    own_api: httpx.AsyncClient,
+    workflow_args: list[Any],
+    reason: str,
+) -> None:
+    async with in_process_worker(temporal_client, own_settings, AGENTS):
+        handle = await temporal_client.start_workflow(
+            "AgentRunWorkflow",
+            args=workflow_args,
+            id=own_settings.workflow_id,
+            task_queue=own_settings.task_queue,
+        )
+        assert handle.result_run_id is not None
+        body = await wait_for_state(own_api, handle.result_run_id, "ERROR", "DONE")
+
+    assert body["state"] == "ERROR"
+    assert reason in body["error"]
+    assert body["attempt"] == 0
+
+
+async def test_direct_start_with_good_input_is_visible_through_the_api(
+    temporal_client: Client, own_settings: Settings, own_api: httpx.AsyncClient
+) -> None:
+    async with in_process_worker(temporal_client, own_settings, AGENTS):
+        handle = await temporal_client.start_workflow(
+            "AgentRunWorkflow",
+            {"agent_type": "document-extractor", "user_id": USER_ID},
+            id=own_settings.workflow_id,
+            task_queue=own_settings.task_queue,
+        )
+        assert handle.result_run_id is not None
+        body = await wait_for_state(own_api, handle.result_run_id, "DONE")
+
+    assert body["agent_type"] == "document-extractor"
+    assert body["user_id"] == USER_ID

@@ -1,0 +1,67 @@
+"""Client mistakes are 4xx with a clear detail; an unreachable Temporal is a 503."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.conftest import app_client, make_settings
+from tests.helpers import USER_ID, ListHandler, free_port
+
+
+async def test_unknown_agent_type_is_400_and_logged(
+    api: httpx.AsyncClient, log_lines: ListHandler
+) -> None:
+    response = await api.post("/agents/run", json={"agent_type": "claims-bot", "user_id": USER_ID})
+
+    assert response.status_code == 400
+    assert "Unsupported agent_type" in response.json()["detail"]
+    assert "policy-checker" in response.json()["detail"]
+    [line] = log_lines.events("Unsupported agent_type")
+    assert line["agent_type"] == "claims-bot"
+    assert line["user_id"] == USER_ID
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"agent_type": "policy-checker"},
+        {"user_id": USER_ID},
+        {"agent_type": "policy-checker", "user_id": "not-a-uuid"},
+        {"agent_type": 7, "user_id": USER_ID},
+        [],
+    ],
+)
+async def test_malformed_body_is_422(api: httpx.AsyncClient, body: object) -> None:
+    response = await api.post("/agents/run", json=body)
+
+    assert response.status_code == 422
+    assert isinstance(response.json()["detail"], list)
+
+
+async def test_non_json_body_is_422(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/agents/run", content=b"agent_type=policy-checker", headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 422
+
+
+@pytest.mark.parametrize("run_id", ["01a21269-664b-7e42-949e-644fecafa2cb", "garbage", "%00"])
+async def test_unknown_or_malformed_run_id_is_404(api: httpx.AsyncClient, run_id: str) -> None:
+    response = await api.get(f"/agents/status/{run_id}")
+
+    assert response.status_code == 404
+    assert response.json() == {"detail": "No run with this run_id"}
+
+
+async def test_unreachable_temporal_is_503_with_a_clear_detail() -> None:
+    settings = make_settings(f"127.0.0.1:{free_port()}", temporal_rpc_timeout_seconds=1.0)
+    async for api in app_client(settings):
+        started = await api.post(
+            "/agents/run", json={"agent_type": "policy-checker", "user_id": USER_ID}
+        )
+        status = await api.get("/agents/status/01a21269-664b-7e42-949e-644fecafa2cb")
+
+    for response in (started, status):
+        assert response.status_code == 503
+        assert response.json() == {"detail": "Temporal is unavailable, please retry later"}

@@ -1,0 +1,162 @@
+"""The REST contract end to end: real server, real worker process, real app."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from agent_runner.runs import AgentBusyError, RunTarget, start_agent_run
+from agent_runner.settings import Settings
+from tests.conftest import app_client, make_settings
+from tests.helpers import (
+    RUN_KEYS,
+    USER_ID,
+    ChildProcess,
+    assert_eventually,
+    wait_for_state,
+)
+
+BUSY = {"detail": "An agent is already running, please retry later"}
+
+
+async def start(api: httpx.AsyncClient, agent_type: str = "policy-checker") -> str:
+    response = await api.post("/agents/run", json={"agent_type": agent_type, "user_id": USER_ID})
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_policy_checker_reaches_done_with_a_decision(api: httpx.AsyncClient) -> None:
+    run_id = await start(api, "policy-checker")
+
+    body = await wait_for_state(api, run_id, "DONE")
+
+    assert body["result"] in ("approved", "rejected")
+    assert body["agent_type"] == "policy-checker"
+    assert body["user_id"] == USER_ID
+    assert body["run_id"] == run_id
+    assert body["error"] is None
+    assert body["attempt"] == 1
+    assert body["started_at"] is not None
+    assert body["finished_at"] is not None
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_document_extractor_reaches_done_with_extracted_fields(
+    api: httpx.AsyncClient,
+) -> None:
+    run_id = await start(api, "document-extractor")
+
+    body = await wait_for_state(api, run_id, "DONE")
+
+    assert body["result"]["fields"]["policy_holder"] == USER_ID
+    assert body["result"]["pages"] > 0
+
+
+async def test_pending_while_no_worker_then_done_once_one_starts(
+    temporal_address: str, worker_log: Path
+) -> None:
+    settings = make_settings(temporal_address, task_queue=f"no-worker-{uuid.uuid4()}")
+    async for api in app_client(settings):
+        run_id = await start(api)
+        for _ in range(3):
+            body = (await api.get(f"/agents/status/{run_id}")).json()
+            assert body["state"] == "PENDING"
+            assert body["attempt"] == 0
+            await asyncio.sleep(0.2)
+
+        worker = ChildProcess.worker(settings, worker_log)
+        try:
+            body = await wait_for_state(api, run_id, "DONE")
+        finally:
+            worker.stop()
+        assert body["attempt"] == 1
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_busy_is_409_with_the_exact_detail_then_202_after_the_run(
+    temporal_address: str,
+) -> None:
+    settings = make_settings(temporal_address, agent_duration_seconds=2.0)
+    async for api in app_client(settings):
+        run_id = await start(api)
+        await wait_for_state(api, run_id, "PENDING", "RUNNING")
+
+        busy = await api.post(
+            "/agents/run", json={"agent_type": "document-extractor", "user_id": USER_ID}
+        )
+        assert busy.status_code == 409
+        assert busy.json() == BUSY
+
+        await wait_for_state(api, run_id, "DONE")
+        assert await start(api) != run_id
+
+
+async def test_two_app_instances_racing_accept_exactly_one(settings: Settings) -> None:
+    payload = {"agent_type": "policy-checker", "user_id": USER_ID}
+
+    async def burst(api: httpx.AsyncClient) -> list[int]:
+        responses = await asyncio.gather(
+            *(api.post("/agents/run", json=payload) for _ in range(25))
+        )
+        assert all(r.status_code == 202 or r.json() == BUSY for r in responses)
+        return [r.status_code for r in responses]
+
+    async for first in app_client(settings):
+        async for second in app_client(settings):
+            first_codes, second_codes = await asyncio.gather(burst(first), burst(second))
+    codes = first_codes + second_codes
+
+    assert codes.count(202) == 1
+    assert codes.count(409) == len(codes) - 1
+
+
+async def test_200_concurrent_starts_through_the_helper_accept_exactly_one(
+    temporal_client: Client, settings: Settings
+) -> None:
+    target = RunTarget(workflow_id=settings.workflow_id, task_queue=f"idle-{uuid.uuid4()}")
+
+    outcomes = await asyncio.gather(
+        *(
+            start_agent_run(temporal_client, "policy-checker", USER_ID, target=target)
+            for _ in range(200)
+        ),
+        return_exceptions=True,
+    )
+
+    accepted = [outcome for outcome in outcomes if isinstance(outcome, str)]
+    busy = [outcome for outcome in outcomes if isinstance(outcome, AgentBusyError)]
+    assert len(accepted) == 1
+    assert len(busy) == 199
+    assert {error.running_run_id for error in busy} == set(accepted)
+    await temporal_client.get_workflow_handle(settings.workflow_id).terminate("test cleanup")
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_worker_logs_are_json_with_the_run_keys(
+    api: httpx.AsyncClient, shared_worker: ChildProcess
+) -> None:
+    run_id = await start(api)
+    await wait_for_state(api, run_id, "DONE")
+
+    async def run_lines() -> list[dict[str, Any]]:
+        lines = [line for line in shared_worker.log.read() if line.get("run_id") == run_id]
+        events = {line["event"] for line in lines}
+        assert {"agent_start", "policy_decision", "agent_complete"} <= events
+        return lines
+
+    lines = await assert_eventually(run_lines)
+    for line in lines:
+        assert line.keys() >= RUN_KEYS, line
+        assert line["timestamp"].endswith("Z")
+    start_line = next(line for line in lines if line["event"] == "agent_start")
+    assert start_line["message"] == f"Hello, I am a policy-checker agent for {USER_ID}"
+    decision = next(line for line in lines if line["event"] == "policy_decision")
+    assert decision["decision"] in ("approved", "rejected")
