@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 from temporalio.client import Client
 from temporalio.runtime import (
     LogForwardingConfig,
@@ -14,8 +16,9 @@ from temporalio.runtime import (
     TelemetryConfig,
     TelemetryFilter,
 )
-from temporalio.service import RetryConfig, TLSConfig
+from temporalio.service import RetryConfig, RPCError, RPCStatusCode, TLSConfig
 
+from agent_runner import search_attributes
 from agent_runner.logs import CORE_LOGGER_NAME
 from agent_runner.settings import Settings
 
@@ -80,3 +83,33 @@ async def connect(
         lazy=lazy,
         runtime=runtime,
     )
+
+
+async def readiness_problems(client: Client, rpc_timeout: timedelta) -> list[str]:
+    """What stops this service from working against its Temporal namespace; empty when ready.
+
+    Raises :class:`RPCError` / ``RuntimeError`` when the server cannot be reached at all.
+    """
+    try:
+        await client.workflow_service.describe_namespace(
+            DescribeNamespaceRequest(namespace=client.namespace), timeout=rpc_timeout
+        )
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return [f"namespace {client.namespace!r} does not exist"]
+        raise
+    try:
+        registered = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace), timeout=rpc_timeout
+        )
+    except RPCError as err:
+        # Some hosted namespaces do not let a worker identity list them; nothing to check then.
+        if err.status == RPCStatusCode.PERMISSION_DENIED:
+            return []
+        raise
+    missing = [
+        key.name for key in search_attributes.ALL if key.name not in registered.custom_attributes
+    ]
+    if missing:
+        return [f"search attributes not registered: {', '.join(missing)} (see the README)"]
+    return []

@@ -6,8 +6,10 @@ import shutil
 import sys
 from pathlib import Path
 
+from agent_runner import search_attributes
+
 # Registered on every server started for us, so the Web UI can filter runs by them.
-SEARCH_ATTRIBUTES = {"AgentType": "Keyword", "UserId": "Keyword"}
+SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in search_attributes.ALL}
 
 
 def temporal_cli() -> Path:

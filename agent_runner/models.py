@@ -11,6 +11,9 @@ from enum import StrEnum
 from typing import Any
 
 WORKFLOW_TYPE = "AgentRunWorkflow"
+# What a workflow id and an idempotency key may contain; this also keeps them safe to quote in
+# a visibility query.
+SAFE_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 ACTIVITY_NAME = "run_agent"
 
 

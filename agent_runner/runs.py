@@ -1,4 +1,4 @@
-"""Starting a run and reading its status: the singleton rule lives here and nowhere else.
+"""Starting, reading, listing and cancelling runs: the singleton rule lives here and nowhere else.
 
 Every run is one execution of :class:`AgentRunWorkflow` under one fixed workflow id. The
 Temporal server refuses a second start under that id while a run is open
@@ -10,6 +10,9 @@ to take, leak or expire.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +24,18 @@ from typing import Any
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowHandle,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import (
     ApplicationError,
     CancelledError,
@@ -35,6 +45,7 @@ from temporalio.exceptions import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner import search_attributes
 from agent_runner.models import AgentRunInput, AgentRunResult, RunPolicy
 from agent_runner.validation import parse_run_input
 from workflows import AgentRunWorkflow
@@ -54,6 +65,22 @@ class RunState(StrEnum):
     RUNNING = "RUNNING"
     DONE = "DONE"
     ERROR = "ERROR"
+
+
+# What visibility can say of a run without describing it; open runs need a describe.
+_CLOSED_STATES = {
+    WorkflowExecutionStatus.COMPLETED: RunState.DONE,
+    WorkflowExecutionStatus.FAILED: RunState.ERROR,
+    WorkflowExecutionStatus.CANCELED: RunState.ERROR,
+    WorkflowExecutionStatus.TERMINATED: RunState.ERROR,
+    WorkflowExecutionStatus.TIMED_OUT: RunState.ERROR,
+}
+_STATE_QUERIES = {
+    RunState.PENDING: "ExecutionStatus = 'Running'",
+    RunState.RUNNING: "ExecutionStatus = 'Running'",
+    RunState.DONE: "ExecutionStatus = 'Completed'",
+    RunState.ERROR: ("ExecutionStatus IN ('Failed', 'Canceled', 'Terminated', 'TimedOut')"),
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +109,24 @@ class RunStatus:
         return self.state in (RunState.DONE, RunState.ERROR)
 
 
+@dataclass(frozen=True)
+class RunSummary:
+    """A run as the list shows it; its result and error are on its status."""
+
+    run_id: str
+    agent_type: str | None
+    user_id: str | None
+    state: RunState
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[RunSummary]
+    next_page_token: str | None
+
+
 class AgentBusyError(Exception):
     """Another run holds the singleton; ``running_run_id`` is that run."""
 
@@ -90,8 +135,20 @@ class AgentBusyError(Exception):
         self.running_run_id = running_run_id
 
 
+class IdempotencyKeyReusedError(ValueError):
+    """The idempotency key was used before with a different request."""
+
+
 class RunNotFoundError(LookupError):
     """No run of this workflow id has that run id."""
+
+
+class RunFinishedError(Exception):
+    """The run has already ended, so it cannot be cancelled."""
+
+
+class InvalidPageTokenError(ValueError):
+    """The page token is not one this service handed out."""
 
 
 class TemporalUnavailableError(Exception):
@@ -116,6 +173,10 @@ def run_summary(agent_type: str, user_id: str) -> str:
     return f"{agent_type} for {user_id}"
 
 
+def _fingerprint(run_input: AgentRunInput) -> str:
+    return hashlib.sha256(f"{run_input.agent_type}\n{run_input.user_id}".encode()).hexdigest()
+
+
 async def start_agent_run(
     client: Client,
     agent_type: str,
@@ -123,8 +184,13 @@ async def start_agent_run(
     *,
     target: RunTarget = RunTarget(),
     policy: RunPolicy = RunPolicy(),
+    idempotency_key: str | None = None,
 ) -> str:
     """Start a run and return its run id.
+
+    With an ``idempotency_key``, a repeat of the same request returns the run the key first
+    started, open or finished (while the namespace retains it), instead of a new run or a busy
+    error; the same key with another request raises :class:`IdempotencyKeyReusedError`.
 
     Raises :class:`UnsupportedAgentTypeError` / :class:`InvalidRunInputError` (both
     ``ValueError``) for bad input, :class:`AgentBusyError` while another run is open, and
@@ -133,7 +199,21 @@ async def start_agent_run(
     run_input = parse_run_input(
         {"agent_type": agent_type, "user_id": str(user_id), "policy": policy}
     )
+    fingerprint = _fingerprint(run_input)
+    memo: dict[str, Any] = {"agent_type": run_input.agent_type, "user_id": run_input.user_id}
+    attributes: list[SearchAttributePair[str]] = [
+        SearchAttributePair(search_attributes.AGENT_TYPE, run_input.agent_type),
+        SearchAttributePair(search_attributes.USER_ID, run_input.user_id),
+    ]
     with _temporal_call():
+        if idempotency_key is not None:
+            earlier = await _run_with_idempotency_key(client, target, idempotency_key)
+            if earlier is not None:
+                return await _same_request(earlier, idempotency_key, fingerprint)
+            memo |= {"idempotency_key": idempotency_key, "request_fingerprint": fingerprint}
+            attributes.append(
+                SearchAttributePair(search_attributes.IDEMPOTENCY_KEY, idempotency_key)
+            )
         try:
             handle = await client.start_workflow(
                 AgentRunWorkflow.run,
@@ -142,33 +222,74 @@ async def start_agent_run(
                 task_queue=target.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-                memo={"agent_type": run_input.agent_type, "user_id": run_input.user_id},
+                memo=memo,
+                search_attributes=TypedSearchAttributes(attributes),
                 static_summary=run_summary(run_input.agent_type, run_input.user_id),
                 rpc_timeout=target.rpc_timeout,
             )
         except WorkflowAlreadyStartedError as err:
+            if idempotency_key is not None and err.run_id:
+                # A concurrent request with the same key may have started the open run.
+                holder = await _handle(client, target, err.run_id).describe(
+                    rpc_timeout=target.rpc_timeout
+                )
+                if (await holder.memo()).get("idempotency_key") == idempotency_key:
+                    return await _same_request(holder, idempotency_key, fingerprint)
             raise AgentBusyError(err.run_id) from None
     assert handle.result_run_id is not None
     return handle.result_run_id
 
 
-async def get_run_status(
-    client: Client, run_id: str, *, target: RunTarget = RunTarget()
-) -> RunStatus:
-    """Read a run's state from the server; works with no worker running."""
-    handle = client.get_workflow_handle(
-        target.workflow_id, run_id=run_id, result_type=AgentRunResult
+async def _run_with_idempotency_key(
+    client: Client, target: RunTarget, key: str
+) -> WorkflowExecution | None:
+    query = (
+        f"WorkflowId = '{target.workflow_id}' AND "
+        f"{search_attributes.IDEMPOTENCY_KEY.name} = '{key}'"
     )
+    async for execution in client.list_workflows(query, limit=1, rpc_timeout=target.rpc_timeout):
+        return execution
+    return None
+
+
+async def _same_request(execution: WorkflowExecution, key: str, fingerprint: str) -> str:
+    if (await execution.memo()).get("request_fingerprint") != fingerprint:
+        raise IdempotencyKeyReusedError(
+            f"Idempotency-Key {key!r} was already used with a different request"
+        )
+    return execution.run_id
+
+
+def _handle(
+    client: Client, target: RunTarget, run_id: str | None
+) -> WorkflowHandle[Any, AgentRunResult]:
+    return client.get_workflow_handle(target.workflow_id, run_id=run_id, result_type=AgentRunResult)
+
+
+async def _describe(
+    handle: WorkflowHandle[Any, Any], target: RunTarget
+) -> WorkflowExecutionDescription:
+    try:
+        return await handle.describe(rpc_timeout=target.rpc_timeout)
+    except RPCError as err:
+        if err.status in _NOT_FOUND:
+            raise RunNotFoundError(handle.run_id) from None
+        raise
+
+
+async def get_run_status(
+    client: Client, run_id: str | None, *, target: RunTarget = RunTarget()
+) -> RunStatus:
+    """Read a run's state from the server; works with no worker running.
+
+    ``run_id=None`` reads the latest run of the workflow id.
+    """
+    handle = _handle(client, target, run_id)
     with _temporal_call():
-        try:
-            description = await handle.describe(rpc_timeout=target.rpc_timeout)
-        except RPCError as err:
-            if err.status in _NOT_FOUND:
-                raise RunNotFoundError(run_id) from None
-            raise
+        description = await _describe(handle, target)
         memo = await description.memo()
         base: dict[str, Any] = {
-            "run_id": run_id,
+            "run_id": description.run_id,
             "agent_type": memo.get("agent_type"),
             "user_id": memo.get("user_id"),
             "started_at": description.start_time,
@@ -176,8 +297,9 @@ async def get_run_status(
         }
         if description.status == WorkflowExecutionStatus.RUNNING:
             return _open_run_status(description, base)
+        closed = _handle(client, target, description.run_id)
         try:
-            output = await handle.result(follow_runs=False, rpc_timeout=target.rpc_timeout)
+            output = await closed.result(follow_runs=False, rpc_timeout=target.rpc_timeout)
         except WorkflowFailureError as err:
             reason, attempt = _closed_run_failure(err)
             return RunStatus(
@@ -185,6 +307,91 @@ async def get_run_status(
             )
     return RunStatus(
         **base, state=RunState.DONE, result=output.result, error=None, attempt=output.attempt
+    )
+
+
+async def get_current_run(client: Client, *, target: RunTarget = RunTarget()) -> RunStatus | None:
+    """The open run, if there is one."""
+    try:
+        status = await get_run_status(client, None, target=target)
+    except RunNotFoundError:
+        return None
+    return None if status.is_final else status
+
+
+async def cancel_run(client: Client, run_id: str, *, target: RunTarget = RunTarget()) -> None:
+    """Ask an open run to stop: its agent sees the cancellation at its next heartbeat, and the
+    run ends ERROR with reason ``cancelled``."""
+    handle = _handle(client, target, run_id)
+    with _temporal_call():
+        description = await _describe(handle, target)
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            raise RunFinishedError(run_id)
+        await handle.cancel(rpc_timeout=target.rpc_timeout)
+
+
+async def list_runs(
+    client: Client,
+    *,
+    target: RunTarget = RunTarget(),
+    agent_type: str | None = None,
+    user_id: str | None = None,
+    state: RunState | None = None,
+    limit: int = 20,
+    page_token: str | None = None,
+) -> RunPage:
+    """Runs of the workflow id, newest first, from Temporal visibility (no database of ours).
+
+    Runs never overlap, so visibility's order (open first, then by close time) is start order.
+    ``agent_type`` must be a supported type and ``user_id`` a UUID: both are quoted into the
+    query as they are.
+    """
+    clauses = [f"WorkflowId = '{target.workflow_id}'"]
+    if agent_type is not None:
+        clauses.append(f"{search_attributes.AGENT_TYPE.name} = '{agent_type}'")
+    if user_id is not None:
+        clauses.append(f"{search_attributes.USER_ID.name} = '{uuid.UUID(user_id)}'")
+    if state is not None:
+        clauses.append(_STATE_QUERIES[state])
+    executions = client.list_workflows(
+        " AND ".join(clauses),
+        page_size=limit,
+        next_page_token=_decode_page_token(page_token),
+        rpc_timeout=target.rpc_timeout,
+    )
+    with _temporal_call():
+        await executions.fetch_next_page()
+        runs = [
+            await _summary(client, target, execution) for execution in executions.current_page or []
+        ]
+    if state is not None:
+        runs = [run for run in runs if run.state == state]
+    token = executions.next_page_token
+    return RunPage(runs, base64.urlsafe_b64encode(token).decode() if token else None)
+
+
+def _decode_page_token(page_token: str | None) -> bytes | None:
+    if not page_token:
+        return None
+    try:
+        return base64.urlsafe_b64decode(page_token.encode())
+    except (binascii.Error, ValueError):
+        raise InvalidPageTokenError("page_token is not a token this service returned") from None
+
+
+async def _summary(client: Client, target: RunTarget, execution: WorkflowExecution) -> RunSummary:
+    memo = await execution.memo()
+    closed_state = _CLOSED_STATES.get(execution.status) if execution.status else None
+    if closed_state is None:
+        # The one open run: only a describe tells PENDING from RUNNING.
+        closed_state = (await get_run_status(client, execution.run_id, target=target)).state
+    return RunSummary(
+        run_id=execution.run_id,
+        agent_type=memo.get("agent_type"),
+        user_id=memo.get("user_id"),
+        state=closed_state,
+        started_at=execution.start_time,
+        finished_at=execution.close_time,
     )
 
 
@@ -223,12 +430,20 @@ def _closed_run_failure(err: WorkflowFailureError) -> tuple[str, int]:
 __all__ = [
     "AgentBusyError",
     "AgentRunInput",
+    "IdempotencyKeyReusedError",
+    "InvalidPageTokenError",
+    "RunFinishedError",
     "RunNotFoundError",
+    "RunPage",
     "RunPolicy",
     "RunState",
     "RunStatus",
+    "RunSummary",
     "RunTarget",
     "TemporalUnavailableError",
+    "cancel_run",
+    "get_current_run",
     "get_run_status",
+    "list_runs",
     "start_agent_run",
 ]

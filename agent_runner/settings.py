@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent_runner.models import SAFE_KEY_PATTERN
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
@@ -29,8 +31,8 @@ class Settings(BaseSettings):
     temporal_rpc_timeout_seconds: float = Field(default=2.0, gt=0)
 
     # The singleton: one workflow id, one task queue.
-    task_queue: str = Field(default="agent-runner", min_length=1)
-    workflow_id: str = Field(default="agent-runner", min_length=1)
+    task_queue: str = Field(default="agent-runner", min_length=1, max_length=255)
+    workflow_id: str = Field(default="agent-runner", pattern=SAFE_KEY_PATTERN)
 
     # The agents.
     agent_duration_seconds: float = Field(default=5.0, ge=0)

@@ -15,7 +15,10 @@ from agent_runner.connection import api_retry_config, connect, create_runtime
 from agent_runner.logs import configure_logging
 from agent_runner.runs import RunTarget, TemporalUnavailableError
 from agent_runner.settings import Settings, get_settings
-from api.routes import agents
+from api.cache import FinishedRuns, RunStartTimes
+from api.deps import AppState
+from api.metrics import ApiMetrics, MetricsMiddleware
+from api.routes import agents, health
 
 UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
 logger = structlog.stdlib.get_logger(__name__)
@@ -35,11 +38,22 @@ class ClearLogContext:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
+    state = AppState(
+        settings=settings,
+        target=RunTarget(
+            workflow_id=settings.workflow_id,
+            task_queue=settings.task_queue,
+            rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+        ),
+        metrics=ApiMetrics(),
+        finished_runs=FinishedRuns(),
+        start_times=RunStartTimes(),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Lazy: the API starts, and answers 503, while Temporal is down; it connects on first use.
-        app.state.temporal_client = await connect(
+        state.client = await connect(
             settings,
             runtime=create_runtime(),
             lazy=True,
@@ -60,14 +74,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.run_target = RunTarget(
-        workflow_id=settings.workflow_id,
-        task_queue=settings.task_queue,
-        rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
-    )
+    app.state.agent_runner = state
     app.add_middleware(ClearLogContext)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.include_router(agents.router)
+    app.include_router(health.router)
 
     @app.exception_handler(TemporalUnavailableError)
     async def temporal_unavailable(request: Request, exc: TemporalUnavailableError) -> JSONResponse:

@@ -61,3 +61,33 @@ class RunStatusResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     detail: str
+
+
+class BusyResponse(BaseModel):
+    detail: str = Field(examples=["An agent is already running, please retry later"])
+    running_run_id: str | None = Field(description="The open run; its status is at `Location`.")
+
+
+class RunSummaryResponse(BaseModel):
+    run_id: str
+    agent_type: str | None
+    user_id: str | None
+    state: RunState
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class RunListResponse(BaseModel):
+    runs: list[RunSummaryResponse] = Field(description="Newest first.")
+    next_page_token: str | None = Field(
+        description="Pass as `page_token` for the next page; null on the last page."
+    )
+
+
+class CancelAccepted(BaseModel):
+    run_id: str
+    detail: str = "Cancellation requested; the run ends ERROR with reason 'cancelled'"
+
+
+class HealthResponse(BaseModel):
+    status: str

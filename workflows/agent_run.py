@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
         AgentTask,
         ErrorType,
     )
+    from agent_runner.search_attributes import AGENT_TYPE, USER_ID
     from agent_runner.validation import InvalidRunInputError, parse_run_input
 
 
@@ -38,6 +39,12 @@ class AgentRunWorkflow:
             ) from None
         self._record_inputs(run_input)
         policy = run_input.policy
+        workflow.set_current_details(
+            f"Running the {run_input.agent_type} agent for {run_input.user_id}: "
+            f"up to {policy.max_attempts} attempts, heartbeat timeout "
+            f"{policy.heartbeat_timeout_seconds:g} s. Attempts and failures are in the history "
+            "(ActivityTaskStarted / pending activity)."
+        )
         try:
             output = await workflow.execute_activity(
                 ACTIVITY_NAME,
@@ -45,6 +52,9 @@ class AgentRunWorkflow:
                 result_type=AgentOutput,
                 start_to_close_timeout=timedelta(seconds=policy.timeout_seconds),
                 heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_seconds),
+                # On cancel, wait for the agent to see it (through its heartbeat) and stop, so
+                # the run is not reported over while the agent is still working.
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=policy.retry_initial_interval_seconds),
                     maximum_attempts=policy.max_attempts,
@@ -72,9 +82,14 @@ class AgentRunWorkflow:
 
     @staticmethod
     def _record_inputs(run_input: AgentRunInput) -> None:
-        """Starts from other systems may lack the memo the REST API reads: add it."""
+        """Starts from other systems may lack the memo the REST API reads and the search
+        attributes the Web UI filters by: add them."""
         if "agent_type" not in workflow.memo():
             workflow.upsert_memo({"agent_type": run_input.agent_type, "user_id": run_input.user_id})
+        if workflow.info().typed_search_attributes.get(AGENT_TYPE) is None:
+            workflow.upsert_search_attributes(
+                [AGENT_TYPE.value_set(run_input.agent_type), USER_ID.value_set(run_input.user_id)]
+            )
 
 
 def _log_keys() -> dict[str, Any]:

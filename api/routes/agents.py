@@ -1,23 +1,54 @@
-"""/agents: start a run, read its status."""
+"""/agents: start runs, read them, list them, cancel them."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+from uuid import UUID
 
 import structlog
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Header, HTTPException, Query, status
+from fastapi.responses import JSONResponse
 
 from agent_runner.logs import bind_run_context
-from agent_runner.models import RunPolicy
-from agent_runner.runs import AgentBusyError, RunNotFoundError, get_run_status, start_agent_run
+from agent_runner.models import SAFE_KEY_PATTERN, RunPolicy
+from agent_runner.runs import (
+    AgentBusyError,
+    IdempotencyKeyReusedError,
+    InvalidPageTokenError,
+    RunFinishedError,
+    RunNotFoundError,
+    RunState,
+    RunStatus,
+    cancel_run,
+    get_current_run,
+    get_run_status,
+    list_runs,
+    start_agent_run,
+)
 from agent_runner.settings import Settings
-from agent_runner.validation import UnsupportedAgentTypeError
-from api.deps import ClientDep, SettingsDep, TargetDep
-from api.schemas import ErrorResponse, RunAccepted, RunRequest, RunStatusResponse
+from agent_runner.validation import (
+    SUPPORTED_AGENT_TYPES,
+    UnsupportedAgentTypeError,
+    unsupported_agent_type_message,
+)
+from api.cache import retry_after_seconds
+from api.deps import AppState, ClientDep, StateDep, TargetDep
+from api.schemas import (
+    BusyResponse,
+    CancelAccepted,
+    ErrorResponse,
+    RunAccepted,
+    RunListResponse,
+    RunRequest,
+    RunStatusResponse,
+    RunSummaryResponse,
+)
 
 BUSY_DETAIL = "An agent is already running, please retry later"
-UNAVAILABLE: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorResponse, "description": "Temporal cannot be reached"}
+NOT_FOUND_DETAIL = "No run with this run_id"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such run"},
+    503: {"model": ErrorResponse, "description": "Temporal cannot be reached"},
 }
 
 router = APIRouter(prefix="/agents", tags=["agents"])
@@ -33,48 +64,173 @@ def run_policy(settings: Settings) -> RunPolicy:
     )
 
 
+def status_url(run_id: str) -> str:
+    return f"{router.prefix}/status/{run_id}"
+
+
 @router.post(
     "/run",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunAccepted,
     responses={
         400: {"model": ErrorResponse, "description": "Unsupported agent_type"},
-        409: {"model": ErrorResponse, "description": "Another run is in progress"},
-        **UNAVAILABLE,
+        409: {
+            "model": BusyResponse,
+            "description": "Another run is open; see `Location` and `Retry-After`",
+        },
+        422: {"description": "Malformed body, or an Idempotency-Key reused for another request"},
+        503: ERRORS[503],
     },
 )
 async def run_agent(
-    body: RunRequest, client: ClientDep, target: TargetDep, settings: SettingsDep
-) -> RunAccepted:
+    body: RunRequest,
+    state: StateDep,
+    client: ClientDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=SAFE_KEY_PATTERN,
+            description=(
+                "Repeat a request safely: the same key and body return the same run_id, "
+                "even after the run finished (while Temporal retains it)."
+            ),
+        ),
+    ] = None,
+) -> RunAccepted | JSONResponse:
     """Start a run. Only one runs at a time, across every replica: a start while one is open
     gets 409."""
     user_id = str(body.user_id)
     bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=None)
     try:
         run_id = await start_agent_run(
-            client, body.agent_type, user_id, target=target, policy=run_policy(settings)
+            client,
+            body.agent_type,
+            user_id,
+            target=state.target,
+            policy=run_policy(state.settings),
+            idempotency_key=idempotency_key,
         )
     except UnsupportedAgentTypeError as err:
         logger.warning("Unsupported agent_type", reason=str(err))
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
+    except IdempotencyKeyReusedError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
     except AgentBusyError as err:
-        logger.info("run_rejected", reason="busy", running_run_id=err.running_run_id)
-        raise HTTPException(status.HTTP_409_CONFLICT, BUSY_DETAIL) from None
+        return await busy_response(state, client, err.running_run_id)
     bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=run_id)
-    logger.info("run_accepted")
+    state.metrics.runs_accepted.inc()
+    logger.info("run_accepted", idempotency_key=idempotency_key)
     return RunAccepted(run_id=run_id)
 
 
-@router.get(
-    "/status/{run_id}",
-    response_model=RunStatusResponse,
-    responses={404: {"model": ErrorResponse, "description": "No such run"}, **UNAVAILABLE},
-)
-async def run_status(run_id: str, client: ClientDep, target: TargetDep) -> RunStatusResponse:
+async def busy_response(
+    state: AppState, client: ClientDep, running_run_id: str | None
+) -> JSONResponse:
+    state.metrics.runs_rejected_busy.inc()
+    logger.info("run_rejected", reason="busy", running_run_id=running_run_id)
+    headers = {}
+    if running_run_id:
+
+        async def holder_start() -> Any:
+            return (await get_run_status(client, running_run_id, target=state.target)).started_at
+
+        started_at = await state.start_times.get(running_run_id, holder_start)
+        headers["Location"] = status_url(running_run_id)
+        headers["Retry-After"] = str(
+            retry_after_seconds(started_at, state.settings.agent_duration_seconds)
+        )
+    body = BusyResponse(detail=BUSY_DETAIL, running_run_id=running_run_id)
+    return JSONResponse(body.model_dump(), status.HTTP_409_CONFLICT, headers=headers)
+
+
+@router.get("/status/{run_id}", response_model=RunStatusResponse, responses=ERRORS)
+async def run_status(run_id: str, state: StateDep, client: ClientDep) -> RunStatusResponse:
     """Read a run's state; `result` once DONE, `error` once ERROR."""
-    try:
-        run = await get_run_status(client, run_id, target=target)
-    except RunNotFoundError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "No run with this run_id") from None
+    run = state.finished_runs.get(run_id)
+    if run is None:
+        try:
+            run = await get_run_status(client, run_id, target=state.target)
+        except RunNotFoundError:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
+        remember_if_finished(state, run)
     bind_run_context(agent_type=run.agent_type, user_id=run.user_id, run_id=run.run_id)
     return RunStatusResponse.model_validate(run, from_attributes=True)
+
+
+def remember_if_finished(state: AppState, run: RunStatus) -> None:
+    if state.finished_runs.remember(run):
+        state.metrics.runs_finished.labels(run.state).inc()
+
+
+@router.get(
+    "/current",
+    response_model=RunStatusResponse,
+    responses={404: {"model": ErrorResponse, "description": "No run is open"}, 503: ERRORS[503]},
+)
+async def current_run(client: ClientDep, target: TargetDep) -> RunStatusResponse:
+    """The open run (PENDING or RUNNING), if any."""
+    run = await get_current_run(client, target=target)
+    if run is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No run is open")
+    return RunStatusResponse.model_validate(run, from_attributes=True)
+
+
+@router.get(
+    "/runs",
+    response_model=RunListResponse,
+    responses={
+        400: {"model": ErrorResponse, "description": "Bad filter or page token"},
+        503: ERRORS[503],
+    },
+)
+async def runs(
+    client: ClientDep,
+    target: TargetDep,
+    agent_type: Annotated[str | None, Query(max_length=100)] = None,
+    user_id: UUID | None = None,
+    state: RunState | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    page_token: Annotated[str | None, Query(max_length=4096)] = None,
+) -> RunListResponse:
+    """Runs newest first, from Temporal visibility; filter by agent type, user and state."""
+    if agent_type is not None and agent_type not in SUPPORTED_AGENT_TYPES:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, unsupported_agent_type_message(agent_type))
+    try:
+        page = await list_runs(
+            client,
+            target=target,
+            agent_type=agent_type,
+            user_id=str(user_id) if user_id else None,
+            state=state,
+            limit=limit,
+            page_token=page_token,
+        )
+    except InvalidPageTokenError as err:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
+    return RunListResponse(
+        runs=[RunSummaryResponse.model_validate(run, from_attributes=True) for run in page.runs],
+        next_page_token=page.next_page_token,
+    )
+
+
+@router.post(
+    "/runs/{run_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=CancelAccepted,
+    responses={
+        **ERRORS,
+        409: {"model": ErrorResponse, "description": "The run has already finished"},
+    },
+)
+async def cancel(run_id: str, client: ClientDep, target: TargetDep) -> CancelAccepted:
+    """Cancel an open run: its agent stops at its next heartbeat; the run ends ERROR
+    (`cancelled`)."""
+    try:
+        await cancel_run(client, run_id, target=target)
+    except RunNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
+    except RunFinishedError:
+        raise HTTPException(status.HTTP_409_CONFLICT, "The run has already finished") from None
+    bind_run_context(agent_type=None, user_id=None, run_id=run_id)
+    logger.info("run_cancel_requested")
+    return CancelAccepted(run_id=run_id)

@@ -1,0 +1,82 @@
+"""Small in-process caches of facts that never change once known."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Generic, TypeVar
+
+from agent_runner.runs import RunStatus
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class LRU(Generic[K, V]):
+    def __init__(self, maxsize: int) -> None:
+        self._items: OrderedDict[K, V] = OrderedDict()
+        self._maxsize = maxsize
+
+    def get(self, key: K) -> V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._maxsize:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> None:
+        self._items.pop(key, None)
+
+
+class FinishedRuns:
+    """Statuses of finished runs: they never change, so reading one again costs no Temporal call."""
+
+    def __init__(self, maxsize: int = 4096) -> None:
+        self._statuses: LRU[str, RunStatus] = LRU(maxsize)
+
+    def get(self, run_id: str) -> RunStatus | None:
+        return self._statuses.get(run_id)
+
+    def remember(self, status: RunStatus) -> bool:
+        """Keep a final status; True the first time this process sees the run finished."""
+        if not status.is_final or self._statuses.get(status.run_id) is not None:
+            return False
+        self._statuses.put(status.run_id, status)
+        return True
+
+
+class RunStartTimes:
+    """When each run that held the singleton started, fetched once per run even when a burst of
+    rejected starts asks at the same moment."""
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self._pending: LRU[str, asyncio.Task[datetime | None]] = LRU(maxsize)
+
+    async def get(
+        self, run_id: str, fetch: Callable[[], Awaitable[datetime | None]]
+    ) -> datetime | None:
+        task = self._pending.get(run_id)
+        if task is None:
+            task = asyncio.ensure_future(fetch())
+            self._pending.put(run_id, task)
+        try:
+            return await asyncio.shield(task)
+        except Exception:
+            self._pending.pop(run_id)
+            return None
+
+
+def retry_after_seconds(started_at: datetime | None, agent_duration_seconds: float) -> int:
+    """Seconds until the holder is likely done: its expected end, at least 1 s."""
+    remaining = agent_duration_seconds
+    if started_at is not None:
+        remaining -= (datetime.now(UTC) - started_at).total_seconds()
+    return max(1, math.ceil(remaining))

@@ -1,0 +1,48 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from temporalio.service import RPCError
+
+from agent_runner.connection import readiness_problems
+from api.deps import ClientDep, StateDep
+from api.schemas import ErrorResponse, HealthResponse
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=HealthResponse)
+async def healthz() -> HealthResponse:
+    """The process is up and serving (no Temporal call)."""
+    return HealthResponse(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=HealthResponse,
+    responses={503: {"model": ErrorResponse, "description": "Not ready, and why"}},
+)
+async def readyz(state: StateDep, client: ClientDep) -> HealthResponse | JSONResponse:
+    """Temporal is reachable, the namespace exists and the search attributes are registered."""
+    try:
+        problems = await readiness_problems(client, state.target.rpc_timeout)
+    except (RPCError, RuntimeError):
+        problems = ["Temporal is unavailable"]
+    if problems:
+        return JSONResponse(
+            {"detail": "; ".join(problems)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE
+        )
+    return HealthResponse(status="ready")
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
+)
+async def metrics(state: StateDep) -> Response:
+    """Prometheus metrics of this API process."""
+    return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
