@@ -27,7 +27,7 @@ CONNECT_RETRY_SECONDS = 2.0
 
 async def connect_with_retry(settings: Settings) -> Client:
     """Wait for the server rather than exit: workers may start before Temporal does."""
-    runtime = create_runtime()
+    runtime = create_runtime(settings.worker_metrics_address)
     while True:
         try:
             return await connect(settings, runtime=runtime)

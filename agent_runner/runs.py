@@ -58,6 +58,7 @@ DEFAULT_TASK_QUEUE = "agent-runner"
 _EVENTS_BEFORE_AGENT = 4
 _UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
 _NOT_FOUND = {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}
+_BAD_PAGE_TOKEN_DETAIL = "page_token is not a token this service returned"  # noqa: S105
 
 
 class RunState(StrEnum):
@@ -360,7 +361,13 @@ async def list_runs(
         rpc_timeout=target.rpc_timeout,
     )
     with _temporal_call():
-        await executions.fetch_next_page()
+        try:
+            await executions.fetch_next_page()
+        except RPCError as err:
+            # Servers reject a forged token as INVALID_ARGUMENT, or (SQL visibility) UNKNOWN.
+            if page_token and err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN):
+                raise InvalidPageTokenError(_BAD_PAGE_TOKEN_DETAIL) from None
+            raise
         runs = [
             await _summary(client, target, execution) for execution in executions.current_page or []
         ]
@@ -374,9 +381,9 @@ def _decode_page_token(page_token: str | None) -> bytes | None:
     if not page_token:
         return None
     try:
-        return base64.urlsafe_b64decode(page_token.encode())
+        return base64.b64decode(page_token.encode(), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidPageTokenError("page_token is not a token this service returned") from None
+        raise InvalidPageTokenError(_BAD_PAGE_TOKEN_DETAIL) from None
 
 
 async def _summary(client: Client, target: RunTarget, execution: WorkflowExecution) -> RunSummary:

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     agent_heartbeat_timeout_seconds: float = Field(default=10.0, gt=0)
     agent_retry_initial_interval_seconds: float = Field(default=1.0, gt=0)
     worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+    # host:port where a worker serves the SDK's Prometheus metrics; unset: not served.
+    worker_metrics_address: str | None = None
 
     log_level: LogLevel = "INFO"
     log_format: Literal["json", "console"] = "json"

@@ -1,0 +1,375 @@
+"""Operating the service: history and filters, programmatic starts, listing, cancel,
+idempotency, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import AGENTS, AgentActivities
+from agent_runner import search_attributes
+from agent_runner.devserver import temporal_cli
+from agent_runner.runs import AgentBusyError, RunTarget, start_agent_run
+from agent_runner.settings import Settings
+from tests.conftest import app_client, make_settings
+from tests.helpers import USER_ID, ChildProcess, assert_eventually, free_port, wait_for_state
+from workflows import AgentRunWorkflow
+
+
+async def start(
+    api: httpx.AsyncClient,
+    agent_type: str = "policy-checker",
+    user_id: str = USER_ID,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    return await api.post(
+        "/agents/run", json={"agent_type": agent_type, "user_id": user_id}, headers=headers
+    )
+
+
+async def start_ok(api: httpx.AsyncClient, agent_type: str = "policy-checker", **kw: Any) -> str:
+    response = await start(api, agent_type, **kw)
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+@pytest.fixture
+def idle_settings(temporal_address: str) -> Settings:
+    """No worker polls this task queue: runs stay PENDING until a test serves them."""
+    return make_settings(temporal_address, task_queue=f"idle-{uuid.uuid4()}")
+
+
+@pytest.fixture
+async def idle_api(idle_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in app_client(idle_settings):
+        yield client
+
+
+def slow_worker(client: Client, settings: Settings, seconds: float = 60.0) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[AgentRunWorkflow],
+        activities=[AgentActivities(AGENTS, seconds).run_agent],
+    )
+
+
+# --- Web UI history -----------------------------------------------------------------------
+
+
+async def test_runs_carry_search_attributes_and_a_summary(
+    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
+) -> None:
+    run_id = await start_ok(idle_api, "document-extractor")
+
+    handle = temporal_client.get_workflow_handle(idle_settings.workflow_id, run_id=run_id)
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(search_attributes.AGENT_TYPE) == (
+        "document-extractor"
+    )
+    assert description.typed_search_attributes.get(search_attributes.USER_ID) == USER_ID
+    assert await description.static_summary() == f"document-extractor for {USER_ID}"
+    await handle.terminate("test cleanup")
+
+
+async def test_runs_started_elsewhere_get_search_attributes_from_the_workflow(
+    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
+) -> None:
+    handle = await temporal_client.start_workflow(
+        "AgentRunWorkflow",
+        {"agent_type": "policy-checker", "user_id": USER_ID},
+        id=idle_settings.workflow_id,
+        task_queue=idle_settings.task_queue,
+    )
+    async with slow_worker(temporal_client, idle_settings, seconds=0.2):
+        await wait_for_state(idle_api, handle.result_run_id or "", "DONE")
+
+    description = await handle.describe()
+    assert description.typed_search_attributes.get(search_attributes.AGENT_TYPE) == (
+        "policy-checker"
+    )
+    assert description.typed_search_attributes.get(search_attributes.USER_ID) == USER_ID
+
+
+# --- Programmatic starts ----------------------------------------------------------------------
+
+
+def cli_start(address: str, settings: Settings, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(temporal_cli()),
+            "workflow",
+            "start",
+            "--address",
+            address,
+            "--type",
+            "AgentRunWorkflow",
+            "--task-queue",
+            settings.task_queue,
+            "--workflow-id",
+            settings.workflow_id,
+            "--input",
+            json.dumps({"agent_type": "policy-checker", "user_id": USER_ID}),
+            "--output",
+            "json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_cli_start_when_idle_runs_and_is_visible_through_the_api(
+    temporal_address: str, settings: Settings, api: httpx.AsyncClient
+) -> None:
+    result = cli_start(temporal_address, settings, "--fail-existing")
+
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["runId"]
+    body = await wait_for_state(api, run_id, "DONE")
+    assert body["agent_type"] == "policy-checker"
+    assert body["result"] in ("approved", "rejected")
+    listed = (await api.get("/agents/runs")).json()["runs"]
+    assert [run["run_id"] for run in listed] == [run_id]
+
+
+async def test_cli_start_while_busy_fails_with_the_conflict_policy(
+    temporal_address: str, idle_settings: Settings, idle_api: httpx.AsyncClient
+) -> None:
+    holder = await start_ok(idle_api)
+
+    refused = cli_start(temporal_address, idle_settings, "--fail-existing")
+    # Without it the CLI reports success and drops the new input: the README warns of this.
+    dropped = cli_start(temporal_address, idle_settings)
+
+    assert refused.returncode != 0
+    assert "already" in (refused.stderr + refused.stdout).lower()
+    assert dropped.returncode == 0
+    assert json.loads(dropped.stdout)["runId"] == holder
+    runs = (await idle_api.get("/agents/runs")).json()["runs"]
+    assert [run["run_id"] for run in runs] == [holder]
+
+
+async def test_python_helper_raises_busy_with_the_holder(
+    temporal_client: Client, idle_settings: Settings
+) -> None:
+    target = RunTarget(workflow_id=idle_settings.workflow_id, task_queue=idle_settings.task_queue)
+    holder = await start_agent_run(temporal_client, "policy-checker", USER_ID, target=target)
+
+    with pytest.raises(AgentBusyError) as busy:
+        await start_agent_run(temporal_client, "document-extractor", USER_ID, target=target)
+
+    assert busy.value.running_run_id == holder
+
+
+# --- Listing and the current run -----------------------------------------------------------
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_runs_are_listed_newest_first_with_filters_and_pages(api: httpx.AsyncClient) -> None:
+    other_user = str(uuid.uuid4())
+    run_ids = []
+    for agent_type, user_id in [
+        ("document-extractor", USER_ID),
+        ("policy-checker", other_user),
+        ("document-extractor", USER_ID),
+    ]:
+        run_ids.append(await start_ok(api, agent_type, user_id=user_id))
+        await wait_for_state(api, run_ids[-1], "DONE")
+
+    async def listed(query: str) -> list[str]:
+        response = await api.get(f"/agents/runs?{query}")
+        assert response.status_code == 200, response.text
+        return [run["run_id"] for run in response.json()["runs"]]
+
+    async def all_three_visible() -> None:
+        assert await listed("") == run_ids[::-1]
+
+    await assert_eventually(all_three_visible)
+    assert await listed("agent_type=document-extractor") == [run_ids[2], run_ids[0]]
+    assert await listed(f"user_id={other_user}") == [run_ids[1]]
+    assert await listed("state=DONE") == run_ids[::-1]
+    assert await listed("state=ERROR") == []
+
+    first = (await api.get("/agents/runs?limit=2")).json()
+    second = (await api.get(f"/agents/runs?limit=2&page_token={first['next_page_token']}")).json()
+    assert [run["run_id"] for run in first["runs"] + second["runs"]] == run_ids[::-1]
+    assert second["next_page_token"] is None
+    assert first["runs"][0]["agent_type"] == "document-extractor"
+    assert first["runs"][0]["state"] == "DONE"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "agent_type=claims-bot",
+        "page_token=%%%",
+        "page_token=AAAA",
+        "state=done",
+        "limit=0",
+        "limit=101",
+        "user_id=x",
+    ],
+)
+async def test_bad_list_filters_are_4xx(api: httpx.AsyncClient, query: str) -> None:
+    response = await api.get(f"/agents/runs?{query}")
+    assert response.status_code in (400, 422)
+    assert "detail" in response.json()
+
+
+async def test_current_is_the_open_run_or_404(
+    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
+) -> None:
+    assert (await idle_api.get("/agents/current")).status_code == 404
+
+    run_id = await start_ok(idle_api)
+    current = await idle_api.get("/agents/current")
+    assert current.status_code == 200
+    assert current.json()["run_id"] == run_id
+    assert current.json()["state"] == "PENDING"
+
+    await temporal_client.get_workflow_handle(idle_settings.workflow_id).terminate("cleanup")
+    assert (await idle_api.get("/agents/current")).status_code == 404
+
+
+# --- Cancel ---------------------------------------------------------------------------------------
+
+
+async def test_cancel_stops_the_agent_and_ends_the_run_error_cancelled(
+    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
+) -> None:
+    async with slow_worker(temporal_client, idle_settings):
+        run_id = await start_ok(idle_api)
+        await wait_for_state(idle_api, run_id, "RUNNING")
+
+        cancelled = await idle_api.post(f"/agents/runs/{run_id}/cancel")
+        assert cancelled.status_code == 202
+        body = await wait_for_state(idle_api, run_id, "ERROR")
+
+    assert body["error"] == "cancelled"
+    again = await idle_api.post(f"/agents/runs/{run_id}/cancel")
+    assert again.status_code == 409
+    assert (await start(idle_api)).status_code == 202
+
+
+async def test_cancel_of_an_unknown_run_is_404(api: httpx.AsyncClient) -> None:
+    response = await api.post("/agents/runs/nope/cancel")
+    assert response.status_code == 404
+
+
+# --- Idempotency ---------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_idempotency_key_returns_the_same_run_while_open_and_after(
+    api: httpx.AsyncClient,
+) -> None:
+    key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
+    first, second = await asyncio.gather(start(api, headers=key), start(api, headers=key))
+    assert first.status_code == second.status_code == 202
+    run_id = first.json()["run_id"]
+    assert second.json()["run_id"] == run_id
+
+    await wait_for_state(api, run_id, "DONE")
+    after = await start(api, headers=key)
+    assert after.status_code == 202
+    assert after.json()["run_id"] == run_id
+
+    other_body = await start(api, "document-extractor", headers=key)
+    assert other_body.status_code == 422
+    assert "different request" in other_body.json()["detail"]
+
+    fresh = await start(api, headers={"Idempotency-Key": f"order-{uuid.uuid4()}"})
+    assert fresh.status_code == 202
+    assert fresh.json()["run_id"] != run_id
+
+
+async def test_malformed_idempotency_key_is_422(api: httpx.AsyncClient) -> None:
+    response = await start(api, headers={"Idempotency-Key": "has spaces and 'quotes'"})
+    assert response.status_code == 422
+
+
+# --- Health and metrics --------------------------------------------------------------------------
+
+
+async def test_healthz_and_readyz(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+async def test_readyz_is_503_when_temporal_is_down_or_the_namespace_is_missing(
+    temporal_address: str,
+) -> None:
+    for settings in (
+        make_settings(f"127.0.0.1:{free_port()}", temporal_rpc_timeout_seconds=1.0),
+        make_settings(temporal_address, temporal_namespace="no-such-namespace"),
+    ):
+        async for api in app_client(settings):
+            assert (await api.get("/healthz")).status_code == 200
+            response = await api.get("/readyz")
+            assert response.status_code == 503
+            assert response.json()["detail"]
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_metrics_count_requests_and_runs(api: httpx.AsyncClient) -> None:
+    run_id = await start_ok(api)
+    assert (await start(api)).status_code == 409
+    await wait_for_state(api, run_id, "DONE")
+
+    text = (await api.get("/metrics")).text
+
+    assert (
+        'agent_runner_http_requests_total{method="POST",route="/agents/run",status="202"} 1.0'
+        in text
+    )
+    assert (
+        'agent_runner_http_requests_total{method="POST",route="/agents/run",status="409"} 1.0'
+        in text
+    )
+    assert "agent_runner_runs_accepted_total 1.0" in text
+    assert "agent_runner_runs_rejected_busy_total 1.0" in text
+    assert 'agent_runner_runs_finished_total{state="DONE"} 1.0' in text
+    assert (
+        'agent_runner_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/agents/status/{run_id}"}'
+        in text
+    )
+
+
+async def test_worker_serves_sdk_metrics(temporal_address: str, tmp_path: Path) -> None:
+    port = free_port()
+    settings = make_settings(
+        temporal_address,
+        task_queue=f"metrics-{uuid.uuid4()}",
+        worker_metrics_address=f"127.0.0.1:{port}",
+    )
+    worker = ChildProcess.worker(settings, tmp_path / "worker.log")
+    try:
+
+        async def scraped() -> None:
+            async with httpx.AsyncClient() as http:
+                try:
+                    response = await http.get(f"http://127.0.0.1:{port}/metrics")
+                except httpx.TransportError as err:
+                    raise AssertionError(str(err)) from err
+            assert "temporal_" in response.text
+
+        await assert_eventually(scraped)
+    finally:
+        worker.stop()
