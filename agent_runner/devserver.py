@@ -25,7 +25,10 @@ def temporal_cli() -> Path:
     return Path(found)
 
 
-def start_dev_args(*, db_file: Path, port: int, ui_port: int, ip: str = "127.0.0.1") -> list[str]:
+def start_dev_args(
+    *, db_file: Path, port: int, ui_port: int | None, ip: str = "127.0.0.1"
+) -> list[str]:
+    """``temporal server start-dev`` with history in ``db_file``; headless without ``ui_port``."""
     args = [
         str(temporal_cli()),
         "server",
@@ -36,8 +39,7 @@ def start_dev_args(*, db_file: Path, port: int, ui_port: int, ip: str = "127.0.0
         ip,
         "--port",
         str(port),
-        "--ui-port",
-        str(ui_port),
+        *(["--ui-port", str(ui_port)] if ui_port else ["--headless"]),
         "--log-format",
         "json",
         "--log-level",

@@ -49,11 +49,25 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Larger request bodies are refused with 413 before they are read.
+    api_max_body_bytes: int = Field(default=65536, ge=1024)
+    # Bearer keys for /agents/*, comma-separated, and/or a file with one key a line.
+    # Neither set: the API is open (local use).
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
+    # Whether /metrics needs a key too (when keys are set).
+    metrics_require_api_key: bool = False
 
     # `make run`'s embedded dev server.
     data_dir: Path = Path(".data")
     temporal_dev_port: int = Field(default=7233, ge=1, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+
+    def load_api_keys(self) -> frozenset[str]:
+        keys = self.api_keys.get_secret_value().split(",") if self.api_keys else []
+        if self.api_keys_file is not None:
+            keys += self.api_keys_file.read_text().splitlines()
+        return frozenset(key.strip() for key in keys if key.strip())
 
     @property
     def uses_external_temporal(self) -> bool:

@@ -23,6 +23,7 @@ class AppState:
     metrics: ApiMetrics
     finished_runs: FinishedRuns
     start_times: RunStartTimes
+    api_keys: frozenset[str] = frozenset()
     client: Client | None = None
 
 

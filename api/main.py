@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 import structlog
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -19,6 +19,7 @@ from api.cache import FinishedRuns, RunStartTimes
 from api.deps import AppState
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import agents, health
+from api.security import BodySizeLimit, require_api_key
 
 UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
 logger = structlog.stdlib.get_logger(__name__)
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=ApiMetrics(),
         finished_runs=FinishedRuns(),
         start_times=RunStartTimes(),
+        api_keys=settings.load_api_keys(),
     )
 
     @asynccontextmanager
@@ -76,9 +78,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.agent_runner = state
     app.add_middleware(ClearLogContext)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    app.include_router(agents.router)
-    app.include_router(health.router)
+    # With API keys set, /agents/* (and optionally /metrics) need one; health stays open.
+    protected = [Depends(require_api_key)] if state.api_keys else []
+    app.include_router(agents.router, dependencies=protected)
+    app.include_router(health.probes)
+    app.include_router(
+        health.metrics_router, dependencies=protected if settings.metrics_require_api_key else []
+    )
 
     @app.exception_handler(TemporalUnavailableError)
     async def temporal_unavailable(request: Request, exc: TemporalUnavailableError) -> JSONResponse:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from pydantic import SecretStr
 
 from agent_runner.settings import Settings
 
@@ -52,6 +53,19 @@ async def wait_for_state(
     return await assert_eventually(check, timeout=timeout)
 
 
+async def wait_http(url: str, timeout: float = 30.0) -> None:
+    """Wait until ``url`` answers at all (any status)."""
+
+    async def answers() -> None:
+        async with httpx.AsyncClient(timeout=2.0) as http:
+            try:
+                await http.get(url)
+            except httpx.TransportError as err:
+                raise AssertionError(f"{url}: {err}") from err
+
+    await assert_eventually(answers, timeout=timeout, interval=0.2)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -63,7 +77,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     """The environment that makes a child process see ``settings``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("AGENT_")}
     for name, value in settings.model_dump(exclude_none=True).items():
-        env[name.upper()] = str(value)
+        env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
     return env
 
 
@@ -94,6 +108,11 @@ class ChildProcess:
     @classmethod
     def worker(cls, settings: Settings, log_path: Path) -> ChildProcess:
         return cls([sys.executable, "worker.py"], settings, log_path)
+
+    @classmethod
+    def api(cls, settings: Settings, log_path: Path) -> ChildProcess:
+        """``python -m api`` (uvicorn) on ``settings.api_port``; wait with :func:`wait_http`."""
+        return cls([sys.executable, "-m", "api"], settings, log_path)
 
     @property
     def pid(self) -> int:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from agent_runner.logs import bind_run_context
-from agent_runner.models import SAFE_KEY_PATTERN, RunPolicy
+from agent_runner.models import SAFE_KEY_PATTERN, AgentType, RunPolicy
 from agent_runner.runs import (
     AgentBusyError,
     IdempotencyKeyReusedError,
@@ -26,11 +26,7 @@ from agent_runner.runs import (
     start_agent_run,
 )
 from agent_runner.settings import Settings
-from agent_runner.validation import (
-    SUPPORTED_AGENT_TYPES,
-    UnsupportedAgentTypeError,
-    unsupported_agent_type_message,
-)
+from agent_runner.validation import UnsupportedAgentTypeError
 from api.cache import retry_after_seconds
 from api.deps import AppState, ClientDep, StateDep, TargetDep
 from api.schemas import (
@@ -179,22 +175,20 @@ async def current_run(client: ClientDep, target: TargetDep) -> RunStatusResponse
     "/runs",
     response_model=RunListResponse,
     responses={
-        400: {"model": ErrorResponse, "description": "Bad filter or page token"},
+        400: {"model": ErrorResponse, "description": "A page token this API did not issue"},
         503: ERRORS[503],
     },
 )
 async def runs(
     client: ClientDep,
     target: TargetDep,
-    agent_type: Annotated[str | None, Query(max_length=100)] = None,
+    agent_type: AgentType | None = None,
     user_id: UUID | None = None,
     state: RunState | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> RunListResponse:
     """Runs newest first, from Temporal visibility; filter by agent type, user and state."""
-    if agent_type is not None and agent_type not in SUPPORTED_AGENT_TYPES:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, unsupported_agent_type_message(agent_type))
     try:
         page = await list_runs(
             client,

@@ -11,16 +11,17 @@ from agent_runner.connection import readiness_problems
 from api.deps import ClientDep, StateDep
 from api.schemas import ErrorResponse, HealthResponse
 
-router = APIRouter(tags=["operations"])
+probes = APIRouter(tags=["operations"])
+metrics_router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=HealthResponse)
+@probes.get("/healthz", response_model=HealthResponse)
 async def healthz() -> HealthResponse:
     """The process is up and serving (no Temporal call)."""
     return HealthResponse(status="ok")
 
 
-@router.get(
+@probes.get(
     "/readyz",
     response_model=HealthResponse,
     responses={503: {"model": ErrorResponse, "description": "Not ready, and why"}},
@@ -38,7 +39,7 @@ async def readyz(state: StateDep, client: ClientDep) -> HealthResponse | JSONRes
     return HealthResponse(status="ready")
 
 
-@router.get(
+@metrics_router.get(
     "/metrics",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text"}},
