@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench reliability-report clean
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -32,6 +32,10 @@ format: install
 
 test: lint
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+reliability-report: install
+	$(BIN)/pytest -q -m reliability
+	$(BIN)/python -m scripts.reliability_report
 
 bench: install
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -88,8 +88,23 @@ class JsonLines:
         self.path = path
 
     def read(self) -> list[dict[str, Any]]:
+        return [line for line in self._parsed() if line is not None]
+
+    def not_json(self) -> list[str]:
+        """Lines that are not JSON objects (there should be none)."""
         lines = self.path.read_text().splitlines() if self.path.exists() else []
-        return [json.loads(line) for line in lines if line.strip()]
+        return [line for line, parsed in zip(lines, self._parsed(), strict=True) if parsed is None]
+
+    def _parsed(self) -> list[dict[str, Any] | None]:
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
+        parsed: list[dict[str, Any] | None] = []
+        for line in lines:
+            try:
+                value = json.loads(line)
+            except ValueError:
+                value = None
+            parsed.append(value if isinstance(value, dict) else None)
+        return parsed
 
     def events(self, event: str) -> list[dict[str, Any]]:
         return [line for line in self.read() if line.get("event") == event]

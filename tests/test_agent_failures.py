@@ -159,3 +159,23 @@ async def test_direct_start_with_good_input_is_visible_through_the_api(
 
     assert body["agent_type"] == "document-extractor"
     assert body["user_id"] == USER_ID
+
+
+async def test_agent_over_its_timeout_ends_error_with_a_reason_naming_the_timeout(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    settings = make_settings(
+        temporal_address,
+        task_queue=f"timeout-{uuid.uuid4()}",
+        agent_timeout_seconds=1.0,
+        agent_max_attempts=2,
+        agent_duration_seconds=30.0,
+    )
+    async for api in app_client(settings):
+        async with in_process_worker(temporal_client, settings, AGENTS):
+            run_id = await start(api)
+            body = await wait_for_state(api, run_id, "ERROR", "DONE", timeout=60)
+
+    assert body["state"] == "ERROR"
+    assert body["error"] == "TimeoutError: activity StartToClose timeout"
+    assert body["attempt"] == 2

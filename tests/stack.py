@@ -1,0 +1,125 @@
+"""A whole agent-runner deployment as real processes, for the reliability suite: a Temporal dev
+server on a db file, API processes (uvicorn) and worker processes, each started, stopped and
+killed by pid."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from agent_runner.devserver import start_dev_args
+from agent_runner.settings import Settings
+from tests.helpers import ChildProcess, free_port, wait_http
+
+
+class TemporalServer:
+    def __init__(self, db_file: Path, log_path: Path) -> None:
+        self.db_file = db_file
+        self.log_path = log_path
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                start_dev_args(db_file=self.db_file, port=self.port, ui_port=None),
+                stdout=log,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.process.poll() is None, self.log_path.read_text()[-2000:]
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                assert time.monotonic() < deadline, "the Temporal server did not start"
+                time.sleep(0.2)
+
+    def stop(self, signum: signal.Signals = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signum)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+class Stack:
+    """One server, ``apis`` API processes and ``workers`` worker processes sharing settings."""
+
+    def __init__(self, directory: Path, settings_for: dict[str, object]) -> None:
+        self.directory = directory
+        self.server = TemporalServer(directory / "temporal.db", directory / "temporal.log")
+        self.overrides = settings_for
+        self.apis: list[ChildProcess | None] = []
+        self.api_ports: list[int] = []
+        self.workers: list[ChildProcess | None] = []
+        self._log_counter = 0
+
+    def settings(self, **more: object) -> Settings:
+        from tests.conftest import make_settings
+
+        return make_settings(self.server.address, **{**self.overrides, **more})
+
+    def _log(self, name: str) -> Path:
+        self._log_counter += 1
+        return self.directory / f"{name}-{self._log_counter}.log"
+
+    def api_url(self, index: int) -> str:
+        return f"http://127.0.0.1:{self.api_ports[index]}"
+
+    async def start(self, apis: int = 2, workers: int = 2) -> None:
+        self.server.start()
+        self.api_ports = [free_port() for _ in range(apis)]
+        self.apis = [None] * apis
+        self.workers = [None] * workers
+        for index in range(apis):
+            await self.start_api(index)
+        for index in range(workers):
+            self.start_worker(index)
+
+    async def start_api(self, index: int) -> None:
+        settings = self.settings(api_port=self.api_ports[index])
+        self.apis[index] = ChildProcess.api(settings, self._log(f"api{index}"))
+        await wait_http(f"{self.api_url(index)}/healthz")
+
+    def start_worker(self, index: int) -> ChildProcess:
+        worker = ChildProcess.worker(self.settings(), self._log(f"worker{index}"))
+        self.workers[index] = worker
+        return worker
+
+    def worker_running(self, run_id: str) -> int | None:
+        """Index of the live worker whose log shows the latest attempt of ``run_id`` starting."""
+        latest: tuple[int, int] | None = None
+        for index, worker in enumerate(self.workers):
+            if worker is None or worker.process.poll() is not None:
+                continue
+            for line in worker.log.events("agent_start"):
+                if line.get("run_id") == run_id and (latest is None or line["attempt"] > latest[1]):
+                    latest = (index, line["attempt"])
+        return None if latest is None else latest[0]
+
+    def stop_all(self) -> None:
+        for process in [*self.apis, *self.workers]:
+            if process is not None:
+                process.stop()
+        self.apis = [None] * len(self.apis)
+        self.workers = [None] * len(self.workers)
+        self.server.stop()
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(15.0),
+            limits=httpx.Limits(max_connections=500, max_keepalive_connections=500),
+        )
