@@ -10,8 +10,10 @@ to take, leak or expire.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Iterator
@@ -311,6 +313,39 @@ async def get_run_status(
     )
 
 
+async def wait_for_change(
+    client: Client,
+    run_id: str,
+    *,
+    wait: timedelta,
+    target: RunTarget = RunTarget(),
+    poll_interval: timedelta = timedelta(milliseconds=250),
+) -> RunStatus:
+    """The run's status as soon as its state changes or it finishes, at the latest after ``wait``.
+
+    The finish arrives by Temporal's own long poll on the run's close event, so a waiting
+    caller learns of it at once; PENDING -> RUNNING is noticed within ``poll_interval``.
+    """
+    first = await get_run_status(client, run_id, target=target)
+    if first.is_final:
+        return first
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait.total_seconds()
+    closed = asyncio.ensure_future(
+        _handle(client, target, run_id).result(follow_runs=False, rpc_timeout=wait)
+    )
+    try:
+        current = first
+        while (remaining := deadline - loop.time()) > 0 and current.state == first.state:
+            await asyncio.wait({closed}, timeout=min(remaining, poll_interval.total_seconds()))
+            current = await get_run_status(client, run_id, target=target)
+        return current
+    finally:
+        closed.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await closed
+
+
 async def get_current_run(client: Client, *, target: RunTarget = RunTarget()) -> RunStatus | None:
     """The open run, if there is one."""
     try:
@@ -453,4 +488,5 @@ __all__ = [
     "get_run_status",
     "list_runs",
     "start_agent_run",
+    "wait_for_change",
 ]

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # Finished runs' statuses kept in each API process (they never change); 0 turns it off.
+    api_status_cache_size: int = Field(default=4096, ge=0)
     # Larger request bodies are refused with 413 before they are read.
     api_max_body_bytes: int = Field(default=65536, ge=1024)
     # Bearer keys for /agents/*, comma-separated, and/or a file with one key a line.

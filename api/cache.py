@@ -41,15 +41,20 @@ class FinishedRuns:
 
     def __init__(self, maxsize: int = 4096) -> None:
         self._statuses: LRU[str, RunStatus] = LRU(maxsize)
+        # Run ids seen finished, kept even with the cache off, so metrics count each run once.
+        self._seen: LRU[str, bool] = LRU(max(maxsize, 4096))
+        self._enabled = maxsize > 0
 
     def get(self, run_id: str) -> RunStatus | None:
-        return self._statuses.get(run_id)
+        return self._statuses.get(run_id) if self._enabled else None
 
     def remember(self, status: RunStatus) -> bool:
         """Keep a final status; True the first time this process sees the run finished."""
-        if not status.is_final or self._statuses.get(status.run_id) is not None:
+        if not status.is_final or self._seen.get(status.run_id):
             return False
-        self._statuses.put(status.run_id, status)
+        self._seen.put(status.run_id, True)
+        if self._enabled:
+            self._statuses.put(status.run_id, status)
         return True
 
 

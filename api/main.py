@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
         ),
         metrics=ApiMetrics(),
-        finished_runs=FinishedRuns(),
+        finished_runs=FinishedRuns(settings.api_status_cache_size),
         start_times=RunStartTimes(),
         api_keys=settings.load_api_keys(),
     )

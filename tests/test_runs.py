@@ -162,3 +162,26 @@ async def test_worker_logs_are_json_with_the_run_keys(
     assert start_line["message"] == f"Hello, I am a policy-checker agent for {USER_ID}"
     decision = next(line for line in lines if line["event"] == "policy_decision")
     assert decision["decision"] in ("approved", "rejected")
+
+
+@pytest.mark.usefixtures("shared_worker")
+async def test_status_long_poll_answers_on_each_change_without_hammering(
+    api: httpx.AsyncClient,
+) -> None:
+    run_id = await start(api)
+    states = []
+    for _ in range(5):
+        response = await api.get(f"/agents/status/{run_id}", params={"wait": 30})
+        assert response.status_code == 200
+        states.append(response.json()["state"])
+        if states[-1] == "DONE":
+            break
+
+    assert states[-1] == "DONE"
+    assert len(states) <= 3, states
+    assert states == sorted(states, key=["PENDING", "RUNNING", "DONE"].index)
+
+
+async def test_status_wait_is_bounded(api: httpx.AsyncClient) -> None:
+    response = await api.get("/agents/status/x", params={"wait": 61})
+    assert response.status_code == 422

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ from agent_runner.runs import (
     get_run_status,
     list_runs,
     start_agent_run,
+    wait_for_change,
 )
 from agent_runner.settings import Settings
 from agent_runner.validation import UnsupportedAgentTypeError
@@ -41,6 +43,7 @@ from api.schemas import (
 )
 
 BUSY_DETAIL = "An agent is already running, please retry later"
+MAX_WAIT_SECONDS = 60.0
 NOT_FOUND_DETAIL = "No run with this run_id"
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such run"},
@@ -140,12 +143,32 @@ async def busy_response(
 
 
 @router.get("/status/{run_id}", response_model=RunStatusResponse, responses=ERRORS)
-async def run_status(run_id: str, state: StateDep, client: ClientDep) -> RunStatusResponse:
+async def run_status(
+    run_id: str,
+    state: StateDep,
+    client: ClientDep,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description=(
+                "Long-poll: answer as soon as the state changes or the run finishes, at the "
+                f"latest after this many seconds (at most {MAX_WAIT_SECONDS:g})."
+            ),
+        ),
+    ] = 0,
+) -> RunStatusResponse:
     """Read a run's state; `result` once DONE, `error` once ERROR."""
     run = state.finished_runs.get(run_id)
     if run is None:
         try:
-            run = await get_run_status(client, run_id, target=state.target)
+            if wait > 0:
+                run = await wait_for_change(
+                    client, run_id, wait=timedelta(seconds=wait), target=state.target
+                )
+            else:
+                run = await get_run_status(client, run_id, target=state.target)
         except RunNotFoundError:
             raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
         remember_if_finished(state, run)
