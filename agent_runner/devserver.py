@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 from agent_runner import search_attributes
@@ -48,3 +52,55 @@ def start_dev_args(
     for name, kind in SEARCH_ATTRIBUTES.items():
         args += ["--search-attribute", f"{name}={kind}"]
     return args
+
+
+class DevServer:
+    """A ``temporal server start-dev`` process: start, wait until it listens, stop."""
+
+    def __init__(self, *, db_file: Path, port: int, ui_port: int | None, log_path: Path) -> None:
+        self.db_file = db_file
+        self.port = port
+        self.ui_port = ui_port
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                start_dev_args(db_file=self.db_file, port=self.port, ui_port=self.ui_port),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own session: a Ctrl-C in the terminal reaches only whoever started it.
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"the Temporal dev server exited with code {self.process.returncode}; "
+                    f"see {self.log_path}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the Temporal dev server did not listen on {self.address} in time"
+                    ) from None
+                time.sleep(0.2)
+
+    def stop(self, signum: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signum)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

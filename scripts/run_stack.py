@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from agent_runner.devserver import start_dev_args
+from agent_runner.devserver import DevServer
 from agent_runner.logs import configure_logging
 from agent_runner.settings import Settings
 
@@ -25,46 +24,25 @@ STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 40.0
 
 
-def wait_for_port(host: str, port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Temporal dev server exited with code {process.returncode}")
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"the Temporal dev server did not listen on {host}:{port} in time")
-
-
-def start_dev_server(settings: Settings) -> tuple[subprocess.Popen[bytes], str]:
+def start_dev_server(settings: Settings) -> DevServer:
     data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    log_path = data_dir / "temporal-server.log"
-    with log_path.open("ab") as log_file:
-        server = subprocess.Popen(
-            start_dev_args(
-                db_file=data_dir / "temporal.db",
-                port=settings.temporal_dev_port,
-                ui_port=settings.temporal_ui_port,
-            ),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    server = DevServer(
+        db_file=data_dir / "temporal.db",
+        port=settings.temporal_dev_port,
+        ui_port=settings.temporal_ui_port,
+        log_path=data_dir / "temporal-server.log",
+    )
     logger.info(
         "temporal_dev_server_starting",
-        db_file=str(data_dir / "temporal.db"),
-        server_log=str(log_path),
-        pid=server.pid,
+        db_file=str(server.db_file),
+        server_log=str(server.log_path),
     )
-    wait_for_port("127.0.0.1", settings.temporal_dev_port, server)
-    return server, f"127.0.0.1:{settings.temporal_dev_port}"
+    server.start(timeout=STARTUP_TIMEOUT_SECONDS)
+    return server
 
 
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM in reverse start order (API, worker, server), then SIGKILL what lingers."""
+def stop(processes: list[subprocess.Popen[bytes]], server: DevServer | None) -> None:
+    """SIGTERM the API and the worker, then the server; SIGKILL what lingers."""
     for process in reversed(processes):
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -73,6 +51,8 @@ def stop(processes: list[subprocess.Popen[bytes]]) -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+    if server is not None:
+        server.stop(timeout=STOP_TIMEOUT_SECONDS)
 
 
 def main() -> int:
@@ -88,14 +68,15 @@ def main() -> int:
     signal.signal(signal.SIGTERM, request_stop)
 
     processes: list[subprocess.Popen[bytes]] = []
+    server: DevServer | None = None
     env = dict(os.environ)
     web_ui = None
     try:
         if settings.uses_external_temporal:
             address = settings.temporal_address
         else:
-            server, address = start_dev_server(settings)
-            processes.append(server)
+            server = start_dev_server(settings)
+            address = server.address
             web_ui = f"http://localhost:{settings.temporal_ui_port}"
         env["TEMPORAL_ADDRESS"] = address
         root = Path(__file__).resolve().parent.parent
@@ -114,8 +95,9 @@ def main() -> int:
             temporal_web_ui=web_ui or "see your Temporal cluster's Web UI",
             temporal_address=address,
         )
+        watched = [*processes, *([server.process] if server and server.process else [])]
         while not stopping:
-            exited = [process for process in processes if process.poll() is not None]
+            exited = [process for process in watched if process.poll() is not None]
             if exited:
                 logger.error(
                     "stack_process_exited",
@@ -130,7 +112,7 @@ def main() -> int:
         logger.error("stack_failed", error=str(err))
         return 1
     finally:
-        stop(processes)
+        stop(processes, server)
 
 
 if __name__ == "__main__":

@@ -4,55 +4,13 @@ killed by pid."""
 
 from __future__ import annotations
 
-import signal
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
 
-from agent_runner.devserver import start_dev_args
+from agent_runner.devserver import DevServer
 from agent_runner.settings import Settings
 from tests.helpers import ChildProcess, free_port, wait_http
-
-
-class TemporalServer:
-    def __init__(self, db_file: Path, log_path: Path) -> None:
-        self.db_file = db_file
-        self.log_path = log_path
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                start_dev_args(db_file=self.db_file, port=self.port, ui_port=None),
-                stdout=log,
-                stderr=log,
-            )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.process.poll() is None, self.log_path.read_text()[-2000:]
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                assert time.monotonic() < deadline, "the Temporal server did not start"
-                time.sleep(0.2)
-
-    def stop(self, signum: signal.Signals = signal.SIGTERM) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signum)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 class Stack:
@@ -60,7 +18,12 @@ class Stack:
 
     def __init__(self, directory: Path, settings_for: dict[str, object]) -> None:
         self.directory = directory
-        self.server = TemporalServer(directory / "temporal.db", directory / "temporal.log")
+        self.server = DevServer(
+            db_file=directory / "temporal.db",
+            port=free_port(),
+            ui_port=None,
+            log_path=directory / "temporal.log",
+        )
         self.overrides = settings_for
         self.apis: list[ChildProcess | None] = []
         self.api_ports: list[int] = []
