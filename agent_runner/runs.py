@@ -19,18 +19,19 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
     Client,
     WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
-    WorkflowFailureError,
     WorkflowHandle,
+    WorkflowHistoryEventFilterType,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -38,13 +39,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import (
-    ApplicationError,
-    CancelledError,
-    TerminatedError,
-    TimeoutError,
-    WorkflowAlreadyStartedError,
-)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner import search_attributes
@@ -301,16 +296,48 @@ async def get_run_status(
         if description.status == WorkflowExecutionStatus.RUNNING:
             return _open_run_status(description, base)
         closed = _handle(client, target, description.run_id)
-        try:
-            output = await closed.result(follow_runs=False, rpc_timeout=target.rpc_timeout)
-        except WorkflowFailureError as err:
-            reason, attempt = _closed_run_failure(err)
-            return RunStatus(
-                **base, state=RunState.ERROR, result=None, error=reason, attempt=attempt
-            )
-    return RunStatus(
-        **base, state=RunState.DONE, result=output.result, error=None, attempt=output.attempt
-    )
+        event = await _close_event(closed, wait=False, rpc_timeout=target.rpc_timeout)
+        return await _closed_run_status(client, base, event)
+
+
+async def _close_event(
+    handle: WorkflowHandle[Any, Any], *, wait: bool, rpc_timeout: timedelta
+) -> HistoryEvent:
+    """The run's close event: one RPC that carries its outcome and when it happened; with
+    ``wait``, the server holds the call until the run closes (a long poll)."""
+    async for event in handle.fetch_history_events(
+        wait_new_event=wait,
+        event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT,
+        rpc_timeout=rpc_timeout,
+    ):
+        return event
+    raise RunNotFoundError(handle.run_id)
+
+
+async def _closed_run_status(
+    client: Client, base: dict[str, Any], event: HistoryEvent
+) -> RunStatus:
+    closed = {**base, "finished_at": event.event_time.ToDatetime(tzinfo=UTC)}
+    if event.HasField("workflow_execution_completed_event_attributes"):
+        [output] = await client.data_converter.decode_wrapper(
+            event.workflow_execution_completed_event_attributes.result, [AgentRunResult]
+        )
+        return RunStatus(
+            **closed, state=RunState.DONE, result=output.result, error=None, attempt=output.attempt
+        )
+    reason, attempt = "closed", 0
+    if event.HasField("workflow_execution_failed_event_attributes"):
+        cause = await client.data_converter.decode_failure(
+            event.workflow_execution_failed_event_attributes.failure
+        )
+        reason, attempt = _failure_reason_and_attempt(cause)
+    elif event.HasField("workflow_execution_canceled_event_attributes"):
+        reason = "cancelled"
+    elif event.HasField("workflow_execution_terminated_event_attributes"):
+        reason = f"terminated: {event.workflow_execution_terminated_event_attributes.reason}"
+    elif event.HasField("workflow_execution_timed_out_event_attributes"):
+        reason = "timed out"
+    return RunStatus(**closed, state=RunState.ERROR, result=None, error=reason, attempt=attempt)
 
 
 async def wait_for_change(
@@ -331,13 +358,22 @@ async def wait_for_change(
         return first
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait.total_seconds()
-    closed = asyncio.ensure_future(
-        _handle(client, target, run_id).result(follow_runs=False, rpc_timeout=wait)
-    )
+    handle = _handle(client, target, run_id)
+    closed = asyncio.ensure_future(_close_event(handle, wait=True, rpc_timeout=wait))
     try:
         current = first
         while (remaining := deadline - loop.time()) > 0 and current.state == first.state:
             await asyncio.wait({closed}, timeout=min(remaining, poll_interval.total_seconds()))
+            if closed.done() and closed.exception() is None:
+                # What the open run's describe said still holds; the close event adds the end.
+                base = {
+                    "run_id": first.run_id,
+                    "agent_type": first.agent_type,
+                    "user_id": first.user_id,
+                    "started_at": first.started_at,
+                }
+                with _temporal_call():
+                    return await _closed_run_status(client, base, closed.result())
             current = await get_run_status(client, run_id, target=target)
         return current
     finally:
@@ -454,19 +490,12 @@ def _open_run_status(description: WorkflowExecutionDescription, base: dict[str, 
     return RunStatus(**base, state=state, result=None, error=None, attempt=attempt)
 
 
-def _closed_run_failure(err: WorkflowFailureError) -> tuple[str, int]:
-    cause = err.cause
+def _failure_reason_and_attempt(cause: BaseException) -> tuple[str, int]:
     if isinstance(cause, ApplicationError):
         details = cause.details[0] if cause.details else {}
         attempt = details.get("attempt", 0) if isinstance(details, dict) else 0
         return cause.message, attempt
-    if isinstance(cause, CancelledError):
-        return "cancelled", 0
-    if isinstance(cause, TerminatedError):
-        return f"terminated: {cause.message}", 0
-    if isinstance(cause, TimeoutError):
-        return "timed out", 0
-    return str(cause or err), 0
+    return str(cause), 0
 
 
 __all__ = [

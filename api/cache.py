@@ -37,25 +37,42 @@ class LRU(Generic[K, V]):
 
 
 class FinishedRuns:
-    """Statuses of finished runs: they never change, so reading one again costs no Temporal call."""
+    """Finished runs' status bodies, rendered once: they never change, so reading one again
+    costs no Temporal call and no serialization."""
 
     def __init__(self, maxsize: int = 4096) -> None:
-        self._statuses: LRU[str, RunStatus] = LRU(maxsize)
+        self._bodies: LRU[str, bytes] = LRU(maxsize)
         # Run ids seen finished, kept even with the cache off, so metrics count each run once.
         self._seen: LRU[str, bool] = LRU(max(maxsize, 4096))
         self._enabled = maxsize > 0
 
-    def get(self, run_id: str) -> RunStatus | None:
-        return self._statuses.get(run_id) if self._enabled else None
+    def get(self, run_id: str) -> bytes | None:
+        return self._bodies.get(run_id) if self._enabled else None
 
-    def remember(self, status: RunStatus) -> bool:
-        """Keep a final status; True the first time this process sees the run finished."""
+    def remember(self, status: RunStatus, body: bytes) -> bool:
+        """Keep a final status's body; True the first time this process sees the run finished."""
         if not status.is_final or self._seen.get(status.run_id):
             return False
         self._seen.put(status.run_id, True)
         if self._enabled:
-            self._statuses.put(status.run_id, status)
+            self._bodies.put(status.run_id, body)
         return True
+
+
+class Coalesced(Generic[V]):
+    """Concurrent reads of the same key share one in-flight call: 32 clients polling the same
+    open run cost one Temporal describe at a time, not 32. Nothing is kept once it returns."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[str, asyncio.Future[V]] = {}
+
+    async def get(self, key: str, fetch: Callable[[], Awaitable[V]]) -> V:
+        future = self._inflight.get(key)
+        if future is None:
+            future = asyncio.ensure_future(fetch())
+            self._inflight[key] = future
+            future.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(future)
 
 
 class RunStartTimes:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 from temporalio.client import Client
 
-from agent_runner.runs import RunTarget
+from agent_runner.runs import RunStatus, RunTarget
 from agent_runner.settings import Settings
-from api.cache import FinishedRuns, RunStartTimes
+from api.cache import Coalesced, FinishedRuns, RunStartTimes
 from api.metrics import ApiMetrics
 
 
@@ -23,27 +23,32 @@ class AppState:
     metrics: ApiMetrics
     finished_runs: FinishedRuns
     start_times: RunStartTimes
+    status_reads: Coalesced[RunStatus] = field(default_factory=Coalesced)
     api_keys: frozenset[str] = frozenset()
     client: Client | None = None
 
 
-def get_state(request: Request) -> AppState:
+# Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
+# pool, which costs a thread hop on every request.
+
+
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.agent_runner
     return state
 
 
-def get_client(request: Request) -> Client:
-    client = get_state(request).client
+async def get_client(state: Annotated[AppState, Depends(get_state)]) -> Client:
+    client = state.client
     assert client is not None, "the lifespan connects the client before any request"
     return client
 
 
-def get_settings(request: Request) -> Settings:
-    return get_state(request).settings
+async def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
+    return state.settings
 
 
-def get_target(request: Request) -> RunTarget:
-    return get_state(request).target
+async def get_target(state: Annotated[AppState, Depends(get_state)]) -> RunTarget:
+    return state.target
 
 
 StateDep = Annotated[AppState, Depends(get_state)]

@@ -8,7 +8,7 @@ from uuid import UUID
 
 import structlog
 from fastapi import APIRouter, Header, HTTPException, Query, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from agent_runner.logs import bind_run_context
 from agent_runner.models import SAFE_KEY_PATTERN, AgentType, RunPolicy
@@ -19,7 +19,6 @@ from agent_runner.runs import (
     RunFinishedError,
     RunNotFoundError,
     RunState,
-    RunStatus,
     cancel_run,
     get_current_run,
     get_run_status,
@@ -158,27 +157,27 @@ async def run_status(
             ),
         ),
     ] = 0,
-) -> RunStatusResponse:
+) -> Response:
     """Read a run's state; `result` once DONE, `error` once ERROR."""
-    run = state.finished_runs.get(run_id)
-    if run is None:
-        try:
-            if wait > 0:
-                run = await wait_for_change(
-                    client, run_id, wait=timedelta(seconds=wait), target=state.target
-                )
-            else:
-                run = await get_run_status(client, run_id, target=state.target)
-        except RunNotFoundError:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
-        remember_if_finished(state, run)
+    cached = state.finished_runs.get(run_id)
+    if cached is not None:
+        return Response(cached, media_type="application/json")
+    try:
+        if wait > 0:
+            run = await wait_for_change(
+                client, run_id, wait=timedelta(seconds=wait), target=state.target
+            )
+        else:
+            run = await state.status_reads.get(
+                run_id, lambda: get_run_status(client, run_id, target=state.target)
+            )
+    except RunNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
     bind_run_context(agent_type=run.agent_type, user_id=run.user_id, run_id=run.run_id)
-    return RunStatusResponse.model_validate(run, from_attributes=True)
-
-
-def remember_if_finished(state: AppState, run: RunStatus) -> None:
-    if state.finished_runs.remember(run):
+    body = RunStatusResponse.model_validate(run, from_attributes=True).model_dump_json().encode()
+    if state.finished_runs.remember(run, body):
         state.metrics.runs_finished.labels(run.state).inc()
+    return Response(body, media_type="application/json")
 
 
 @router.get(
