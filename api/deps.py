@@ -27,6 +27,11 @@ class AppState:
     api_keys: frozenset[str] = frozenset()
     client: Client | None = None
 
+    @property
+    def temporal_client(self) -> Client:
+        assert self.client is not None, "the lifespan connects the client before any request"
+        return self.client
+
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread
 # pool, which costs a thread hop on every request.
@@ -38,9 +43,7 @@ async def get_state(request: Request) -> AppState:
 
 
 async def get_client(state: Annotated[AppState, Depends(get_state)]) -> Client:
-    client = state.client
-    assert client is not None, "the lifespan connects the client before any request"
-    return client
+    return state.temporal_client
 
 
 async def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:

@@ -144,8 +144,8 @@ async def busy_response(
 @router.get("/status/{run_id}", response_model=RunStatusResponse, responses=ERRORS)
 async def run_status(
     run_id: str,
+    # Only the app state, no client dependency: the hottest route resolves one dependency.
     state: StateDep,
-    client: ClientDep,
     wait: Annotated[
         float,
         Query(
@@ -162,6 +162,7 @@ async def run_status(
     cached = state.finished_runs.get(run_id)
     if cached is not None:
         return Response(cached, media_type="application/json")
+    client = state.temporal_client
     try:
         if wait > 0:
             run = await wait_for_change(
