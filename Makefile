@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format bench reliability-report clean
+.PHONY: install run test lint format tools bench reliability-report clean
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -30,14 +30,21 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+# wrk (Debian's package) is the load generator of the benchmarks and their smoke test.
+tools:
+	@command -v wrk >/dev/null || { \
+	  echo "installing wrk (apt-get)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk >/dev/null; }
+
+test: lint tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
 reliability-report: install
 	$(BIN)/pytest -q -m reliability
 	$(BIN)/python -m scripts.reliability_report
 
-bench: install
+bench: install tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:

@@ -17,6 +17,7 @@ from agent_runner.runs import RunTarget, TemporalUnavailableError
 from agent_runner.settings import Settings, get_settings
 from api.cache import FinishedRuns, RunStartTimes
 from api.deps import AppState
+from api.fast_status import FinishedStatusFastPath
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.routes import agents, health
 from api.security import BodySizeLimit, require_api_key
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.agent_runner = state
+    app.add_middleware(FinishedStatusFastPath, state=state)
     app.add_middleware(ClearLogContext)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)

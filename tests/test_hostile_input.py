@@ -14,6 +14,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import positive_data_acceptance
+from temporalio.client import Client
 
 from agent_runner.settings import Settings
 from tests.conftest import make_settings
@@ -241,3 +242,31 @@ def test_probes_and_metrics_stay_open_by_default(secured_url: str) -> None:
     assert httpx.get(f"{secured_url}/metrics").status_code == 200
     spec = httpx.get(f"{secured_url}/openapi.json").json()
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+async def test_cached_finished_statuses_still_need_a_valid_key(
+    secured_url: str, temporal_client: Client
+) -> None:
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=secured_url) as http:
+        started = await http.post(
+            "/agents/run", json={"agent_type": "policy-checker", "user_id": USER_ID}, headers=auth
+        )
+        assert started.status_code == 202
+        run_id = started.json()["run_id"]
+        [execution] = [e async for e in temporal_client.list_workflows(f"RunId = '{run_id}'")]
+        await temporal_client.get_workflow_handle(execution.id, run_id=run_id).terminate("test")
+
+        url = f"/agents/status/{run_id}"
+        first = await http.get(url, headers=auth)  # reads Temporal, fills the cache
+        second = await http.get(url, headers=auth)  # answered from the cache
+        missing = await http.get(url)
+        wrong = await http.get(url, headers={"Authorization": "Bearer wrong"})
+        basic = await http.get(url, headers={"Authorization": f"Basic {API_KEY}"})
+
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert second.json()["state"] == "ERROR"
+    assert missing.status_code == 401
+    assert wrong.status_code == 403
+    assert basic.status_code in (401, 403)

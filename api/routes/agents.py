@@ -125,7 +125,9 @@ async def busy_response(
     state: AppState, client: ClientDep, running_run_id: str | None
 ) -> JSONResponse:
     state.metrics.runs_rejected_busy.inc()
-    logger.info("run_rejected", reason="busy", running_run_id=running_run_id)
+    # DEBUG: a burst of rejections would flood the log; the access log line (with agent_type
+    # and user_id bound) and agent_runner_runs_rejected_busy_total already record each one.
+    logger.debug("run_rejected", reason="busy", running_run_id=running_run_id)
     headers = {}
     if running_run_id:
 

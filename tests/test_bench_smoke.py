@@ -1,0 +1,45 @@
+"""The benchmarks must not rot: run `python -m bench --smoke` (tiny sizes) and check it wrote
+its results. No figure is asserted: tests check behaviour, not speed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (make test installs it)"
+)
+def test_bench_smoke_run_writes_results_and_the_table(tmp_path: Path) -> None:
+    doc = tmp_path / "PERFORMANCE.md"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--results-dir",
+            str(tmp_path),
+            "--doc",
+            str(doc),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    assert {"overhead", "status_reads", "burst", "throughput", "memory", "table"} <= results.keys()
+    assert results["burst"]["ours"]["accepted"] == 1
+    assert results["burst"]["raw_temporal"]["accepted"] == 1
+    assert "| Benchmark | Ours | Baseline | Ratio | Goal | Met |" in doc.read_text()
