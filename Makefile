@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format tools bench reliability-report clean
+.PHONY: install run test lint format tools openapi bench reliability-report clean
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -39,6 +39,9 @@ tools:
 
 test: lint tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+openapi: install
+	$(BIN)/python -m scripts.export_openapi
 
 reliability-report: install
 	$(BIN)/pytest -q -m reliability

@@ -9,6 +9,7 @@ from uuid import UUID
 import structlog
 from fastapi import APIRouter, Header, HTTPException, Query, status
 from fastapi.responses import JSONResponse, Response
+from temporalio.client import Client
 
 from agent_runner.logs import bind_run_context
 from agent_runner.models import SAFE_KEY_PATTERN, AgentType, RunPolicy
@@ -82,8 +83,8 @@ def status_url(run_id: str) -> str:
 )
 async def run_agent(
     body: RunRequest,
+    # Only the app state (the client is on it): a burst of starts resolves one dependency each.
     state: StateDep,
-    client: ClientDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -99,6 +100,7 @@ async def run_agent(
     gets 409."""
     user_id = str(body.user_id)
     bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=None)
+    client = state.temporal_client
     try:
         run_id = await start_agent_run(
             client,
@@ -122,7 +124,7 @@ async def run_agent(
 
 
 async def busy_response(
-    state: AppState, client: ClientDep, running_run_id: str | None
+    state: AppState, client: Client, running_run_id: str | None
 ) -> JSONResponse:
     state.metrics.runs_rejected_busy.inc()
     # DEBUG: a burst of rejections would flood the log; the access log line (with agent_type
