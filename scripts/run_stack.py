@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import structlog
@@ -39,6 +40,20 @@ def start_dev_server(settings: Settings) -> DevServer:
     )
     server.start(timeout=STARTUP_TIMEOUT_SECONDS)
     return server
+
+
+def wait_until_serving(url: str, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Announce the stack only once the API answers."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if any(process.poll() is not None for process in processes):
+            return  # the main loop reports which one exited
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (our own local URL)
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the API did not answer on {url} in time")
 
 
 def stop(processes: list[subprocess.Popen[bytes]], server: DevServer | None) -> None:
@@ -87,6 +102,7 @@ def main() -> int:
             "localhost" if settings.api_host in ("0.0.0.0", "127.0.0.1") else settings.api_host
         )
         api = f"http://{api_host}:{settings.api_port}"
+        wait_until_serving(f"{api}/healthz", processes)
         logger.info(
             "stack_ready",
             message="agent-runner is up; Ctrl-C stops it",
