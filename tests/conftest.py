@@ -99,6 +99,19 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture
+def idle_settings(temporal_address: str) -> Settings:
+    """A task queue of its own that no worker polls: runs stay PENDING until a test serves
+    them (with ``in_process_worker``)."""
+    return make_settings(temporal_address, task_queue=f"idle-{uuid.uuid4()}")
+
+
+@pytest.fixture
+async def idle_api(idle_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in app_client(idle_settings):
+        yield client
+
+
+@pytest.fixture
 def log_lines() -> Iterator[ListHandler]:
     """What this process logs, through the very formatter our stdout handler prints with."""
     configure_logging()

@@ -11,19 +11,63 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import SecretStr
+from temporalio.client import Client
+from temporalio.worker import Worker
 
+from activities import AGENTS, Agent, AgentActivities
 from agent_runner.settings import Settings
+from workflows import AgentRunWorkflow
 
 ROOT = Path(__file__).resolve().parent.parent
 USER_ID = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"
 RUN_KEYS = {"timestamp", "level", "event", "agent_type", "user_id", "run_id"}
 T = TypeVar("T")
+
+
+async def post_run(
+    api: httpx.AsyncClient,
+    agent_type: str = "policy-checker",
+    *,
+    user_id: str = USER_ID,
+    headers: dict[str, str] | None = None,
+    base: str = "",
+) -> httpx.Response:
+    return await api.post(
+        f"{base}/agents/run", json={"agent_type": agent_type, "user_id": user_id}, headers=headers
+    )
+
+
+async def start_run(
+    api: httpx.AsyncClient, agent_type: str = "policy-checker", **options: Any
+) -> str:
+    """POST a run, insist on 202, return its run id."""
+    response = await post_run(api, agent_type, **options)
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+def in_process_worker(
+    client: Client,
+    settings: Settings,
+    agents: Mapping[str, Agent] = AGENTS,
+    duration_seconds: float | None = None,
+) -> Worker:
+    """A real worker in the test process, so tests can register other agents under the real
+    names; the real activity code runs them."""
+    duration = settings.agent_duration_seconds if duration_seconds is None else duration_seconds
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[AgentRunWorkflow],
+        activities=[AgentActivities(agents, duration).run_agent],
+    )
 
 
 async def assert_eventually(

@@ -8,19 +8,16 @@ failure reporting) runs them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities import AGENTS, Agent, AgentActivities, AgentContext
+from activities import AGENTS, AgentContext
 from agent_runner.settings import Settings
 from tests.conftest import app_client, make_settings
-from tests.helpers import USER_ID, ListHandler, wait_for_state
-from workflows import AgentRunWorkflow
+from tests.helpers import USER_ID, ListHandler, in_process_worker, start_run, wait_for_state
 
 
 class Flaky:
@@ -38,42 +35,13 @@ class Flaky:
         return "approved"
 
 
-def in_process_worker(client: Client, settings: Settings, agents: Mapping[str, Agent]) -> Worker:
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[AgentRunWorkflow],
-        activities=[AgentActivities(agents, settings.agent_duration_seconds).run_agent],
-    )
-
-
-@pytest.fixture
-def own_settings(temporal_address: str) -> Settings:
-    return make_settings(temporal_address, task_queue=f"swapped-{uuid.uuid4()}")
-
-
-@pytest.fixture
-async def own_api(own_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in app_client(own_settings):
-        yield client
-
-
-async def start(api: httpx.AsyncClient) -> str:
-    response = await api.post(
-        "/agents/run", json={"agent_type": "policy-checker", "user_id": USER_ID}
-    )
-    assert response.status_code == 202, response.text
-    run_id: str = response.json()["run_id"]
-    return run_id
-
-
 async def test_agent_that_fails_once_is_retried_and_done_on_attempt_2(
-    temporal_client: Client, own_settings: Settings, own_api: httpx.AsyncClient
+    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
     agents = {**AGENTS, "policy-checker": Flaky(failures=1)}
-    async with in_process_worker(temporal_client, own_settings, agents):
-        run_id = await start(own_api)
-        body = await wait_for_state(own_api, run_id, "DONE", "ERROR")
+    async with in_process_worker(temporal_client, idle_settings, agents):
+        run_id = await start_run(idle_api)
+        body = await wait_for_state(idle_api, run_id, "DONE", "ERROR")
 
     assert body["state"] == "DONE"
     assert body["attempt"] == 2
@@ -82,22 +50,22 @@ async def test_agent_that_fails_once_is_retried_and_done_on_attempt_2(
 
 async def test_agent_that_always_fails_ends_error_with_reason_and_logged_stack(
     temporal_client: Client,
-    own_settings: Settings,
-    own_api: httpx.AsyncClient,
+    idle_settings: Settings,
+    idle_api: httpx.AsyncClient,
     log_lines: ListHandler,
 ) -> None:
     agents = {**AGENTS, "policy-checker": Flaky(failures=99)}
-    async with in_process_worker(temporal_client, own_settings, agents):
-        run_id = await start(own_api)
-        body = await wait_for_state(own_api, run_id, "ERROR", "DONE")
+    async with in_process_worker(temporal_client, idle_settings, agents):
+        run_id = await start_run(idle_api)
+        body = await wait_for_state(idle_api, run_id, "ERROR", "DONE")
         # The service keeps serving: the next run is accepted and completes.
         agents["policy-checker"] = AGENTS["policy-checker"]
-        next_run_id = await start(own_api)
-        await wait_for_state(own_api, next_run_id, "DONE")
+        next_run_id = await start_run(idle_api)
+        await wait_for_state(idle_api, next_run_id, "DONE")
 
     assert body["state"] == "ERROR"
     assert body["error"] == "RuntimeError: scanner offline (call 3)"
-    assert body["attempt"] == own_settings.agent_max_attempts
+    assert body["attempt"] == idle_settings.agent_max_attempts
     assert body["result"] is None
     errors = [line for line in log_lines.events("agent_error") if line["run_id"] == run_id]
     assert [line["attempt"] for line in errors] == [1, 2, 3]
@@ -124,20 +92,20 @@ async def test_agent_that_always_fails_ends_error_with_reason_and_logged_stack(
 )
 async def test_direct_start_with_bad_input_ends_error_with_a_reason(
     temporal_client: Client,
-    own_settings: Settings,
-    own_api: httpx.AsyncClient,
+    idle_settings: Settings,
+    idle_api: httpx.AsyncClient,
     workflow_args: list[Any],
     reason: str,
 ) -> None:
-    async with in_process_worker(temporal_client, own_settings, AGENTS):
+    async with in_process_worker(temporal_client, idle_settings, AGENTS):
         handle = await temporal_client.start_workflow(
             "AgentRunWorkflow",
             args=workflow_args,
-            id=own_settings.workflow_id,
-            task_queue=own_settings.task_queue,
+            id=idle_settings.workflow_id,
+            task_queue=idle_settings.task_queue,
         )
         assert handle.result_run_id is not None
-        body = await wait_for_state(own_api, handle.result_run_id, "ERROR", "DONE")
+        body = await wait_for_state(idle_api, handle.result_run_id, "ERROR", "DONE")
 
     assert body["state"] == "ERROR"
     assert reason in body["error"]
@@ -145,17 +113,17 @@ async def test_direct_start_with_bad_input_ends_error_with_a_reason(
 
 
 async def test_direct_start_with_good_input_is_visible_through_the_api(
-    temporal_client: Client, own_settings: Settings, own_api: httpx.AsyncClient
+    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
-    async with in_process_worker(temporal_client, own_settings, AGENTS):
+    async with in_process_worker(temporal_client, idle_settings, AGENTS):
         handle = await temporal_client.start_workflow(
             "AgentRunWorkflow",
             {"agent_type": "document-extractor", "user_id": USER_ID},
-            id=own_settings.workflow_id,
-            task_queue=own_settings.task_queue,
+            id=idle_settings.workflow_id,
+            task_queue=idle_settings.task_queue,
         )
         assert handle.result_run_id is not None
-        body = await wait_for_state(own_api, handle.result_run_id, "DONE")
+        body = await wait_for_state(idle_api, handle.result_run_id, "DONE")
 
     assert body["agent_type"] == "document-extractor"
     assert body["user_id"] == USER_ID
@@ -173,7 +141,7 @@ async def test_agent_over_its_timeout_ends_error_with_a_reason_naming_the_timeou
     )
     async for api in app_client(settings):
         async with in_process_worker(temporal_client, settings, AGENTS):
-            run_id = await start(api)
+            run_id = await start_run(api)
             body = await wait_for_state(api, run_id, "ERROR", "DONE", timeout=60)
 
     assert body["state"] == "ERROR"

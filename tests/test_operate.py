@@ -7,63 +7,27 @@ import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities import AGENTS, AgentActivities
 from agent_runner import search_attributes
 from agent_runner.devserver import temporal_cli
 from agent_runner.runs import AgentBusyError, RunTarget, start_agent_run
 from agent_runner.settings import Settings
 from tests.conftest import app_client, make_settings
-from tests.helpers import USER_ID, ChildProcess, assert_eventually, free_port, wait_for_state
-from workflows import AgentRunWorkflow
-
-
-async def start(
-    api: httpx.AsyncClient,
-    agent_type: str = "policy-checker",
-    user_id: str = USER_ID,
-    headers: dict[str, str] | None = None,
-) -> httpx.Response:
-    return await api.post(
-        "/agents/run", json={"agent_type": agent_type, "user_id": user_id}, headers=headers
-    )
-
-
-async def start_ok(api: httpx.AsyncClient, agent_type: str = "policy-checker", **kw: Any) -> str:
-    response = await start(api, agent_type, **kw)
-    assert response.status_code == 202, response.text
-    run_id: str = response.json()["run_id"]
-    return run_id
-
-
-@pytest.fixture
-def idle_settings(temporal_address: str) -> Settings:
-    """No worker polls this task queue: runs stay PENDING until a test serves them."""
-    return make_settings(temporal_address, task_queue=f"idle-{uuid.uuid4()}")
-
-
-@pytest.fixture
-async def idle_api(idle_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in app_client(idle_settings):
-        yield client
-
-
-def slow_worker(client: Client, settings: Settings, seconds: float = 60.0) -> Worker:
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[AgentRunWorkflow],
-        activities=[AgentActivities(AGENTS, seconds).run_agent],
-    )
-
+from tests.helpers import (
+    USER_ID,
+    ChildProcess,
+    assert_eventually,
+    free_port,
+    in_process_worker,
+    post_run,
+    start_run,
+    wait_for_state,
+)
 
 # --- Web UI history -----------------------------------------------------------------------
 
@@ -71,7 +35,7 @@ def slow_worker(client: Client, settings: Settings, seconds: float = 60.0) -> Wo
 async def test_runs_carry_search_attributes_and_a_summary(
     temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
-    run_id = await start_ok(idle_api, "document-extractor")
+    run_id = await start_run(idle_api, "document-extractor")
 
     handle = temporal_client.get_workflow_handle(idle_settings.workflow_id, run_id=run_id)
     description = await handle.describe()
@@ -92,7 +56,7 @@ async def test_runs_started_elsewhere_get_search_attributes_from_the_workflow(
         id=idle_settings.workflow_id,
         task_queue=idle_settings.task_queue,
     )
-    async with slow_worker(temporal_client, idle_settings, seconds=0.2):
+    async with in_process_worker(temporal_client, idle_settings, duration_seconds=0.2):
         await wait_for_state(idle_api, handle.result_run_id or "", "DONE")
 
     description = await handle.describe()
@@ -150,7 +114,7 @@ async def test_cli_start_when_idle_runs_and_is_visible_through_the_api(
 async def test_cli_start_while_busy_fails_with_the_conflict_policy(
     temporal_address: str, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
-    holder = await start_ok(idle_api)
+    holder = await start_run(idle_api)
 
     refused = cli_start(temporal_address, idle_settings, "--fail-existing")
     # Without it the CLI reports success and drops the new input: the README warns of this.
@@ -188,7 +152,7 @@ async def test_runs_are_listed_newest_first_with_filters_and_pages(api: httpx.As
         ("policy-checker", other_user),
         ("document-extractor", USER_ID),
     ]:
-        run_ids.append(await start_ok(api, agent_type, user_id=user_id))
+        run_ids.append(await start_run(api, agent_type, user_id=user_id))
         await wait_for_state(api, run_ids[-1], "DONE")
 
     async def listed(query: str) -> list[str]:
@@ -236,7 +200,7 @@ async def test_current_is_the_open_run_or_404(
 ) -> None:
     assert (await idle_api.get("/agents/current")).status_code == 404
 
-    run_id = await start_ok(idle_api)
+    run_id = await start_run(idle_api)
     current = await idle_api.get("/agents/current")
     assert current.status_code == 200
     assert current.json()["run_id"] == run_id
@@ -252,8 +216,8 @@ async def test_current_is_the_open_run_or_404(
 async def test_cancel_stops_the_agent_and_ends_the_run_error_cancelled(
     temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
-    async with slow_worker(temporal_client, idle_settings):
-        run_id = await start_ok(idle_api)
+    async with in_process_worker(temporal_client, idle_settings, duration_seconds=60):
+        run_id = await start_run(idle_api)
         await wait_for_state(idle_api, run_id, "RUNNING")
 
         cancelled = await idle_api.post(f"/agents/runs/{run_id}/cancel")
@@ -263,7 +227,7 @@ async def test_cancel_stops_the_agent_and_ends_the_run_error_cancelled(
     assert body["error"] == "cancelled"
     again = await idle_api.post(f"/agents/runs/{run_id}/cancel")
     assert again.status_code == 409
-    assert (await start(idle_api)).status_code == 202
+    assert (await post_run(idle_api)).status_code == 202
 
 
 async def test_cancel_of_an_unknown_run_is_404(api: httpx.AsyncClient) -> None:
@@ -279,27 +243,27 @@ async def test_idempotency_key_returns_the_same_run_while_open_and_after(
     api: httpx.AsyncClient,
 ) -> None:
     key = {"Idempotency-Key": f"order-{uuid.uuid4()}"}
-    first, second = await asyncio.gather(start(api, headers=key), start(api, headers=key))
+    first, second = await asyncio.gather(post_run(api, headers=key), post_run(api, headers=key))
     assert first.status_code == second.status_code == 202
     run_id = first.json()["run_id"]
     assert second.json()["run_id"] == run_id
 
     await wait_for_state(api, run_id, "DONE")
-    after = await start(api, headers=key)
+    after = await post_run(api, headers=key)
     assert after.status_code == 202
     assert after.json()["run_id"] == run_id
 
-    other_body = await start(api, "document-extractor", headers=key)
+    other_body = await post_run(api, "document-extractor", headers=key)
     assert other_body.status_code == 422
     assert "different request" in other_body.json()["detail"]
 
-    fresh = await start(api, headers={"Idempotency-Key": f"order-{uuid.uuid4()}"})
+    fresh = await post_run(api, headers={"Idempotency-Key": f"order-{uuid.uuid4()}"})
     assert fresh.status_code == 202
     assert fresh.json()["run_id"] != run_id
 
 
 async def test_malformed_idempotency_key_is_422(api: httpx.AsyncClient) -> None:
-    response = await start(api, headers={"Idempotency-Key": "has spaces and 'quotes'"})
+    response = await post_run(api, headers={"Idempotency-Key": "has spaces and 'quotes'"})
     assert response.status_code == 422
 
 
@@ -329,8 +293,8 @@ async def test_readyz_is_503_when_temporal_is_down_or_the_namespace_is_missing(
 
 @pytest.mark.usefixtures("shared_worker")
 async def test_metrics_count_requests_and_runs(api: httpx.AsyncClient) -> None:
-    run_id = await start_ok(api)
-    assert (await start(api)).status_code == 409
+    run_id = await start_run(api)
+    assert (await post_run(api)).status_code == 409
     await wait_for_state(api, run_id, "DONE")
 
     text = (await api.get("/metrics")).text

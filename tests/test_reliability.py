@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import ROOT, USER_ID, assert_eventually
+from tests.helpers import ROOT, USER_ID, assert_eventually, start_run
 from tests.stack import Stack
 
 pytestmark = pytest.mark.reliability
@@ -57,15 +57,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
 async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     async with stack.client() as client:
         yield client
-
-
-async def start_run(http: httpx.AsyncClient, url: str, agent_type: str = "policy-checker") -> str:
-    response = await http.post(
-        f"{url}/agents/run", json={"agent_type": agent_type, "user_id": USER_ID}
-    )
-    assert response.status_code == 202, response.text
-    run_id: str = response.json()["run_id"]
-    return run_id
 
 
 async def status(http: httpx.AsyncClient, url: str, run_id: str) -> dict[str, Any]:
@@ -133,7 +124,7 @@ async def test_2_worker_sigkill_mid_run_resumes_on_the_other_worker(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
     url = stack.api_url(0)
-    run_id = await start_run(http, url)
+    run_id = await start_run(http, base=url)
     await wait_state(http, url, run_id, "RUNNING")
     victim = await assert_eventually(lambda: _running_on(stack, run_id))
 
@@ -166,7 +157,7 @@ async def test_3_worker_sigterm_mid_run_finishes_gracefully(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
     url = stack.api_url(1)
-    run_id = await start_run(http, url, "document-extractor")
+    run_id = await start_run(http, "document-extractor", base=url)
     await wait_state(http, url, run_id, "RUNNING")
     index = await assert_eventually(lambda: _running_on(stack, run_id))
     worker = stack.workers[index]
@@ -197,7 +188,7 @@ async def test_4_no_worker_accepts_then_completes_once_one_starts(
         stack.workers[index] = None
     url = stack.api_url(0)
 
-    run_id = await start_run(http, url)
+    run_id = await start_run(http, base=url)
     for _ in range(5):
         assert (await status(http, url, run_id))["state"] == "PENDING"
         await asyncio.sleep(0.2)
@@ -219,7 +210,7 @@ async def test_4_no_worker_accepts_then_completes_once_one_starts(
 async def test_5_api_sigkill_mid_run_does_not_affect_the_run(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    run_id = await start_run(http, stack.api_url(0))
+    run_id = await start_run(http, base=stack.api_url(0))
     api = stack.apis[0]
     assert api is not None
     api.kill()
@@ -239,7 +230,7 @@ async def test_5_api_sigkill_mid_run_does_not_affect_the_run(
 async def test_6_temporal_outage_is_503_then_everything_recovers(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    run_id = await start_run(http, stack.api_url(0))
+    run_id = await start_run(http, base=stack.api_url(0))
     await wait_state(http, stack.api_url(0), run_id, "RUNNING")
 
     stack.server.stop(signal.SIGKILL)
@@ -272,7 +263,7 @@ async def test_6_temporal_outage_is_503_then_everything_recovers(
     ready_after = time.perf_counter() - restarted_at
     body = await wait_state(http, stack.api_url(1), run_id, "DONE")
     done_after = time.perf_counter() - restarted_at
-    next_run = await start_run(http, stack.api_url(0))
+    next_run = await start_run(http, base=stack.api_url(0))
     await wait_state(http, stack.api_url(0), next_run, "DONE")
 
     RESULTS["6_temporal_outage"] = {

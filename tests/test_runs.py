@@ -19,22 +19,16 @@ from tests.helpers import (
     USER_ID,
     ChildProcess,
     assert_eventually,
+    start_run,
     wait_for_state,
 )
 
 BUSY = {"detail": "An agent is already running, please retry later"}
 
 
-async def start(api: httpx.AsyncClient, agent_type: str = "policy-checker") -> str:
-    response = await api.post("/agents/run", json={"agent_type": agent_type, "user_id": USER_ID})
-    assert response.status_code == 202, response.text
-    run_id: str = response.json()["run_id"]
-    return run_id
-
-
 @pytest.mark.usefixtures("shared_worker")
 async def test_policy_checker_reaches_done_with_a_decision(api: httpx.AsyncClient) -> None:
-    run_id = await start(api, "policy-checker")
+    run_id = await start_run(api, "policy-checker")
 
     body = await wait_for_state(api, run_id, "DONE")
 
@@ -52,7 +46,7 @@ async def test_policy_checker_reaches_done_with_a_decision(api: httpx.AsyncClien
 async def test_document_extractor_reaches_done_with_extracted_fields(
     api: httpx.AsyncClient,
 ) -> None:
-    run_id = await start(api, "document-extractor")
+    run_id = await start_run(api, "document-extractor")
 
     body = await wait_for_state(api, run_id, "DONE")
 
@@ -65,7 +59,7 @@ async def test_pending_while_no_worker_then_done_once_one_starts(
 ) -> None:
     settings = make_settings(temporal_address, task_queue=f"no-worker-{uuid.uuid4()}")
     async for api in app_client(settings):
-        run_id = await start(api)
+        run_id = await start_run(api)
         for _ in range(3):
             body = (await api.get(f"/agents/status/{run_id}")).json()
             assert body["state"] == "PENDING"
@@ -86,7 +80,7 @@ async def test_busy_is_409_with_the_exact_detail_then_202_after_the_run(
 ) -> None:
     settings = make_settings(temporal_address, agent_duration_seconds=2.0)
     async for api in app_client(settings):
-        run_id = await start(api)
+        run_id = await start_run(api)
         await wait_for_state(api, run_id, "PENDING", "RUNNING")
 
         busy = await api.post(
@@ -98,7 +92,7 @@ async def test_busy_is_409_with_the_exact_detail_then_202_after_the_run(
         assert 1 <= int(busy.headers["Retry-After"]) <= 2
 
         await wait_for_state(api, run_id, "DONE")
-        assert await start(api) != run_id
+        assert await start_run(api) != run_id
 
 
 async def test_two_app_instances_racing_accept_exactly_one(settings: Settings) -> None:
@@ -145,7 +139,7 @@ async def test_200_concurrent_starts_through_the_helper_accept_exactly_one(
 async def test_worker_logs_are_json_with_the_run_keys(
     api: httpx.AsyncClient, shared_worker: ChildProcess
 ) -> None:
-    run_id = await start(api)
+    run_id = await start_run(api)
     await wait_for_state(api, run_id, "DONE")
 
     async def run_lines() -> list[dict[str, Any]]:
@@ -168,7 +162,7 @@ async def test_worker_logs_are_json_with_the_run_keys(
 async def test_status_long_poll_answers_on_each_change_without_hammering(
     api: httpx.AsyncClient,
 ) -> None:
-    run_id = await start(api)
+    run_id = await start_run(api)
     states = []
     for _ in range(5):
         response = await api.get(f"/agents/status/{run_id}", params={"wait": 30})
