@@ -163,12 +163,15 @@ async def test_3_worker_sigterm_mid_run_finishes_gracefully(
     worker = stack.workers[index]
     assert worker is not None
 
+    signalled_at = time.perf_counter()
     worker.signal(signal.SIGTERM)
     body = await wait_state(http, url, run_id, "DONE")
-    exit_code = worker.stop()
+    # Shutdown also waits for the worker's outstanding long polls; allow well over a poll.
+    exit_code = worker.stop(timeout=90)
+    exited_after = time.perf_counter() - signalled_at
 
-    assert body["attempt"] == 1, "the agent finished on the worker that was stopping"
-    assert exit_code == 0
+    assert body["attempt"] == 1, ("the agent finished on the worker that was stopping", body)
+    assert exit_code == 0, (exit_code, worker.log.read()[-5:])
     assert worker.log.events("worker_stopped")
     assert await runs_since(http, url, run_id) == [run_id]
     stack.start_worker(index)
@@ -176,6 +179,7 @@ async def test_3_worker_sigterm_mid_run_finishes_gracefully(
         "scenario": "SIGTERM the worker running the agent",
         "outcome": "agent finished on that worker (attempt 1), worker exited 0, run DONE",
         "runs_lost": 0,
+        "seconds_sigterm_to_exit": round(exited_after, 1),
     }
 
 
