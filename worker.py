@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 
 from activities import AGENTS, AgentActivities
 from agent_runner.connection import connect, create_runtime
-from agent_runner.logs import configure_logging
+from agent_runner.logs import configure_logging, exit_now
 from agent_runner.settings import Settings, get_settings
 from workflows import AgentRunWorkflow
 
@@ -74,3 +74,4 @@ if __name__ == "__main__":
     # Our log lines carry the run's keys as fields; keep the workflow logger's message clean.
     workflow.logger.workflow_info_on_message = False
     asyncio.run(main(settings))
+    exit_now(0)
