@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from agent_runner.models import RunPolicy
 from agent_runner.runs import RunStatus, RunTarget
 from agent_runner.settings import Settings
 from api.cache import Coalesced, FinishedRuns, RunStartTimes
@@ -20,6 +21,8 @@ class AppState:
 
     settings: Settings
     target: RunTarget
+    # What every run this API starts gets as its retry policy (see README, "whose settings").
+    policy: RunPolicy
     metrics: ApiMetrics
     finished_runs: FinishedRuns
     start_times: RunStartTimes

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_runner.connection import api_retry_config, connect, create_runtime
 from agent_runner.logs import configure_logging
+from agent_runner.models import RunPolicy
 from agent_runner.runs import RunTarget, TemporalUnavailableError
 from agent_runner.settings import Settings, get_settings
 from api.cache import FinishedRuns, RunStartTimes
@@ -46,6 +47,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             workflow_id=settings.workflow_id,
             task_queue=settings.task_queue,
             rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
+        ),
+        policy=RunPolicy(
+            max_attempts=settings.agent_max_attempts,
+            timeout_seconds=settings.agent_timeout_seconds,
+            heartbeat_timeout_seconds=settings.agent_heartbeat_timeout_seconds,
+            retry_initial_interval_seconds=settings.agent_retry_initial_interval_seconds,
         ),
         metrics=ApiMetrics(),
         finished_runs=FinishedRuns(settings.api_status_cache_size),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from temporalio.client import Client
 
 from agent_runner.logs import bind_run_context
-from agent_runner.models import SAFE_KEY_PATTERN, AgentType, RunPolicy
+from agent_runner.models import SAFE_KEY_PATTERN, AgentType
 from agent_runner.runs import (
     AgentBusyError,
     IdempotencyKeyReusedError,
@@ -27,7 +27,6 @@ from agent_runner.runs import (
     start_agent_run,
     wait_for_change,
 )
-from agent_runner.settings import Settings
 from agent_runner.validation import UnsupportedAgentTypeError
 from api.cache import retry_after_seconds
 from api.deps import AppState, ClientDep, StateDep, TargetDep
@@ -52,15 +51,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(prefix="/agents", tags=["agents"])
 logger = structlog.stdlib.get_logger(__name__)
-
-
-def run_policy(settings: Settings) -> RunPolicy:
-    return RunPolicy(
-        max_attempts=settings.agent_max_attempts,
-        timeout_seconds=settings.agent_timeout_seconds,
-        heartbeat_timeout_seconds=settings.agent_heartbeat_timeout_seconds,
-        retry_initial_interval_seconds=settings.agent_retry_initial_interval_seconds,
-    )
 
 
 def status_url(run_id: str) -> str:
@@ -107,7 +97,7 @@ async def run_agent(
             body.agent_type,
             user_id,
             target=state.target,
-            policy=run_policy(state.settings),
+            policy=state.policy,
             idempotency_key=idempotency_key,
         )
     except UnsupportedAgentTypeError as err:
@@ -133,7 +123,7 @@ async def busy_response(
     headers = {}
     if running_run_id:
 
-        async def holder_start() -> Any:
+        async def holder_start() -> datetime | None:
             return (await get_run_status(client, running_run_id, target=state.target)).started_at
 
         started_at = await state.start_times.get(running_run_id, holder_start)
