@@ -49,15 +49,10 @@ async def get_client(state: Annotated[AppState, Depends(get_state)]) -> Client:
     return state.temporal_client
 
 
-async def get_settings(state: Annotated[AppState, Depends(get_state)]) -> Settings:
-    return state.settings
-
-
 async def get_target(state: Annotated[AppState, Depends(get_state)]) -> RunTarget:
     return state.target
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[Client, Depends(get_client)]
 TargetDep = Annotated[RunTarget, Depends(get_target)]
