@@ -8,29 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Sequence
 from datetime import timedelta
 
 import structlog
 from temporalio import workflow
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import AGENTS, AgentActivities
 from agent_runner.connection import connect, create_runtime
 from agent_runner.logs import configure_logging, exit_now
 from agent_runner.settings import Settings, get_settings
+from agent_runner.tracing import tracing_interceptors
 from workflows import AgentRunWorkflow
 
 logger = structlog.stdlib.get_logger("worker")
 CONNECT_RETRY_SECONDS = 2.0
 
 
-async def connect_with_retry(settings: Settings) -> Client:
+async def connect_with_retry(settings: Settings, interceptors: Sequence[Interceptor]) -> Client:
     """Wait for the server rather than exit: workers may start before Temporal does."""
     runtime = create_runtime(settings.worker_metrics_address)
     while True:
         try:
-            return await connect(settings, runtime=runtime)
+            return await connect(settings, runtime=runtime, interceptors=interceptors)
         except RuntimeError as err:
             logger.warning(
                 "temporal_unreachable",
@@ -42,7 +45,8 @@ async def connect_with_retry(settings: Settings) -> Client:
 
 
 async def main(settings: Settings) -> None:
-    client = await connect_with_retry(settings)
+    interceptors, flush_traces = tracing_interceptors(settings, "worker")
+    client = await connect_with_retry(settings, interceptors)
     activities = AgentActivities(AGENTS, settings.agent_duration_seconds)
     worker = Worker(
         client,
@@ -50,6 +54,10 @@ async def main(settings: Settings) -> None:
         workflows=[AgentRunWorkflow],
         activities=[activities.run_agent],
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+        # The tracing interceptor runs inside the workflow sandbox: let it import opentelemetry.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
+        ),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,6 +74,7 @@ async def main(settings: Settings) -> None:
         await stop.wait()
         logger.info("worker_stopping", message="Stopped polling; waiting for running agents")
     logger.info("worker_stopped")
+    flush_traces()
 
 
 if __name__ == "__main__":

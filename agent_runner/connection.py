@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
@@ -70,6 +71,7 @@ async def connect(
     runtime: Runtime,
     lazy: bool = False,
     retry_config: RetryConfig | None = None,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Client:
     return await Client.connect(
         settings.temporal_address,
@@ -82,6 +84,7 @@ async def connect(
         connect_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
         lazy=lazy,
         runtime=runtime,
+        interceptors=interceptors,
     )
 
 

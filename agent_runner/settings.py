@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     # host:port where a worker serves the SDK's Prometheus metrics; unset: not served.
     worker_metrics_address: str | None = None
 
+    # OpenTelemetry tracing over OTLP/HTTP, e.g. http://localhost:4318; unset: off.
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "agent-runner"
+
     log_level: LogLevel = "INFO"
     log_format: Literal["json", "console"] = "json"
 

@@ -16,6 +16,7 @@ from agent_runner.logs import configure_logging
 from agent_runner.models import RunPolicy
 from agent_runner.runs import RunTarget, TemporalUnavailableError
 from agent_runner.settings import Settings, get_settings
+from agent_runner.tracing import tracing_interceptors
 from api.cache import FinishedRuns, RunStartTimes
 from api.deps import AppState
 from api.fast_status import FinishedStatusFastPath
@@ -63,11 +64,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Lazy: the API starts, and answers 503, while Temporal is down; it connects on first use.
+        interceptors, flush_traces = tracing_interceptors(settings, "api")
         state.client = await connect(
             settings,
             runtime=create_runtime(),
             lazy=True,
             retry_config=api_retry_config(settings),
+            interceptors=interceptors,
         )
         logger.info(
             "api_start",
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             task_queue=settings.task_queue,
         )
         yield
+        flush_traces()
 
     app = FastAPI(
         title="agent-runner",

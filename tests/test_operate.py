@@ -4,10 +4,13 @@ idempotency, health and metrics."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import subprocess
+import threading
 import uuid
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -337,3 +340,53 @@ async def test_worker_serves_sdk_metrics(temporal_address: str, tmp_path: Path) 
         await assert_eventually(scraped)
     finally:
         worker.stop()
+
+
+# --- Tracing -------------------------------------------------------------------------------------
+
+
+class OtlpReceiver(http.server.BaseHTTPRequestHandler):
+    """Stands in for an OpenTelemetry collector: keeps every OTLP/HTTP export it is sent."""
+
+    exports: ClassVar[list[tuple[str, bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.exports.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+async def test_tracing_exports_spans_of_the_api_and_the_worker(
+    temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OtlpReceiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    settings = make_settings(
+        temporal_address,
+        task_queue=f"traced-{uuid.uuid4()}",
+        otel_exporter_otlp_endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+    )
+    worker = ChildProcess.worker(settings, tmp_path / "worker.log")
+    try:
+        async for api in app_client(settings):
+            run_id = await start_run(api)
+            await wait_for_state(api, run_id, "DONE")
+
+        async def exported() -> None:
+            assert {path for path, _ in OtlpReceiver.exports} == {"/v1/traces"}
+            spans = b"".join(body for _, body in OtlpReceiver.exports)
+            for name in (b"StartWorkflow:AgentRunWorkflow", b"RunActivity:run_agent"):
+                assert name in spans
+            for service in (b"agent-runner-api", b"agent-runner-worker"):
+                assert service in spans
+
+        await assert_eventually(exported)
+    finally:
+        worker.stop()
+        server.shutdown()
