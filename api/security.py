@@ -41,7 +41,12 @@ async def require_api_key(
 
 
 class BodySizeLimit:
-    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming."""
+    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming.
+
+    FastAPI's own ``max_body_size`` is not a substitute: for a declared Content-Length over the
+    limit Starlette answers in plain text ("Content Too Large"), and every error body of this
+    API is JSON with a ``detail``.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
