@@ -32,9 +32,6 @@ class LRU(Generic[K, V]):
         while len(self._items) > self._maxsize:
             self._items.popitem(last=False)
 
-    def pop(self, key: K) -> None:
-        self._items.pop(key, None)
-
 
 class FinishedRuns:
     """Finished runs' status bodies, rendered once: they never change, so reading one again
@@ -76,24 +73,26 @@ class Coalesced(Generic[V]):
 
 
 class RunStartTimes:
-    """When each run that held the singleton started, fetched once per run even when a burst of
-    rejected starts asks at the same moment."""
+    """When each run that held the singleton started: fetched once per run, even when a burst of
+    rejected starts asks at the same moment, and remembered (a start time never changes)."""
 
     def __init__(self, maxsize: int = 256) -> None:
-        self._pending: LRU[str, asyncio.Task[datetime | None]] = LRU(maxsize)
+        self._known: LRU[str, datetime] = LRU(maxsize)
+        self._fetching: Coalesced[datetime | None] = Coalesced()
 
     async def get(
         self, run_id: str, fetch: Callable[[], Awaitable[datetime | None]]
     ) -> datetime | None:
-        task = self._pending.get(run_id)
-        if task is None:
-            task = asyncio.ensure_future(fetch())
-            self._pending.put(run_id, task)
-        try:
-            return await asyncio.shield(task)
-        except Exception:
-            self._pending.pop(run_id)
-            return None
+        """The start time, or None when it cannot be had now (the caller estimates without)."""
+        started_at = self._known.get(run_id)
+        if started_at is None:
+            try:
+                started_at = await self._fetching.get(run_id, fetch)
+            except Exception:
+                return None
+            if started_at is not None:
+                self._known.put(run_id, started_at)
+        return started_at
 
 
 def retry_after_seconds(started_at: datetime | None, agent_duration_seconds: float) -> int:
