@@ -54,6 +54,20 @@ def start_dev_args(
     return args
 
 
+def stop_process(
+    process: subprocess.Popen[bytes], *, timeout: float, signum: signal.Signals = signal.SIGTERM
+) -> int:
+    """Signal ``process`` (if still running), give it ``timeout`` seconds to exit, then SIGKILL;
+    returns its exit code."""
+    if process.poll() is None:
+        process.send_signal(signum)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 class DevServer:
     """A ``temporal server start-dev`` process: start, wait until it listens, stop."""
 
@@ -96,11 +110,5 @@ class DevServer:
                 time.sleep(0.2)
 
     def stop(self, signum: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signum)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=timeout, signum=signum)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import structlog
 
-from agent_runner.devserver import DevServer
+from agent_runner.devserver import DevServer, stop_process
 from agent_runner.logs import configure_logging
 from agent_runner.settings import Settings
 
@@ -59,13 +59,7 @@ def wait_until_serving(url: str, processes: list[subprocess.Popen[bytes]]) -> No
 def stop(processes: list[subprocess.Popen[bytes]], server: DevServer | None) -> None:
     """SIGTERM the API and the worker, then the server; SIGKILL what lingers."""
     for process in reversed(processes):
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout=STOP_TIMEOUT_SECONDS)
     if server is not None:
         server.stop(timeout=STOP_TIMEOUT_SECONDS)
 

@@ -21,6 +21,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import AGENTS, Agent, AgentActivities
+from agent_runner.devserver import stop_process
 from agent_runner.settings import Settings
 from workflows import AgentRunWorkflow
 
@@ -182,12 +183,7 @@ class ChildProcess:
             self.process.send_signal(signum)
 
     def stop(self, timeout: float = 30.0) -> int:
-        self.signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return stop_process(self.process, timeout=timeout)
 
     def kill(self) -> None:
         self.signal(signal.SIGKILL)
