@@ -19,7 +19,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities import AGENTS, AgentActivities
 from agent_runner.connection import connect, create_runtime
-from agent_runner.logs import configure_logging, exit_now
+from agent_runner.logs import configure_logging
+from agent_runner.process import exit_now
 from agent_runner.settings import Settings, get_settings
 from agent_runner.tracing import tracing_interceptors
 from workflows import AgentRunWorkflow

@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.agents import Agent, AgentContext
 from agent_runner.logs import bind_run_context
-from agent_runner.models import ACTIVITY_NAME, AgentOutput, AgentTask, ErrorType
+from agent_runner.models import ACTIVITY_NAME, AgentOutput, AgentTask, ErrorType, FailureDetails
 
 logger = structlog.stdlib.get_logger(__name__)
 
@@ -36,7 +36,11 @@ class AgentActivities:
         log = logger.bind(attempt=info.attempt)
         agent = self._agents.get(task.agent_type)
         if agent is None:
-            log.error("Unsupported agent_type", supported=sorted(self._agents))
+            log.error(
+                "unsupported_agent_type",
+                message="Unsupported agent_type",
+                supported=sorted(self._agents),
+            )
             raise ApplicationError(
                 f"Unsupported agent_type: {task.agent_type!r}",
                 type=ErrorType.UNSUPPORTED_AGENT_TYPE,
@@ -54,7 +58,7 @@ class AgentActivities:
             log.exception("agent_error", error=f"{type(err).__name__}: {err}")
             raise ApplicationError(
                 f"{type(err).__name__}: {err}",
-                {"attempt": info.attempt},
+                FailureDetails(attempt=info.attempt),
                 type=ErrorType.AGENT_FAILED,
             ) from err
         log.info(

@@ -7,9 +7,8 @@ through :data:`CORE_LOGGER_NAME`) all pass through the same processors and rende
 from __future__ import annotations
 
 import logging
-import os
 import sys
-from typing import Literal, NoReturn
+from typing import Literal
 
 import structlog
 from structlog.typing import EventDict, Processor
@@ -71,17 +70,3 @@ def configure_logging(level: str = "INFO", fmt: Literal["json", "console"] = "js
 
 def bind_run_context(*, agent_type: str | None, user_id: str | None, run_id: str | None) -> None:
     structlog.contextvars.bind_contextvars(agent_type=agent_type, user_id=user_id, run_id=run_id)
-
-
-def exit_now(code: int = 0) -> NoReturn:
-    """Flush the logs and leave without interpreter teardown.
-
-    The Temporal SDK's Rust threads can outlive the event loop; CPython's finalization then
-    sometimes aborts the process (SIGABRT, "PyGILState_Release: thread state ... must be
-    current") after a clean shutdown. Everything worth keeping is done by the time this is
-    called, so skipping the teardown gives an honest exit code instead.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

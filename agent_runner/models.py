@@ -6,6 +6,7 @@ running history. Workflow code imports this module, so it must stay free of side
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -35,13 +36,32 @@ class RunPolicy:
     """How the workflow drives the agent activity.
 
     Workflow code cannot read settings, so the starter passes these in the input; a start
-    from another system that omits them gets these defaults.
+    from another system that omits them gets these defaults. They are the only place these
+    numbers are written: the settings take their defaults from here.
     """
 
     max_attempts: int = 3
     timeout_seconds: float = 300.0
     heartbeat_timeout_seconds: float = 10.0
     retry_initial_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class FailureDetails:
+    """What a failed attempt reports beside its message (``ApplicationError.details[0]``), and
+    what the workflow's own failure carries to whoever reads the run's status."""
+
+    attempt: int = 0
+
+    @classmethod
+    def from_details(cls, details: Sequence[Any]) -> FailureDetails | None:
+        """Read them back from decoded failure details; None when they are not ours."""
+        first = details[0] if details else None
+        if isinstance(first, FailureDetails):
+            return first
+        if isinstance(first, dict) and isinstance(first.get("attempt"), int):
+            return cls(attempt=first["attempt"])
+        return None
 
 
 @dataclass(frozen=True)

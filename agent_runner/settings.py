@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -9,9 +10,12 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agent_runner.models import SAFE_KEY_PATTERN
+from agent_runner.models import SAFE_KEY_PATTERN, RunPolicy
+from agent_runner.runs.types import RunTarget
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+# The run policy's defaults are RunPolicy's own: written once, in agent_runner/models.py.
+_POLICY = RunPolicy()
 
 
 class Settings(BaseSettings):
@@ -36,10 +40,12 @@ class Settings(BaseSettings):
 
     # The agents.
     agent_duration_seconds: float = Field(default=5.0, ge=0)
-    agent_max_attempts: int = Field(default=3, ge=1)
-    agent_timeout_seconds: float = Field(default=300.0, gt=0)
-    agent_heartbeat_timeout_seconds: float = Field(default=10.0, gt=0)
-    agent_retry_initial_interval_seconds: float = Field(default=1.0, gt=0)
+    agent_max_attempts: int = Field(default=_POLICY.max_attempts, ge=1)
+    agent_timeout_seconds: float = Field(default=_POLICY.timeout_seconds, gt=0)
+    agent_heartbeat_timeout_seconds: float = Field(default=_POLICY.heartbeat_timeout_seconds, gt=0)
+    agent_retry_initial_interval_seconds: float = Field(
+        default=_POLICY.retry_initial_interval_seconds, gt=0
+    )
     worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
     # host:port where a worker serves the SDK's Prometheus metrics; unset: not served.
     worker_metrics_address: str | None = None
@@ -68,6 +74,23 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".data")
     temporal_dev_port: int = Field(default=7233, ge=1, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+
+    def run_target(self) -> RunTarget:
+        """Where runs live: the singleton's workflow id, the task queue, the RPC budget."""
+        return RunTarget(
+            workflow_id=self.workflow_id,
+            task_queue=self.task_queue,
+            rpc_timeout=timedelta(seconds=self.temporal_rpc_timeout_seconds),
+        )
+
+    def run_policy(self) -> RunPolicy:
+        """How the workflow drives the agent, for every run started with these settings."""
+        return RunPolicy(
+            max_attempts=self.agent_max_attempts,
+            timeout_seconds=self.agent_timeout_seconds,
+            heartbeat_timeout_seconds=self.agent_heartbeat_timeout_seconds,
+            retry_initial_interval_seconds=self.agent_retry_initial_interval_seconds,
+        )
 
     def load_api_keys(self) -> frozenset[str]:
         keys = self.api_keys.get_secret_value().split(",") if self.api_keys else []

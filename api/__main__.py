@@ -2,7 +2,7 @@
 
 import uvicorn
 
-from agent_runner.logs import exit_now
+from agent_runner.process import exit_now
 from agent_runner.settings import get_settings
 
 if __name__ == "__main__":

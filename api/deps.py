@@ -8,11 +8,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
-from agent_runner.models import RunPolicy
-from agent_runner.runs import RunStatus, RunTarget
+from agent_runner.runs import RunPolicy, RunStatus, RunTarget
 from agent_runner.settings import Settings
-from api.cache import Coalesced, FinishedRuns, RunStartTimes
+from api.coalesce import Coalesced
+from api.finished_runs import FinishedRuns
 from api.metrics import ApiMetrics
+from api.retry_after import RunStartTimes
 
 
 @dataclass
@@ -23,12 +24,22 @@ class AppState:
     target: RunTarget
     # What every run this API starts gets as its retry policy (see README, "whose settings").
     policy: RunPolicy
-    metrics: ApiMetrics
     finished_runs: FinishedRuns
-    start_times: RunStartTimes
+    api_keys: frozenset[str]
+    metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    start_times: RunStartTimes = field(default_factory=RunStartTimes)
     status_reads: Coalesced[RunStatus] = field(default_factory=Coalesced)
-    api_keys: frozenset[str] = frozenset()
     client: Client | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AppState:
+        return cls(
+            settings=settings,
+            target=settings.run_target(),
+            policy=settings.run_policy(),
+            finished_runs=FinishedRuns(settings.api_status_cache_size),
+            api_keys=settings.load_api_keys(),
+        )
 
     @property
     def temporal_client(self) -> Client:

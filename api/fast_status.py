@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth import key_matches
 from api.deps import AppState
-from api.security import key_matches
 
 PREFIX = "/agents/status/"
 # What the metrics middleware labels these requests with, as if routed.

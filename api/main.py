@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 from fastapi import Depends, FastAPI, Request, status
@@ -13,16 +12,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_runner.connection import api_retry_config, connect, create_runtime
 from agent_runner.logs import configure_logging
-from agent_runner.models import RunPolicy
-from agent_runner.runs import RunTarget, TemporalUnavailableError
+from agent_runner.runs import TemporalUnavailableError
 from agent_runner.settings import Settings, get_settings
 from agent_runner.tracing import tracing_interceptors
-from api.cache import FinishedRuns, RunStartTimes
+from api.auth import require_api_key
+from api.body_limit import BodySizeLimit
 from api.deps import AppState
 from api.fast_status import FinishedStatusFastPath
-from api.metrics import ApiMetrics, MetricsMiddleware
+from api.metrics import MetricsMiddleware
 from api.routes import agents, health
-from api.security import BodySizeLimit, require_api_key
 
 UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
 logger = structlog.stdlib.get_logger(__name__)
@@ -42,24 +40,32 @@ class ClearLogContext:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    state = AppState(
-        settings=settings,
-        target=RunTarget(
-            workflow_id=settings.workflow_id,
-            task_queue=settings.task_queue,
-            rpc_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
-        ),
-        policy=RunPolicy(
-            max_attempts=settings.agent_max_attempts,
-            timeout_seconds=settings.agent_timeout_seconds,
-            heartbeat_timeout_seconds=settings.agent_heartbeat_timeout_seconds,
-            retry_initial_interval_seconds=settings.agent_retry_initial_interval_seconds,
-        ),
-        metrics=ApiMetrics(),
-        finished_runs=FinishedRuns(settings.api_status_cache_size),
-        start_times=RunStartTimes(),
-        api_keys=settings.load_api_keys(),
+    state = AppState.from_settings(settings)
+    app = FastAPI(
+        title="agent-runner",
+        summary="Runs one insurance agent at a time, on Temporal.",
+        version="0.1.0",
+        lifespan=_lifespan(state),
     )
+    app.state.agent_runner = state
+    app.add_middleware(FinishedStatusFastPath, state=state)
+    app.add_middleware(ClearLogContext)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    # With API keys set, /agents/* (and optionally /metrics) need one; health stays open.
+    protected = [Depends(require_api_key)] if state.api_keys else []
+    app.include_router(agents.router, dependencies=protected)
+    app.include_router(health.probes)
+    app.include_router(
+        health.metrics_router, dependencies=protected if settings.metrics_require_api_key else []
+    )
+    app.add_exception_handler(TemporalUnavailableError, _temporal_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)
+    return app
+
+
+def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    settings = state.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,38 +88,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         flush_traces()
 
-    app = FastAPI(
-        title="agent-runner",
-        summary="Runs one insurance agent at a time, on Temporal.",
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    app.state.agent_runner = state
-    app.add_middleware(FinishedStatusFastPath, state=state)
-    app.add_middleware(ClearLogContext)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    # With API keys set, /agents/* (and optionally /metrics) need one; health stays open.
-    protected = [Depends(require_api_key)] if state.api_keys else []
-    app.include_router(agents.router, dependencies=protected)
-    app.include_router(health.probes)
-    app.include_router(
-        health.metrics_router, dependencies=protected if settings.metrics_require_api_key else []
-    )
+    return lifespan
 
-    @app.exception_handler(TemporalUnavailableError)
-    async def temporal_unavailable(request: Request, exc: TemporalUnavailableError) -> JSONResponse:
-        logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
-        return JSONResponse({"detail": UNAVAILABLE_DETAIL}, status.HTTP_503_SERVICE_UNAVAILABLE)
 
-    @app.exception_handler(Exception)
-    async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("request_failed", path=request.url.path)
-        return JSONResponse(
-            {"detail": "Internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR
-        )
+async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
+    return JSONResponse({"detail": UNAVAILABLE_DETAIL}, status.HTTP_503_SERVICE_UNAVAILABLE)
 
-    return app
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("request_failed", path=request.url.path)
+    return JSONResponse({"detail": "Internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR)
 
 
 app = create_app()

@@ -31,13 +31,21 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from agent_runner.devserver import DevServer
 from agent_runner.models import AgentRunInput
 from agent_runner.settings import Settings
-from tests.helpers import USER_ID, ChildProcess, free_port, wait_http
+from devtools.processes import (
+    EXAMPLE_USER_ID,
+    ROOT,
+    ChildProcess,
+    DevServer,
+    free_port,
+    stop_in_order,
+    wait_until_serving,
+)
 from workflows import AgentRunWorkflow
 
-ROOT = Path(__file__).resolve().parent.parent
+USER_ID = EXAMPLE_USER_ID
+
 PAYLOAD = {"agent_type": "policy-checker", "user_id": USER_ID}
 
 
@@ -72,9 +80,7 @@ class Services:
         return f"http://127.0.0.1:{settings.api_port}"
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            process.stop()
-        self.server.stop()
+        stop_in_order(list(self.processes.values()), self.server)
 
 
 async def start_services(directory: Path) -> Services:
@@ -117,8 +123,8 @@ async def start_services(directory: Path) -> Services:
     )
     services.inmemory_url = f"http://127.0.0.1:{inmemory.api_port}"
     for url in (services.url("fast"), services.url("slow"), services.url("uncached")):
-        await wait_http(f"{url}/readyz")
-    await wait_http(f"{services.inmemory_url}/docs")
+        wait_until_serving(f"{url}/readyz", timeout=60)
+    wait_until_serving(f"{services.inmemory_url}/docs", timeout=60)
     return services
 
 

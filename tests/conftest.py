@@ -11,18 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
-from agent_runner.devserver import SEARCH_ATTRIBUTES, temporal_cli
 from agent_runner.logs import HANDLER_NAME, configure_logging
 from agent_runner.settings import Settings
-from api.main import create_app
-from tests.helpers import ChildProcess, ListHandler
-
-SHARED_TASK_QUEUE = "tests-shared"
+from devtools.processes import SEARCH_ATTRIBUTES, temporal_cli
+from tests.helpers import ListHandler, LoggedProcess, app_client, make_settings
 
 
 @pytest.fixture(scope="session")
@@ -46,22 +42,6 @@ def temporal_client(temporal_env: WorkflowEnvironment) -> Client:
     return temporal_env.client
 
 
-def make_settings(temporal_address: str, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "temporal_address": temporal_address,
-        "task_queue": SHARED_TASK_QUEUE,
-        "workflow_id": f"agent-runner-{uuid.uuid4()}",
-        "agent_duration_seconds": 0.5,
-        "agent_max_attempts": 3,
-        "agent_heartbeat_timeout_seconds": 3.0,
-        "agent_retry_initial_interval_seconds": 0.1,
-        "worker_graceful_shutdown_seconds": 5.0,
-        "log_level": "INFO",
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
 @pytest.fixture
 def settings(temporal_address: str) -> Settings:
     return make_settings(temporal_address)
@@ -70,25 +50,12 @@ def settings(temporal_address: str) -> Settings:
 @pytest.fixture(scope="session")
 def shared_worker(
     temporal_address: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[ChildProcess]:
+) -> Iterator[LoggedProcess]:
     """One real `python worker.py` for the tests that just need runs to complete."""
     log_path = tmp_path_factory.mktemp("shared-worker") / "worker.log"
-    worker = ChildProcess.worker(make_settings(temporal_address), log_path)
+    worker = LoggedProcess.worker(make_settings(temporal_address), log_path)
     yield worker
     worker.stop()
-
-
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    async with (
-        LifespanManager(app) as manager,
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app),
-            base_url="http://agent-runner",
-            timeout=15.0,
-        ) as client,
-    ):
-        yield client
 
 
 @pytest.fixture

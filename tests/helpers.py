@@ -1,32 +1,32 @@
-"""Test helpers: waiting with a deadline, real worker processes, JSON log capture."""
+"""Test helpers: settings and apps for a test, waiting with a deadline, in-process workers,
+JSON log capture."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import SecretStr
+from asgi_lifespan import LifespanManager
 from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import AGENTS, Agent, AgentActivities
-from agent_runner.devserver import stop_process
 from agent_runner.settings import Settings
+from api.main import create_app
+from devtools.processes import EXAMPLE_USER_ID, ROOT, ChildProcess, wait_until_serving
 from workflows import AgentRunWorkflow
 
-ROOT = Path(__file__).resolve().parent.parent
-USER_ID = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"
+__all__ = ["ROOT"]
+USER_ID = EXAMPLE_USER_ID
+# The task queue of the session's shared worker process.
+SHARED_TASK_QUEUE = "tests-shared"
 RUN_KEYS = {"timestamp", "level", "event", "agent_type", "user_id", "run_id"}
 T = TypeVar("T")
 
@@ -99,31 +99,40 @@ async def wait_for_state(
 
 
 async def wait_http(url: str, timeout: float = 30.0) -> None:
-    """Wait until ``url`` answers at all (any status)."""
-
-    async def answers() -> None:
-        async with httpx.AsyncClient(timeout=2.0) as http:
-            try:
-                await http.get(url)
-            except httpx.TransportError as err:
-                raise AssertionError(f"{url}: {err}") from err
-
-    await assert_eventually(answers, timeout=timeout, interval=0.2)
+    """Wait until ``url`` answers at all (any status), without blocking the event loop."""
+    await asyncio.to_thread(wait_until_serving, url, timeout=timeout)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def make_settings(temporal_address: str, **overrides: object) -> Settings:
+    """Settings for a test: fast agents, short timeouts, and a workflow id of its own, so the
+    singleton of one test never sees another's runs."""
+    values: dict[str, object] = {
+        "temporal_address": temporal_address,
+        "task_queue": SHARED_TASK_QUEUE,
+        "workflow_id": f"agent-runner-{uuid.uuid4()}",
+        "agent_duration_seconds": 0.5,
+        "agent_max_attempts": 3,
+        "agent_heartbeat_timeout_seconds": 3.0,
+        "agent_retry_initial_interval_seconds": 0.1,
+        "worker_graceful_shutdown_seconds": 5.0,
+        "log_level": "INFO",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a child process see ``settings``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AGENT_")}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        env[name.upper()] = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-    return env
+async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The real FastAPI app, lifespan included, with its own Temporal client."""
+    app = create_app(settings)
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app),
+            base_url="http://agent-runner",
+            timeout=15.0,
+        ) as client,
+    ):
+        yield client
 
 
 class JsonLines:
@@ -155,39 +164,13 @@ class JsonLines:
         return [line for line in self.read() if line.get("event") == event]
 
 
-class ChildProcess:
-    """A real process of ours (worker or API) with its stdout in a file."""
-
-    def __init__(self, args: list[str], settings: Settings, log_path: Path) -> None:
-        self.log = JsonLines(log_path)
-        with log_path.open("ab") as out:
-            self.process = subprocess.Popen(
-                args, cwd=ROOT, env=settings_env(settings), stdout=out, stderr=out
-            )
-
-    @classmethod
-    def worker(cls, settings: Settings, log_path: Path) -> ChildProcess:
-        return cls([sys.executable, "worker.py"], settings, log_path)
-
-    @classmethod
-    def api(cls, settings: Settings, log_path: Path) -> ChildProcess:
-        """``python -m api`` (uvicorn) on ``settings.api_port``; wait with :func:`wait_http`."""
-        return cls([sys.executable, "-m", "api"], settings, log_path)
+class LoggedProcess(ChildProcess):
+    """A process of ours whose JSON log lines the test reads."""
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def signal(self, signum: signal.Signals) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        return stop_process(self.process, timeout=timeout)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-        self.process.wait()
+    def log(self) -> JsonLines:
+        assert self.log_path is not None
+        return JsonLines(self.log_path)
 
 
 class ListHandler(logging.Handler):

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from agent_runner.devserver import DevServer
 from agent_runner.settings import Settings
-from tests.helpers import ChildProcess, free_port, wait_http
+from devtools.processes import DevServer, free_port, stop_in_order
+from tests.helpers import LoggedProcess, make_settings, wait_http
 
 
 class Stack:
@@ -25,14 +25,12 @@ class Stack:
             log_path=directory / "temporal.log",
         )
         self.overrides = settings_for
-        self.apis: list[ChildProcess | None] = []
+        self.apis: list[LoggedProcess | None] = []
         self.api_ports: list[int] = []
-        self.workers: list[ChildProcess | None] = []
+        self.workers: list[LoggedProcess | None] = []
         self._log_counter = 0
 
     def settings(self, **more: object) -> Settings:
-        from tests.conftest import make_settings
-
         return make_settings(self.server.address, **{**self.overrides, **more})
 
     def _log(self, name: str) -> Path:
@@ -54,11 +52,11 @@ class Stack:
 
     async def start_api(self, index: int) -> None:
         settings = self.settings(api_port=self.api_ports[index])
-        self.apis[index] = ChildProcess.api(settings, self._log(f"api{index}"))
+        self.apis[index] = LoggedProcess.api(settings, self._log(f"api{index}"))
         await wait_http(f"{self.api_url(index)}/healthz")
 
-    def start_worker(self, index: int) -> ChildProcess:
-        worker = ChildProcess.worker(self.settings(), self._log(f"worker{index}"))
+    def start_worker(self, index: int) -> LoggedProcess:
+        worker = LoggedProcess.worker(self.settings(), self._log(f"worker{index}"))
         self.workers[index] = worker
         return worker
 
@@ -74,12 +72,9 @@ class Stack:
         return None if latest is None else latest[0]
 
     def stop_all(self) -> None:
-        for process in [*self.apis, *self.workers]:
-            if process is not None:
-                process.stop()
+        stop_in_order([*self.apis, *self.workers], self.server)
         self.apis = [None] * len(self.apis)
         self.workers = [None] * len(self.workers)
-        self.server.stop()
 
     def client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(

@@ -16,8 +16,15 @@ from temporalio.client import Client
 
 from activities import AGENTS, AgentContext
 from agent_runner.settings import Settings
-from tests.conftest import app_client, make_settings
-from tests.helpers import USER_ID, ListHandler, in_process_worker, start_run, wait_for_state
+from tests.helpers import (
+    USER_ID,
+    ListHandler,
+    app_client,
+    in_process_worker,
+    make_settings,
+    start_run,
+    wait_for_state,
+)
 
 
 class Flaky:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.conftest import app_client, make_settings
-from tests.helpers import USER_ID, ListHandler, free_port
+from devtools.processes import free_port
+from tests.helpers import USER_ID, ListHandler, app_client, make_settings
 
 
 async def test_unknown_agent_type_is_400_and_logged(
@@ -17,7 +17,8 @@ async def test_unknown_agent_type_is_400_and_logged(
     assert response.status_code == 400
     assert "Unsupported agent_type" in response.json()["detail"]
     assert "policy-checker" in response.json()["detail"]
-    [line] = log_lines.events("Unsupported agent_type")
+    [line] = log_lines.events("unsupported_agent_type")
+    assert line["message"] == "Unsupported agent_type"
     assert line["agent_type"] == "claims-bot"
     assert line["user_id"] == USER_ID
 

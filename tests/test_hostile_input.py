@@ -17,14 +17,14 @@ from schemathesis.checks import positive_data_acceptance
 from temporalio.client import Client
 
 from agent_runner.settings import Settings
-from tests.conftest import make_settings
-from tests.helpers import USER_ID, ChildProcess, free_port
+from devtools.processes import free_port
+from tests.helpers import USER_ID, LoggedProcess, make_settings
 
 API_KEY = "test-key-0123456789"
 
 
 def start_api(settings: Settings, log_path: Path) -> Iterator[str]:
-    process = ChildProcess.api(settings, log_path)
+    process = LoggedProcess.api(settings, log_path)
     url = f"http://127.0.0.1:{settings.api_port}"
     deadline = time.monotonic() + 30
     while True:

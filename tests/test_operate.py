@@ -17,16 +17,16 @@ import pytest
 from temporalio.client import Client
 
 from agent_runner import search_attributes
-from agent_runner.devserver import temporal_cli
-from agent_runner.runs import AgentBusyError, RunTarget, start_agent_run
+from agent_runner.runs import AgentBusyError, start_agent_run
 from agent_runner.settings import Settings
-from tests.conftest import app_client, make_settings
+from devtools.processes import free_port, temporal_cli
 from tests.helpers import (
     USER_ID,
-    ChildProcess,
+    LoggedProcess,
+    app_client,
     assert_eventually,
-    free_port,
     in_process_worker,
+    make_settings,
     post_run,
     start_run,
     wait_for_state,
@@ -134,7 +134,7 @@ async def test_cli_start_while_busy_fails_with_the_conflict_policy(
 async def test_python_helper_raises_busy_with_the_holder(
     temporal_client: Client, idle_settings: Settings
 ) -> None:
-    target = RunTarget(workflow_id=idle_settings.workflow_id, task_queue=idle_settings.task_queue)
+    target = idle_settings.run_target()
     holder = await start_agent_run(temporal_client, "policy-checker", USER_ID, target=target)
 
     with pytest.raises(AgentBusyError) as busy:
@@ -326,7 +326,7 @@ async def test_worker_serves_sdk_metrics(temporal_address: str, tmp_path: Path) 
         task_queue=f"metrics-{uuid.uuid4()}",
         worker_metrics_address=f"127.0.0.1:{port}",
     )
-    worker = ChildProcess.worker(settings, tmp_path / "worker.log")
+    worker = LoggedProcess.worker(settings, tmp_path / "worker.log")
     try:
 
         async def scraped() -> None:
@@ -372,7 +372,7 @@ async def test_tracing_exports_spans_of_the_api_and_the_worker(
         task_queue=f"traced-{uuid.uuid4()}",
         otel_exporter_otlp_endpoint=f"http://127.0.0.1:{server.server_address[1]}",
     )
-    worker = ChildProcess.worker(settings, tmp_path / "worker.log")
+    worker = LoggedProcess.worker(settings, tmp_path / "worker.log")
     try:
         async for api in app_client(settings):
             run_id = await start_run(api)

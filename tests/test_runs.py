@@ -11,14 +11,15 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from agent_runner.runs import AgentBusyError, RunTarget, start_agent_run
+from agent_runner.runs import AgentBusyError, start_agent_run
 from agent_runner.settings import Settings
-from tests.conftest import app_client, make_settings
 from tests.helpers import (
     RUN_KEYS,
     USER_ID,
-    ChildProcess,
+    LoggedProcess,
+    app_client,
     assert_eventually,
+    make_settings,
     start_run,
     wait_for_state,
 )
@@ -66,7 +67,7 @@ async def test_pending_while_no_worker_then_done_once_one_starts(
             assert body["attempt"] == 0
             await asyncio.sleep(0.2)
 
-        worker = ChildProcess.worker(settings, worker_log)
+        worker = LoggedProcess.worker(settings, worker_log)
         try:
             body = await wait_for_state(api, run_id, "DONE")
         finally:
@@ -117,7 +118,7 @@ async def test_two_app_instances_racing_accept_exactly_one(settings: Settings) -
 async def test_200_concurrent_starts_through_the_helper_accept_exactly_one(
     temporal_client: Client, settings: Settings
 ) -> None:
-    target = RunTarget(workflow_id=settings.workflow_id, task_queue=f"idle-{uuid.uuid4()}")
+    target = settings.model_copy(update={"task_queue": f"idle-{uuid.uuid4()}"}).run_target()
 
     outcomes = await asyncio.gather(
         *(
@@ -137,7 +138,7 @@ async def test_200_concurrent_starts_through_the_helper_accept_exactly_one(
 
 @pytest.mark.usefixtures("shared_worker")
 async def test_worker_logs_are_json_with_the_run_keys(
-    api: httpx.AsyncClient, shared_worker: ChildProcess
+    api: httpx.AsyncClient, shared_worker: LoggedProcess
 ) -> None:
     run_id = await start_run(api)
     await wait_for_state(api, run_id, "DONE")

@@ -1,5 +1,5 @@
 """AgentRunWorkflow: one run of one agent. Every run uses the same workflow id (see
-:mod:`agent_runner.runs`), which is what makes runs one-at-a-time."""
+:mod:`agent_runner.runs.start`), which is what makes runs one-at-a-time."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
         AgentRunResult,
         AgentTask,
         ErrorType,
+        FailureDetails,
     )
     from agent_runner.search_attributes import AGENT_TYPE, USER_ID
     from agent_runner.validation import InvalidRunInputError, parse_run_input
@@ -35,7 +36,7 @@ class AgentRunWorkflow:
         except InvalidRunInputError as err:
             workflow.logger.warning("run_rejected", extra={"reason": str(err), **_log_keys()})
             raise ApplicationError(
-                str(err), {"attempt": 0}, type=err.error_type, non_retryable=True
+                str(err), FailureDetails(attempt=0), type=err.error_type, non_retryable=True
             ) from None
         self._record_inputs(run_input)
         policy = run_input.policy
@@ -69,7 +70,7 @@ class AgentRunWorkflow:
                 raise
             raise ApplicationError(
                 _failure_reason(err),
-                {"attempt": _failed_attempt(err, policy.max_attempts)},
+                FailureDetails(attempt=_failed_attempt(err, policy.max_attempts)),
                 type=ErrorType.AGENT_FAILED,
                 non_retryable=True,
             ) from None
@@ -107,11 +108,10 @@ def _failure_reason(err: ActivityError) -> str:
 
 def _failed_attempt(err: ActivityError, max_attempts: int) -> int:
     cause = err.cause
-    if isinstance(cause, ApplicationError) and cause.details:
-        details = cause.details[0]
-        attempt = details.get("attempt") if isinstance(details, dict) else None
-        if isinstance(attempt, int):
-            return attempt
+    if isinstance(cause, ApplicationError) and (
+        details := FailureDetails.from_details(cause.details)
+    ):
+        return details.attempt
     if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
         return max_attempts
     return 0

@@ -28,8 +28,8 @@ from agent_runner.runs import (
     wait_for_change,
 )
 from agent_runner.validation import UnsupportedAgentTypeError
-from api.cache import retry_after_seconds
 from api.deps import AppState, ClientDep, StateDep, TargetDep
+from api.retry_after import retry_after_seconds
 from api.schemas import (
     BusyResponse,
     CancelAccepted,
@@ -101,7 +101,7 @@ async def run_agent(
             idempotency_key=idempotency_key,
         )
     except UnsupportedAgentTypeError as err:
-        logger.warning("Unsupported agent_type", reason=str(err))
+        logger.warning("unsupported_agent_type", message="Unsupported agent_type", reason=str(err))
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
     except IdempotencyKeyReusedError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
