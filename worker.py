@@ -7,58 +7,63 @@ polling, let a running agent finish (up to WORKER_GRACEFUL_SHUTDOWN_SECONDS), th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Coroutine
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from temporalio import workflow
-from temporalio.client import Client, Interceptor
+from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import AGENTS, AgentActivities
-from agent_runner.connection import connect, create_runtime
+from agent_runner.connection import create_runtime
+from agent_runner.connector import Connector
+from agent_runner.lease import MAX_RENEW_SECONDS
 from agent_runner.logs import configure_logging
 from agent_runner.process import exit_now
+from agent_runner.runs.stuck import watch
 from agent_runner.settings import Settings, get_settings
 from agent_runner.tracing import tracing_interceptors
 from workflows import AgentRunWorkflow
 
 logger = structlog.stdlib.get_logger("worker")
-CONNECT_RETRY_SECONDS = 2.0
 
 
-async def connect_with_retry(settings: Settings, interceptors: Sequence[Interceptor]) -> Client:
-    """Wait for the server rather than exit: workers may start before Temporal does."""
-    runtime = create_runtime(settings.worker_metrics_address)
-    while True:
-        try:
-            return await connect(settings, runtime=runtime, interceptors=interceptors)
-        except RuntimeError as err:
-            logger.warning(
-                "temporal_unreachable",
-                temporal_address=settings.temporal_address,
-                error=str(err),
-                retry_in_seconds=CONNECT_RETRY_SECONDS,
-            )
-            await asyncio.sleep(CONNECT_RETRY_SECONDS)
-
-
-async def main(settings: Settings) -> None:
-    interceptors, flush_traces = tracing_interceptors(settings, "worker")
-    client = await connect_with_retry(settings, interceptors)
-    activities = AgentActivities(AGENTS, settings.agent_duration_seconds)
-    worker = Worker(
+def build_worker(
+    client: Client, settings: Settings, activities: AgentActivities, **options: object
+) -> Worker:
+    """The worker every process of ours runs (tests build theirs here too)."""
+    return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[AgentRunWorkflow],
         activities=[activities.run_agent],
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+        # The SDK sends a heartbeat at most every 0.8 x heartbeat timeout by default: with 10 s
+        # that is 8 s before a cancel reaches the agent. Send at least every half second.
+        max_heartbeat_throttle_interval=timedelta(seconds=MAX_RENEW_SECONDS),
+        default_heartbeat_throttle_interval=timedelta(seconds=MAX_RENEW_SECONDS),
         # The tracing interceptor runs inside the workflow sandbox: let it import opentelemetry.
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
         ),
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def main(settings: Settings) -> None:
+    interceptors, flush_traces = tracing_interceptors(settings, "worker")
+    connector = Connector(
+        settings, runtime=create_runtime(settings.worker_metrics_address), interceptors=interceptors
+    )
+    await connector.start()
+    client = await connector.wait_connected()
+    worker = build_worker(
+        client, settings, AgentActivities(AGENTS, settings.agent_duration_seconds)
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,11 +76,24 @@ async def main(settings: Settings) -> None:
         namespace=settings.temporal_namespace,
         temporal_address=settings.temporal_address,
     )
-    async with worker:
+    stuck_after = timedelta(seconds=settings.run_stuck_after_seconds)
+    async with worker, _background(watch(client, settings.run_target(), stuck_after=stuck_after)):
         await stop.wait()
         logger.info("worker_stopping", message="Stopped polling; waiting for running agents")
     logger.info("worker_stopped")
     flush_traces()
+
+
+@contextlib.asynccontextmanager
+async def _background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
+    """Run ``work`` beside the body; cancel it when the body is done."""
+    task = asyncio.ensure_future(work)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 if __name__ == "__main__":

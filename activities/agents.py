@@ -10,47 +10,51 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import structlog
-from temporalio import activity
 
+from activities.lease import Lease
 from agent_runner.models import AgentType
-
-# Heartbeat at least this often; more often when the heartbeat timeout is short.
-MAX_HEARTBEAT_INTERVAL = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
 class AgentContext:
+    """What an agent gets: who it works for, its logger, and its hold on the slot.
+
+    ``fencing_token`` grows with every attempt of every run on this workflow id: pass it to the
+    external resource with each write, and have the resource refuse a token lower than the
+    highest it has seen. That is what keeps a stale attempt (a paused process that wakes up
+    after its lease ran out) from writing, whatever it does between two checkpoints.
+    """
+
     agent_type: str
     user_id: str
     duration_seconds: float
     log: structlog.stdlib.BoundLogger
+    fencing_token: int
+    lease: Lease
+
+    def checkpoint(self) -> None:
+        """Call before each step that touches the outside world: raises
+        :class:`LeaseLostError` once the attempt can no longer be sure it holds the slot."""
+        self.lease.check()
 
     async def work(self) -> None:
-        """Stand-in for real work: wait ``duration_seconds``, heartbeating all along.
+        """Stand-in for real work: ``duration_seconds`` of steps, each after a checkpoint.
 
-        The heartbeat is how Temporal notices a dead worker (the run then resumes on another
-        one) and how a cancellation reaches the agent (as ``asyncio.CancelledError``).
+        A cancellation reaches the agent as ``asyncio.CancelledError`` (within about half a
+        second); a lost lease stops it at its next checkpoint, or sooner.
         """
-        interval = _heartbeat_interval().total_seconds()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.duration_seconds
         while (remaining := deadline - loop.time()) > 0:
-            activity.heartbeat()
-            await asyncio.sleep(min(remaining, interval))
+            self.checkpoint()
+            await asyncio.sleep(min(remaining, self.lease.renew_every))
+        self.checkpoint()
 
 
 Agent = Callable[[AgentContext], Awaitable[Any]]
-
-
-def _heartbeat_interval() -> timedelta:
-    timeout = activity.info().heartbeat_timeout
-    if timeout is None:
-        return MAX_HEARTBEAT_INTERVAL
-    return min(MAX_HEARTBEAT_INTERVAL, timeout / 3)
 
 
 async def document_extractor(ctx: AgentContext) -> dict[str, Any]:

@@ -1,17 +1,30 @@
-"""The one activity: look the agent up, run it, log its life, report its attempt."""
+"""The one activity: look the agent up, hold the slot's lease while it works, log its life,
+report its attempt, and never report a result the slot's lease no longer covers."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Awaitable, Mapping
+from datetime import UTC, datetime
 
 import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.agents import Agent, AgentContext
+from activities.lease import Lease, LeaseLostError
+from agent_runner.lease import fencing_token
 from agent_runner.logs import bind_run_context
-from agent_runner.models import ACTIVITY_NAME, AgentOutput, AgentTask, ErrorType, FailureDetails
+from agent_runner.models import (
+    ACTIVITY_NAME,
+    PREDECESSOR_STOPPED_SIGNAL,
+    AgentOutput,
+    AgentTask,
+    ErrorType,
+    FailureDetails,
+    RunPolicy,
+)
 
 logger = structlog.stdlib.get_logger(__name__)
 
@@ -20,7 +33,7 @@ class AgentActivities:
     """Holds what the activity needs from the worker: the agent registry and the work duration.
 
     Tests construct it with other agents registered under the same names; the activity code
-    that logs, heartbeats and reports failures stays the real one.
+    that holds the lease, logs and reports failures stays the real one.
     """
 
     def __init__(self, agents: Mapping[str, Agent], duration_seconds: float) -> None:
@@ -33,7 +46,8 @@ class AgentActivities:
         bind_run_context(
             agent_type=task.agent_type, user_id=task.user_id, run_id=info.workflow_run_id
         )
-        log = logger.bind(attempt=info.attempt)
+        token = fencing_token(task.fence_base, info.attempt)
+        log = logger.bind(attempt=info.attempt, fencing_token=token)
         agent = self._agents.get(task.agent_type)
         if agent is None:
             log.error(
@@ -46,24 +60,137 @@ class AgentActivities:
                 type=ErrorType.UNSUPPORTED_AGENT_TYPE,
                 non_retryable=True,
             )
-
-        log.info("agent_start", message=f"Hello, I am a {task.agent_type} agent for {task.user_id}")
-        context = AgentContext(task.agent_type, task.user_id, self._duration_seconds, log)
+        heartbeat_timeout = info.heartbeat_timeout
+        lease = Lease(
+            activity.client(),
+            heartbeat_timeout.total_seconds()
+            if heartbeat_timeout
+            else RunPolicy.heartbeat_timeout_seconds,
+        )
         try:
-            result = await agent(context)
-        except asyncio.CancelledError:
-            log.warning("agent_cancelled", message="The agent was cancelled while working")
-            raise
-        except Exception as err:
-            log.exception("agent_error", error=f"{type(err).__name__}: {err}")
-            raise ApplicationError(
-                f"{type(err).__name__}: {err}",
-                FailureDetails(attempt=info.attempt),
-                type=ErrorType.AGENT_FAILED,
-            ) from err
+            await lease.confirm()
+        except LeaseLostError as err:
+            # Never started: the run was closed (or the attempt given up on) before it began.
+            log.warning("agent_not_started", reason=str(err))
+            await _announce_stopped(info)
+            raise _lease_lost(lease, info.attempt) from None
+        log.info(
+            "agent_start",
+            message=f"Hello, I am a {task.agent_type} agent for {task.user_id}",
+            lease_seconds=lease.duration,
+        )
+        context = AgentContext(
+            task.agent_type, task.user_id, self._duration_seconds, log, token, lease
+        )
+        result = await _supervise(agent(context), lease, task.timeout_seconds, log, info)
         log.info(
             "agent_complete",
             message=f"The {task.agent_type} agent finished for {task.user_id}",
             result=result,
         )
         return AgentOutput(result=result, attempt=info.attempt)
+
+
+async def _supervise(
+    work: Awaitable[object],
+    lease: Lease,
+    timeout_seconds: float,
+    log: structlog.stdlib.BoundLogger,
+    info: activity.Info,
+) -> object:
+    """Run the agent beside its lease keeper; return its result only while the lease holds."""
+    agent_task = asyncio.ensure_future(work)
+    keeper = asyncio.ensure_future(lease.keep(on_lost=lambda: _cancel(agent_task)))
+    try:
+        done, _ = await asyncio.wait({agent_task}, timeout=timeout_seconds)
+    except asyncio.CancelledError:
+        # The SDK cancelled the attempt: a cancel request, the run gone, or worker shutdown.
+        await _stopped(agent_task)
+        details = activity.cancellation_details()
+        if details is not None and details.not_found:
+            lease.lost_reason = "the server no longer knows this attempt"
+            await _announce_lost(lease, log, info)
+        else:
+            log.warning("agent_cancelled", message="The agent was cancelled while working")
+        raise
+    finally:
+        keeper.cancel()
+    if not done:
+        await _stopped(agent_task)
+    if not _holds(lease):
+        await _announce_lost(lease, log, info)
+        raise _lease_lost(lease, info.attempt)
+    if not done:
+        log.error("agent_timed_out", timeout_seconds=timeout_seconds)
+        raise ApplicationError(
+            f"TimeoutError: the agent ran longer than its timeout of {timeout_seconds:g} s",
+            FailureDetails(attempt=info.attempt),
+            type=ErrorType.AGENT_TIMED_OUT,
+        )
+    error = agent_task.exception()
+    if error is not None:
+        log.error("agent_error", error=f"{type(error).__name__}: {error}", exc_info=error)
+        raise ApplicationError(
+            f"{type(error).__name__}: {error}",
+            FailureDetails(attempt=info.attempt),
+            type=ErrorType.AGENT_FAILED,
+        ) from error
+    # Before the result goes out, make sure the server still counts this attempt as current.
+    with contextlib.suppress(LeaseLostError):
+        await lease.confirm()
+    if not _holds(lease):
+        await _announce_lost(lease, log, info)
+        raise _lease_lost(lease, info.attempt)
+    return agent_task.result()
+
+
+def _holds(lease: Lease) -> bool:
+    try:
+        lease.check()
+    except LeaseLostError:
+        return False
+    return True
+
+
+async def _announce_lost(
+    lease: Lease, log: structlog.stdlib.BoundLogger, info: activity.Info
+) -> None:
+    expired = lease.expires_at
+    log.warning(
+        "agent_lease_lost",
+        message="The agent stopped: it could no longer be sure it holds the slot",
+        reason=lease.lost_reason,
+        stopped_at=datetime.now(UTC).isoformat(),
+        lease_expired_at=expired.isoformat() if expired else None,
+    )
+    await _announce_stopped(info)
+
+
+def _lease_lost(lease: Lease, attempt: int) -> ApplicationError:
+    return ApplicationError(
+        f"LeaseLost: {lease.lost_reason}",
+        FailureDetails(attempt=attempt),
+        type=ErrorType.LEASE_LOST,
+    )
+
+
+def _cancel(task: asyncio.Future[object]) -> None:
+    task.cancel()
+
+
+async def _stopped(task: asyncio.Future[object]) -> None:
+    """Cancel the agent and wait until it has really stopped."""
+    task.cancel()
+    await asyncio.wait({task})
+
+
+async def _announce_stopped(info: activity.Info) -> None:
+    """Tell the run now holding this slot, if any, that this attempt no longer works: it may
+    start its agent without waiting for this attempt's lease to run out. Best effort."""
+    if info.workflow_id is None:
+        return
+    client = activity.client()
+    with contextlib.suppress(Exception):
+        await client.get_workflow_handle(info.workflow_id).signal(
+            PREDECESSOR_STOPPED_SIGNAL, info.workflow_run_id
+        )

@@ -69,7 +69,6 @@ async def connect(
     settings: Settings,
     *,
     runtime: Runtime,
-    lazy: bool = False,
     retry_config: RetryConfig | None = None,
     interceptors: Sequence[Interceptor] = (),
 ) -> Client:
@@ -82,7 +81,6 @@ async def connect(
         tls=tls_config(settings),
         retry_config=retry_config,
         connect_timeout=timedelta(seconds=settings.temporal_rpc_timeout_seconds),
-        lazy=lazy,
         runtime=runtime,
         interceptors=interceptors,
     )
@@ -91,7 +89,7 @@ async def connect(
 async def readiness_problems(client: Client, rpc_timeout: timedelta) -> list[str]:
     """What stops this service from working against its Temporal namespace; empty when ready.
 
-    Raises :class:`RPCError` / ``RuntimeError`` when the server cannot be reached at all.
+    Raises :class:`RPCError` when the server cannot be reached at all.
     """
     try:
         await client.workflow_service.describe_namespace(

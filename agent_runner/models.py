@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -16,6 +17,8 @@ WORKFLOW_TYPE = "AgentRunWorkflow"
 # a visibility query.
 SAFE_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 ACTIVITY_NAME = "run_agent"
+# Signal a stopped attempt sends to the run now holding its slot: "I am no longer working".
+PREDECESSOR_STOPPED_SIGNAL = "predecessor_stopped"
 
 
 class AgentType(StrEnum):
@@ -29,6 +32,9 @@ class ErrorType(StrEnum):
     INVALID_INPUT = "InvalidInput"
     UNSUPPORTED_AGENT_TYPE = "UnsupportedAgentType"
     AGENT_FAILED = "AgentFailed"
+    # The attempt could not be sure it still held its slot, so it stopped without a result.
+    LEASE_LOST = "LeaseLost"
+    AGENT_TIMED_OUT = "AgentTimedOut"
 
 
 @dataclass(frozen=True)
@@ -65,12 +71,29 @@ class FailureDetails:
 
 
 @dataclass(frozen=True)
+class Handoff:
+    """What the starter learned of the slot's previous run, read just before starting this one.
+
+    ``not_before``: the previous run closed while an attempt of its agent may still have been
+    working (it was terminated, say); this run's agent must not start before that attempt's
+    lease has certainly run out, unless the attempt says it stopped (a signal). ``fence_floor``:
+    this run's fencing tokens must be above it. A start from another system has no handoff; it
+    then waits one lease, since nobody told it who held the slot before.
+    """
+
+    previous_run_id: str | None = None
+    not_before: datetime | None = None
+    fence_floor: int = 0
+
+
+@dataclass(frozen=True)
 class AgentRunInput:
     """Input of the workflow: what to run and for whom."""
 
     agent_type: str
     user_id: str
     policy: RunPolicy = RunPolicy()
+    handoff: Handoff | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,10 @@ class AgentTask:
 
     agent_type: str
     user_id: str
+    # Fencing tokens of this run are fence_base + attempt; 0 from a worker of an older version.
+    fence_base: int = 0
+    # The agent's own time limit per attempt, enforced by the activity itself.
+    timeout_seconds: float = RunPolicy.timeout_seconds
 
 
 @dataclass(frozen=True)

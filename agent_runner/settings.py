@@ -10,8 +10,15 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
 from agent_runner.models import SAFE_KEY_PATTERN, RunPolicy
 from agent_runner.runs.types import RunTarget
+from agent_runner.validation import (
+    MAX_ATTEMPTS,
+    MAX_HEARTBEAT_TIMEOUT_SECONDS,
+    MAX_RETRY_INTERVAL_SECONDS,
+    MAX_TIMEOUT_SECONDS,
+)
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # The run policy's defaults are RunPolicy's own: written once, in agent_runner/models.py.
@@ -40,13 +47,23 @@ class Settings(BaseSettings):
 
     # The agents.
     agent_duration_seconds: float = Field(default=5.0, ge=0)
-    agent_max_attempts: int = Field(default=_POLICY.max_attempts, ge=1)
-    agent_timeout_seconds: float = Field(default=_POLICY.timeout_seconds, gt=0)
-    agent_heartbeat_timeout_seconds: float = Field(default=_POLICY.heartbeat_timeout_seconds, gt=0)
+    agent_max_attempts: int = Field(default=_POLICY.max_attempts, ge=1, le=MAX_ATTEMPTS)
+    agent_timeout_seconds: float = Field(
+        default=_POLICY.timeout_seconds, gt=0, le=MAX_TIMEOUT_SECONDS
+    )
+    # Also the agent's lease: see agent_runner/lease.py.
+    agent_heartbeat_timeout_seconds: float = Field(
+        default=_POLICY.heartbeat_timeout_seconds,
+        ge=MIN_HEARTBEAT_TIMEOUT_SECONDS,
+        le=MAX_HEARTBEAT_TIMEOUT_SECONDS,
+    )
     agent_retry_initial_interval_seconds: float = Field(
-        default=_POLICY.retry_initial_interval_seconds, gt=0
+        default=_POLICY.retry_initial_interval_seconds, gt=0, le=MAX_RETRY_INTERVAL_SECONDS
     )
     worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+    # A run started elsewhere that can never progress (a task queue no worker polls, a workflow
+    # task that always fails) is ended with the reason once it is this old.
+    run_stuck_after_seconds: float = Field(default=10.0, gt=0)
     # host:port where a worker serves the SDK's Prometheus metrics; unset: not served.
     worker_metrics_address: str | None = None
 

@@ -8,12 +8,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from agent_runner.connector import Connector
 from agent_runner.runs import RunPolicy, RunStatus, RunTarget
 from agent_runner.settings import Settings
 from api.coalesce import Coalesced
 from api.finished_runs import FinishedRuns
 from api.metrics import ApiMetrics
 from api.retry_after import RunStartTimes
+from api.start_flight import StartFlights
 
 
 @dataclass
@@ -29,7 +31,8 @@ class AppState:
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     start_times: RunStartTimes = field(default_factory=RunStartTimes)
     status_reads: Coalesced[RunStatus] = field(default_factory=Coalesced)
-    client: Client | None = None
+    starts: StartFlights = field(default_factory=StartFlights)
+    connector: Connector | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
@@ -43,8 +46,9 @@ class AppState:
 
     @property
     def temporal_client(self) -> Client:
-        assert self.client is not None, "the lifespan connects the client before any request"
-        return self.client
+        """The client; :class:`TemporalUnavailableError` (a 503) while not connected."""
+        assert self.connector is not None, "the lifespan creates the connector"
+        return self.connector.require()
 
 
 # Dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in a thread

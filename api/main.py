@@ -10,7 +10,8 @@ from fastapi import Depends, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from agent_runner.connection import api_retry_config, connect, create_runtime
+from agent_runner.connection import api_retry_config, create_runtime
+from agent_runner.connector import Connector
 from agent_runner.logs import configure_logging
 from agent_runner.runs import TemporalUnavailableError
 from agent_runner.settings import Settings, get_settings
@@ -69,15 +70,15 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Lazy: the API starts, and answers 503, while Temporal is down; it connects on first use.
+        # The API starts, and answers 503 naming the cause, while Temporal is unreachable.
         interceptors, flush_traces = tracing_interceptors(settings, "api")
-        state.client = await connect(
+        state.connector = Connector(
             settings,
             runtime=create_runtime(),
-            lazy=True,
             retry_config=api_retry_config(settings),
             interceptors=interceptors,
         )
+        await state.connector.start()
         logger.info(
             "api_start",
             temporal_address=settings.temporal_address,
@@ -86,6 +87,7 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
             task_queue=settings.task_queue,
         )
         yield
+        await state.connector.stop()
         flush_traces()
 
     return lifespan

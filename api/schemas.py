@@ -84,9 +84,12 @@ class RunListResponse(BaseModel):
     )
 
 
-class CancelAccepted(BaseModel):
+class CancelResponse(BaseModel):
     run_id: str
-    detail: str = "Cancellation requested; the run ends ERROR with reason 'cancelled'"
+    state: RunState = Field(
+        description="ERROR once the run has ended; PENDING or RUNNING while its agent stops."
+    )
+    detail: str
 
 
 class HealthResponse(BaseModel):

@@ -31,7 +31,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from agent_runner.models import AgentRunInput
+from agent_runner.models import WORKFLOW_TYPE, AgentRunInput
 from agent_runner.settings import Settings
 from devtools.processes import (
     EXAMPLE_USER_ID,
@@ -42,7 +42,6 @@ from devtools.processes import (
     stop_in_order,
     wait_until_serving,
 )
-from workflows import AgentRunWorkflow
 
 USER_ID = EXAMPLE_USER_ID
 
@@ -145,7 +144,7 @@ async def run_through_api(http: httpx.AsyncClient, url: str) -> str:
 
 async def run_raw(client: Client, settings: Settings, workflow_id: str) -> None:
     await client.execute_workflow(
-        AgentRunWorkflow.run,
+        WORKFLOW_TYPE,
         AgentRunInput(agent_type="policy-checker", user_id=USER_ID),
         id=workflow_id,
         task_queue=settings.task_queue,
@@ -266,7 +265,7 @@ async def bench_burst(services: Services, client: Client, size: int) -> dict[str
         started = time.perf_counter()
         try:
             await client.start_workflow(
-                AgentRunWorkflow.run,
+                WORKFLOW_TYPE,
                 AgentRunInput(agent_type="policy-checker", user_id=USER_ID),
                 id=raw_id,
                 task_queue="bench-nobody",

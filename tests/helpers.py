@@ -21,7 +21,7 @@ from activities import AGENTS, Agent, AgentActivities
 from agent_runner.settings import Settings
 from api.main import create_app
 from devtools.processes import EXAMPLE_USER_ID, ROOT, ChildProcess, wait_until_serving
-from workflows import AgentRunWorkflow
+from worker import build_worker
 
 __all__ = ["ROOT"]
 USER_ID = EXAMPLE_USER_ID
@@ -63,12 +63,7 @@ def in_process_worker(
     """A real worker in the test process, so tests can register other agents under the real
     names; the real activity code runs them."""
     duration = settings.agent_duration_seconds if duration_seconds is None else duration_seconds
-    return Worker(
-        client,
-        task_queue=settings.task_queue,
-        workflows=[AgentRunWorkflow],
-        activities=[AgentActivities(agents, duration).run_agent],
-    )
+    return build_worker(client, settings, AgentActivities(agents, duration))
 
 
 async def assert_eventually(

@@ -152,5 +152,5 @@ async def test_agent_over_its_timeout_ends_error_with_a_reason_naming_the_timeou
             body = await wait_for_state(api, run_id, "ERROR", "DONE", timeout=60)
 
     assert body["state"] == "ERROR"
-    assert body["error"] == "TimeoutError: activity StartToClose timeout"
+    assert body["error"] == "TimeoutError: the agent ran longer than its timeout of 1 s"
     assert body["attempt"] == 2

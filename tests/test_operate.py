@@ -224,7 +224,9 @@ async def test_cancel_stops_the_agent_and_ends_the_run_error_cancelled(
         await wait_for_state(idle_api, run_id, "RUNNING")
 
         cancelled = await idle_api.post(f"/agents/runs/{run_id}/cancel")
-        assert cancelled.status_code == 202
+        # 200 once the run has ended; 202 if its agent had not stopped within the answer's wait.
+        assert cancelled.status_code in (200, 202), cancelled.text
+        assert cancelled.json()["run_id"] == run_id
         body = await wait_for_state(idle_api, run_id, "ERROR")
 
     assert body["error"] == "cancelled"

@@ -1,18 +1,28 @@
 """AgentRunWorkflow: one run of one agent. Every run uses the same workflow id (see
-:mod:`agent_runner.runs.start`), which is what makes runs one-at-a-time."""
+:mod:`agent_runner.runs.start`), which is what makes runs one-at-a-time.
+
+The class is registered as the task queue's *dynamic* workflow: it receives every start on the
+queue, of any type and with any arguments, undecoded. A start of another type, with the wrong
+number of arguments or with a payload that does not decode ends ERROR at once with the reason,
+instead of failing its workflow task forever while it holds the singleton.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import contextlib
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 with workflow.unsafe.imports_passed_through():
+    from agent_runner import lease
     from agent_runner.models import (
         ACTIVITY_NAME,
+        PREDECESSOR_STOPPED_SIGNAL,
         WORKFLOW_TYPE,
         AgentOutput,
         AgentRunInput,
@@ -22,49 +32,103 @@ with workflow.unsafe.imports_passed_through():
         FailureDetails,
     )
     from agent_runner.search_attributes import AGENT_TYPE, USER_ID
-    from agent_runner.validation import InvalidRunInputError, parse_run_input
+    from agent_runner.validation import InvalidRunInputError, parse_run_input, quoted
+
+# The server's own backstop per attempt, past the agent's timeout that the activity enforces.
+_NON_RETRYABLE = [ErrorType.INVALID_INPUT, ErrorType.UNSUPPORTED_AGENT_TYPE]
 
 
-@workflow.defn(name=WORKFLOW_TYPE)
+@workflow.defn(dynamic=True)
 class AgentRunWorkflow:
-    @workflow.run
-    async def run(self, raw_input: Any = None) -> AgentRunResult:
-        # The input is typed loosely on purpose: a start from another system with a payload
-        # that does not decode must fail this run with a reason, not its workflow task forever.
+    def __init__(self) -> None:
+        self._stopped_predecessors: set[str] = set()
+
+    @workflow.signal(name=PREDECESSOR_STOPPED_SIGNAL)
+    def predecessor_stopped(self, run_id: RawValue) -> None:
+        """An attempt of an earlier run on this workflow id says it stopped working."""
         try:
-            run_input = parse_run_input(raw_input)
+            decoded = workflow.payload_converter().from_payload(run_id.payload)
+        except Exception:
+            return  # not ours to read; the lease bound still applies
+        if isinstance(decoded, str):
+            self._stopped_predecessors.add(decoded)
+
+    @workflow.run
+    async def run(self, args: Sequence[RawValue]) -> AgentRunResult:
+        try:
+            run_input = _decode_input(workflow.info().workflow_type, args)
         except InvalidRunInputError as err:
             workflow.logger.warning("run_rejected", extra={"reason": str(err), **_log_keys()})
             raise ApplicationError(
                 str(err), FailureDetails(attempt=0), type=err.error_type, non_retryable=True
             ) from None
-        self._record_inputs(run_input)
+        not_before = _not_before(run_input)
+        fence_base = lease.fence_base(
+            workflow.info().start_time, run_input.handoff.fence_floor if run_input.handoff else 0
+        )
+        self._record_inputs(run_input, not_before, fence_base)
+        await self._wait_for_predecessor(run_input, not_before)
+        output = await self._run_agent(run_input, fence_base)
+        return AgentRunResult(
+            agent_type=run_input.agent_type,
+            user_id=run_input.user_id,
+            result=output.result,
+            attempt=output.attempt,
+        )
+
+    async def _wait_for_predecessor(
+        self, run_input: AgentRunInput, not_before: datetime | None
+    ) -> None:
+        """Hold the agent back while an attempt of an earlier run on this slot may still work."""
+        remaining = (not_before - workflow.now()).total_seconds() if not_before else 0
+        if remaining <= 0:
+            return
+        previous = run_input.handoff.previous_run_id if run_input.handoff else None
+        workflow.set_current_details(
+            f"Waiting until {not_before:%H:%M:%S} UTC at the latest: an attempt of the previous "
+            f"run on this slot ({previous or 'unknown'}) may still be working, and only one "
+            "agent may work at a time."
+        )
+        # On timeout its lease has run out: it has stopped, or stops before doing more.
+        with contextlib.suppress(TimeoutError):
+            await workflow.wait_condition(
+                lambda: previous in self._stopped_predecessors, timeout=remaining
+            )
+
+    async def _run_agent(self, run_input: AgentRunInput, fence_base: int) -> AgentOutput:
         policy = run_input.policy
         workflow.set_current_details(
-            f"Running the {run_input.agent_type} agent for {run_input.user_id}: "
-            f"up to {policy.max_attempts} attempts, heartbeat timeout "
-            f"{policy.heartbeat_timeout_seconds:g} s. Attempts and failures are in the history "
-            "(ActivityTaskStarted / pending activity)."
+            f"Running the {run_input.agent_type} agent for {run_input.user_id}: up to "
+            f"{policy.max_attempts} attempts of at most {policy.timeout_seconds:g} s, heartbeat "
+            f"timeout {policy.heartbeat_timeout_seconds:g} s. Attempts and failures are in the "
+            "history (ActivityTaskStarted / pending activity)."
         )
+        heartbeat_timeout = timedelta(seconds=policy.heartbeat_timeout_seconds)
         try:
-            output = await workflow.execute_activity(
+            output: AgentOutput = await workflow.execute_activity(
                 ACTIVITY_NAME,
-                AgentTask(agent_type=run_input.agent_type, user_id=run_input.user_id),
+                AgentTask(
+                    agent_type=run_input.agent_type,
+                    user_id=run_input.user_id,
+                    fence_base=fence_base,
+                    timeout_seconds=policy.timeout_seconds,
+                ),
                 result_type=AgentOutput,
-                start_to_close_timeout=timedelta(seconds=policy.timeout_seconds),
-                heartbeat_timeout=timedelta(seconds=policy.heartbeat_timeout_seconds),
-                # On cancel, wait for the agent to see it (through its heartbeat) and stop, so
-                # the run is not reported over while the agent is still working.
+                # The activity stops its agent at timeout_seconds itself; the server's limit is
+                # a backstop one heartbeat timeout later, so it never fires on a working agent.
+                start_to_close_timeout=timedelta(seconds=policy.timeout_seconds)
+                + heartbeat_timeout,
+                heartbeat_timeout=heartbeat_timeout,
+                # On cancel, wait for the agent to see it and stop, so the run is not reported
+                # over while the agent is still working.
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=policy.retry_initial_interval_seconds),
                     maximum_attempts=policy.max_attempts,
-                    non_retryable_error_types=[
-                        ErrorType.INVALID_INPUT,
-                        ErrorType.UNSUPPORTED_AGENT_TYPE,
-                    ],
+                    non_retryable_error_types=_NON_RETRYABLE,
                 ),
             )
+            return output
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 raise
@@ -74,23 +138,60 @@ class AgentRunWorkflow:
                 type=ErrorType.AGENT_FAILED,
                 non_retryable=True,
             ) from None
-        return AgentRunResult(
-            agent_type=run_input.agent_type,
-            user_id=run_input.user_id,
-            result=output.result,
-            attempt=output.attempt,
-        )
 
     @staticmethod
-    def _record_inputs(run_input: AgentRunInput) -> None:
-        """Starts from other systems may lack the memo the REST API reads and the search
-        attributes the Web UI filters by: add them."""
+    def _record_inputs(
+        run_input: AgentRunInput, not_before: datetime | None, fence_base: int
+    ) -> None:
+        """What the next run on this slot reads (the bound it inherits, the fencing floor), and
+        for starts from other systems the memo the REST API reads and the search attributes the
+        Web UI filters by."""
+        memo: dict[str, Any] = {"fence_base": fence_base}
         if "agent_type" not in workflow.memo():
-            workflow.upsert_memo({"agent_type": run_input.agent_type, "user_id": run_input.user_id})
+            memo |= {"agent_type": run_input.agent_type, "user_id": run_input.user_id}
+        if "not_before" not in workflow.memo():
+            memo["not_before"] = not_before.isoformat() if not_before else ""
+        workflow.upsert_memo(memo)
         if workflow.info().typed_search_attributes.get(AGENT_TYPE) is None:
             workflow.upsert_search_attributes(
                 [AGENT_TYPE.value_set(run_input.agent_type), USER_ID.value_set(run_input.user_id)]
             )
+
+
+def _decode_input(workflow_type: str, args: Sequence[RawValue]) -> AgentRunInput:
+    if workflow_type != WORKFLOW_TYPE:
+        raise InvalidRunInputError(
+            f"Unsupported workflow type {quoted(workflow_type)} on the agent-runner task queue; "
+            f"start {WORKFLOW_TYPE} with one input"
+        )
+    if len(args) > 1:
+        raise InvalidRunInputError(
+            f"Invalid input: {WORKFLOW_TYPE} takes one input, got {len(args)}"
+        )
+    raw: object = None
+    if args:
+        try:
+            raw = workflow.payload_converter().from_payload(args[0].payload)
+        except Exception as err:
+            encoding = args[0].payload.metadata.get("encoding", b"").decode(errors="replace")
+            raise InvalidRunInputError(
+                f"Invalid input: cannot decode it (encoding {quoted(encoding)}): "
+                f"{type(err).__name__}"
+            ) from None
+    return parse_run_input(raw)
+
+
+def _not_before(run_input: AgentRunInput) -> datetime | None:
+    """Until when this run's agent must wait for an earlier attempt on the slot to stop."""
+    if run_input.handoff is None:
+        # A start from another system: nobody read the slot before it, so wait one lease.
+        return workflow.info().start_time + timedelta(
+            seconds=run_input.policy.heartbeat_timeout_seconds
+        )
+    not_before = run_input.handoff.not_before
+    if not_before is not None and not_before.tzinfo is None:
+        not_before = not_before.replace(tzinfo=UTC)
+    return not_before
 
 
 def _log_keys() -> dict[str, Any]:

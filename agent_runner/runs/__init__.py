@@ -15,7 +15,13 @@ from agent_runner.runs.errors import (
 )
 from agent_runner.runs.listing import list_runs
 from agent_runner.runs.read import cancel_run, get_current_run, get_run_status, wait_for_change
-from agent_runner.runs.start import run_summary, start_agent_run
+from agent_runner.runs.start import (
+    StartRequest,
+    run_summary,
+    start_agent_run,
+    start_request,
+    start_run,
+)
 from agent_runner.runs.types import RunPage, RunState, RunStatus, RunSummary, RunTarget
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "RunTarget",
+    "StartRequest",
     "TemporalUnavailableError",
     "cancel_run",
     "get_current_run",
@@ -38,5 +45,7 @@ __all__ = [
     "list_runs",
     "run_summary",
     "start_agent_run",
+    "start_request",
+    "start_run",
     "wait_for_change",
 ]

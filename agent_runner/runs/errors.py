@@ -41,13 +41,11 @@ class TemporalUnavailableError(Exception):
 
 @contextmanager
 def temporal_call() -> Iterator[None]:
-    """Turn "server unreachable" into one typed error, whatever layer reports it."""
+    """Turn "server unreachable" into one typed error. Nothing else is: any other failure is a
+    bug or a refusal to report, not an outage to hide behind a 503."""
     try:
         yield
     except RPCError as err:
         if err.status in UNAVAILABLE:
             raise TemporalUnavailableError(err.message) from err
         raise
-    except RuntimeError as err:
-        # A lazy client that has never reached its server raises a plain RuntimeError.
-        raise TemporalUnavailableError(str(err)) from err

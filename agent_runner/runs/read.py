@@ -21,12 +21,16 @@ from temporalio.client import (
     WorkflowHistoryEventFilterType,
 )
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.models import AgentRunResult, FailureDetails
 from agent_runner.runs.errors import NOT_FOUND, RunFinishedError, RunNotFoundError, temporal_call
+from agent_runner.runs.handoff import MAY_BE_WORKING
+from agent_runner.runs.stuck import terminate
 from agent_runner.runs.types import RunState, RunStatus, RunTarget
 
+# The error of a run that was cancelled, however it was stopped.
+CANCELLED = "cancelled"
 # Events of a run whose agent activity was never scheduled: started, workflow task scheduled,
 # started, completed. A longer history with no pending activity means the agent has finished
 # and the workflow is completing.
@@ -84,7 +88,9 @@ async def wait_for_change(
     """The run's status as soon as its state changes or it finishes, at the latest after ``wait``.
 
     The finish arrives by Temporal's own long poll on the run's close event, so a waiting
-    caller learns of it at once; PENDING -> RUNNING is noticed within ``poll_interval``.
+    caller learns of it at once; PENDING -> RUNNING is noticed within ``poll_interval``. Should
+    the long poll fail (the server restarting, say), it is tried again a poll interval later,
+    never in a tight loop.
     """
     first = await get_run_status(client, run_id, target=target)
     if first.is_final:
@@ -92,27 +98,44 @@ async def wait_for_change(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait.total_seconds()
     handle = run_handle(client, target, run_id)
+    pause = poll_interval.total_seconds()
     closed = asyncio.ensure_future(_close_event(handle, wait=True, rpc_timeout=wait))
     try:
         current = first
         while (remaining := deadline - loop.time()) > 0 and current.state == first.state:
-            await asyncio.wait({closed}, timeout=min(remaining, poll_interval.total_seconds()))
-            if closed.done() and closed.exception() is None:
-                # What the open run's describe said still holds; the close event adds the end.
-                base = {
-                    "run_id": first.run_id,
-                    "agent_type": first.agent_type,
-                    "user_id": first.user_id,
-                    "started_at": first.started_at,
-                }
-                with temporal_call():
-                    return await _closed_run_status(client, base, closed.result())
+            await asyncio.wait({closed}, timeout=min(remaining, pause))
+            if closed.done():
+                if closed.exception() is None:
+                    with temporal_call():
+                        return await _closed_run_status(client, _base(first), closed.result())
+                await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+                closed = asyncio.ensure_future(
+                    _close_event(handle, wait=True, rpc_timeout=timedelta(seconds=remaining))
+                )
             current = await get_run_status(client, run_id, target=target)
         return current
     finally:
         closed.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await closed
+
+
+async def wait_for_end(
+    client: Client, run_id: str, *, wait: timedelta, target: RunTarget
+) -> RunStatus:
+    """The run's final status as soon as it closes; its current status after ``wait``."""
+    handle = run_handle(client, target, run_id)
+    first = await get_run_status(client, run_id, target=target)
+    if first.is_final:
+        return first
+    try:
+        event = await _close_event(handle, wait=True, rpc_timeout=wait)
+    except RPCError as err:
+        if err.status != RPCStatusCode.DEADLINE_EXCEEDED:
+            raise
+        return await get_run_status(client, run_id, target=target)
+    with temporal_call():
+        return await _closed_run_status(client, _base(first), event)
 
 
 async def get_current_run(client: Client, *, target: RunTarget) -> RunStatus | None:
@@ -124,15 +147,46 @@ async def get_current_run(client: Client, *, target: RunTarget) -> RunStatus | N
     return None if status.is_final else status
 
 
-async def cancel_run(client: Client, run_id: str, *, target: RunTarget) -> None:
-    """Ask an open run to stop: its agent sees the cancellation at its next heartbeat, and the
-    run ends ERROR with reason ``cancelled``."""
+async def cancel_run(
+    client: Client, run_id: str, *, target: RunTarget, wait: timedelta = timedelta(seconds=3)
+) -> RunStatus:
+    """Stop an open run and return its status once it ended, or after ``wait``.
+
+    A run whose agent is working is cancelled: the agent sees it within about half a second and
+    stops, then the run ends ERROR ``cancelled``. A run with no agent working yet (waiting for a
+    worker, or for the previous agent on its slot to stop) is ended at once the same way; an
+    attempt handed out at that very moment confirms its lease first, finds the run gone and
+    never starts. If the agent finished before the cancel reached it, the returned status is
+    DONE: the cancel came too late.
+    """
     handle = run_handle(client, target, run_id)
     with temporal_call():
         description = await describe_run(handle, target)
         if description.status != WorkflowExecutionStatus.RUNNING:
             raise RunFinishedError(run_id)
-        await handle.cancel(rpc_timeout=target.rpc_timeout)
+        if agent_may_be_working(description):
+            await handle.cancel(rpc_timeout=target.rpc_timeout)
+        else:
+            await terminate(client, description, CANCELLED, target)
+        return await wait_for_end(client, run_id, wait=wait, target=target)
+
+
+def agent_may_be_working(description: WorkflowExecutionDescription) -> bool:
+    """Whether an attempt of the run's agent may be working right now (its worker holds it)."""
+    return any(
+        pending.state in MAY_BE_WORKING
+        for pending in description.raw_description.pending_activities
+    )
+
+
+def _base(status: RunStatus) -> dict[str, Any]:
+    """What an open run's describe said that still holds once it has closed."""
+    return {
+        "run_id": status.run_id,
+        "agent_type": status.agent_type,
+        "user_id": status.user_id,
+        "started_at": status.started_at,
+    }
 
 
 async def _close_event(
@@ -169,7 +223,8 @@ async def _closed_run_status(
     elif event.HasField("workflow_execution_canceled_event_attributes"):
         reason = "cancelled"
     elif event.HasField("workflow_execution_terminated_event_attributes"):
-        reason = f"terminated: {event.workflow_execution_terminated_event_attributes.reason}"
+        terminated = event.workflow_execution_terminated_event_attributes.reason
+        reason = CANCELLED if terminated == CANCELLED else f"terminated: {terminated}"
     elif event.HasField("workflow_execution_timed_out_event_attributes"):
         reason = "timed out"
     return RunStatus(**closed, state=RunState.ERROR, result=None, error=reason, attempt=attempt)

@@ -24,7 +24,8 @@ from agent_runner.runs import (
     get_current_run,
     get_run_status,
     list_runs,
-    start_agent_run,
+    start_request,
+    start_run,
     wait_for_change,
 )
 from agent_runner.validation import UnsupportedAgentTypeError
@@ -32,7 +33,7 @@ from api.deps import AppState, ClientDep, StateDep, TargetDep
 from api.retry_after import retry_after_seconds
 from api.schemas import (
     BusyResponse,
-    CancelAccepted,
+    CancelResponse,
     ErrorResponse,
     RunAccepted,
     RunListResponse,
@@ -90,19 +91,22 @@ async def run_agent(
     gets 409."""
     user_id = str(body.user_id)
     bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=None)
-    client = state.temporal_client
     try:
-        run_id = await start_agent_run(
-            client,
-            body.agent_type,
-            user_id,
-            target=state.target,
-            policy=state.policy,
-            idempotency_key=idempotency_key,
+        request = start_request(
+            body.agent_type, user_id, policy=state.policy, idempotency_key=idempotency_key
         )
     except UnsupportedAgentTypeError as err:
         logger.warning("unsupported_agent_type", message="Unsupported agent_type", reason=str(err))
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
+    client = state.temporal_client
+    try:
+        if idempotency_key is None:
+            run_id = await state.starts.start(
+                state.target.workflow_id,
+                lambda: start_run(client, request, target=state.target),
+            )
+        else:
+            run_id = await start_run(client, request, target=state.target)
     except IdempotencyKeyReusedError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
     except AgentBusyError as err:
@@ -226,22 +230,43 @@ async def runs(
 
 @router.post(
     "/runs/{run_id}/cancel",
-    status_code=status.HTTP_202_ACCEPTED,
-    response_model=CancelAccepted,
+    response_model=CancelResponse,
     responses={
         **ERRORS,
-        409: {"model": ErrorResponse, "description": "The run has already finished"},
+        202: {
+            "model": CancelResponse,
+            "description": "Cancellation requested; the agent has not stopped yet",
+        },
+        409: {
+            "model": ErrorResponse,
+            "description": "The run had already finished, or finished before the cancel reached it",
+        },
     },
 )
-async def cancel(run_id: str, client: ClientDep, target: TargetDep) -> CancelAccepted:
-    """Cancel an open run: its agent stops at its next heartbeat; the run ends ERROR
-    (`cancelled`)."""
+async def cancel(
+    run_id: str, client: ClientDep, target: TargetDep
+) -> CancelResponse | JSONResponse:
+    """Cancel an open run and answer once it has ended (200, ERROR `cancelled`), or after a few
+    seconds while its agent is still stopping (202). A run whose agent finished before the
+    cancel reached it is 409: it is DONE."""
+    bind_run_context(agent_type=None, user_id=None, run_id=run_id)
     try:
-        await cancel_run(client, run_id, target=target)
+        run = await cancel_run(client, run_id, target=target)
     except RunNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
     except RunFinishedError:
         raise HTTPException(status.HTTP_409_CONFLICT, "The run has already finished") from None
-    bind_run_context(agent_type=None, user_id=None, run_id=run_id)
-    logger.info("run_cancel_requested")
-    return CancelAccepted(run_id=run_id)
+    bind_run_context(agent_type=run.agent_type, user_id=run.user_id, run_id=run_id)
+    logger.info("run_cancel_requested", state=run.state)
+    if run.state == RunState.DONE:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "The run finished before the cancel reached its agent"
+        )
+    if run.state == RunState.ERROR:
+        return CancelResponse(run_id=run_id, state=run.state, detail=f"Ended: {run.error}")
+    body = CancelResponse(
+        run_id=run_id,
+        state=run.state,
+        detail="Cancellation requested; the agent has not stopped yet",
+    )
+    return JSONResponse(body.model_dump(), status.HTTP_202_ACCEPTED)

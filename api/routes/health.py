@@ -8,7 +8,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from temporalio.service import RPCError
 
 from agent_runner.connection import readiness_problems
-from api.deps import ClientDep, StateDep
+from agent_runner.runs import TemporalUnavailableError
+from api.deps import StateDep
 from api.schemas import ErrorResponse, HealthResponse
 
 probes = APIRouter(tags=["operations"])
@@ -26,12 +27,15 @@ async def healthz() -> HealthResponse:
     response_model=HealthResponse,
     responses={503: {"model": ErrorResponse, "description": "Not ready, and why"}},
 )
-async def readyz(state: StateDep, client: ClientDep) -> HealthResponse | JSONResponse:
+async def readyz(state: StateDep) -> HealthResponse | JSONResponse:
     """Temporal is reachable, the namespace exists and the search attributes are registered."""
     try:
+        client = state.temporal_client
         problems = await readiness_problems(client, state.target.rpc_timeout)
-    except (RPCError, RuntimeError):
-        problems = ["Temporal is unavailable"]
+    except TemporalUnavailableError as err:
+        problems = [str(err)]
+    except RPCError as err:
+        problems = [f"Temporal is unavailable: {err.message}"]
     if problems:
         return JSONResponse(
             {"detail": "; ".join(problems)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE

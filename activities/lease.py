@@ -1,0 +1,93 @@
+"""The attempt's hold on its slot, kept alive by heartbeats the server acknowledges.
+
+The SDK's own heartbeats are fire-and-forget: an attempt learns nothing from them about whether
+the server still counts it as the one working. This keeper sends its own heartbeat on a timer
+and waits for the answer. An answer at all means the attempt is still current: the lease runs
+for :func:`agent_runner.lease.lease_seconds` from when that heartbeat was *sent*. ``NotFound``
+means the run was closed (terminated, say) or the attempt was given up on: the lease is lost at
+once. No answer for a whole lease (a paused process, a partition) and the lease runs out by
+itself. Either way the agent is cancelled, and :meth:`Lease.check` refuses more work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from temporalio import activity
+from temporalio.api.workflowservice.v1 import RecordActivityTaskHeartbeatRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from agent_runner.lease import lease_seconds, renew_seconds
+
+
+class LeaseLostError(Exception):
+    """The attempt can no longer be sure it holds its slot; it must not do more work."""
+
+
+class Lease:
+    """One attempt's lease. Use :meth:`confirm` before starting work, :meth:`keep` beside it."""
+
+    def __init__(self, client: Client, heartbeat_timeout_seconds: float) -> None:
+        self._client = client
+        self._task_token = activity.info().task_token
+        self.duration = lease_seconds(heartbeat_timeout_seconds)
+        self.renew_every = renew_seconds(heartbeat_timeout_seconds)
+        self._valid_until = 0.0  # time.monotonic(); 0: never confirmed
+        self._expires_at_wall: datetime | None = None
+        self.lost_reason: str | None = None
+        self.cancel_requested = False
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When (wall clock, UTC) the lease runs out without a further acknowledged heartbeat."""
+        return self._expires_at_wall
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLostError` unless the lease is certainly still held."""
+        if self.lost_reason is None and time.monotonic() >= self._valid_until:
+            self.lost_reason = (
+                f"no heartbeat acknowledged for {self.duration:g} s (a paused process, or the "
+                "server out of reach)"
+            )
+        if self.lost_reason is not None:
+            raise LeaseLostError(self.lost_reason)
+
+    async def confirm(self) -> None:
+        """Send one heartbeat and wait for the answer; extend the lease, or lose it."""
+        sent = time.monotonic()
+        sent_wall = datetime.now(UTC)
+        try:
+            response = await self._client.workflow_service.record_activity_task_heartbeat(
+                RecordActivityTaskHeartbeatRequest(
+                    task_token=self._task_token,
+                    namespace=self._client.namespace,
+                    identity=self._client.identity,
+                ),
+                retry=False,
+                timeout=timedelta(seconds=self.renew_every * 2),
+            )
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                self.lost_reason = f"the server no longer knows this attempt: {err.message}"
+            self.check()
+            return
+        self._valid_until = max(self._valid_until, sent + self.duration)
+        self._expires_at_wall = sent_wall + timedelta(seconds=self.duration)
+        self.cancel_requested = self.cancel_requested or response.cancel_requested
+        self.check()
+
+    async def keep(self, on_lost: Callable[[], None]) -> None:
+        """Renew until cancelled; call ``on_lost`` once the lease is gone."""
+        while True:
+            await asyncio.sleep(self.renew_every)
+            try:
+                await self.confirm()
+            except LeaseLostError:
+                on_lost()
+                return
+            # The SDK's own heartbeat carries cancellation to the agent (within its throttle).
+            activity.heartbeat()
