@@ -74,6 +74,10 @@ class AgentActivities:
             log.warning("agent_not_started", reason=str(err))
             await _announce_stopped(info)
             raise _lease_lost(lease, info.attempt) from None
+        if lease.cancel_requested:
+            # Cancelled before it began (its worker was paused, say): never start the agent.
+            log.warning("agent_not_started", reason="the run was cancelled")
+            await _until_cancelled(lease)
         log.info(
             "agent_start",
             message=f"Hello, I am a {task.agent_type} agent for {task.user_id}",
@@ -172,6 +176,18 @@ def _lease_lost(lease: Lease, attempt: int) -> ApplicationError:
         FailureDetails(attempt=attempt),
         type=ErrorType.LEASE_LOST,
     )
+
+
+async def _until_cancelled(lease: Lease) -> None:
+    """Wait for the SDK to cancel this attempt (its own heartbeat carries the cancel), so the
+    attempt is reported cancelled, not failed. Gives up when the lease runs out."""
+    while True:
+        activity.heartbeat()
+        await asyncio.sleep(lease.renew_every)
+        try:
+            await lease.confirm()
+        except LeaseLostError:
+            raise _lease_lost(lease, activity.info().attempt) from None
 
 
 def _cancel(task: asyncio.Future[object]) -> None:

@@ -31,7 +31,7 @@ def measured(results: dict[str, dict[str, Any]]) -> str:
             figures["burst_seconds_per_round"] = ", ".join(f"{s:g}" for s in seconds)
         shown = "; ".join(f"{name.replace('_', ' ')}: {value}" for name, value in figures.items())
         rows.append(
-            f"| {key.split('_', 1)[0]} | {result['scenario']} | {result['outcome']} "
+            f"| {key.split('_', 1)[0].lstrip('0')} | {result['scenario']} | {result['outcome']} "
             f"| {result['runs_lost']} | {shown or '-'} |"
         )
     stamp = datetime.fromtimestamp(RESULTS.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")

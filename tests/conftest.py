@@ -18,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from agent_runner.logs import HANDLER_NAME, configure_logging
 from agent_runner.settings import Settings
 from devtools.processes import SEARCH_ATTRIBUTES, temporal_cli
+from tests import measured
 from tests.helpers import ListHandler, LoggedProcess, app_client, make_settings
 
 
@@ -94,3 +95,7 @@ def log_lines() -> Iterator[ListHandler]:
 @pytest.fixture
 def worker_log(tmp_path: Path) -> Path:
     return tmp_path / "worker.log"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    measured.write()

@@ -4,6 +4,8 @@ killed by pid."""
 
 from __future__ import annotations
 
+import signal
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -11,6 +13,7 @@ import httpx
 from agent_runner.settings import Settings
 from devtools.processes import DevServer, free_port, stop_in_order
 from tests.helpers import LoggedProcess, make_settings, wait_http
+from tests.spans import Span, agent_spans
 
 
 class Stack:
@@ -28,6 +31,9 @@ class Stack:
         self.apis: list[LoggedProcess | None] = []
         self.api_ports: list[int] = []
         self.workers: list[LoggedProcess | None] = []
+        # Every worker ever started, and when a worker was killed: for the agents' spans.
+        self.every_worker: list[LoggedProcess] = []
+        self.killed_at: dict[Path, datetime] = {}
         self._log_counter = 0
 
     def settings(self, **more: object) -> Settings:
@@ -55,10 +61,37 @@ class Stack:
         self.apis[index] = LoggedProcess.api(settings, self._log(f"api{index}"))
         await wait_http(f"{self.api_url(index)}/healthz")
 
-    def start_worker(self, index: int) -> LoggedProcess:
-        worker = LoggedProcess.worker(self.settings(), self._log(f"worker{index}"))
+    def start_worker(self, index: int, **settings: object) -> LoggedProcess:
+        worker = LoggedProcess.worker(self.settings(**settings), self._log(f"worker{index}"))
         self.workers[index] = worker
+        self.every_worker.append(worker)
         return worker
+
+    def kill_worker(self, index: int) -> None:
+        worker = self.workers[index]
+        assert worker is not None
+        assert worker.log_path is not None
+        worker.kill()
+        self.killed_at[worker.log_path] = datetime.now(UTC)
+        self.workers[index] = None
+
+    def pause_worker(self, index: int) -> None:
+        """SIGSTOP: the process stops dead, as in a long GC pause or a frozen VM."""
+        worker = self.workers[index]
+        assert worker is not None
+        worker.signal(signal.SIGSTOP)
+
+    def resume_worker(self, index: int) -> None:
+        worker = self.workers[index]
+        assert worker is not None
+        worker.signal(signal.SIGCONT)
+
+    def spans(self) -> list[Span]:
+        """Every agent attempt any worker of this stack logged, as a span of time."""
+        return agent_spans(
+            [(worker.log_path, worker.log) for worker in self.every_worker if worker.log_path],
+            self.killed_at,
+        )
 
     def worker_running(self, run_id: str) -> int | None:
         """Index of the live worker whose log shows the latest attempt of ``run_id`` starting."""

@@ -9,7 +9,6 @@ docs/RELIABILITY.md.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -18,7 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import ROOT, USER_ID, assert_eventually, start_run
+from tests.helpers import USER_ID, assert_eventually, start_run
+from tests.measured import RESULTS
+from tests.spans import overlapping, smallest_gap_seconds
 from tests.stack import Stack
 
 pytestmark = pytest.mark.reliability
@@ -26,8 +27,6 @@ pytestmark = pytest.mark.reliability
 AGENT_SECONDS = 6.0
 HEARTBEAT_TIMEOUT = 2.0
 BUSY = "An agent is already running, please retry later"
-RESULTS_FILE = ROOT / ".data" / "reliability" / "last-run.json"
-RESULTS: dict[str, dict[str, Any]] = {}
 # Every run any scenario started, with its final status, for the durability check.
 FINISHED: dict[str, dict[str, Any]] = {}
 
@@ -49,8 +48,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     await stack.start()
     yield stack
     stack.stop_all()
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
 
 
 @pytest.fixture
@@ -112,7 +109,7 @@ async def test_1_burst_across_replicas_accepts_exactly_one(
         rounds.append(
             {"accepted": 1, "rejected_409": 199, "other": 0, "seconds": round(elapsed, 2)}
         )
-    RESULTS["1_burst"] = {
+    RESULTS["01_burst"] = {
         "scenario": "200 concurrent POSTs over 2 APIs, 5 rounds",
         "rounds": rounds,
         "outcome": "5/5 rounds: exactly 1 accepted, 199 x 409, 0 5xx, 0 connection errors",
@@ -129,16 +126,14 @@ async def test_2_worker_sigkill_mid_run_resumes_on_the_other_worker(
     victim = await assert_eventually(lambda: _running_on(stack, run_id))
 
     killed_at = time.perf_counter()
-    worker = stack.workers[victim]
-    assert worker is not None
-    worker.kill()
+    stack.kill_worker(victim)
     body = await wait_state(http, url, run_id, "DONE")
     recovered = time.perf_counter() - killed_at
 
     assert body["attempt"] == 2
     assert await runs_since(http, url, run_id) == [run_id], "no second run was started"
     stack.start_worker(victim)
-    RESULTS["2_worker_sigkill"] = {
+    RESULTS["02_worker_sigkill"] = {
         "scenario": "SIGKILL the worker running the agent",
         "outcome": "DONE on the other worker, attempt 2, no second run",
         "runs_lost": 0,
@@ -175,7 +170,7 @@ async def test_3_worker_sigterm_mid_run_finishes_gracefully(
     assert worker.log.events("worker_stopped")
     assert await runs_since(http, url, run_id) == [run_id]
     stack.start_worker(index)
-    RESULTS["3_worker_sigterm"] = {
+    RESULTS["03_worker_sigterm"] = {
         "scenario": "SIGTERM the worker running the agent",
         "outcome": "agent finished on that worker (attempt 1), worker exited 0, run DONE",
         "runs_lost": 0,
@@ -203,7 +198,7 @@ async def test_4_no_worker_accepts_then_completes_once_one_starts(
     stack.start_worker(1)
 
     assert body["attempt"] == 1
-    RESULTS["4_no_worker"] = {
+    RESULTS["04_no_worker"] = {
         "scenario": "no worker running",
         "outcome": "POST 202, PENDING until a worker started, then DONE",
         "runs_lost": 0,
@@ -224,7 +219,7 @@ async def test_5_api_sigkill_mid_run_does_not_affect_the_run(
     assert body["attempt"] == 1
     await stack.start_api(0)
     assert (await status(http, stack.api_url(0), run_id))["state"] == "DONE"
-    RESULTS["5_api_sigkill"] = {
+    RESULTS["05_api_sigkill"] = {
         "scenario": "SIGKILL the API that started the run",
         "outcome": "the other API reported it through to DONE",
         "runs_lost": 0,
@@ -270,7 +265,7 @@ async def test_6_temporal_outage_is_503_then_everything_recovers(
     next_run = await start_run(http, base=stack.api_url(0))
     await wait_state(http, stack.api_url(0), next_run, "DONE")
 
-    RESULTS["6_temporal_outage"] = {
+    RESULTS["06_temporal_outage"] = {
         "scenario": "Temporal server SIGKILLed mid-run, restarted on the same db file",
         "outcome": (
             "both APIs 503 with a detail, /readyz 503; after restart APIs and workers recovered "
@@ -293,7 +288,7 @@ async def test_7_history_survives_a_full_restart(stack: Stack, http: httpx.Async
         assert after["state"] == before["state"]
         assert after["result"] == before["result"]
         assert after["attempt"] == before["attempt"]
-    RESULTS["7_durable_history"] = {
+    RESULTS["07_durable_history"] = {
         "scenario": "stop every process, start again on the same db file",
         "outcome": f"all {len(FINISHED)} earlier runs answer with their final state and result",
         "runs_lost": 0,
@@ -301,3 +296,16 @@ async def test_7_history_survives_a_full_restart(stack: Stack, http: httpx.Async
     for worker in stack.workers:
         assert worker is not None
         assert worker.log.not_json() == []
+
+
+async def test_8_no_two_agents_ever_worked_at_once_in_any_scenario(stack: Stack) -> None:
+    spans = stack.spans()
+
+    assert len(spans) >= 10
+    assert overlapping(spans) == [], overlapping(spans)
+    RESULTS["07b_no_overlap"] = {
+        "scenario": "every agent attempt of scenarios 1-7, from the agents' own log lines",
+        "outcome": f"{len(spans)} attempts, no two overlapping",
+        "runs_lost": 0,
+        "smallest_gap_between_agents_seconds": smallest_gap_seconds(spans),
+    }
