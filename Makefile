@@ -30,12 +30,17 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# wrk (Debian's package) is the load generator of the benchmarks and their smoke test.
+# Debian's packages, installed when missing: wrk, the load generator of the benchmarks and their
+# smoke test, and nginx, the real TLS endpoint (generated CA, mTLS, API key) in front of the dev
+# server in tests/test_tls.py, which runs /usr/sbin/nginx itself.
 tools:
-	@command -v wrk >/dev/null || { \
-	  echo "installing wrk (apt-get)"; \
+	@missing=; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -z "$$missing" ] || { \
+	  echo "installing$$missing (apt-get)"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; }
 
 test: lint tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)

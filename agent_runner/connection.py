@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -84,6 +85,35 @@ async def connect(
         runtime=runtime,
         interceptors=interceptors,
     )
+
+
+# A failed connect is a RuntimeError whose text is Rust's debug output of the cause: tonic's
+# gRPC status (with every response header) or a rustls error. These find the part to act on.
+_GRPC_STATUS = re.compile(r'Status \{ code: (\w+), message: "((?:[^"\\]|\\.)*)"')
+_TLS_ERROR = re.compile(r"\b(InvalidCertificate|AlertReceived)\((\w+)\)")
+_TLS_HINTS = {
+    "UnknownIssuer": (
+        "the server's certificate is signed by an unknown authority (is TEMPORAL_TLS_CA_PATH "
+        "its CA?)"
+    ),
+    "CertificateRequired": (
+        "the server requires a client certificate (TEMPORAL_TLS_CERT_PATH, TEMPORAL_TLS_KEY_PATH)"
+    ),
+}
+
+
+def connect_error_cause(err: RuntimeError) -> str:
+    """The cause of a failed :func:`connect` in one short line, e.g. ``UNAUTHENTICATED: client
+    certificate required``; the SDK's whole text when it is none of the known shapes."""
+    text = str(err)
+    if status := _GRPC_STATUS.search(text):
+        code = re.sub(r"(?<!^)(?=[A-Z])", "_", status[1]).upper()
+        message = status[2].replace('\\"', '"')  # Rust escapes quotes in debug output
+        return f"{code}: {message}"
+    if tls := _TLS_ERROR.search(text):
+        kind, reason = tls.groups()
+        return f"TLS handshake failed: {_TLS_HINTS.get(reason, kind)} [{kind}({reason})]"
+    return text
 
 
 async def readiness_problems(client: Client, rpc_timeout: timedelta) -> list[str]:

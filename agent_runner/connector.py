@@ -17,12 +17,14 @@ from temporalio.client import Client, Interceptor
 from temporalio.runtime import Runtime
 from temporalio.service import RetryConfig
 
-from agent_runner.connection import connect
+from agent_runner.connection import connect, connect_error_cause
 from agent_runner.runs.errors import TemporalUnavailableError
 from agent_runner.settings import Settings
 
 logger = structlog.stdlib.get_logger(__name__)
-RETRY_SECONDS = 1.0
+# The first retry comes after a second, each next one twice as late, up to ten seconds.
+FIRST_RETRY_SECONDS = 1.0
+MAX_RETRY_SECONDS = 10.0
 
 
 class Connector:
@@ -42,6 +44,7 @@ class Connector:
         self.last_error: str | None = None
         self._retrying: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._pause = FIRST_RETRY_SECONDS
 
     async def start(self) -> None:
         """Try once now; on failure keep trying in the background."""
@@ -67,7 +70,8 @@ class Connector:
 
     async def _retry(self) -> None:
         while True:
-            await asyncio.sleep(RETRY_SECONDS)
+            await asyncio.sleep(self._pause)
+            self._pause = min(MAX_RETRY_SECONDS, self._pause * 2)
             if await self._attempt():
                 return
 
@@ -79,18 +83,25 @@ class Connector:
                 retry_config=self._retry_config,
                 interceptors=self._interceptors,
             )
+        except OSError as err:  # a TLS file that cannot be read: name it
+            return self._failed(f"{err.strerror}: {err.filename}", str(err))
         except RuntimeError as err:  # what the SDK raises when it cannot connect, with why
-            self.last_error = (
-                f"cannot connect to Temporal at {self._settings.temporal_address}: {err}"
-            )
-            logger.warning(
-                "temporal_unreachable",
-                temporal_address=self._settings.temporal_address,
-                error=str(err),
-                retry_in_seconds=RETRY_SECONDS,
-            )
-            return False
+            return self._failed(connect_error_cause(err), str(err))
         self.last_error = None
         self._connected.set()
         logger.info("temporal_connected", temporal_address=self._settings.temporal_address)
         return True
+
+    def _failed(self, cause: str, whole: str) -> bool:
+        address = self._settings.temporal_address
+        self.last_error = f"cannot connect to Temporal at {address}: {cause}"
+        # The SDK's whole text too, when the cause is a shortened part of it.
+        sdk_error = {} if cause == whole else {"sdk_error": whole}
+        logger.warning(
+            "temporal_unreachable",
+            temporal_address=address,
+            error=cause,
+            retry_in_seconds=self._pause,
+            **sdk_error,
+        )
+        return False
