@@ -20,15 +20,17 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import AGENTS, AgentActivities
+from activities.queue_ops import QueueActivities
 from agent_runner.connection import create_runtime
 from agent_runner.connector import Connector
 from agent_runner.lease import MAX_RENEW_SECONDS
 from agent_runner.logs import configure_logging
 from agent_runner.process import exit_now
+from agent_runner.queue_types import QueueConfig
 from agent_runner.runs.stuck import watch
 from agent_runner.settings import Settings, get_settings
 from agent_runner.tracing import tracing_interceptors
-from workflows import AgentRunWorkflow
+from workflows import AgentQueueWorkflow, AgentRunWorkflow
 
 logger = structlog.stdlib.get_logger("worker")
 
@@ -37,11 +39,18 @@ def build_worker(
     client: Client, settings: Settings, activities: AgentActivities, **options: object
 ) -> Worker:
     """The worker every process of ours runs (tests build theirs here too)."""
+    queue = QueueActivities(settings.run_target(), queue_config(settings))
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[AgentRunWorkflow],
-        activities=[activities.run_agent],
+        workflows=[AgentRunWorkflow, AgentQueueWorkflow],
+        activities=[
+            activities.run_agent,
+            queue.queue_config,
+            queue.secure_slot,
+            queue.claim_next,
+            queue.watch_slot,
+        ],
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
         # The SDK sends a heartbeat at most every 0.8 x heartbeat timeout by default: with 10 s
         # that is 8 s before a cancel reaches the agent. Send at least every half second.
@@ -52,6 +61,17 @@ def build_worker(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
         ),
         **options,  # type: ignore[arg-type]
+    )
+
+
+def queue_config(settings: Settings) -> QueueConfig:
+    """What the queues learn of the deployment from the workers (workflow code cannot read
+    settings): the API and the workers must agree on these."""
+    return QueueConfig(
+        slots=settings.agent_slots,
+        queue_max=settings.agent_queue_max,
+        task_queue=settings.task_queue,
+        default_policy=settings.run_policy(),
     )
 
 

@@ -94,6 +94,24 @@ class AgentRunInput:
     user_id: str
     policy: RunPolicy = RunPolicy()
     handoff: Handoff | None = None
+    # Set when the run waited in a queue: the run id its client knows, and the request's
+    # Idempotency-Key (with the request's fingerprint) so a retry finds it.
+    queued_id: str | None = None
+    idempotency_key: str | None = None
+    request_fingerprint: str | None = None
+    # Runs are waiting for this slot: claim one from the queue before ending (see the queue).
+    offered: bool = False
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended, kept in the memo of a run that handed its slot straight to a queued run
+    (continue-as-new): such an execution has no result or failure of its own to read."""
+
+    state: str  # "DONE" or "ERROR"
+    result: Any = None
+    error: str | None = None
+    attempt: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
-from agent_runner.models import SAFE_KEY_PATTERN, RunPolicy
+from agent_runner.locations import WORKFLOW_ID_PATTERN, ScopeKind
+from agent_runner.models import RunPolicy
 from agent_runner.runs.types import RunTarget
 from agent_runner.validation import (
     MAX_ATTEMPTS,
@@ -23,6 +24,8 @@ from agent_runner.validation import (
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # The run policy's defaults are RunPolicy's own: written once, in agent_runner/models.py.
 _POLICY = RunPolicy()
+MAX_SLOTS = 100
+MAX_QUEUE = 100_000
 
 
 class Settings(BaseSettings):
@@ -43,7 +46,13 @@ class Settings(BaseSettings):
 
     # The singleton: one workflow id, one task queue.
     task_queue: str = Field(default="agent-runner", min_length=1, max_length=255)
-    workflow_id: str = Field(default="agent-runner", pattern=SAFE_KEY_PATTERN)
+    workflow_id: str = Field(default="agent-runner", pattern=WORKFLOW_ID_PATTERN)
+    # How many agents may work at once per scope (each slot is one fixed workflow id), what a
+    # scope is (one set of slots for everything, per user, or per agent type), and how many runs
+    # may wait in a scope's queue. The API and the workers must agree on these.
+    agent_slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
+    agent_scope: ScopeKind = ScopeKind.GLOBAL
+    agent_queue_max: int = Field(default=1000, ge=1, le=MAX_QUEUE)
 
     # The agents.
     agent_duration_seconds: float = Field(default=5.0, ge=0)
@@ -98,6 +107,9 @@ class Settings(BaseSettings):
             workflow_id=self.workflow_id,
             task_queue=self.task_queue,
             rpc_timeout=timedelta(seconds=self.temporal_rpc_timeout_seconds),
+            scope_kind=self.agent_scope,
+            slots=self.agent_slots,
+            queue_max=self.agent_queue_max,
         )
 
     def run_policy(self) -> RunPolicy:

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 from pydantic import SecretStr
 
@@ -24,7 +24,10 @@ from agent_runner.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # Registered on every server started for us, so the Web UI can filter runs by them.
-SEARCH_ATTRIBUTES = {key.name: "Keyword" for key in search_attributes.ALL}
+SEARCH_ATTRIBUTES = {
+    key.name: "Int" if key.indexed_value_type.name == "INT" else "Keyword"
+    for key in search_attributes.ALL
+}
 # The user id the examples, the tests and the benchmarks start runs for.
 EXAMPLE_USER_ID = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"
 
@@ -197,11 +200,11 @@ class ChildProcess:
         )
 
     @classmethod
-    def worker(cls, settings: Settings, log_path: Path | None, **options: bool) -> ChildProcess:
+    def worker(cls, settings: Settings, log_path: Path | None, **options: bool) -> Self:
         return cls([sys.executable, "worker.py"], settings, log_path, **options)
 
     @classmethod
-    def api(cls, settings: Settings, log_path: Path | None, **options: bool) -> ChildProcess:
+    def api(cls, settings: Settings, log_path: Path | None, **options: bool) -> Self:
         """``python -m api`` (uvicorn) on ``settings.api_port``."""
         return cls([sys.executable, "-m", "api"], settings, log_path, **options)
 

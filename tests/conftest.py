@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 from temporalio.testing import WorkflowEnvironment
 
+from agent_runner import search_attributes
 from agent_runner.logs import HANDLER_NAME, configure_logging
 from agent_runner.settings import Settings
-from devtools.processes import SEARCH_ATTRIBUTES, temporal_cli
+from devtools.processes import temporal_cli
 from tests import measured
 from tests.helpers import ListHandler, LoggedProcess, app_client, make_settings
 
@@ -26,7 +26,7 @@ from tests.helpers import ListHandler, LoggedProcess, app_client, make_settings
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_cli()),
-        search_attributes=[SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES],
+        search_attributes=list(search_attributes.ALL),
         dev_server_log_level="error",
     )
     async with env:

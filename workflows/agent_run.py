@@ -9,8 +9,10 @@ instead of failing its workflow task forever while it holds the singleton.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +21,9 @@ from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
 with workflow.unsafe.imports_passed_through():
+    from activities.queue_ops import ClaimNext
     from agent_runner import lease
+    from agent_runner.locations import queue_id_of, slot_of
     from agent_runner.models import (
         ACTIVITY_NAME,
         PREDECESSOR_STOPPED_SIGNAL,
@@ -30,7 +34,11 @@ with workflow.unsafe.imports_passed_through():
         AgentTask,
         ErrorType,
         FailureDetails,
+        Handoff,
+        RunOutcome,
     )
+    from agent_runner.queue_types import OFFER_SIGNAL, ClaimResult
+    from agent_runner.records import run_memo, run_search_attributes
     from agent_runner.search_attributes import AGENT_TYPE, USER_ID
     from agent_runner.validation import InvalidRunInputError, parse_run_input, quoted
 
@@ -42,14 +50,20 @@ _NON_RETRYABLE = [ErrorType.INVALID_INPUT, ErrorType.UNSUPPORTED_AGENT_TYPE]
 class AgentRunWorkflow:
     def __init__(self) -> None:
         self._stopped_predecessors: set[str] = set()
+        # The queue to claim the next run from when this one ends: runs wait for this slot.
+        self._queue_id: str | None = None
+
+    @workflow.signal(name=OFFER_SIGNAL)
+    def offer(self, queue_id: RawValue) -> None:
+        """Runs wait in this queue for a slot: hand this one's slot to them when done."""
+        decoded = _decoded(queue_id)
+        if isinstance(decoded, str):
+            self._queue_id = decoded
 
     @workflow.signal(name=PREDECESSOR_STOPPED_SIGNAL)
     def predecessor_stopped(self, run_id: RawValue) -> None:
         """An attempt of an earlier run on this workflow id says it stopped working."""
-        try:
-            decoded = workflow.payload_converter().from_payload(run_id.payload)
-        except Exception:
-            return  # not ours to read; the lease bound still applies
+        decoded = _decoded(run_id)
         if isinstance(decoded, str):
             self._stopped_predecessors.add(decoded)
 
@@ -59,16 +73,34 @@ class AgentRunWorkflow:
             run_input = _decode_input(workflow.info().workflow_type, args)
         except InvalidRunInputError as err:
             workflow.logger.warning("run_rejected", extra={"reason": str(err), **_log_keys()})
-            raise ApplicationError(
+            failure = ApplicationError(
                 str(err), FailureDetails(attempt=0), type=err.error_type, non_retryable=True
-            ) from None
+            )
+            await self._hand_over(RunOutcome("ERROR", error=str(err)), fence_base=0)
+            raise failure from None
+        if run_input.offered:
+            self._queue_id = self._queue_id or queue_id_of(workflow.info().workflow_id)
         not_before = _not_before(run_input)
         fence_base = lease.fence_base(
             workflow.info().start_time, run_input.handoff.fence_floor if run_input.handoff else 0
         )
         self._record_inputs(run_input, not_before, fence_base)
-        await self._wait_for_predecessor(run_input, not_before)
-        output = await self._run_agent(run_input, fence_base)
+        try:
+            await self._wait_for_predecessor(run_input, not_before)
+            output = await self._run_agent(run_input, fence_base)
+        except ApplicationError as err:
+            details = FailureDetails.from_details(err.details)
+            outcome = RunOutcome(
+                "ERROR", error=err.message, attempt=details.attempt if details else 0
+            )
+            await self._hand_over(outcome, fence_base)
+            raise
+        except (CancelledError, asyncio.CancelledError):
+            await self._hand_over(RunOutcome("ERROR", error="cancelled"), fence_base)
+            raise
+        await self._hand_over(
+            RunOutcome("DONE", result=output.result, attempt=output.attempt), fence_base
+        )
         return AgentRunResult(
             agent_type=run_input.agent_type,
             user_id=run_input.user_id,
@@ -76,12 +108,39 @@ class AgentRunWorkflow:
             attempt=output.attempt,
         )
 
+    async def _hand_over(self, outcome: RunOutcome, fence_base: int) -> None:
+        """Runs wait for this slot: claim the next and continue as it, so the slot's workflow id
+        never stands free while the queue is not empty. No queue, or nothing left in it: return
+        (the run then closes as usual)."""
+        if self._queue_id is None:
+            return
+        info = workflow.info()
+        claimed: ClaimResult = await workflow.execute_local_activity(
+            "claim_next",
+            ClaimNext(self._queue_id, slot_of(info.workflow_id), info.run_id),
+            result_type=ClaimResult,
+            start_to_close_timeout=timedelta(seconds=10),
+        )
+        if claimed.entry is None:
+            return
+        # This execution's own result and failure are not recorded on continue-as-new: the memo
+        # keeps how the run ended, for its status.
+        workflow.upsert_memo({"outcome": outcome})
+        next_run = replace(
+            claimed.entry.run_input,
+            handoff=Handoff(
+                previous_run_id=info.run_id, fence_floor=fence_base + lease.FENCE_STRIDE
+            ),
+        )
+        workflow.continue_as_new(
+            next_run, memo=run_memo(next_run), search_attributes=run_search_attributes(next_run)
+        )
+
     async def _wait_for_predecessor(
         self, run_input: AgentRunInput, not_before: datetime | None
     ) -> None:
         """Hold the agent back while an attempt of an earlier run on this slot may still work."""
-        remaining = (not_before - workflow.now()).total_seconds() if not_before else 0
-        if remaining <= 0:
+        if not_before is None or (remaining := (not_before - workflow.now()).total_seconds()) <= 0:
             return
         previous = run_input.handoff.previous_run_id if run_input.handoff else None
         workflow.set_current_details(
@@ -89,11 +148,14 @@ class AgentRunWorkflow:
             f"run on this slot ({previous or 'unknown'}) may still be working, and only one "
             "agent may work at a time."
         )
-        # On timeout its lease has run out: it has stopped, or stops before doing more.
+        # Status reads show PENDING meanwhile. On timeout the earlier attempt's lease has run
+        # out: it has stopped, or stops before doing more.
+        workflow.upsert_memo({"waiting_until": not_before.isoformat()})
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: previous in self._stopped_predecessors, timeout=remaining
             )
+        workflow.upsert_memo({"waiting_until": ""})
 
     async def _run_agent(self, run_input: AgentRunInput, fence_base: int) -> AgentOutput:
         policy = run_input.policy
@@ -192,6 +254,14 @@ def _not_before(run_input: AgentRunInput) -> datetime | None:
     if not_before is not None and not_before.tzinfo is None:
         not_before = not_before.replace(tzinfo=UTC)
     return not_before
+
+
+def _decoded(raw: RawValue) -> object:
+    """A signal's argument, or None when it does not decode (a signal from someone else)."""
+    try:
+        return workflow.payload_converter().from_payload(raw.payload)
+    except Exception:
+        return None
 
 
 def _log_keys() -> dict[str, Any]:

@@ -5,30 +5,39 @@ the workflow and starts it by its type name, so nothing here imports workflow co
 """
 
 from agent_runner.models import AgentRunInput, RunPolicy
+from agent_runner.records import run_summary
+from agent_runner.runs.cancel import cancel_run
 from agent_runner.runs.errors import (
     AgentBusyError,
     IdempotencyKeyReusedError,
     InvalidPageTokenError,
+    QueueFullError,
     RunFinishedError,
     RunNotFoundError,
     TemporalUnavailableError,
 )
 from agent_runner.runs.listing import list_runs
-from agent_runner.runs.read import cancel_run, get_current_run, get_run_status, wait_for_change
 from agent_runner.runs.start import (
+    OnBusy,
+    StartOutcome,
     StartRequest,
-    run_summary,
+    enqueue_runs,
     start_agent_run,
     start_request,
     start_run,
+    start_run_detailed,
 )
+from agent_runner.runs.status import get_current_run, get_run_status
 from agent_runner.runs.types import RunPage, RunState, RunStatus, RunSummary, RunTarget
+from agent_runner.runs.waiting import wait_for_change, wait_for_end
 
 __all__ = [
     "AgentBusyError",
     "AgentRunInput",
     "IdempotencyKeyReusedError",
     "InvalidPageTokenError",
+    "OnBusy",
+    "QueueFullError",
     "RunFinishedError",
     "RunNotFoundError",
     "RunPage",
@@ -37,9 +46,11 @@ __all__ = [
     "RunStatus",
     "RunSummary",
     "RunTarget",
+    "StartOutcome",
     "StartRequest",
     "TemporalUnavailableError",
     "cancel_run",
+    "enqueue_runs",
     "get_current_run",
     "get_run_status",
     "list_runs",
@@ -47,5 +58,7 @@ __all__ = [
     "start_agent_run",
     "start_request",
     "start_run",
+    "start_run_detailed",
     "wait_for_change",
+    "wait_for_end",
 ]

@@ -19,6 +19,13 @@ class AgentBusyError(Exception):
         self.running_run_id = running_run_id
 
 
+class QueueFullError(Exception):
+    """The scope's queue holds as many runs as it may (AGENT_QUEUE_MAX)."""
+
+    def __init__(self) -> None:
+        super().__init__("The queue is full, please retry later")
+
+
 class IdempotencyKeyReusedError(ValueError):
     """The idempotency key was used before with a different request."""
 

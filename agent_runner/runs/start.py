@@ -1,14 +1,10 @@
-"""Starting a run: the singleton rule lives here and nowhere else.
+"""Starting a run: take a free slot of its scope, or (``on_busy="enqueue"``) wait in the
+scope's queue.
 
-Every run is one execution of the agent workflow (started by its type name) under one fixed
-workflow id. The Temporal server refuses a second start under that id while a run is open
-(``WorkflowIDConflictPolicy.FAIL``) and accepts one as soon as the previous run closed, however
-it ended (``WorkflowIDReusePolicy.ALLOW_DUPLICATE``). That check and the start are one atomic
-server operation, across every API replica, worker and other client: there is no lock of ours
-to take, leak or expire.
-
-A closed run can leave an attempt of its agent working (``temporal workflow terminate`` closes
-it at once); the new run's agent then waits for that attempt's lease (:mod:`.handoff`).
+The slots enforce the bound (:mod:`.slots`); the queue only orders who gets a slot next
+(:mod:`workflows.queue`, reached here by name). While runs wait in a scope's queue, no slot of
+that scope stands free: a run that ends hands its slot straight to the queue's head. So a start
+that will not wait is refused while anything waits, even in the instant between two runs.
 """
 
 from __future__ import annotations
@@ -18,35 +14,45 @@ import hashlib
 import random
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
-from temporalio.client import (
-    Client,
-    WorkflowExecution,
-    WorkflowExecutionDescription,
-    WorkflowExecutionStatus,
-)
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner import search_attributes
-from agent_runner.models import WORKFLOW_TYPE, AgentRunInput, RunPolicy
-from agent_runner.runs.errors import AgentBusyError, IdempotencyKeyReusedError, temporal_call
-from agent_runner.runs.handoff import handoff_after
-from agent_runner.runs.read import run_handle
+from agent_runner.locations import Scope, SlotRun
+from agent_runner.models import AgentRunInput, RunPolicy
+from agent_runner.queue_types import (
+    ENQUEUE_UPDATE,
+    QUEUE_WORKFLOW_TYPE,
+    EnqueueRequest,
+    EnqueueResult,
+    QueueInput,
+)
+from agent_runner.runs.errors import (
+    AgentBusyError,
+    IdempotencyKeyReusedError,
+    QueueFullError,
+    TemporalUnavailableError,
+    temporal_call,
+)
+from agent_runner.runs.idempotency import earlier_run
+from agent_runner.runs.slots import SlotBusyError, latest, start_on_slot
 from agent_runner.runs.types import RunTarget
 from agent_runner.validation import parse_run_input
 
+# The queue answers once a worker has taken the update: allow it more than one plain call.
+QUEUE_ANSWER_TIMEOUT = timedelta(seconds=5)
 
-def run_summary(agent_type: str, user_id: str) -> str:
-    return f"{agent_type} for {user_id}"
+
+class OnBusy(StrEnum):
+    REJECT = "reject"
+    ENQUEUE = "enqueue"
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,21 @@ class StartRequest:
     """A validated request to start a run."""
 
     run_input: AgentRunInput
-    fingerprint: str
     idempotency_key: str | None = None
+    on_busy: OnBusy = OnBusy.REJECT
+
+    @property
+    def fingerprint(self) -> str:
+        return self.run_input.request_fingerprint or ""
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    run_id: str
+    # None: the run started at once; else its place in the queue (1 is next).
+    queue_position: int | None = None
+    # The same request was made before with the same Idempotency-Key: this is that run.
+    replayed: bool = False
 
 
 def start_request(
@@ -64,13 +83,22 @@ def start_request(
     *,
     policy: RunPolicy | None = None,
     idempotency_key: str | None = None,
+    on_busy: OnBusy = OnBusy.REJECT,
 ) -> StartRequest:
     """Validate a request. Raises :class:`UnsupportedAgentTypeError` /
     :class:`InvalidRunInputError` (both ``ValueError``)."""
     run_input = parse_run_input(
         {"agent_type": agent_type, "user_id": str(user_id), "policy": policy or RunPolicy()}
     )
-    return StartRequest(run_input, _fingerprint(run_input), idempotency_key)
+    fingerprint = hashlib.sha256(
+        f"{run_input.agent_type}\n{run_input.user_id}".encode()
+    ).hexdigest()
+    run_input = replace(
+        run_input,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint if idempotency_key else None,
+    )
+    return StartRequest(run_input, idempotency_key, on_busy)
 
 
 async def start_agent_run(
@@ -81,36 +109,71 @@ async def start_agent_run(
     target: RunTarget,
     policy: RunPolicy | None = None,
     idempotency_key: str | None = None,
+    on_busy: OnBusy = OnBusy.REJECT,
 ) -> str:
     """Start a run and return its run id: :func:`start_request`, then :func:`start_run`.
 
-    With an ``idempotency_key``, a repeat of the same request returns the run the key first
-    started, open or finished (while the namespace retains it), instead of a new run or a busy
-    error; the same key with another request raises :class:`IdempotencyKeyReusedError`.
-
-    Raises ``ValueError`` for bad input, :class:`AgentBusyError` while another run is open, and
-    :class:`TemporalUnavailableError` when the server cannot be reached.
+    Raises ``ValueError`` for bad input, :class:`AgentBusyError` when every slot is taken (or
+    runs are queued) and ``on_busy`` is reject, :class:`QueueFullError`,
+    :class:`IdempotencyKeyReusedError`, and :class:`TemporalUnavailableError`.
     """
-    request = start_request(agent_type, user_id, policy=policy, idempotency_key=idempotency_key)
+    request = start_request(
+        agent_type, user_id, policy=policy, idempotency_key=idempotency_key, on_busy=on_busy
+    )
     return await start_run(client, request, target=target)
 
 
 async def start_run(client: Client, request: StartRequest, *, target: RunTarget) -> str:
-    """Start a validated run; returns its run id.
+    """:func:`start_run_detailed`, its run id only."""
+    return (await start_run_detailed(client, request, target=target)).run_id
 
-    The slot's latest run is read first: if it is open, the answer is busy without trying to
-    start; if it closed, what it leaves (an attempt that may still be working, its fencing
-    tokens) is handed to the new run. The start itself is the atomic check.
+
+async def start_run_detailed(
+    client: Client, request: StartRequest, *, target: RunTarget
+) -> StartOutcome:
+    """Start a validated run on a free slot; if none is free, refuse or enqueue it.
+
+    With an ``idempotency_key``, a repeat of the same request returns the run the key first
+    started, open, queued or finished (while the namespace retains it); the same key with
+    another request raises :class:`IdempotencyKeyReusedError`.
     """
-    deadline = time.monotonic() + target.rpc_timeout.total_seconds()
+    scope = target.scope(agent_type=request.run_input.agent_type, user_id=request.run_input.user_id)
     with temporal_call():
         if request.idempotency_key is not None:
-            earlier = await _run_with_idempotency_key(client, target, request.idempotency_key)
+            earlier = await earlier_run(client, target, request.idempotency_key)
             if earlier is not None:
-                return await _same_request(earlier, request.idempotency_key, request.fingerprint)
+                if earlier.fingerprint != request.fingerprint:
+                    raise _key_reused(request.idempotency_key)
+                return StartOutcome(earlier.run_id, replayed=True)
+        try:
+            return StartOutcome(await take_a_slot(client, target, scope, request.run_input))
+        except AgentBusyError as busy:
+            same = _same_request_running(busy, request)
+            if same is not None:
+                return same
+            if request.on_busy == OnBusy.REJECT:
+                raise
+        [result] = await enqueue_runs(client, target, scope, [_enqueue_request(request)])
+        return _enqueued(result, request)
+
+
+async def take_a_slot(
+    client: Client, target: RunTarget, scope: Scope, run_input: AgentRunInput
+) -> str:
+    """Start the run on the first free slot (the lowest number first); its run id. Raises
+    :class:`AgentBusyError` naming the run on slot 0 when every slot is taken, or when runs wait
+    in the scope's queue (a start that will not wait never jumps it)."""
+    deadline = time.monotonic() + target.rpc_timeout.total_seconds()
+    busy: AgentBusyError | None = None
+    for slot in range(target.slots):
         while True:
             try:
-                return await _start_after_latest(client, target, request)
+                started = await start_on_slot(client, target, scope, slot, run_input)
+                break
+            except SlotBusyError as err:
+                busy = busy or err
+                started = None
+                break
             except RPCError as err:
                 # Many calls on one workflow id at once: the server asks us to back off. That is
                 # contention, not an outage; try again until the budget is spent.
@@ -119,102 +182,96 @@ async def start_run(client: Client, request: StartRequest, *, target: RunTarget)
                 if time.monotonic() > deadline:
                     raise AgentBusyError(None) from None
                 await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
+        if started is None:
+            continue
+        if started.after_unclean_close and await _runs_are_queued(client, target, scope):
+            # A terminated run left this slot free for the moment the queue needs to take it:
+            # the queue's head goes first. Undo our start (its agent has not begun: it waits
+            # for the terminated run's attempt) and say busy.
+            await client.get_workflow_handle(
+                scope.slot_id(slot), run_id=started.temporal_run_id
+            ).terminate("rejected: runs are waiting in the queue", rpc_timeout=target.rpc_timeout)
+            raise AgentBusyError(None)
+        return SlotRun(scope, slot, started.temporal_run_id).run_id
+    assert busy is not None
+    raise busy
 
 
-async def _start_after_latest(client: Client, target: RunTarget, request: StartRequest) -> str:
-    previous = await _latest(client, target)
-    memo = await previous.memo() if previous is not None else {}
-    if previous is not None and previous.status == WorkflowExecutionStatus.RUNNING:
-        if request.idempotency_key is not None and (
-            memo.get("idempotency_key") == request.idempotency_key
-        ):
-            # A concurrent request with the same key started the open run.
-            return await _same_request(previous, request.idempotency_key, request.fingerprint)
-        raise AgentBusyError(previous.run_id)
-    run_input = replace(request.run_input, handoff=handoff_after(previous, memo))
-    try:
-        handle = await client.start_workflow(
-            WORKFLOW_TYPE,
-            run_input,
-            id=target.workflow_id,
-            task_queue=target.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            memo=_memo(run_input, request),
-            search_attributes=_search_attributes(run_input, request.idempotency_key),
-            static_summary=run_summary(run_input.agent_type, run_input.user_id),
-            rpc_timeout=target.rpc_timeout,
-        )
-    except WorkflowAlreadyStartedError as err:
-        # Another start won the race between our read and our start: maybe one with our key.
-        if request.idempotency_key is not None and err.run_id:
-            holder = await run_handle(client, target, err.run_id).describe(
-                rpc_timeout=target.rpc_timeout
-            )
-            if (await holder.memo()).get("idempotency_key") == request.idempotency_key:
-                return await _same_request(holder, request.idempotency_key, request.fingerprint)
-        raise AgentBusyError(err.run_id) from None
-    assert handle.result_run_id is not None
-    return handle.result_run_id
-
-
-async def _latest(client: Client, target: RunTarget) -> WorkflowExecutionDescription | None:
-    try:
-        return await run_handle(client, target, None).describe(rpc_timeout=target.rpc_timeout)
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
-
-
-def _memo(run_input: AgentRunInput, request: StartRequest) -> dict[str, Any]:
-    """What reads of the run need without decoding its input, and what the next run on the
-    slot inherits (the bound it had to wait for)."""
-    handoff = run_input.handoff
-    memo: dict[str, Any] = {
-        "agent_type": run_input.agent_type,
-        "user_id": run_input.user_id,
-        "not_before": handoff.not_before.isoformat() if handoff and handoff.not_before else "",
-    }
-    if request.idempotency_key is not None:
-        memo |= {
-            "idempotency_key": request.idempotency_key,
-            "request_fingerprint": request.fingerprint,
-        }
-    return memo
-
-
-def _search_attributes(
-    run_input: AgentRunInput, idempotency_key: str | None
-) -> TypedSearchAttributes:
-    attributes = [
-        SearchAttributePair(search_attributes.AGENT_TYPE, run_input.agent_type),
-        SearchAttributePair(search_attributes.USER_ID, run_input.user_id),
-    ]
-    if idempotency_key is not None:
-        attributes.append(SearchAttributePair(search_attributes.IDEMPOTENCY_KEY, idempotency_key))
-    return TypedSearchAttributes(attributes)
-
-
-def _fingerprint(run_input: AgentRunInput) -> str:
-    return hashlib.sha256(f"{run_input.agent_type}\n{run_input.user_id}".encode()).hexdigest()
-
-
-async def _run_with_idempotency_key(
-    client: Client, target: RunTarget, key: str
-) -> WorkflowExecution | None:
-    query = (
-        f"WorkflowId = '{target.workflow_id}' AND "
-        f"{search_attributes.IDEMPOTENCY_KEY.name} = '{key}'"
+async def enqueue_runs(
+    client: Client, target: RunTarget, scope: Scope, requests: Sequence[EnqueueRequest]
+) -> list[EnqueueResult]:
+    """Put runs in the scope's queue (starting the queue workflow if it is not running) in one
+    call; the answers in the same order. Needs a worker: the queue answers from workflow code."""
+    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+        QUEUE_WORKFLOW_TYPE,
+        QueueInput(scope=scope),
+        id=scope.queue_id,
+        task_queue=target.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        static_summary=f"Queue of {scope.id}",
     )
-    async for execution in client.list_workflows(query, limit=1, rpc_timeout=target.rpc_timeout):
-        return execution
-    return None
-
-
-async def _same_request(execution: WorkflowExecution, key: str, fingerprint: str) -> str:
-    if (await execution.memo()).get("request_fingerprint") != fingerprint:
-        raise IdempotencyKeyReusedError(
-            f"Idempotency-Key {key!r} was already used with a different request"
+    try:
+        results: list[EnqueueResult] = await client.execute_update_with_start_workflow(
+            ENQUEUE_UPDATE,
+            list(requests),
+            start_workflow_operation=start,
+            result_type=list[EnqueueResult],
+            rpc_timeout=max(target.rpc_timeout, QUEUE_ANSWER_TIMEOUT),
         )
-    return execution.run_id
+    except RPCError as err:
+        if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            raise TemporalUnavailableError(
+                "the queue did not answer in time: is a worker running?"
+            ) from err
+        raise
+    return results
+
+
+def _enqueue_request(request: StartRequest) -> EnqueueRequest:
+    run_input = request.run_input
+    key = request.idempotency_key
+    return EnqueueRequest(
+        # A repeat with the same Idempotency-Key gets the same answer from the queue.
+        request_id=f"key:{key}" if key else f"request:{uuid.uuid4()}",
+        agent_type=run_input.agent_type,
+        user_id=run_input.user_id,
+        policy=run_input.policy,
+        idempotency_key=key,
+        request_fingerprint=run_input.request_fingerprint,
+    )
+
+
+def _enqueued(result: EnqueueResult, request: StartRequest) -> StartOutcome:
+    if result.refused == "full":
+        raise QueueFullError()
+    if result.refused == "key reused" and request.idempotency_key:
+        raise _key_reused(request.idempotency_key)
+    if result.refused or result.run_id is None:
+        raise ValueError(f"the queue refused the run: {result.refused}")
+    return StartOutcome(result.run_id, result.queue_position)
+
+
+async def _runs_are_queued(client: Client, target: RunTarget, scope: Scope) -> bool:
+    queue = await latest(client, scope.queue_id, target)
+    if queue is None or queue.status is None or queue.status.name != "RUNNING":
+        return False
+    return (queue.typed_search_attributes.get(search_attributes.QUEUE_DEPTH) or 0) > 0
+
+
+def _same_request_running(busy: AgentBusyError, request: StartRequest) -> StartOutcome | None:
+    """A concurrent request with the same key may have started the run holding the slot."""
+    key = request.idempotency_key
+    if not isinstance(busy, SlotBusyError) or key is None or busy.running_run_id is None:
+        return None
+    if busy.memo.get("idempotency_key") != key:
+        return None
+    if busy.memo.get("request_fingerprint") != request.fingerprint:
+        raise _key_reused(key)
+    return StartOutcome(busy.running_run_id, replayed=True)
+
+
+def _key_reused(key: str) -> IdempotencyKeyReusedError:
+    return IdempotencyKeyReusedError(
+        f"Idempotency-Key {key!r} was already used with a different request"
+    )

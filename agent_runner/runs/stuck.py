@@ -21,6 +21,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner.locations import parse_workflow_id
 from agent_runner.runs.types import RunTarget
 from agent_runner.validation import quoted, shortened
 
@@ -116,11 +117,13 @@ async def _has_pollers(client: Client, queue: str, target: RunTarget) -> bool:
 async def watch(client: Client, target: RunTarget, *, stuck_after: timedelta) -> None:
     """Look over the singleton's open runs every quarter of ``stuck_after`` and end those that
     are stuck; runs until cancelled. Every worker runs one: ending a run twice is harmless."""
-    query = f"WorkflowId = '{target.workflow_id}' AND ExecutionStatus = 'Running'"
+    query = f"WorkflowId STARTS_WITH '{target.workflow_id}' AND ExecutionStatus = 'Running'"
     while True:
         await asyncio.sleep(max(1.0, stuck_after.total_seconds() / 4))
         try:
             async for execution in client.list_workflows(query, rpc_timeout=target.rpc_timeout):
+                if parse_workflow_id(target.workflow_id, execution.id) is None:
+                    continue  # another deployment's id that shares our prefix
                 handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
                 description = await handle.describe(rpc_timeout=target.rpc_timeout)
                 await end_if_stuck(client, description, target, stuck_after=stuck_after)

@@ -7,15 +7,24 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from agent_runner.locations import Scope, ScopeKind, scope_for
+
 
 @dataclass(frozen=True)
 class RunTarget:
-    """Where the singleton lives: the fixed workflow id and the workers' task queue, and how long
+    """Where runs live and how many at once: the base workflow id, the workers' task queue, the
+    scopes (one set of ``slots`` and one queue of at most ``queue_max`` per scope), and how long
     one call to Temporal may take. Build it with ``Settings.run_target()``."""
 
     workflow_id: str
     task_queue: str
     rpc_timeout: timedelta
+    scope_kind: ScopeKind = ScopeKind.GLOBAL
+    slots: int = 1
+    queue_max: int = 1000
+
+    def scope(self, *, agent_type: str, user_id: str) -> Scope:
+        return scope_for(self.workflow_id, self.scope_kind, agent_type=agent_type, user_id=user_id)
 
 
 class RunState(StrEnum):
@@ -36,6 +45,11 @@ class RunStatus:
     attempt: int
     started_at: datetime | None
     finished_at: datetime | None
+    # Waiting in a queue: 1 is next. None once started (or when it never waited).
+    queue_position: int | None = None
+    # The Temporal execution that holds the run: its workflow id and run id.
+    workflow_id: str | None = None
+    temporal_run_id: str | None = None
 
     @property
     def is_final(self) -> bool:

@@ -1,0 +1,294 @@
+"""A run's status, wherever it is: queued, holding a slot, or finished.
+
+Every read goes to the Temporal server (``describe`` and a run's close event), from the
+location the run id names (:mod:`agent_runner.locations`), so it works from any replica and
+with no worker running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowHistoryEventFilterType,
+)
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from agent_runner.locations import QueuedRun, RunRef, SlotRun, parse_run_id, parse_workflow_id
+from agent_runner.models import AgentRunResult, FailureDetails
+from agent_runner.runs.errors import NOT_FOUND, RunNotFoundError, temporal_call
+from agent_runner.runs.types import RunState, RunStatus, RunTarget
+
+# The error of a run that was cancelled, however it was stopped.
+CANCELLED = "cancelled"
+# Events of a run whose agent activity was never scheduled: started, workflow task scheduled,
+# started, completed. A longer history with no pending activity means the agent has finished
+# and the workflow is completing, unless the run waits for the previous agent on its slot to
+# stop (its memo says until when).
+_EVENTS_BEFORE_AGENT = 4
+# Queue executions a queued run may have been carried through (continue-as-new) to follow.
+_MAX_QUEUE_HOPS = 50
+
+
+def locate(target: RunTarget, run_id: str) -> RunRef:
+    """Where the run lives; :class:`RunNotFoundError` for an id this service never gave out."""
+    ref = parse_run_id(target.workflow_id, run_id)
+    if ref is None:
+        raise RunNotFoundError(run_id)
+    return ref
+
+
+async def get_run_status(client: Client, run_id: str, *, target: RunTarget) -> RunStatus:
+    """Read a run's state from the server; works with no worker running."""
+    ref = locate(target, run_id)
+    with temporal_call():
+        if isinstance(ref, SlotRun):
+            return await slot_run_status(client, target, ref.workflow_id, ref.temporal_run_id)
+        return await _queued_run_status(client, target, ref)
+
+
+async def slot_run_status(
+    client: Client, target: RunTarget, workflow_id: str, temporal_run_id: str | None
+) -> RunStatus:
+    """The status of the run a slot execution holds (``None``: the slot's latest)."""
+    handle = client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
+    description = await describe(handle, target)
+    return await status_of(client, target, description)
+
+
+async def status_of(
+    client: Client, target: RunTarget, description: WorkflowExecutionDescription
+) -> RunStatus:
+    memo = await description.memo()
+    base = RunStatus(
+        run_id=_client_run_id(target, description, memo),
+        agent_type=memo.get("agent_type"),
+        user_id=memo.get("user_id"),
+        state=RunState.PENDING,
+        result=None,
+        error=None,
+        attempt=0,
+        started_at=description.start_time,
+        finished_at=description.close_time,
+        workflow_id=description.id,
+        temporal_run_id=description.run_id,
+    )
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return _open_run_status(description, base, waiting=bool(memo.get("waiting_until")))
+    if description.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+        return _handed_over_status(base, memo.get("outcome"))
+    handle = client.get_workflow_handle(description.id, run_id=description.run_id)
+    event = await close_event(handle, wait=False, target=target)
+    return await closed_run_status(client, base, event)
+
+
+async def describe(
+    handle: WorkflowHandle[Any, Any], target: RunTarget
+) -> WorkflowExecutionDescription:
+    try:
+        return await handle.describe(rpc_timeout=target.rpc_timeout)
+    except RPCError as err:
+        if err.status in NOT_FOUND:
+            raise RunNotFoundError(handle.run_id) from None
+        raise
+
+
+async def close_event(
+    handle: WorkflowHandle[Any, Any], *, wait: bool, target: RunTarget, rpc_timeout: Any = None
+) -> HistoryEvent:
+    """The run's close event: one RPC that carries its outcome and when it happened; with
+    ``wait``, the server holds the call until the run closes (a long poll)."""
+    async for event in handle.fetch_history_events(
+        wait_new_event=wait,
+        event_filter_type=WorkflowHistoryEventFilterType.CLOSE_EVENT,
+        rpc_timeout=rpc_timeout or target.rpc_timeout,
+    ):
+        return event
+    raise RunNotFoundError(handle.run_id)
+
+
+async def closed_run_status(client: Client, base: RunStatus, event: HistoryEvent) -> RunStatus:
+    closed = replace(base, finished_at=event.event_time.ToDatetime(tzinfo=UTC))
+    if event.HasField("workflow_execution_completed_event_attributes"):
+        [output] = await client.data_converter.decode_wrapper(
+            event.workflow_execution_completed_event_attributes.result, [AgentRunResult]
+        )
+        return replace(closed, state=RunState.DONE, result=output.result, attempt=output.attempt)
+    reason, attempt = "closed", 0
+    if event.HasField("workflow_execution_failed_event_attributes"):
+        cause = await client.data_converter.decode_failure(
+            event.workflow_execution_failed_event_attributes.failure
+        )
+        reason, attempt = _failure_reason_and_attempt(cause)
+    elif event.HasField("workflow_execution_canceled_event_attributes"):
+        reason = CANCELLED
+    elif event.HasField("workflow_execution_terminated_event_attributes"):
+        terminated = event.workflow_execution_terminated_event_attributes.reason
+        reason = CANCELLED if terminated == CANCELLED else f"terminated: {terminated}"
+    elif event.HasField("workflow_execution_timed_out_event_attributes"):
+        reason = "timed out"
+    return replace(closed, state=RunState.ERROR, error=reason, attempt=attempt)
+
+
+async def get_current_run(client: Client, *, target: RunTarget) -> RunStatus | None:
+    """The oldest open run of the deployment, if any."""
+    with temporal_call():
+        if target.slots == 1 and target.scope_kind.value == "global":
+            try:
+                status = await slot_run_status(client, target, target.workflow_id, None)
+            except RunNotFoundError:
+                return None
+            return None if status.is_final else status
+        query = (
+            f"WorkflowType = 'AgentRunWorkflow' AND ExecutionStatus = 'Running' AND "
+            f"WorkflowId STARTS_WITH '{target.workflow_id}'"
+        )
+        oldest = None
+        async for execution in client.list_workflows(query, rpc_timeout=target.rpc_timeout):
+            if oldest is None or (execution.start_time < oldest.start_time):
+                oldest = execution
+        if oldest is None:
+            return None
+        return await slot_run_status(client, target, oldest.id, oldest.run_id)
+
+
+async def _queued_run_status(client: Client, target: RunTarget, ref: QueuedRun) -> RunStatus:
+    """Follow the run through the queue executions that carried it to where it is now."""
+    queue_run_id: str | None = ref.queue_run_id
+    for _ in range(_MAX_QUEUE_HOPS):
+        handle = client.get_workflow_handle(ref.workflow_id, run_id=queue_run_id)
+        description = await describe(handle, target)
+        memo = await description.memo()
+        where = memo.get(f"r:{ref.run_id}")
+        if not isinstance(where, dict):
+            raise RunNotFoundError(ref.run_id)
+        state = where.get("state")
+        if state == "queued" and description.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+            event = await close_event(handle, wait=False, target=target)
+            queue_run_id = (
+                event.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            )
+            continue
+        return await _where_queued_run_is(client, target, ref, description, memo, where)
+    raise RunNotFoundError(ref.run_id)
+
+
+async def _where_queued_run_is(
+    client: Client,
+    target: RunTarget,
+    ref: QueuedRun,
+    queue: WorkflowExecutionDescription,
+    memo: Mapping[str, Any],
+    where: Mapping[str, Any],
+) -> RunStatus:
+    state = where.get("state")
+    slot = where.get("slot")
+    if state == "started" and isinstance(slot, int):
+        return await slot_run_status(
+            client, target, ref.scope.slot_id(slot), where.get("temporal_run_id")
+        )
+    if state == "claimed" and isinstance(slot, int):
+        # The run that claimed it is handing over its slot: it runs there soon, or already.
+        current = await slot_run_status(client, target, ref.scope.slot_id(slot), None)
+        if current.run_id == ref.run_id:
+            return current
+    base = RunStatus(
+        run_id=ref.run_id,
+        agent_type=where.get("agent_type"),
+        user_id=where.get("user_id"),
+        state=RunState.PENDING,
+        result=None,
+        error=None,
+        attempt=0,
+        started_at=_time(where.get("enqueued_at")),
+        finished_at=None,
+        workflow_id=queue.id,
+        temporal_run_id=queue.run_id,
+    )
+    if state == "cancelled":
+        return replace(base, state=RunState.ERROR, error=CANCELLED, finished_at=_time(where["at"]))
+    if queue.status != WorkflowExecutionStatus.RUNNING and state == "queued":
+        return replace(
+            base, state=RunState.ERROR, error="the queue it waited in was stopped (terminated)"
+        )
+    return replace(base, queue_position=_position(ref, memo) if state == "queued" else None)
+
+
+def _position(ref: QueuedRun, memo: Mapping[str, Any]) -> int:
+    """1 + how many runs still queued were accepted before this one."""
+    ahead = 0
+    for key, value in memo.items():
+        if key.startswith("r:") and isinstance(value, dict) and value.get("state") == "queued":
+            other = parse_run_id(ref.scope.base, key[2:])
+            if isinstance(other, QueuedRun) and other.number < ref.number:
+                ahead += 1
+    return ahead + 1
+
+
+def _client_run_id(
+    target: RunTarget, description: WorkflowExecutionDescription, memo: Mapping[str, Any]
+) -> str:
+    if isinstance(memo.get("queued_id"), str):
+        queued: str = memo["queued_id"]
+        return queued
+    where = parse_workflow_id(target.workflow_id, description.id)
+    if where is None or where[1] is None:
+        return description.run_id
+    return SlotRun(where[0], where[1], description.run_id).run_id
+
+
+def _handed_over_status(base: RunStatus, outcome: object) -> RunStatus:
+    """A run that handed its slot to a queued run: its memo says how it ended."""
+    if not isinstance(outcome, dict):
+        return replace(base, state=RunState.ERROR, error="closed")
+    done = outcome.get("state") == "DONE"
+    return replace(
+        base,
+        state=RunState.DONE if done else RunState.ERROR,
+        result=outcome.get("result") if done else None,
+        error=None if done else str(outcome.get("error") or "failed"),
+        attempt=int(outcome.get("attempt") or 0),
+    )
+
+
+def _open_run_status(
+    description: WorkflowExecutionDescription, base: RunStatus, *, waiting: bool
+) -> RunStatus:
+    """PENDING until an attempt of the agent has started; RUNNING from then on, through its
+    retries and the moment between the agent's end and the run's close."""
+    pending = description.raw_description.pending_activities
+    if pending:
+        activity = pending[0]
+        has_run = (
+            activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            or activity.attempt > 1
+        )
+        return replace(
+            base,
+            state=RunState.RUNNING if has_run else RunState.PENDING,
+            attempt=activity.attempt if has_run else 0,
+        )
+    if description.history_length > _EVENTS_BEFORE_AGENT and not waiting:
+        return replace(base, state=RunState.RUNNING)
+    return base
+
+
+def _failure_reason_and_attempt(cause: BaseException) -> tuple[str, int]:
+    if isinstance(cause, ApplicationError):
+        details = FailureDetails.from_details(cause.details)
+        return cause.message, details.attempt if details else 0
+    return str(cause), 0
+
+
+def _time(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None

@@ -1,0 +1,349 @@
+"""AgentQueueWorkflow: the queue of one scope, FIFO, durable, and never the thing that bounds
+how many agents work. The slots do that (fixed workflow ids, :mod:`agent_runner.runs.slots`);
+the queue only decides who gets a slot next, so a bug here can delay a run, never add one.
+
+While runs wait, every slot of the scope is either handed to the queue's head or its run holds
+an *offer*: when that run ends, it claims the next queued run from here and continues as it
+(continue-as-new keeps the slot's workflow id open throughout, so no start can slip in between).
+A slot whose run closed without claiming (terminated, timed out) is seen by a watcher and given
+to the head at once; the new run's agent still waits for the closed run's attempt to stop.
+
+The workflow runs while runs wait (or a claimed run has not yet been seen in its slot), and
+continues as new when its history grows long, carrying the queue. Its memo says where every run
+it accepted is (``r:<run id>``), which is how status reads find queued runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from activities.queue_ops import SlotClosed, SlotState, SlotVisit, WatchSlot
+    from agent_runner import search_attributes
+    from agent_runner.locations import QueuedRun
+    from agent_runner.queue_types import (
+        CANCEL_UPDATE,
+        CLAIM_UPDATE,
+        ENQUEUE_UPDATE,
+        QUEUE_WORKFLOW_TYPE,
+        Answer,
+        Claim,
+        Claimed,
+        ClaimResult,
+        EnqueueRequest,
+        EnqueueResult,
+        QueueConfig,
+        QueueEntry,
+        QueueInput,
+        QueueState,
+    )
+    from agent_runner.validation import InvalidRunInputError, parse_run_input
+
+_QUICK_TIMEOUT = timedelta(seconds=10)
+_QUICK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=2))
+# Idempotency keys whose first answer is kept, for repeats (the most recent ones).
+_KEYS_KEPT = 1000
+_SHOWN_IN_DETAILS = 20
+
+
+@workflow.defn(name=QUEUE_WORKFLOW_TYPE)
+class AgentQueueWorkflow:
+    @workflow.init
+    def __init__(self, queue_input: QueueInput) -> None:
+        self._scope = queue_input.scope
+        self._state = queue_input.state or QueueState()
+        self._ready = queue_input.state is not None
+        self._dispatching = asyncio.Lock()
+        # What this execution has seen of the slots: the open run of each, and which runs hold
+        # an offer. Not carried across continue-as-new: the next execution looks again.
+        self._slots: dict[int, str] = {}
+        self._offered: set[str] = set()
+        self._watchers: dict[int, asyncio.Task[None]] = {}
+        self._dirty = True
+        self._memo: dict[str, Any] = {}
+        self._wait_seconds = workflow.metric_meter().create_histogram_float(
+            "agent_runner_queue_wait_seconds", "Time runs spent in a queue before starting.", "s"
+        )
+
+    @workflow.run
+    async def run(self, queue_input: QueueInput) -> None:
+        if not self._ready:
+            self._state.config = await workflow.execute_local_activity(
+                "queue_config",
+                result_type=QueueConfig,
+                start_to_close_timeout=_QUICK_TIMEOUT,
+                retry_policy=_QUICK_RETRY,
+            )
+            self._ready = True
+        for entry in self._state.queue:
+            self._record(entry.run_id, _queued(entry))
+        for run_id, claimed in self._state.claimed.items():
+            self._record(run_id, {"state": "claimed", "slot": claimed.slot})
+        while True:
+            await workflow.wait_condition(
+                lambda: self._dirty or self._done() or self._should_continue()
+            )
+            if self._dirty:
+                self._dirty = False
+                await self._dispatch()
+                continue
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if self._dirty:
+                continue
+            await self._stop_watching()
+            self._publish()
+            if not self._done():
+                workflow.continue_as_new(QueueInput(self._scope, self._state))
+            return
+
+    # --- handlers -------------------------------------------------------------------------
+
+    @workflow.update(name=ENQUEUE_UPDATE)
+    async def enqueue(self, requests: list[EnqueueRequest]) -> list[EnqueueResult]:
+        await workflow.wait_condition(lambda: self._ready)
+        answers: list[EnqueueResult | QueueEntry] = [self._accept(req) for req in requests]
+        self._dirty = True
+        await self._dispatch()
+        results = [self._answer(answer) for answer in answers]
+        for request, result in zip(requests, results, strict=True):
+            if request.idempotency_key and result.run_id:
+                self._remember(request, result)
+        return results
+
+    @workflow.update(name=CLAIM_UPDATE)
+    async def claim(self, claim: Claim) -> ClaimResult:
+        """A slot's run is ending and holds an offer: give it the queue's head."""
+        await workflow.wait_condition(lambda: self._ready)
+        for claimed in self._state.claimed.values():
+            if claimed.claimant_run_id == claim.claimant_run_id:  # a repeated claim
+                return ClaimResult(claimed.entry, more=claimed.entry.run_input.offered)
+        self._offered.discard(claim.claimant_run_id)
+        self._slots[claim.slot] = claim.claimant_run_id
+        self._watch(claim.slot)
+        if not self._state.queue:
+            return ClaimResult()
+        head = self._state.queue.pop(0)
+        more = bool(self._state.queue)
+        entry = replace(head, run_input=replace(head.run_input, offered=more))
+        self._state.claimed[entry.run_id] = Claimed(entry, claim.slot, claim.claimant_run_id)
+        self._record(entry.run_id, {"state": "claimed", "slot": claim.slot})
+        self._publish()
+        return ClaimResult(entry, more)
+
+    @workflow.update(name=CANCEL_UPDATE)
+    def cancel_queued(self, run_id: str) -> bool:
+        """Take a run out of the queue before it started; False if it is not waiting here."""
+        for index, entry in enumerate(self._state.queue):
+            if entry.run_id == run_id:
+                del self._state.queue[index]
+                self._record(run_id, {"state": "cancelled", "at": workflow.now().isoformat()})
+                self._publish()
+                return True
+        return False
+
+    # --- the queue --------------------------------------------------------------------------
+
+    def _accept(self, request: EnqueueRequest) -> EnqueueResult | QueueEntry:
+        earlier = self._state.answered.get(request.request_id)
+        if earlier is not None:
+            if earlier.fingerprint != request.request_fingerprint:
+                return EnqueueResult(request.request_id, refused="key reused")
+            return self._current(earlier.result)
+        config = self._state.config
+        try:
+            run_input = parse_run_input(
+                {
+                    "agent_type": request.agent_type,
+                    "user_id": request.user_id,
+                    "policy": request.policy or config.default_policy,
+                }
+            )
+        except InvalidRunInputError as err:
+            return EnqueueResult(request.request_id, refused=str(err))
+        if len(self._state.queue) >= config.queue_max:
+            return EnqueueResult(request.request_id, refused="full")
+        run_id = QueuedRun(self._scope, workflow.info().run_id, self._state.next_number).run_id
+        self._state.next_number += 1
+        entry = QueueEntry(
+            run_id=run_id,
+            request_id=request.request_id,
+            run_input=replace(
+                run_input,
+                queued_id=run_id,
+                idempotency_key=request.idempotency_key,
+                request_fingerprint=request.request_fingerprint,
+            ),
+            enqueued_at=workflow.now(),
+        )
+        self._state.queue.append(entry)
+        self._record(run_id, _queued(entry))
+        return entry
+
+    def _answer(self, answer: EnqueueResult | QueueEntry) -> EnqueueResult:
+        if isinstance(answer, EnqueueResult):
+            return answer
+        return self._current(
+            EnqueueResult(answer.request_id, run_id=answer.run_id, workflow_id=self._scope.queue_id)
+        )
+
+    def _current(self, result: EnqueueResult) -> EnqueueResult:
+        """An earlier answer, with the run's place in the queue as it is now."""
+        position = next(
+            (i for i, entry in enumerate(self._state.queue, 1) if entry.run_id == result.run_id),
+            None,
+        )
+        return replace(result, queue_position=position)
+
+    def _remember(self, request: EnqueueRequest, result: EnqueueResult) -> None:
+        answered = self._state.answered
+        answered.setdefault(request.request_id, Answer(result, request.request_fingerprint))
+        while len(answered) > _KEYS_KEPT:
+            del answered[next(iter(answered))]
+
+    def _done(self) -> bool:
+        return not self._state.queue and not self._state.claimed and not self._dirty
+
+    def _should_continue(self) -> bool:
+        return workflow.info().is_continue_as_new_suggested()
+
+    # --- the slots --------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        """While runs wait: every slot either runs the head, or its run holds an offer."""
+        async with self._dispatching:
+            for slot in range(self._state.config.slots):
+                if not self._state.queue:
+                    break
+                run = self._slots.get(slot)
+                if run is not None and run in self._offered:
+                    continue
+                head = self._state.queue[0]
+                entry = replace(
+                    head, run_input=replace(head.run_input, offered=len(self._state.queue) > 1)
+                )
+                outcome: SlotState = await workflow.execute_local_activity(
+                    "secure_slot",
+                    SlotVisit(self._scope, slot, entry),
+                    result_type=SlotState,
+                    start_to_close_timeout=_QUICK_TIMEOUT,
+                    retry_policy=_QUICK_RETRY,
+                )
+                if outcome.run_id is None:
+                    continue
+                self._slots[slot] = outcome.run_id
+                if outcome.placed:
+                    self._state.queue.remove(head)
+                    self._started(entry, slot, outcome.run_id)
+                    if entry.run_input.offered:
+                        self._offered.add(outcome.run_id)
+                else:
+                    self._offered.add(outcome.run_id)
+                self._watch(slot)
+            self._publish()
+
+    def _watch(self, slot: int) -> None:
+        watcher = self._watchers.get(slot)
+        if watcher is None or watcher.done():
+            self._watchers[slot] = asyncio.create_task(self._watch_slot(slot))
+
+    async def _watch_slot(self, slot: int) -> None:
+        while (run := self._slots.get(slot)) is not None and self._needs_watching(slot):
+            closed: SlotClosed = await workflow.execute_activity(
+                "watch_slot",
+                WatchSlot(self._scope.slot_id(slot), run),
+                result_type=SlotClosed,
+                start_to_close_timeout=timedelta(days=365),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+            )
+            self._closed(slot, run, closed)
+
+    def _needs_watching(self, slot: int) -> bool:
+        return bool(self._state.queue) or any(
+            claimed.slot == slot for claimed in self._state.claimed.values()
+        )
+
+    def _closed(self, slot: int, run: str, closed: SlotClosed) -> None:
+        """The slot's run ``run`` closed: follow it to the run it continued as, or free the slot
+        (and put a run it had claimed but never became back at the head)."""
+        self._offered.discard(run)
+        if self._slots.get(slot) == run:
+            del self._slots[slot]
+        for run_id, claimed in list(self._state.claimed.items()):
+            if claimed.claimant_run_id != run:
+                continue
+            entry = claimed.entry
+            del self._state.claimed[run_id]
+            if closed.continued_as:
+                self._slots[slot] = closed.continued_as
+                self._started(entry, slot, closed.continued_as)
+                if entry.run_input.offered:
+                    self._offered.add(closed.continued_as)
+            else:
+                self._state.queue.insert(0, entry)
+                self._record(run_id, _queued(entry))
+        self._dirty = True
+
+    async def _stop_watching(self) -> None:
+        for watcher in self._watchers.values():
+            watcher.cancel()
+        for watcher in self._watchers.values():
+            with contextlib.suppress(asyncio.CancelledError, BaseException):
+                await watcher
+        self._watchers.clear()
+
+    # --- what others see --------------------------------------------------------------------
+
+    def _started(self, entry: QueueEntry, slot: int, temporal_run_id: str) -> None:
+        self._record(
+            entry.run_id,
+            {
+                "state": "started",
+                "slot": slot,
+                "temporal_run_id": temporal_run_id,
+                "started_at": workflow.now().isoformat(),
+            },
+        )
+        waited = (workflow.now() - entry.enqueued_at).total_seconds()
+        self._wait_seconds.record(waited, {"scope_kind": self._scope.kind.value})
+
+    def _record(self, run_id: str, where: dict[str, Any]) -> None:
+        self._memo[f"r:{run_id}"] = where
+
+    def _publish(self) -> None:
+        """Memo (where each run is), the depth search attribute and the Web UI's details."""
+        if self._memo:
+            workflow.upsert_memo(self._memo)
+            self._memo = {}
+        workflow.upsert_search_attributes(
+            [search_attributes.QUEUE_DEPTH.value_set(len(self._state.queue))]
+        )
+        waiting = self._state.queue[:_SHOWN_IN_DETAILS]
+        lines = [
+            f"{i}. {entry.run_input.agent_type} for {entry.run_input.user_id} "
+            f"(`{entry.run_id}`, since {entry.enqueued_at:%H:%M:%S} UTC)"
+            for i, entry in enumerate(waiting, 1)
+        ]
+        more = len(self._state.queue) - len(waiting)
+        workflow.set_current_details(
+            f"**{len(self._state.queue)} runs waiting** for the "
+            f"{self._state.config.slots} slot(s) of `{self._scope.id}`"
+            + ("\n\n" + "\n".join(lines) if lines else "")
+            + (f"\n\n... and {more} more" if more > 0 else "")
+        )
+
+
+def _queued(entry: QueueEntry) -> dict[str, Any]:
+    return {
+        "state": "queued",
+        "agent_type": entry.run_input.agent_type,
+        "user_id": entry.run_input.user_id,
+        "enqueued_at": entry.enqueued_at.isoformat(),
+    }
