@@ -44,7 +44,9 @@ class AgentActivities:
     async def run_agent(self, task: AgentTask) -> AgentOutput:
         info = activity.info()
         bind_run_context(
-            agent_type=task.agent_type, user_id=task.user_id, run_id=info.workflow_run_id
+            agent_type=task.agent_type,
+            user_id=task.user_id,
+            run_id=task.run_id or info.workflow_run_id,
         )
         token = fencing_token(task.fence_base, info.attempt)
         log = logger.bind(attempt=info.attempt, fencing_token=token)

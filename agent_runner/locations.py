@@ -96,9 +96,13 @@ class SlotRun:
         return self.scope.slot_id(self.slot)
 
     @property
+    def location(self) -> str:
+        """The run id's part after ``~``: empty for the global scope's slot 0."""
+        return self.scope.code + (f"_{self.slot}" if self.slot else "")
+
+    @property
     def run_id(self) -> str:
-        location = self.scope.code + (f"_{self.slot}" if self.slot else "")
-        return f"{self.temporal_run_id}~{location}" if location else self.temporal_run_id
+        return client_run_id(self.temporal_run_id, self.location)
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,12 @@ class QueuedRun:
 
 
 RunRef = SlotRun | QueuedRun
+
+
+def client_run_id(temporal_run_id: str, location: str) -> str:
+    """The run id clients know for a run that holds a slot at ``location`` (see
+    :attr:`SlotRun.location`)."""
+    return f"{temporal_run_id}~{location}" if location else temporal_run_id
 
 
 def parse_run_id(base: str, run_id: str) -> RunRef | None:

@@ -94,6 +94,9 @@ class AgentRunInput:
     user_id: str
     policy: RunPolicy = RunPolicy()
     handoff: Handoff | None = None
+    # Where the run's slot is, as its run id says it (agent_runner.locations): "" for the global
+    # scope's slot 0, which is also what a start from another system gets.
+    location: str = ""
     # Set when the run waited in a queue: the run id its client knows, and the request's
     # Idempotency-Key (with the request's fingerprint) so a retry finds it.
     queued_id: str | None = None
@@ -120,6 +123,8 @@ class AgentTask:
 
     agent_type: str
     user_id: str
+    # The run id its client knows (log lines carry it).
+    run_id: str | None = None
     # Fencing tokens of this run are fence_base + attempt; 0 from a worker of an older version.
     fence_base: int = 0
     # The agent's own time limit per attempt, enforced by the activity itself.

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from agent_runner import search_attributes
 from agent_runner.logs import HANDLER_NAME, configure_logging
 from agent_runner.settings import Settings
-from devtools.processes import temporal_cli
+from devtools.processes import DYNAMIC_CONFIG, temporal_cli
 from tests import measured
 from tests.helpers import ListHandler, LoggedProcess, app_client, make_settings
 
@@ -28,6 +28,12 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(temporal_cli()),
         search_attributes=list(search_attributes.ALL),
         dev_server_log_level="error",
+        # Queues continue as new after a few hundred events instead of thousands, so a test
+        # sees it happen.
+        dev_server_extra_args=[
+            *(f"--dynamic-config-value={key}={value}" for key, value in DYNAMIC_CONFIG.items()),
+            "--dynamic-config-value=limit.historyCount.suggestContinueAsNew=150",
+        ],
     )
     async with env:
         yield env

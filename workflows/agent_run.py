@@ -23,7 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from activities.queue_ops import ClaimNext
     from agent_runner import lease
-    from agent_runner.locations import queue_id_of, slot_of
+    from agent_runner.locations import client_run_id, queue_id_of, slot_of
     from agent_runner.models import (
         ACTIVITY_NAME,
         PREDECESSOR_STOPPED_SIGNAL,
@@ -172,6 +172,7 @@ class AgentRunWorkflow:
                 AgentTask(
                     agent_type=run_input.agent_type,
                     user_id=run_input.user_id,
+                    run_id=_client_run_id(run_input),
                     fence_base=fence_base,
                     timeout_seconds=policy.timeout_seconds,
                 ),
@@ -262,6 +263,10 @@ def _decoded(raw: RawValue) -> object:
         return workflow.payload_converter().from_payload(raw.payload)
     except Exception:
         return None
+
+
+def _client_run_id(run_input: AgentRunInput) -> str:
+    return run_input.queued_id or client_run_id(workflow.info().run_id, run_input.location)
 
 
 def _log_keys() -> dict[str, Any]:

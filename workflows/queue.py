@@ -48,8 +48,9 @@ with workflow.unsafe.imports_passed_through():
 
 _QUICK_TIMEOUT = timedelta(seconds=10)
 _QUICK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=2))
-# Idempotency keys whose first answer is kept, for repeats (the most recent ones).
-_KEYS_KEPT = 1000
+# Requests whose first answer is kept, for repeats (the most recent ones): a call retried by
+# the client after this workflow continued as new, and requests with an Idempotency-Key.
+_ANSWERS_KEPT = 2000
 _SHOWN_IN_DETAILS = 20
 
 
@@ -82,10 +83,10 @@ class AgentQueueWorkflow:
                 retry_policy=_QUICK_RETRY,
             )
             self._ready = True
-        for entry in self._state.queue:
-            self._record(entry.run_id, _queued(entry))
-        for run_id, claimed in self._state.claimed.items():
-            self._record(run_id, {"state": "claimed", "slot": claimed.slot})
+        for claimed in self._state.claimed.values():
+            # Carried over: watch the claimant again to see it become the claimed run.
+            self._slots[claimed.slot] = claimed.claimant_run_id
+            self._watch(claimed.slot)
         while True:
             await workflow.wait_condition(
                 lambda: self._dirty or self._done() or self._should_continue()
@@ -95,13 +96,18 @@ class AgentQueueWorkflow:
                 await self._dispatch()
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
-            if self._dirty:
+            if not self._ending():
                 continue
             await self._stop_watching()
+            # Nothing may run between this check and the end: an update still running would
+            # be aborted (and its caller would try it on the next execution).
+            if not self._ending():
+                self._watch_again()
+                continue
             self._publish()
-            if not self._done():
-                workflow.continue_as_new(QueueInput(self._scope, self._state))
-            return
+            if self._done():
+                return
+            workflow.continue_as_new(QueueInput(self._scope, self._state), memo=self._carried())
 
     # --- handlers -------------------------------------------------------------------------
 
@@ -113,7 +119,7 @@ class AgentQueueWorkflow:
         await self._dispatch()
         results = [self._answer(answer) for answer in answers]
         for request, result in zip(requests, results, strict=True):
-            if request.idempotency_key and result.run_id:
+            if result.run_id:
                 self._remember(request, result)
         return results
 
@@ -204,8 +210,18 @@ class AgentQueueWorkflow:
     def _remember(self, request: EnqueueRequest, result: EnqueueResult) -> None:
         answered = self._state.answered
         answered.setdefault(request.request_id, Answer(result, request.request_fingerprint))
-        while len(answered) > _KEYS_KEPT:
+        while len(answered) > _ANSWERS_KEPT:
             del answered[next(iter(answered))]
+
+    def _ending(self) -> bool:
+        return workflow.all_handlers_finished() and (self._done() or self._should_continue())
+
+    def _carried(self) -> dict[str, Any]:
+        """The next execution's memo: where each run it carries is, from its first moment."""
+        memo = {f"r:{entry.run_id}": _queued(entry) for entry in self._state.queue}
+        for run_id, claimed in self._state.claimed.items():
+            memo[f"r:{run_id}"] = {"state": "claimed", "slot": claimed.slot}
+        return memo
 
     def _done(self) -> bool:
         return not self._state.queue and not self._state.claimed and not self._dirty
@@ -223,6 +239,7 @@ class AgentQueueWorkflow:
                     break
                 run = self._slots.get(slot)
                 if run is not None and run in self._offered:
+                    self._watch(slot)
                     continue
                 head = self._state.queue[0]
                 entry = replace(
@@ -290,6 +307,11 @@ class AgentQueueWorkflow:
                 self._state.queue.insert(0, entry)
                 self._record(run_id, _queued(entry))
         self._dirty = True
+
+    def _watch_again(self) -> None:
+        for slot in list(self._slots):
+            if self._needs_watching(slot):
+                self._watch(slot)
 
     async def _stop_watching(self) -> None:
         for watcher in self._watchers.values():

@@ -81,7 +81,11 @@ async def start_on_slot(
     memo = await previous.memo() if previous is not None else {}
     if previous is not None and previous.status == WorkflowExecutionStatus.RUNNING:
         raise _busy(scope, slot, previous.run_id, memo)
-    run_input = replace(run_input, handoff=handoff_after(previous, memo))
+    run_input = replace(
+        run_input,
+        handoff=handoff_after(previous, memo),
+        location=SlotRun(scope, slot, "").location,
+    )
     try:
         handle = await client.start_workflow(
             WORKFLOW_TYPE,

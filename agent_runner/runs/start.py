@@ -211,21 +211,41 @@ async def enqueue_runs(
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         static_summary=f"Queue of {scope.id}",
     )
-    try:
-        results: list[EnqueueResult] = await client.execute_update_with_start_workflow(
-            ENQUEUE_UPDATE,
-            list(requests),
-            start_workflow_operation=start,
-            result_type=list[EnqueueResult],
-            rpc_timeout=max(target.rpc_timeout, QUEUE_ANSWER_TIMEOUT),
-        )
-    except RPCError as err:
-        if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
-            raise TemporalUnavailableError(
-                "the queue did not answer in time: is a worker running?"
-            ) from err
-        raise
-    return results
+    budget = max(target.rpc_timeout, QUEUE_ANSWER_TIMEOUT)
+    deadline = time.monotonic() + budget.total_seconds()
+    while True:
+        try:
+            results: list[EnqueueResult] = await client.execute_update_with_start_workflow(
+                ENQUEUE_UPDATE,
+                list(requests),
+                start_workflow_operation=start,
+                result_type=list[EnqueueResult],
+                rpc_timeout=budget,
+            )
+            return results
+        except RPCError as err:
+            if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+                raise TemporalUnavailableError(
+                    "the queue did not answer in time: is a worker running?"
+                ) from err
+            # Too many updates in flight on the queue at once: back off and try again.
+            if err.status != RPCStatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
+        start = _fresh(start)
+
+
+def _fresh(start: WithStartWorkflowOperation[Any, Any]) -> WithStartWorkflowOperation[Any, Any]:
+    """A with-start operation is used once; the same one again for the next try."""
+    return WithStartWorkflowOperation(
+        QUEUE_WORKFLOW_TYPE,
+        *start._start_workflow_input.args,
+        id=start._start_workflow_input.id,
+        task_queue=start._start_workflow_input.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        static_summary=start._start_workflow_input.static_summary,
+    )
 
 
 def _enqueue_request(request: StartRequest) -> EnqueueRequest:

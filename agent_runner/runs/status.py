@@ -173,7 +173,8 @@ async def _queued_run_status(client: Client, target: RunTarget, ref: QueuedRun) 
         if not isinstance(where, dict):
             raise RunNotFoundError(ref.run_id)
         state = where.get("state")
-        if state == "queued" and description.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+        carried = state in ("queued", "claimed")
+        if carried and description.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
             event = await close_event(handle, wait=False, target=target)
             queue_run_id = (
                 event.workflow_execution_continued_as_new_event_attributes.new_execution_run_id

@@ -1,0 +1,299 @@
+"""The queue, N slots and scopes, through the Python API other services use, against the
+session's real Temporal server with a real worker in the test process (so its agents' log
+lines can be read)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from datetime import datetime
+from typing import Any
+
+import pytest
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
+
+from agent_runner.runs import (
+    AgentBusyError,
+    OnBusy,
+    QueueFullError,
+    RunState,
+    RunStatus,
+    cancel_run,
+    get_run_status,
+    start_request,
+    start_run_detailed,
+)
+from agent_runner.settings import Settings
+from devtools.processes import temporal_cli
+from tests.helpers import USER_ID, ListHandler, assert_eventually, in_process_worker, make_settings
+
+# Every run of these tests has this much to do.
+AGENT_SECONDS = 0.6
+END_EVENTS = ("agent_complete", "agent_error", "agent_cancelled", "agent_lease_lost")
+
+
+def queue_settings(temporal_address: str, **more: Any) -> Settings:
+    values: dict[str, Any] = {"agent_duration_seconds": AGENT_SECONDS, **more}
+    return make_settings(temporal_address, task_queue=f"queue-{uuid.uuid4()}", **values)
+
+
+async def start(
+    client: Client,
+    settings: Settings,
+    on_busy: OnBusy = OnBusy.ENQUEUE,
+    *,
+    user_id: str = USER_ID,
+    agent_type: str = "policy-checker",
+) -> tuple[str, int | None]:
+    request = start_request(agent_type, user_id, policy=settings.run_policy(), on_busy=on_busy)
+    outcome = await start_run_detailed(client, request, target=settings.run_target())
+    return outcome.run_id, outcome.queue_position
+
+
+async def status(client: Client, settings: Settings, run_id: str) -> RunStatus:
+    return await get_run_status(client, run_id, target=settings.run_target())
+
+
+async def all_final(client: Client, settings: Settings, run_ids: list[str]) -> list[RunStatus]:
+    async def check() -> list[RunStatus]:
+        statuses = [await status(client, settings, run_id) for run_id in run_ids]
+        assert all(s.is_final for s in statuses), [(s.run_id, s.state) for s in statuses]
+        return statuses
+
+    return await assert_eventually(check, timeout=60, interval=0.2)
+
+
+def spans(log_lines: ListHandler, run_ids: list[str]) -> list[tuple[datetime, datetime, str]]:
+    """(start, end, run) of every agent attempt of these runs, from the agents' log lines."""
+    started: dict[tuple[str, int], datetime] = {}
+    found = []
+    for line in log_lines.lines:
+        key = (line.get("run_id"), line.get("attempt"))
+        if line.get("event") == "agent_start":
+            started[key] = datetime.fromisoformat(line["timestamp"])
+        elif line.get("event") in END_EVENTS and key in started:
+            end = datetime.fromisoformat(line["timestamp"])
+            found.append((started.pop(key), end, str(line.get("run_id"))))
+    return sorted(found)
+
+
+def most_at_once(intervals: list[tuple[datetime, datetime, str]]) -> int:
+    events = sorted([(s, 1) for s, _, _ in intervals] + [(e, -1) for _, e, _ in intervals])
+    current = peak = 0
+    for _, change in events:
+        current += change
+        peak = max(peak, current)
+    return peak
+
+
+async def test_runs_wait_in_order_and_each_runs_exactly_once(
+    temporal_client: Client, temporal_address: str, log_lines: ListHandler
+) -> None:
+    settings = queue_settings(temporal_address)
+    async with in_process_worker(temporal_client, settings):
+        accepted = [await start(temporal_client, settings) for _ in range(5)]
+        finals = await all_final(temporal_client, settings, [run_id for run_id, _ in accepted])
+
+    assert [position for _, position in accepted] == [None, 1, 2, 3, 4]
+    assert [s.state for s in finals] == [RunState.DONE] * 5
+    started = [s.started_at for s in finals]
+    assert started == sorted(started), "runs started in the order they were accepted"
+    run_ids = [s.run_id for s in finals]
+    agent_starts = [line["run_id"] for line in log_lines.events("agent_start")]
+    assert sorted(agent_starts) == sorted(run_ids), "every run's agent ran exactly once"
+    assert most_at_once(spans(log_lines, run_ids)) == 1
+    assert all(s.queue_position is None for s in finals)
+    assert finals[1].temporal_run_id != finals[1].run_id
+    assert finals[1].workflow_id == settings.workflow_id
+
+
+async def test_a_queued_run_is_cancelled_at_once_and_those_behind_move_up(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    settings = queue_settings(temporal_address, agent_duration_seconds=3.0)
+    async with in_process_worker(temporal_client, settings):
+        [first, second, third] = [(await start(temporal_client, settings))[0] for _ in range(3)]
+        assert (await status(temporal_client, settings, third)).queue_position == 2
+
+        cancelled = await cancel_run(temporal_client, second, target=settings.run_target())
+
+        assert cancelled.state == RunState.ERROR
+        assert cancelled.error == "cancelled"
+        assert (await status(temporal_client, settings, third)).queue_position == 1
+        finals = await all_final(temporal_client, settings, [first, third])
+
+    assert [s.state for s in finals] == [RunState.DONE, RunState.DONE]
+    assert (await status(temporal_client, settings, second)).error == "cancelled"
+
+
+async def test_no_start_jumps_the_queue_even_between_two_runs(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    settings = queue_settings(temporal_address, agent_duration_seconds=0.3)
+    async with in_process_worker(temporal_client, settings):
+        queued = [(await start(temporal_client, settings))[0] for _ in range(4)]
+        jumped: list[str] = []
+        rejected = 0
+
+        async def queue_drained() -> bool:
+            last = await status(temporal_client, settings, queued[-1])
+            return last.queue_position is None and last.state != RunState.PENDING
+
+        while not await queue_drained():
+            try:
+                jumped.append((await start(temporal_client, settings, OnBusy.REJECT))[0])
+            except AgentBusyError:
+                rejected += 1
+        await all_final(temporal_client, settings, queued)
+
+    assert jumped == [], "a start that will not wait got a slot while runs were queued"
+    assert rejected > 10
+
+
+async def test_a_full_queue_refuses_more(temporal_client: Client, temporal_address: str) -> None:
+    settings = queue_settings(temporal_address, agent_duration_seconds=3.0, agent_queue_max=2)
+    async with in_process_worker(temporal_client, settings):
+        run_ids = [(await start(temporal_client, settings))[0] for _ in range(3)]
+        with pytest.raises(QueueFullError):
+            await start(temporal_client, settings)
+        for run_id in reversed(run_ids):
+            await cancel_run(temporal_client, run_id, target=settings.run_target())
+
+
+async def test_n_slots_run_n_agents_at_once_and_never_more(
+    temporal_client: Client, temporal_address: str, log_lines: ListHandler
+) -> None:
+    settings = queue_settings(temporal_address, agent_duration_seconds=1.5, agent_slots=2)
+    async with in_process_worker(temporal_client, settings):
+        accepted = [await start(temporal_client, settings) for _ in range(5)]
+        with pytest.raises(AgentBusyError):
+            await start(temporal_client, settings, OnBusy.REJECT)
+        finals = await all_final(temporal_client, settings, [run_id for run_id, _ in accepted])
+
+    assert [position for _, position in accepted] == [None, None, 1, 2, 3]
+    assert all(s.state == RunState.DONE for s in finals)
+    assert {s.workflow_id for s in finals} == {
+        settings.workflow_id,
+        f"{settings.workflow_id}:slot-1",
+    }
+    assert most_at_once(spans(log_lines, [s.run_id for s in finals])) == 2
+
+
+async def test_user_scope_runs_each_user_on_their_own_slots(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    settings = queue_settings(temporal_address, agent_duration_seconds=2.0, agent_scope="user_id")
+    alice, bob = str(uuid.uuid4()), str(uuid.uuid4())
+    async with in_process_worker(temporal_client, settings):
+        first = await start(temporal_client, settings, OnBusy.REJECT, user_id=alice)
+        second = await start(temporal_client, settings, OnBusy.REJECT, user_id=bob)
+        with pytest.raises(AgentBusyError):
+            await start(temporal_client, settings, OnBusy.REJECT, user_id=alice)
+        queued = await start(temporal_client, settings, user_id=alice)
+        finals = await all_final(temporal_client, settings, [first[0], second[0], queued[0]])
+
+    assert first[1] is None
+    assert second[1] is None
+    assert queued[1] == 1
+    assert [s.user_id for s in finals] == [alice, bob, alice]
+    assert finals[0].workflow_id == f"{settings.workflow_id}:user:{alice}"
+    assert all(s.state == RunState.DONE for s in finals)
+
+
+async def test_a_terminated_run_hands_its_slot_to_the_queue_once_its_agent_stopped(
+    temporal_client: Client, temporal_address: str, log_lines: ListHandler
+) -> None:
+    settings = queue_settings(temporal_address, agent_duration_seconds=30.0)
+    async with in_process_worker(temporal_client, settings):
+        running, _ = await start(temporal_client, settings)
+        queued, position = await start(temporal_client, settings)
+        assert position == 1
+        await assert_eventually(lambda: _agent_started(log_lines, running))
+
+        handle = temporal_client.get_workflow_handle(settings.workflow_id, run_id=running)
+        await handle.terminate("operator")
+        await assert_eventually(lambda: _agent_started(log_lines, queued), timeout=30)
+        await cancel_run(temporal_client, queued, target=settings.run_target())
+
+    stopped = [line for line in log_lines.events("agent_lease_lost") if line["run_id"] == running]
+    [next_start] = [line for line in log_lines.events("agent_start") if line["run_id"] == queued]
+    assert stopped, "the terminated run's agent stopped"
+    assert stopped[0]["timestamp"] <= next_start["timestamp"]
+
+
+async def _agent_started(log_lines: ListHandler, run_id: str) -> None:
+    assert any(line["run_id"] == run_id for line in log_lines.events("agent_start"))
+
+
+async def test_other_systems_enqueue_with_the_cli_and_a_plain_temporal_client(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    settings = queue_settings(temporal_address, agent_duration_seconds=1.0)
+    queue_id = f"{settings.workflow_id}:queue"
+    request = {"request_id": f"crm-{uuid.uuid4()}", "agent_type": "policy-checker"}
+    async with in_process_worker(temporal_client, settings):
+        holder, _ = await start(temporal_client, settings)
+        # In a thread: the worker in this process must go on answering while the CLI waits.
+        cli = await asyncio.to_thread(
+            subprocess.run,
+            [
+                str(temporal_cli()), "workflow", "execute-update-with-start",
+                "--address", temporal_address,
+                "--workflow-id", queue_id, "--type", "AgentQueueWorkflow",
+                "--task-queue", settings.task_queue, "--id-conflict-policy", "UseExisting",
+                "--input", json.dumps({"scope": {"base": settings.workflow_id}}),
+                "--update-name", "enqueue",
+                "--update-input", json.dumps([{**request, "user_id": USER_ID}]),
+                "--output", "json",
+            ],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 0, cli.stderr
+        [by_cli] = json.loads(cli.stdout)["updateResult"]
+
+        # Another Temporal client, knowing only names and JSON: no agent_runner package.
+        plain = await Client.connect(temporal_address)
+        [by_plain] = await plain.execute_update_with_start_workflow(
+            "enqueue",
+            [{"request_id": f"erp-{uuid.uuid4()}", "agent_type": "document-extractor",
+              "user_id": USER_ID}],
+            start_workflow_operation=WithStartWorkflowOperation(
+                "AgentQueueWorkflow", {"scope": {"base": settings.workflow_id}},
+                id=queue_id, task_queue=settings.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            ),
+        )  # fmt: skip
+        finals = await all_final(
+            temporal_client, settings, [holder, by_cli["run_id"], by_plain["run_id"]]
+        )
+
+    assert by_cli["queue_position"] == 1
+    assert by_plain["queue_position"] == 2
+    assert [s.agent_type for s in finals] == [
+        "policy-checker",
+        "policy-checker",
+        "document-extractor",
+    ]
+    assert all(s.state == RunState.DONE for s in finals)
+
+
+async def test_a_long_queue_continues_as_new_and_loses_nothing(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    """The session's server suggests continue-as-new after a few hundred events (conftest)."""
+    settings = queue_settings(temporal_address, agent_duration_seconds=0.0)
+    async with in_process_worker(temporal_client, settings):
+        accepted = await asyncio.gather(*(start(temporal_client, settings) for _ in range(40)))
+        finals = await all_final(temporal_client, settings, [run_id for run_id, _ in accepted])
+
+    assert all(s.state == RunState.DONE for s in finals)
+    queue_runs = [
+        execution
+        async for execution in temporal_client.list_workflows(
+            f"WorkflowId = '{settings.workflow_id}:queue'"
+        )
+    ]
+    assert len(queue_runs) > 1, "the queue continued as new"
