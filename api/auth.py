@@ -1,4 +1,5 @@
-"""Optional bearer API keys (API_KEYS / API_KEYS_FILE)."""
+"""Optional bearer API keys (API_KEYS / API_KEYS_FILE): the one rule, used by every route that
+needs a key and by the finished-status fast path alike."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import structlog
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+# Reads the bearer credentials from Authorization, and declares the scheme in the OpenAPI doc.
 bearer = HTTPBearer(auto_error=False, description="One of the keys in API_KEYS / API_KEYS_FILE.")
 logger = structlog.stdlib.get_logger(__name__)
 
@@ -21,11 +23,11 @@ def key_matches(candidate: str, keys: frozenset[str]) -> bool:
     return matched
 
 
-async def require_api_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+def check_credentials(
+    credentials: HTTPAuthorizationCredentials | None, keys: frozenset[str]
 ) -> None:
-    keys: frozenset[str] = request.app.state.agent_runner.api_keys
+    """Pass, or raise the refusal: 401 without a bearer key, 403 with one not in ``keys``.
+    ``credentials`` are what :data:`bearer` read from the request."""
     if credentials is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -33,6 +35,17 @@ async def require_api_key(
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not key_matches(credentials.credentials, keys):
-        # The key itself is never logged.
-        logger.warning("api_key_rejected", path=request.url.path)
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Invalid API key")
+
+
+async def require_api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    try:
+        check_credentials(credentials, request.app.state.agent_runner.api_keys)
+    except HTTPException as refused:
+        if refused.status_code == status.HTTP_403_FORBIDDEN:
+            # The key itself is never logged.
+            logger.warning("api_key_rejected", path=request.url.path)
+        raise

@@ -6,24 +6,22 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
-from fastapi import Depends, FastAPI, Request, status
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from agent_runner.connection import api_retry_config, create_runtime
 from agent_runner.connector import Connector
-from agent_runner.logs import configure_logging
-from agent_runner.runs import TemporalUnavailableError
+from agent_runner.logs import configure_logging, redact_access_log_queries
 from agent_runner.settings import Settings, get_settings
 from agent_runner.tracing import tracing_interceptors
 from api.auth import require_api_key
 from api.body_limit import BodySizeLimit
 from api.deps import AppState
+from api.errors import install_error_handlers
 from api.fast_status import FinishedStatusFastPath
 from api.metrics import MetricsMiddleware
-from api.routes import agents, health
+from api.routes import agents, docs, health
 
-UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
 logger = structlog.stdlib.get_logger(__name__)
 
 
@@ -47,22 +45,39 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Runs one insurance agent at a time, on Temporal.",
         version="0.1.0",
         lifespan=_lifespan(state),
+        # Served by api/routes/docs.py instead, behind the API keys like /agents/*.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.agent_runner = state
     app.add_middleware(FinishedStatusFastPath, state=state)
     app.add_middleware(ClearLogContext)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    # With API keys set, /agents/* (and optionally /metrics) need one; health stays open.
+    # With API keys set, /agents/* and the docs (and optionally /metrics) need one; health
+    # stays open.
     protected = [Depends(require_api_key)] if state.api_keys else []
     app.include_router(agents.router, dependencies=protected)
+    app.include_router(docs.docs, dependencies=protected)
     app.include_router(health.probes)
     app.include_router(
         health.metrics_router, dependencies=protected if settings.metrics_require_api_key else []
     )
-    app.add_exception_handler(TemporalUnavailableError, _temporal_unavailable)
-    app.add_exception_handler(Exception, _unexpected_error)
+    install_error_handlers(app)
+    # uvicorn's access line shows a query's parameters only if the API declares them.
+    redact_access_log_queries(declared_query_parameters(app))
     return app
+
+
+def declared_query_parameters(app: FastAPI) -> set[str]:
+    return {
+        parameter["name"]
+        for operations in app.openapi()["paths"].values()
+        for operation in operations.values()
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "query"
+    }
 
 
 def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -91,16 +106,6 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
         flush_traces()
 
     return lifespan
-
-
-async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
-    return JSONResponse({"detail": UNAVAILABLE_DETAIL}, status.HTTP_503_SERVICE_UNAVAILABLE)
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.exception("request_failed", path=request.url.path)
-    return JSONResponse({"detail": "Internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR)
 
 
 app = create_app()

@@ -66,3 +66,76 @@ async def test_unreachable_temporal_is_503_with_a_clear_detail() -> None:
     for response in (started, status):
         assert response.status_code == 503
         assert response.json() == {"detail": "Temporal is unavailable, please retry later"}
+
+
+# What JSON can carry and Python mishandles: every such body is a 422 whose detail is JSON.
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'{"agent_type": "\\ud83d", "user_id": "' + USER_ID.encode() + b'"}',
+        b'{"agent_type": "policy-checker", "user_id": "\\ud83d"}',
+        b'{"agent_type": "policy-checker", "user_id": "\\udfff\\ud83d"}',
+        b'{"agent_type": "\\ud83d"}',  # the missing field's error carries the whole body
+        b'{"agent_type": NaN, "user_id": "' + USER_ID.encode() + b'"}',
+        b'{"agent_type": "policy-checker", "user_id": Infinity}',
+        b'{"agent_type": "policy-checker", "user_id": -Infinity}',
+        b'{"agent_type": "policy-checker", "user_id": 1e309}',
+        b'{"agent_type": "policy-checker", "user_id": ' + b"9" * 4000 + b"}",
+        b'{"agent_type": ' + b"[" * 500 + b"]" * 500 + b', "user_id": "\\ud83d"}',
+        b'{"agent_type": {"\\ud83d": NaN}}',
+        b'{"agent_type": "policy-checker", "user_id": "\xed\xa0\xbd"}',  # a surrogate, raw
+    ],
+)
+async def test_surrogates_and_non_finite_numbers_are_a_clear_422(
+    api: httpx.AsyncClient, content: bytes
+) -> None:
+    response = await api.post(
+        "/agents/run", content=content, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    problems = response.json()["detail"]
+    assert problems
+    for problem in problems:
+        assert {"loc", "msg", "type"} <= problem.keys()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x80not UTF-8",
+        b"[" * 5000 + b"]" * 5000,
+        b'{"a": ' * 3000 + b"1" + b"}" * 3000,
+        b'{"agent_type": "policy-checker", "user_id": ' + b"9" * 5000 + b"}",
+    ],
+)
+async def test_a_body_json_cannot_decode_is_422_like_any_other_non_json(
+    api: httpx.AsyncClient, content: bytes
+) -> None:
+    response = await api.post(
+        "/agents/run", content=content, headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["wait=%ED%A0%BD", "wait=NaN", "wait=1e309", "wait=" + "9" * 5000, "limit=1e309"],
+)
+async def test_odd_query_values_are_a_clear_422(api: httpx.AsyncClient, query: str) -> None:
+    path = "/agents/runs" if query.startswith("limit") else "/agents/status/x"
+    response = await api.get(f"{path}?{query}")
+
+    assert response.status_code == 422, response.text
+    assert isinstance(response.json()["detail"], list)
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+async def test_probes_answer_head(api: httpx.AsyncClient, path: str) -> None:
+    response = await api.head(path)
+
+    assert response.status_code == 200
+    assert response.content == b""

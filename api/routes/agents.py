@@ -26,10 +26,12 @@ from agent_runner.runs import (
     list_runs,
     start_request,
     start_run,
+    start_run_detailed,
     wait_for_change,
 )
 from agent_runner.validation import UnsupportedAgentTypeError
 from api.deps import AppState, ClientDep, StateDep, TargetDep
+from api.errors import JsonBodyRoute
 from api.retry_after import retry_after_seconds
 from api.schemas import (
     BusyResponse,
@@ -50,7 +52,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorResponse, "description": "Temporal cannot be reached"},
 }
 
-router = APIRouter(prefix="/agents", tags=["agents"])
+router = APIRouter(prefix="/agents", tags=["agents"], route_class=JsonBodyRoute)
 logger = structlog.stdlib.get_logger(__name__)
 
 
@@ -99,21 +101,27 @@ async def run_agent(
         logger.warning("unsupported_agent_type", message="Unsupported agent_type", reason=str(err))
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
     client = state.temporal_client
+    replayed = False
     try:
-        if idempotency_key is None:
+        if idempotency_key is None:  # nothing to replay: every start is a new run
             run_id = await state.starts.start(
                 state.target.workflow_id,
                 lambda: start_run(client, request, target=state.target),
             )
         else:
-            run_id = await start_run(client, request, target=state.target)
+            outcome = await start_run_detailed(client, request, target=state.target)
+            run_id, replayed = outcome.run_id, outcome.replayed
     except IdempotencyKeyReusedError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
     except AgentBusyError as err:
         return await busy_response(state, client, err.running_run_id)
     bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=run_id)
-    state.metrics.runs_accepted.inc()
-    logger.info("run_accepted", idempotency_key=idempotency_key)
+    if replayed:
+        # The run was accepted (and counted) when the key was first used.
+        logger.info("run_replayed", idempotency_key=idempotency_key)
+    else:
+        state.metrics.runs_accepted.inc()
+        logger.info("run_accepted", idempotency_key=idempotency_key)
     return RunAccepted(run_id=run_id)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -13,20 +15,22 @@ from api.deps import StateDep
 from api.schemas import ErrorResponse, HealthResponse
 
 probes = APIRouter(tags=["operations"])
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorResponse, "description": "Not ready, and why"}
+}
 metrics_router = APIRouter(tags=["operations"])
 
 
+# HEAD too: load balancers and uptime checkers often probe with it.
+@probes.head("/healthz", response_model=HealthResponse)
 @probes.get("/healthz", response_model=HealthResponse)
 async def healthz() -> HealthResponse:
     """The process is up and serving (no Temporal call)."""
     return HealthResponse(status="ok")
 
 
-@probes.get(
-    "/readyz",
-    response_model=HealthResponse,
-    responses={503: {"model": ErrorResponse, "description": "Not ready, and why"}},
-)
+@probes.head("/readyz", response_model=HealthResponse, responses=NOT_READY)
+@probes.get("/readyz", response_model=HealthResponse, responses=NOT_READY)
 async def readyz(state: StateDep) -> HealthResponse | JSONResponse:
     """Temporal is reachable, the namespace exists and the search attributes are registered."""
     try:

@@ -1,0 +1,131 @@
+"""How errors are answered: every body is ``{"detail": ...}`` and is valid JSON, whatever the
+client sent; no stack trace, no 5xx for a client's mistake."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.responses import Response
+
+from agent_runner.runs import TemporalUnavailableError
+
+UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
+# An input or a message quoted in a 422 is cut to this many characters.
+MAX_QUOTED_CHARS = 200
+logger = structlog.stdlib.get_logger(__name__)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(TemporalUnavailableError, _temporal_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 list, rendered so that it is always JSON.
+
+    FastAPI echoes each problem's ``input``; JSON carries what Python's JSON encoder then
+    refuses (a lone surrogate such as ``"\\ud83d"``, ``NaN``, ``Infinity``, bytes that are not
+    UTF-8), which would turn the client's mistake into a 500. Here text is made encodable and
+    cut short, non-finite numbers are written as text, and an input that is a list or an object
+    (the whole body, for a missing field) is left out: ``loc`` says where the problem is.
+    """
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        {"detail": json_safe_problems(exc.errors())},
+        status.HTTP_422_UNPROCESSABLE_CONTENT,
+    )
+
+
+def json_safe_problems(problems: Sequence[Any]) -> list[dict[str, Any]]:
+    safe = []
+    for problem in problems:
+        item: dict[str, Any] = {
+            "type": _text(problem.get("type", "")),
+            "loc": [part if isinstance(part, int) else _text(part) for part in problem["loc"]],
+            "msg": _text(problem.get("msg", "")),
+        }
+        if "input" in problem and _is_scalar(problem["input"]):
+            item["input"] = _scalar(problem["input"])
+        context = problem.get("ctx")
+        if isinstance(context, Mapping):
+            item["ctx"] = {_text(key): _scalar(value) for key, value in context.items()}
+        safe.append(item)
+    return safe
+
+
+def _is_scalar(value: object) -> bool:
+    return value is None or isinstance(value, str | bytes | int | float)
+
+
+def _scalar(value: object) -> str | int | float | bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        # A JSON integer of thousands of digits is valid; its echo need not be (and Python
+        # refuses to write one of more than 4,300 digits).
+        return value if value.bit_length() <= 64 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else json.dumps(value)  # NaN, Infinity, -Infinity
+    if isinstance(value, bytes):
+        return _text(value.decode("utf-8", "replace"))
+    return _text(str(value))
+
+
+def _text(value: object) -> str:
+    """``value`` as text that encodes as UTF-8 (a lone surrogate becomes "?"), cut short."""
+    text = str(value).encode("utf-8", "replace").decode("utf-8")
+    return text if len(text) <= MAX_QUOTED_CHARS else f"{text[: MAX_QUOTED_CHARS - 3]}..."
+
+
+async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
+    return JSONResponse({"detail": UNAVAILABLE_DETAIL}, status.HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("request_failed", path=request.url.path)
+    return JSONResponse({"detail": "Internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR)
+
+
+class JsonBodyRoute(APIRoute):
+    """A route whose body, when it is not JSON, is the 422 ``json_invalid`` FastAPI gives any
+    text that is not JSON.
+
+    FastAPI answers 400 "There was an error parsing the body" when the body fails to decode
+    for any other reason than a JSON syntax error: bytes that are not UTF-8 (or UTF-16/32),
+    nesting deeper than the parser's recursion limit, an integer of more than 4,300 digits.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(_JsonBodyRequest(request.scope, request.receive))
+
+        return handle
+
+
+class _JsonBodyRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = json.loads(body)
+            except json.JSONDecodeError:
+                raise
+            except UnicodeDecodeError:
+                raise json.JSONDecodeError("Not UTF-8, UTF-16 or UTF-32 text", "", 0) from None
+            except RecursionError:
+                raise json.JSONDecodeError("Nested too deeply", "", 0) from None
+            except ValueError as err:  # e.g. Python's limit on the digits of an integer
+                raise json.JSONDecodeError(_text(err), "", 0) from None
+        return self._json
