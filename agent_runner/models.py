@@ -100,6 +100,7 @@ class AgentRunInput:
     # Set when the run waited in a queue: the run id its client knows, and the request's
     # Idempotency-Key (with the request's fingerprint) so a retry finds it.
     queued_id: str | None = None
+    queued_at: datetime | None = None
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
     # Runs are waiting for this slot: claim one from the queue before ending (see the queue).

@@ -29,6 +29,8 @@ def run_memo(run_input: AgentRunInput) -> dict[str, Any]:
     }
     if run_input.queued_id is not None:
         memo["queued_id"] = run_input.queued_id
+    if run_input.queued_at is not None:
+        memo["queued_at"] = run_input.queued_at.isoformat()
     if run_input.idempotency_key is not None:
         memo |= {
             "idempotency_key": run_input.idempotency_key,

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     # Whether /metrics needs a key too (when keys are set).
     metrics_require_api_key: bool = False
+    # Signs the page tokens of GET /agents/runs. Set the same secret on every API replica so
+    # a token from one works on the others; unset, each process uses a key of its own.
+    api_page_token_secret: SecretStr | None = None
 
     # `make run`'s embedded dev server.
     data_dir: Path = Path(".data")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -9,9 +10,13 @@ from fastapi import Depends, Request
 from temporalio.client import Client
 
 from agent_runner.connector import Connector
-from agent_runner.runs import RunPolicy, RunStatus, RunTarget
+from agent_runner.locations import Scope
+from agent_runner.queue_types import EnqueueRequest, EnqueueResult
+from agent_runner.runs import RunPolicy, RunStatus, RunTarget, enqueue_runs
+from agent_runner.runs.listing import token_key_from
 from agent_runner.settings import Settings
 from api.coalesce import Coalesced
+from api.enqueue_batch import EnqueueBatches
 from api.finished_runs import FinishedRuns
 from api.metrics import ApiMetrics
 from api.retry_after import RunStartTimes
@@ -32,16 +37,35 @@ class AppState:
     start_times: RunStartTimes = field(default_factory=RunStartTimes)
     status_reads: Coalesced[RunStatus] = field(default_factory=Coalesced)
     starts: StartFlights = field(default_factory=StartFlights)
+    enqueues: EnqueueBatches | None = None
     connector: Connector | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AppState:
-        return cls(
+        state = cls(
             settings=settings,
             target=settings.run_target(),
             policy=settings.run_policy(),
             finished_runs=FinishedRuns(settings.api_status_cache_size),
             api_keys=settings.load_api_keys(),
+        )
+        state.enqueues = EnqueueBatches(state.send_enqueues)
+        return state
+
+    async def send_enqueues(
+        self, scope: Scope, requests: Sequence[EnqueueRequest]
+    ) -> list[EnqueueResult]:
+        return await enqueue_runs(self.temporal_client, self.target, scope, requests)
+
+    @property
+    def page_token_key(self) -> bytes | None:
+        """Signs the page tokens: from API_PAGE_TOKEN_SECRET, so every replica takes back the
+        others' tokens; unset, each process signs with a key of its own."""
+        secret = self.settings.api_page_token_secret
+        return (
+            token_key_from(secret.get_secret_value())
+            if secret and secret.get_secret_value()
+            else None
         )
 
     @property

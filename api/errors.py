@@ -86,9 +86,17 @@ def _text(value: object) -> str:
     return text if len(text) <= MAX_QUOTED_CHARS else f"{text[: MAX_QUOTED_CHARS - 3]}..."
 
 
+# When to try again after a 503: a reconnect or a worker's restart takes about this long.
+RETRY_AFTER_UNAVAILABLE_SECONDS = 2
+
+
 async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
-    return JSONResponse({"detail": UNAVAILABLE_DETAIL}, status.HTTP_503_SERVICE_UNAVAILABLE)
+    return JSONResponse(
+        {"detail": UNAVAILABLE_DETAIL},
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_SECONDS)},
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

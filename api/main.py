@@ -20,7 +20,8 @@ from api.deps import AppState
 from api.errors import install_error_handlers
 from api.fast_status import FinishedStatusFastPath
 from api.metrics import MetricsMiddleware
-from api.routes import agents, docs, health
+from api.routes import docs, health, runs, start
+from api.routes import status as status_routes
 
 logger = structlog.stdlib.get_logger(__name__)
 
@@ -58,7 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # With API keys set, /agents/* and the docs (and optionally /metrics) need one; health
     # stays open.
     protected = [Depends(require_api_key)] if state.api_keys else []
-    app.include_router(agents.router, dependencies=protected)
+    for router in (start.router, status_routes.router, runs.router):
+        app.include_router(router, dependencies=protected)
     app.include_router(docs.docs, dependencies=protected)
     app.include_router(health.probes)
     app.include_router(

@@ -29,6 +29,11 @@ class ApiMetrics:
         self.runs_accepted = Counter(
             "agent_runner_runs_accepted", "Runs this API started.", registry=self.registry
         )
+        self.runs_queued = Counter(
+            "agent_runner_runs_queued",
+            "Runs this API accepted into a queue (on_busy enqueue, every slot taken).",
+            registry=self.registry,
+        )
         self.runs_rejected_busy = Counter(
             "agent_runner_runs_rejected_busy",
             "Starts refused because a run was open (409).",

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_runner.runs import RunState
+from agent_runner.runs import OnBusy, RunState
 from agent_runner.validation import SUPPORTED_AGENT_TYPES
 
 
@@ -28,10 +28,21 @@ class RunRequest(BaseModel):
         max_length=100,
     )
     user_id: UUID = Field(description="The user the agent works for.")
+    on_busy: OnBusy = Field(
+        default=OnBusy.REJECT,
+        description=(
+            "When every slot is taken: `reject` answers 409 (the default); `enqueue` accepts "
+            "the run into the scope's queue (FIFO) and answers 202 with its `queue_position`."
+        ),
+    )
 
 
 class RunAccepted(BaseModel):
-    run_id: str = Field(description="Temporal run id of this run; opaque.")
+    run_id: str = Field(description="The run's id; opaque.")
+    queue_position: int | None = Field(
+        default=None,
+        description="None when the run started at once; else its place in the queue, 1 next.",
+    )
 
 
 class RunStatusResponse(BaseModel):
@@ -55,8 +66,27 @@ class RunStatusResponse(BaseModel):
     )
     error: str | None = Field(description="Why the run ended in ERROR.")
     attempt: int = Field(description="The agent attempt running or that ended the run; 0 if none.")
-    started_at: datetime | None = Field(description="When the run was accepted (UTC).")
+    queue_position: int | None = Field(
+        default=None, description="While the run waits in a queue: its place, 1 next; else None."
+    )
+    queued_at: datetime | None = Field(
+        default=None, description="When the run entered a queue (UTC); None if it never waited."
+    )
+    started_at: datetime | None = Field(
+        description="When the run got its slot (UTC); None while it waits in a queue."
+    )
     finished_at: datetime | None = Field(description="When the run ended (UTC).")
+    workflow_id: str | None = Field(
+        default=None,
+        description=(
+            "The Temporal execution that holds the run (its slot's, or while queued its "
+            "queue's): find it in the Web UI and the `temporal` CLI with this and "
+            "`temporal_run_id`."
+        ),
+    )
+    temporal_run_id: str | None = Field(
+        default=None, description="That execution's Temporal run id."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -64,8 +94,20 @@ class ErrorResponse(BaseModel):
 
 
 class BusyResponse(BaseModel):
-    detail: str = Field(examples=["An agent is already running, please retry later"])
-    running_run_id: str | None = Field(description="The open run; its status is at `Location`.")
+    detail: str = Field(
+        examples=[
+            "An agent is already running, please retry later",
+            "The queue is full, please retry later",
+        ]
+    )
+    running_run_id: str | None = Field(
+        default=None, description="A run holding a slot; its status is at `Location`."
+    )
+
+
+class QueueResponse(BaseModel):
+    running: list[RunStatusResponse] = Field(description="Runs holding a slot, oldest first.")
+    queued: list[RunStatusResponse] = Field(description="Runs waiting, next first.")
 
 
 class RunSummaryResponse(BaseModel):
@@ -73,7 +115,7 @@ class RunSummaryResponse(BaseModel):
     agent_type: str | None
     user_id: str | None
     state: RunState
-    started_at: datetime | None
+    started_at: datetime | None = Field(description="When it got its slot, or was queued.")
     finished_at: datetime | None
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
-from agent_runner import search_attributes
 from agent_runner.settings import Settings
+from devtools.processes import DYNAMIC_CONFIG, SEARCH_ATTRIBUTES
 from tests.helpers import ROOT
 
 
@@ -60,9 +60,15 @@ def test_temporal_runs_on_postgresql(services: dict[str, Any]) -> None:
 
 def test_setup_registers_every_search_attribute(services: dict[str, Any]) -> None:
     script = " ".join(services["temporal-setup"]["command"])
-    for key in search_attributes.ALL:
-        assert key.name in script
-    assert "--type Keyword" in script
+    for name, kind in SEARCH_ATTRIBUTES.items():
+        assert f"{name}:{kind}" in script
+    assert "--type $$kind" in script
+
+
+def test_the_server_hands_slots_over_without_delay(compose: dict[str, Any]) -> None:
+    config = yaml.safe_load((ROOT / "deploy" / "temporal" / "dynamicconfig.yaml").read_text())
+    for key, value in DYNAMIC_CONFIG.items():
+        assert str(config[key][0]["value"]) == value
 
 
 def test_our_services_use_the_image_with_known_settings(services: dict[str, Any]) -> None:

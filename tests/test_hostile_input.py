@@ -55,12 +55,22 @@ def api_log(tmp_path_factory: pytest.TempPathFactory) -> JsonLines:
 
 
 @pytest.fixture(scope="module")
-def api_url(temporal_address: str, api_log: JsonLines) -> Iterator[str]:
-    """A real API process; no worker serves its task queue, so runs stay open."""
+def api_url(
+    temporal_address: str, api_log: JsonLines, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real API process, and a real worker whose agents work for an hour, so runs stay open
+    and queues answer."""
     settings = make_settings(
-        temporal_address, task_queue=f"fuzz-{uuid.uuid4()}", api_port=free_port()
+        temporal_address,
+        task_queue=f"fuzz-{uuid.uuid4()}",
+        api_port=free_port(),
+        agent_duration_seconds=3600,
     )
-    yield from start_api(settings, api_log.path)
+    worker = LoggedProcess.worker(settings, tmp_path_factory.mktemp("fuzz-worker") / "worker.log")
+    try:
+        yield from start_api(settings, api_log.path)
+    finally:
+        worker.stop()
 
 
 def test_openapi_fuzzing_finds_no_server_error_and_no_schema_violation(api_url: str) -> None:
@@ -391,6 +401,7 @@ ROUTES = [
     ("GET", "/agents/current"),
     ("GET", "/agents/runs"),
     ("POST", "/agents/runs/{run_id}/cancel"),
+    ("GET", "/agents/queue"),
     ("GET", "/healthz"),
     ("HEAD", "/healthz"),
     ("GET", "/readyz"),

@@ -286,7 +286,7 @@ async def test_a_long_queue_continues_as_new_and_loses_nothing(
     """The session's server suggests continue-as-new after a few hundred events (conftest)."""
     settings = queue_settings(temporal_address, agent_duration_seconds=0.0)
     async with in_process_worker(temporal_client, settings):
-        accepted = await asyncio.gather(*(start(temporal_client, settings) for _ in range(40)))
+        accepted = [await start(temporal_client, settings) for _ in range(40)]
         finals = await all_final(temporal_client, settings, [run_id for run_id, _ in accepted])
 
     assert all(s.state == RunState.DONE for s in finals)

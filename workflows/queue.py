@@ -183,6 +183,7 @@ class AgentQueueWorkflow:
             run_input=replace(
                 run_input,
                 queued_id=run_id,
+                queued_at=workflow.now(),
                 idempotency_key=request.idempotency_key,
                 request_fingerprint=request.request_fingerprint,
             ),

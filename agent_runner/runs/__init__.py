@@ -17,6 +17,7 @@ from agent_runner.runs.errors import (
     TemporalUnavailableError,
 )
 from agent_runner.runs.listing import list_runs
+from agent_runner.runs.queue_view import QueueView, get_queue
 from agent_runner.runs.start import (
     OnBusy,
     StartOutcome,
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidPageTokenError",
     "OnBusy",
     "QueueFullError",
+    "QueueView",
     "RunFinishedError",
     "RunNotFoundError",
     "RunPage",
@@ -52,6 +54,7 @@ __all__ = [
     "cancel_run",
     "enqueue_runs",
     "get_current_run",
+    "get_queue",
     "get_run_status",
     "list_runs",
     "run_summary",

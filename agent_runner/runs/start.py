@@ -14,13 +14,18 @@ import hashlib
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -48,6 +53,7 @@ from agent_runner.validation import parse_run_input
 
 # The queue answers once a worker has taken the update: allow it more than one plain call.
 QUEUE_ANSWER_TIMEOUT = timedelta(seconds=5)
+_NO_ANSWER = "the queue did not answer in time: is a worker running?"
 
 
 class OnBusy(StrEnum):
@@ -128,15 +134,30 @@ async def start_run(client: Client, request: StartRequest, *, target: RunTarget)
     return (await start_run_detailed(client, request, target=target)).run_id
 
 
+TakeSlot = Callable[[Scope, AgentRunInput], Awaitable[str]]
+Enqueue = Callable[[Scope, EnqueueRequest], Awaitable[EnqueueResult]]
+
+
 async def start_run_detailed(
-    client: Client, request: StartRequest, *, target: RunTarget
+    client: Client,
+    request: StartRequest,
+    *,
+    target: RunTarget,
+    take_slot: TakeSlot | None = None,
+    enqueue: Enqueue | None = None,
 ) -> StartOutcome:
     """Start a validated run on a free slot; if none is free, refuse or enqueue it.
 
     With an ``idempotency_key``, a repeat of the same request returns the run the key first
     started, open, queued or finished (while the namespace retains it); the same key with
     another request raises :class:`IdempotencyKeyReusedError`.
+
+    ``take_slot`` and ``enqueue`` replace the two steps (:func:`take_a_slot`, one call of
+    :func:`enqueue_runs`): the API shares one slot attempt among concurrent starts of a scope
+    and sends concurrent enqueues as one call.
     """
+    take_slot = take_slot or partial(take_a_slot, client, target)
+    enqueue = enqueue or partial(_enqueue_one, client, target)
     scope = target.scope(agent_type=request.run_input.agent_type, user_id=request.run_input.user_id)
     with temporal_call():
         if request.idempotency_key is not None:
@@ -146,15 +167,21 @@ async def start_run_detailed(
                     raise _key_reused(request.idempotency_key)
                 return StartOutcome(earlier.run_id, replayed=True)
         try:
-            return StartOutcome(await take_a_slot(client, target, scope, request.run_input))
+            return StartOutcome(await take_slot(scope, request.run_input))
         except AgentBusyError as busy:
             same = _same_request_running(busy, request)
             if same is not None:
                 return same
             if request.on_busy == OnBusy.REJECT:
                 raise
-        [result] = await enqueue_runs(client, target, scope, [_enqueue_request(request)])
-        return _enqueued(result, request)
+        return _enqueued(await enqueue(scope, _enqueue_request(request)), request)
+
+
+async def _enqueue_one(
+    client: Client, target: RunTarget, scope: Scope, request: EnqueueRequest
+) -> EnqueueResult:
+    [result] = await enqueue_runs(client, target, scope, [request])
+    return result
 
 
 async def take_a_slot(
@@ -223,11 +250,11 @@ async def enqueue_runs(
                 rpc_timeout=budget,
             )
             return results
+        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+            raise TemporalUnavailableError(_NO_ANSWER) from err
         except RPCError as err:
             if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
-                raise TemporalUnavailableError(
-                    "the queue did not answer in time: is a worker running?"
-                ) from err
+                raise TemporalUnavailableError(_NO_ANSWER) from err
             # Too many updates in flight on the queue at once: back off and try again.
             if err.status != RPCStatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
                 raise

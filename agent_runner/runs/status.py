@@ -82,6 +82,7 @@ async def status_of(
         finished_at=description.close_time,
         workflow_id=description.id,
         temporal_run_id=description.run_id,
+        queued_at=_time(memo.get("queued_at")),
     )
     if description.status == WorkflowExecutionStatus.RUNNING:
         return _open_run_status(description, base, waiting=bool(memo.get("waiting_until")))
@@ -211,7 +212,8 @@ async def _where_queued_run_is(
         result=None,
         error=None,
         attempt=0,
-        started_at=_time(where.get("enqueued_at")),
+        started_at=None,
+        queued_at=_time(where.get("enqueued_at")),
         finished_at=None,
         workflow_id=queue.id,
         temporal_run_id=queue.run_id,

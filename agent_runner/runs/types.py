@@ -47,6 +47,7 @@ class RunStatus:
     finished_at: datetime | None
     # Waiting in a queue: 1 is next. None once started (or when it never waited).
     queue_position: int | None = None
+    queued_at: datetime | None = None
     # The Temporal execution that holds the run: its workflow id and run id.
     workflow_id: str | None = None
     temporal_run_id: str | None = None

@@ -1,0 +1,173 @@
+"""POST /agents/run: start a run on a free slot, or refuse or enqueue it when none is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import structlog
+from fastapi import Header, HTTPException, status
+from fastapi.responses import JSONResponse
+from temporalio.client import Client
+
+from agent_runner.locations import Scope
+from agent_runner.logs import bind_run_context
+from agent_runner.models import SAFE_KEY_PATTERN, AgentRunInput
+from agent_runner.runs import (
+    AgentBusyError,
+    IdempotencyKeyReusedError,
+    QueueFullError,
+    StartOutcome,
+    get_run_status,
+    start_request,
+    start_run_detailed,
+)
+from agent_runner.runs.start import TakeSlot, take_a_slot
+from agent_runner.validation import UnsupportedAgentTypeError
+from api.deps import AppState, StateDep
+from api.retry_after import retry_after_seconds
+from api.routes.common import ERRORS, agents_router, status_url
+from api.schemas import BusyResponse, ErrorResponse, RunAccepted, RunRequest
+
+BUSY_DETAIL = "An agent is already running, please retry later"
+QUEUE_FULL_DETAIL = "The queue is full, please retry later"
+
+router = agents_router()
+logger = structlog.stdlib.get_logger(__name__)
+
+
+@router.post(
+    "/run",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RunAccepted,
+    responses={
+        400: {"model": ErrorResponse, "description": "Unsupported agent_type"},
+        409: {
+            "model": BusyResponse,
+            "description": (
+                "Every slot is taken or runs are queued (`reject`), or the queue is full "
+                "(`enqueue`); see `Location` and `Retry-After`"
+            ),
+        },
+        422: {"description": "Malformed body, or an Idempotency-Key reused for another request"},
+        503: ERRORS[503],
+    },
+)
+async def run_agent(
+    body: RunRequest,
+    # Only the app state (the client is on it): a burst of starts resolves one dependency each.
+    state: StateDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            pattern=SAFE_KEY_PATTERN,
+            description=(
+                "Repeat a request safely: the same key and body return the same run_id, "
+                "even after the run finished (while Temporal retains it)."
+            ),
+        ),
+    ] = None,
+) -> RunAccepted | JSONResponse:
+    """Start a run. At most `AGENT_SLOTS` run at once per scope, across every replica: a start
+    when none is free gets 409, or with `"on_busy": "enqueue"` a place in the queue."""
+    user_id = str(body.user_id)
+    bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=None)
+    try:
+        request = start_request(
+            body.agent_type,
+            user_id,
+            policy=state.policy,
+            idempotency_key=idempotency_key,
+            on_busy=body.on_busy,
+        )
+    except UnsupportedAgentTypeError as err:
+        logger.warning("unsupported_agent_type", message="Unsupported agent_type", reason=str(err))
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
+    client = state.temporal_client
+    try:
+        outcome = await start_run_detailed(
+            client,
+            request,
+            target=state.target,
+            # A repeat with a key must find its own run: it makes its own attempt.
+            take_slot=None if idempotency_key else _shared_attempt(state, client),
+            enqueue=state.enqueues.enqueue if state.enqueues else None,
+        )
+    except IdempotencyKeyReusedError as err:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+    except QueueFullError:
+        return _queue_full(state)
+    except AgentBusyError as err:
+        return await busy_response(state, client, err.running_run_id)
+    return _accepted(state, body.agent_type, user_id, outcome, idempotency_key)
+
+
+def _shared_attempt(state: AppState, client: Client) -> TakeSlot:
+    """With one slot per scope, concurrent starts in this process share one attempt: if it
+    took the slot or found it taken, the others know the slot is taken without a call."""
+
+    async def take(scope: Scope, run_input: AgentRunInput) -> str:
+        if state.target.slots > 1:
+            return await take_a_slot(client, state.target, scope, run_input)
+        return await state.starts.start(
+            scope.id, lambda: take_a_slot(client, state.target, scope, run_input)
+        )
+
+    return take
+
+
+def _accepted(
+    state: AppState,
+    agent_type: str,
+    user_id: str,
+    outcome: StartOutcome,
+    idempotency_key: str | None,
+) -> RunAccepted:
+    bind_run_context(agent_type=agent_type, user_id=user_id, run_id=outcome.run_id)
+    if outcome.replayed:
+        # The run was accepted (and counted) when the key was first used.
+        logger.info("run_replayed", idempotency_key=idempotency_key)
+    else:
+        state.metrics.runs_accepted.inc()
+        if outcome.queue_position is not None:
+            state.metrics.runs_queued.inc()
+        logger.info(
+            "run_accepted",
+            idempotency_key=idempotency_key,
+            queue_position=outcome.queue_position,
+        )
+    return RunAccepted(run_id=outcome.run_id, queue_position=outcome.queue_position)
+
+
+def _queue_full(state: AppState) -> JSONResponse:
+    state.metrics.runs_rejected_busy.inc()
+    logger.info("run_rejected", reason="queue full", queue_max=state.target.queue_max)
+    retry_after = retry_after_seconds(None, state.settings.agent_duration_seconds)
+    return JSONResponse(
+        BusyResponse(detail=QUEUE_FULL_DETAIL).model_dump(),
+        status.HTTP_409_CONFLICT,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def busy_response(
+    state: AppState, client: Client, running_run_id: str | None
+) -> JSONResponse:
+    state.metrics.runs_rejected_busy.inc()
+    # DEBUG: a burst of rejections would flood the log; the access log line (with agent_type
+    # and user_id bound) and agent_runner_runs_rejected_busy_total already record each one.
+    logger.debug("run_rejected", reason="busy", running_run_id=running_run_id)
+    headers = {}
+    started_at: datetime | None = None
+    if running_run_id:
+
+        async def holder_start() -> datetime | None:
+            return (await get_run_status(client, running_run_id, target=state.target)).started_at
+
+        started_at = await state.start_times.get(running_run_id, holder_start)
+        headers["Location"] = status_url(running_run_id)
+    headers["Retry-After"] = str(
+        retry_after_seconds(started_at, state.settings.agent_duration_seconds)
+    )
+    body = BusyResponse(detail=BUSY_DETAIL, running_run_id=running_run_id)
+    return JSONResponse(body.model_dump(), status.HTTP_409_CONFLICT, headers=headers)
