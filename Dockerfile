@@ -16,7 +16,10 @@ COPY agent_runner ./agent_runner
 COPY workflows ./workflows
 COPY activities ./activities
 COPY api ./api
-COPY worker.py ./
+COPY worker.py README.md ./
+# The project itself, so its entry points (the built-in agents) are installed. A team's own
+# agents: `FROM` this image, then `RUN uv pip install --python /opt/venv/bin/python <package>`.
+RUN uv sync --frozen --no-dev --no-editable && rm -rf /root/.cache
 
 RUN useradd --system --uid 10001 --no-create-home agent
 USER agent

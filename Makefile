@@ -13,7 +13,7 @@ $(BIN)/uv:
 	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 
 $(VENV)/.synced: uv.lock pyproject.toml | $(BIN)/uv
-	$(BIN)/uv sync --frozen --extra dev --inexact --no-install-project --python $(BIN)/python
+	$(BIN)/uv sync --frozen --extra dev --inexact --python $(BIN)/python
 	@touch $@
 
 install: $(VENV)/.synced

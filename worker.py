@@ -19,11 +19,13 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import AGENTS, AgentActivities
+from activities import AgentActivities
 from activities.queue_ops import QueueActivities
+from agent_runner.agent_registry import AgentRegistry
 from agent_runner.connection import create_runtime
 from agent_runner.connector import Connector
 from agent_runner.lease import MAX_RENEW_SECONDS
+from agent_runner.locations import agent_task_queue
 from agent_runner.logs import configure_logging
 from agent_runner.process import exit_now
 from agent_runner.queue_types import QueueConfig
@@ -35,33 +37,56 @@ from workflows import AgentQueueWorkflow, AgentRunWorkflow
 logger = structlog.stdlib.get_logger("worker")
 
 
-def build_worker(
-    client: Client, settings: Settings, activities: AgentActivities, **options: object
-) -> Worker:
-    """The worker every process of ours runs (tests build theirs here too)."""
+class Workers:
+    """The Temporal workers of one process, started and stopped together: one on the main task
+    queue (the run and queue workflows, the queue's activities) and one per agent this process
+    has, on that agent's own task queue."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Workers:
+        for worker in self.workers:
+            await self._stack.enter_async_context(worker)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+
+def build_workers(client: Client, settings: Settings, agents: AgentRegistry) -> Workers:
+    """The workers every process of ours runs (tests build theirs here too)."""
     queue = QueueActivities(settings.run_target(), queue_config(settings))
-    return Worker(
+    common: dict[str, Any] = {
+        "graceful_shutdown_timeout": timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+        # The SDK sends a heartbeat at most every 0.8 x heartbeat timeout by default: with 10 s
+        # that is 8 s before a cancel reaches the agent. Send at least every half second.
+        "max_heartbeat_throttle_interval": timedelta(seconds=MAX_RENEW_SECONDS),
+        "default_heartbeat_throttle_interval": timedelta(seconds=MAX_RENEW_SECONDS),
+    }
+    main = Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[AgentRunWorkflow, AgentQueueWorkflow],
-        activities=[
-            activities.run_agent,
-            queue.queue_config,
-            queue.secure_slot,
-            queue.claim_next,
-            queue.watch_slot,
-        ],
-        graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_seconds),
-        # The SDK sends a heartbeat at most every 0.8 x heartbeat timeout by default: with 10 s
-        # that is 8 s before a cancel reaches the agent. Send at least every half second.
-        max_heartbeat_throttle_interval=timedelta(seconds=MAX_RENEW_SECONDS),
-        default_heartbeat_throttle_interval=timedelta(seconds=MAX_RENEW_SECONDS),
+        activities=[queue.queue_config, queue.secure_slot, queue.claim_next, queue.watch_slot],
         # The tracing interceptor runs inside the workflow sandbox: let it import opentelemetry.
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
         ),
-        **options,  # type: ignore[arg-type]
+        **common,
     )
+    run_agent = AgentActivities(agents).run_agent
+    per_agent = [
+        Worker(
+            client,
+            task_queue=agent_task_queue(settings.task_queue, name),
+            activities=[run_agent],
+            **common,
+        )
+        for name in agents
+    ]
+    return Workers([main, *per_agent])
 
 
 def queue_config(settings: Settings) -> QueueConfig:
@@ -82,9 +107,8 @@ async def main(settings: Settings) -> None:
     )
     await connector.start()
     client = await connector.wait_connected()
-    worker = build_worker(
-        client, settings, AgentActivities(AGENTS, settings.agent_duration_seconds)
-    )
+    agents = AgentRegistry.installed()
+    workers = build_workers(client, settings, agents)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -93,11 +117,12 @@ async def main(settings: Settings) -> None:
     logger.info(
         "worker_start",
         task_queue=settings.task_queue,
+        agents=list(agents),
         namespace=settings.temporal_namespace,
         temporal_address=settings.temporal_address,
     )
     stuck_after = timedelta(seconds=settings.run_stuck_after_seconds)
-    async with worker, _background(watch(client, settings.run_target(), stuck_after=stuck_after)):
+    async with workers, _background(watch(client, settings.run_target(), stuck_after=stuck_after)):
         await stop.wait()
         logger.info("worker_stopping", message="Stopped polling; waiting for running agents")
     logger.info("worker_stopped")

@@ -1,6 +1,6 @@
-"""Side effects only: the agents and the activity that runs one of them."""
+"""Side effects only: the activity that runs an agent, the agents agent-runner ships, and what
+the queue workflow asks of the outside world."""
 
-from activities.agents import AGENTS, Agent, AgentContext
 from activities.run_agent import AgentActivities
 
-__all__ = ["AGENTS", "Agent", "AgentActivities", "AgentContext"]
+__all__ = ["AgentActivities"]

@@ -17,15 +17,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
+from temporalio.api.common.v1 import Payloads
 from temporalio.api.workflowservice.v1 import RecordActivityTaskHeartbeatRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner.agents import LeaseLostError
 from agent_runner.lease import lease_seconds, renew_seconds
-
-
-class LeaseLostError(Exception):
-    """The attempt can no longer be sure it holds its slot; it must not do more work."""
 
 
 class Lease:
@@ -40,6 +38,8 @@ class Lease:
         self._expires_at_wall: datetime | None = None
         self.lost_reason: str | None = None
         self.cancel_requested = False
+        # What each heartbeat carries (the latest progress): the Web UI shows it on the attempt.
+        self.details: object = None
 
     @property
     def expires_at(self) -> datetime | None:
@@ -58,6 +58,9 @@ class Lease:
 
     async def confirm(self) -> None:
         """Send one heartbeat and wait for the answer; extend the lease, or lose it."""
+        details = None
+        if self.details is not None:
+            details = Payloads(payloads=await self._client.data_converter.encode([self.details]))
         sent = time.monotonic()
         sent_wall = datetime.now(UTC)
         try:
@@ -66,6 +69,7 @@ class Lease:
                     task_token=self._task_token,
                     namespace=self._client.namespace,
                     identity=self._client.identity,
+                    details=details,
                 ),
                 retry=False,
                 timeout=timedelta(seconds=self.renew_every * 2),
@@ -90,4 +94,4 @@ class Lease:
                 on_lost()
                 return
             # The SDK's own heartbeat carries cancellation to the agent (within its throttle).
-            activity.heartbeat()
+            activity.heartbeat(*(() if self.details is None else (self.details,)))

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
+from pydantic import BaseModel
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.agents import Agent, AgentContext
-from activities.lease import Lease, LeaseLostError
+from activities.context import RunContext, RunEvents
+from activities.lease import Lease
+from agent_runner.agent_registry import AgentRegistry, InvalidParamsError, UnknownAgentError
+from agent_runner.agents import Agent, LeaseLostError
 from agent_runner.lease import fencing_token
 from agent_runner.logs import bind_run_context
 from agent_runner.models import (
@@ -30,38 +34,23 @@ logger = structlog.stdlib.get_logger(__name__)
 
 
 class AgentActivities:
-    """Holds what the activity needs from the worker: the agent registry and the work duration.
+    """Holds what the activity needs from the worker: the agents it serves.
 
-    Tests construct it with other agents registered under the same names; the activity code
+    Tests construct it with other agents registered under the real names; the activity code
     that holds the lease, logs and reports failures stays the real one.
     """
 
-    def __init__(self, agents: Mapping[str, Agent], duration_seconds: float) -> None:
+    def __init__(self, agents: AgentRegistry) -> None:
         self._agents = agents
-        self._duration_seconds = duration_seconds
 
     @activity.defn(name=ACTIVITY_NAME)
     async def run_agent(self, task: AgentTask) -> AgentOutput:
         info = activity.info()
-        bind_run_context(
-            agent_type=task.agent_type,
-            user_id=task.user_id,
-            run_id=task.run_id or info.workflow_run_id,
-        )
+        run_id = task.run_id or info.workflow_run_id or ""
+        bind_run_context(agent_type=task.agent_type, user_id=task.user_id, run_id=run_id)
         token = fencing_token(task.fence_base, info.attempt)
         log = logger.bind(attempt=info.attempt, fencing_token=token)
-        agent = self._agents.get(task.agent_type)
-        if agent is None:
-            log.error(
-                "unsupported_agent_type",
-                message="Unsupported agent_type",
-                supported=sorted(self._agents),
-            )
-            raise ApplicationError(
-                f"Unsupported agent_type: {task.agent_type!r}",
-                type=ErrorType.UNSUPPORTED_AGENT_TYPE,
-                non_retryable=True,
-            )
+        agent, params = self._agent_and_params(task, log)
         heartbeat_timeout = info.heartbeat_timeout
         lease = Lease(
             activity.client(),
@@ -80,21 +69,58 @@ class AgentActivities:
             # Cancelled before it began (its worker was paused, say): never start the agent.
             log.warning("agent_not_started", reason="the run was cancelled")
             await _until_cancelled(lease)
+        events = RunEvents(activity.client(), info)
+        await events.started(info.attempt)
         log.info(
             "agent_start",
             message=f"Hello, I am a {task.agent_type} agent for {task.user_id}",
             lease_seconds=lease.duration,
         )
-        context = AgentContext(
-            task.agent_type, task.user_id, self._duration_seconds, log, token, lease
+        context = RunContext(
+            run_id, task.agent_type, task.user_id, info.attempt, token, log, lease, events
         )
-        result = await _supervise(agent(context), lease, task.timeout_seconds, log, info)
+        try:
+            result = await _supervise(
+                agent.run(context, params), lease, task.timeout_seconds, log, info
+            )
+        except ApplicationError as err:
+            retrying = not err.non_retryable and info.attempt < task.max_attempts
+            await events.failed(info.attempt, err.message, retrying=retrying)
+            raise
+        finally:
+            events.close()
         log.info(
             "agent_complete",
             message=f"The {task.agent_type} agent finished for {task.user_id}",
             result=result,
         )
         return AgentOutput(result=result, attempt=info.attempt)
+
+    def _agent_and_params(
+        self, task: AgentTask, log: structlog.stdlib.BoundLogger
+    ) -> tuple[Agent[Any], BaseModel]:
+        try:
+            return self._agents[task.agent_type], self._agents.params(task.agent_type, task.params)
+        except UnknownAgentError:
+            # Only workers that have the agent poll its task queue: a deployment mistake.
+            log.error(
+                "unsupported_agent_type",
+                message="Unsupported agent_type",
+                supported=sorted(self._agents),
+            )
+            raise ApplicationError(
+                f"Unsupported agent_type: {task.agent_type!r}",
+                type=ErrorType.UNSUPPORTED_AGENT_TYPE,
+                non_retryable=True,
+            ) from None
+        except InvalidParamsError as err:
+            log.warning("invalid_params", reason=str(err))
+            raise ApplicationError(
+                str(err),
+                FailureDetails(attempt=0),
+                type=ErrorType.INVALID_INPUT,
+                non_retryable=True,
+            ) from None
 
 
 async def _supervise(

@@ -177,6 +177,12 @@ def parse_workflow_id(base: str, workflow_id: str) -> tuple[Scope, int | None] |
     return None
 
 
+def agent_task_queue(task_queue: str, agent_type: str) -> str:
+    """The task queue of one agent's activities: only workers that have the agent poll it, so a
+    run waits for such a worker instead of failing on one that lacks the agent."""
+    return f"{task_queue}.agents.{agent_type}"
+
+
 def slot_of(workflow_id: str) -> int:
     """The slot number of a slot's workflow id (0 unless it ends in ``:slot-N``)."""
     _, separator, last = workflow_id.rpartition(_SEPARATOR)

@@ -19,11 +19,8 @@ SAFE_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 ACTIVITY_NAME = "run_agent"
 # Signal a stopped attempt sends to the run now holding its slot: "I am no longer working".
 PREDECESSOR_STOPPED_SIGNAL = "predecessor_stopped"
-
-
-class AgentType(StrEnum):
-    DOCUMENT_EXTRACTOR = "document-extractor"
-    POLICY_CHECKER = "policy-checker"
+# Signal an attempt sends its own run: it started, it made progress, it failed (AgentEvent).
+AGENT_EVENT_SIGNAL = "agent_event"
 
 
 class ErrorType(StrEnum):
@@ -93,6 +90,8 @@ class AgentRunInput:
     agent_type: str
     user_id: str
     policy: RunPolicy = RunPolicy()
+    # The agent's parameters (its params_model), as JSON.
+    params: dict[str, Any] | None = None
     handoff: Handoff | None = None
     # Where the run's slot is, as its run id says it (agent_runner.locations): "" for the global
     # scope's slot 0, which is also what a start from another system gets.
@@ -105,6 +104,27 @@ class AgentRunInput:
     request_fingerprint: str | None = None
     # Runs are waiting for this slot: claim one from the queue before ending (see the queue).
     offered: bool = False
+
+
+class AgentEventKind(StrEnum):
+    ATTEMPT_STARTED = "attempt_started"
+    PROGRESS = "progress"
+    ATTEMPT_FAILED = "attempt_failed"
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """What an attempt tells its run as it goes; each is a signal, so the run's history (and
+    whoever follows it) sees it at once. Temporal itself records an attempt's start only when
+    it ends, and a failed attempt that is retried not at all."""
+
+    kind: AgentEventKind
+    attempt: int
+    fraction: float | None = None
+    message: str | None = None
+    # attempt_failed: why, and whether another attempt follows.
+    reason: str | None = None
+    retrying: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +146,8 @@ class AgentTask:
     user_id: str
     # The run id its client knows (log lines carry it).
     run_id: str | None = None
+    params: dict[str, Any] | None = None
+    max_attempts: int = RunPolicy.max_attempts
     # Fencing tokens of this run are fence_base + attempt; 0 from a worker of an older version.
     fence_base: int = 0
     # The agent's own time limit per attempt, enforced by the activity itself.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from agent_runner.locations import Scope
 from agent_runner.models import AgentRunInput, RunPolicy
@@ -39,6 +40,8 @@ class EnqueueRequest:
     policy: RunPolicy | None = None
     idempotency_key: str | None = None
     request_fingerprint: str | None = None
+    # The agent's parameters (its params_model), as JSON.
+    params: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

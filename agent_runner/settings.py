@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agent_runner.agents import AgentDefaults
 from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
 from agent_runner.locations import WORKFLOW_ID_PATTERN, ScopeKind
 from agent_runner.models import RunPolicy
@@ -115,12 +116,23 @@ class Settings(BaseSettings):
             queue_max=self.agent_queue_max,
         )
 
-    def run_policy(self) -> RunPolicy:
-        """How the workflow drives the agent, for every run started with these settings."""
+    def run_policy(self, defaults: AgentDefaults | None = None) -> RunPolicy:
+        """How the workflow drives an agent. A setting given in the environment applies to every
+        agent; one left unset takes the agent's own default (``defaults``), if it has one."""
+
+        def pick(setting: str, agent_default: float | None) -> float:
+            if agent_default is None or setting in self.model_fields_set:
+                value: float = getattr(self, setting)
+                return value
+            return agent_default
+
+        agent = defaults or AgentDefaults()
         return RunPolicy(
-            max_attempts=self.agent_max_attempts,
-            timeout_seconds=self.agent_timeout_seconds,
-            heartbeat_timeout_seconds=self.agent_heartbeat_timeout_seconds,
+            max_attempts=int(pick("agent_max_attempts", agent.max_attempts)),
+            timeout_seconds=pick("agent_timeout_seconds", agent.timeout_seconds),
+            heartbeat_timeout_seconds=pick(
+                "agent_heartbeat_timeout_seconds", agent.heartbeat_timeout_seconds
+            ),
             retry_initial_interval_seconds=self.agent_retry_initial_interval_seconds,
         )
 

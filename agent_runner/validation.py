@@ -9,15 +9,17 @@ here: a timeout of 1e308 s or 2^40 attempts cannot even be scheduled.
 from __future__ import annotations
 
 import math
+import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import replace
 
 from pydantic import TypeAdapter, ValidationError
 
 from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
-from agent_runner.models import AgentRunInput, AgentType, ErrorType, RunPolicy
+from agent_runner.locations import AGENT_TYPE_PATTERN
+from agent_runner.models import AgentRunInput, ErrorType, RunPolicy
 
-SUPPORTED_AGENT_TYPES = tuple(agent_type.value for agent_type in AgentType)
 # Bounds of a run policy; the settings use the same ones.
 MAX_ATTEMPTS = 100
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600.0
@@ -47,10 +49,10 @@ def shortened(text: str, limit: int = 4 * MAX_QUOTED) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
-def unsupported_agent_type_message(agent_type: object) -> str:
+def unsupported_agent_type_message(agent_type: object, supported: Iterable[str]) -> str:
     return (
         f"Unsupported agent_type: {quoted(agent_type)}; "
-        f"supported types are {', '.join(SUPPORTED_AGENT_TYPES)}"
+        f"supported types are {', '.join(sorted(supported))}"
     )
 
 
@@ -68,8 +70,13 @@ def parse_run_input(raw: object) -> AgentRunInput:
             for error in err.errors(include_input=False)[:5]
         )
         raise InvalidRunInputError(f"Invalid input: {problems}") from None
-    if run_input.agent_type not in SUPPORTED_AGENT_TYPES:
-        raise UnsupportedAgentTypeError(unsupported_agent_type_message(run_input.agent_type))
+    # Whether an agent of that name exists is for the API (which refuses unknown ones) and the
+    # workers (a run waits for a worker that has its agent) to say; here only its shape.
+    if not re.match(AGENT_TYPE_PATTERN, run_input.agent_type):
+        raise UnsupportedAgentTypeError(
+            f"Unsupported agent_type: {quoted(run_input.agent_type)}; an agent type is "
+            "lowercase letters, digits and dashes"
+        )
     try:
         user_id = str(uuid.UUID(run_input.user_id))
     except ValueError:

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from cachetools import TTLCache
+
 V = TypeVar("V")
 
 
@@ -23,3 +25,18 @@ class Coalesced(Generic[V]):
             self._inflight[key] = future
             future.add_done_callback(lambda _: self._inflight.pop(key, None))
         return await asyncio.shield(future)
+
+
+class Recent(Generic[V]):
+    """A value fetched at most once per ``ttl_seconds`` per key (shared by concurrent callers)."""
+
+    def __init__(self, ttl_seconds: float, maxsize: int = 256) -> None:
+        self._known: TTLCache[str, V] = TTLCache(maxsize=maxsize, ttl=ttl_seconds)
+        self._fetching: Coalesced[V] = Coalesced()
+
+    async def get(self, key: str, fetch: Callable[[], Awaitable[V]]) -> V:
+        if key in self._known:
+            return self._known[key]
+        value = await self._fetching.get(key, fetch)
+        self._known[key] = value
+        return value

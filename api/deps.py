@@ -9,13 +9,14 @@ from typing import Annotated
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from agent_runner.agent_registry import AgentRegistry
 from agent_runner.connector import Connector
 from agent_runner.locations import Scope
 from agent_runner.queue_types import EnqueueRequest, EnqueueResult
 from agent_runner.runs import RunPolicy, RunStatus, RunTarget, enqueue_runs
 from agent_runner.runs.listing import token_key_from
 from agent_runner.settings import Settings
-from api.coalesce import Coalesced
+from api.coalesce import Coalesced, Recent
 from api.enqueue_batch import EnqueueBatches
 from api.finished_runs import FinishedRuns
 from api.metrics import ApiMetrics
@@ -29,28 +30,35 @@ class AppState:
 
     settings: Settings
     target: RunTarget
-    # What every run this API starts gets as its retry policy (see README, "whose settings").
-    policy: RunPolicy
+    # The agents installed beside this API: requests are checked against them.
+    agents: AgentRegistry
     finished_runs: FinishedRuns
     api_keys: frozenset[str]
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     start_times: RunStartTimes = field(default_factory=RunStartTimes)
     status_reads: Coalesced[RunStatus] = field(default_factory=Coalesced)
     starts: StartFlights = field(default_factory=StartFlights)
+    # How many workers poll each agent's task queue, asked of Temporal at most every 5 s.
+    worker_presence: Recent[int] = field(default_factory=lambda: Recent(ttl_seconds=5.0))
     enqueues: EnqueueBatches | None = None
     connector: Connector | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AppState:
+    def from_settings(cls, settings: Settings, agents: AgentRegistry | None = None) -> AppState:
         state = cls(
             settings=settings,
             target=settings.run_target(),
-            policy=settings.run_policy(),
+            agents=agents if agents is not None else AgentRegistry.installed(),
             finished_runs=FinishedRuns(settings.api_status_cache_size),
             api_keys=settings.load_api_keys(),
         )
         state.enqueues = EnqueueBatches(state.send_enqueues)
         return state
+
+    def policy_for(self, agent_type: str) -> RunPolicy:
+        """The retry policy a run of this agent gets: the settings given in the environment,
+        else the agent's own defaults, else ours (see README, "whose settings")."""
+        return self.settings.run_policy(self.agents[agent_type].defaults)
 
     async def send_enqueues(
         self, scope: Scope, requests: Sequence[EnqueueRequest]

@@ -9,17 +9,20 @@ import structlog
 from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from agent_runner.agent_registry import AgentRegistry
 from agent_runner.connection import api_retry_config, create_runtime
 from agent_runner.connector import Connector
 from agent_runner.logs import configure_logging, redact_access_log_queries
 from agent_runner.settings import Settings, get_settings
 from agent_runner.tracing import tracing_interceptors
+from api.agent_docs import describe_agents
 from api.auth import require_api_key
 from api.body_limit import BodySizeLimit
 from api.deps import AppState
 from api.errors import install_error_handlers
 from api.fast_status import FinishedStatusFastPath
 from api.metrics import MetricsMiddleware
+from api.routes import agents as agent_routes
 from api.routes import docs, health, runs, start
 from api.routes import status as status_routes
 
@@ -37,10 +40,11 @@ class ClearLogContext:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, agents: AgentRegistry | None = None) -> FastAPI:
+    """The app; ``agents`` default to every agent installed in this environment."""
     settings = settings or get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    state = AppState.from_settings(settings)
+    state = AppState.from_settings(settings, agents)
     app = FastAPI(
         title="agent-runner",
         summary="Runs one insurance agent at a time, on Temporal.",
@@ -59,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # With API keys set, /agents/* and the docs (and optionally /metrics) need one; health
     # stays open.
     protected = [Depends(require_api_key)] if state.api_keys else []
-    for router in (start.router, status_routes.router, runs.router):
+    for router in (start.router, status_routes.router, runs.router, agent_routes.router):
         app.include_router(router, dependencies=protected)
     app.include_router(docs.docs, dependencies=protected)
     app.include_router(health.probes)
@@ -67,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         health.metrics_router, dependencies=protected if settings.metrics_require_api_key else []
     )
     install_error_handlers(app)
+    describe_agents(app, state.agents)
     # uvicorn's access line shows a query's parameters only if the API declares them.
     redact_access_log_queries(declared_query_parameters(app))
     return app

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runner.runs import OnBusy, RunState
-from agent_runner.validation import SUPPORTED_AGENT_TYPES
 
 
 class RunRequest(BaseModel):
@@ -21,13 +20,19 @@ class RunRequest(BaseModel):
         }
     )
 
-    # A plain string, not an enum, so an unknown type is the contract's 400, not a 422.
+    # A plain string, not an enum, so an unknown type is the contract's 400, not a 422. The
+    # OpenAPI document lists the installed agents (api/agent_docs.py).
     agent_type: str = Field(
-        description="Which agent to run.",
-        json_schema_extra={"enum": list(SUPPORTED_AGENT_TYPES)},
-        max_length=100,
+        description="Which agent to run: see GET /agents/types.", max_length=100
     )
     user_id: UUID = Field(description="The user the agent works for.")
+    params: dict[str, Any] | None = Field(
+        default=None,
+        description=(
+            "The agent's parameters, checked against its model (GET /agents/types); unknown "
+            "ones are refused. Omit for an agent that takes none."
+        ),
+    )
     on_busy: OnBusy = Field(
         default=OnBusy.REJECT,
         description=(
@@ -43,6 +48,22 @@ class RunAccepted(BaseModel):
         default=None,
         description="None when the run started at once; else its place in the queue, 1 next.",
     )
+
+
+class ProgressResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    fraction: float = Field(ge=0, le=1, description="0.0 to 1.0, as the agent reported it.")
+    message: str = Field(description="What the agent does now.")
+    attempt: int = Field(description="The attempt that reported it.")
+
+
+class AttemptFailureResponse(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    attempt: int
+    reason: str
+    retrying: bool = Field(description="Whether another attempt follows.")
 
 
 class RunStatusResponse(BaseModel):
@@ -86,6 +107,21 @@ class RunStatusResponse(BaseModel):
     )
     temporal_run_id: str | None = Field(
         default=None, description="That execution's Temporal run id."
+    )
+    progress: ProgressResponse | None = Field(
+        default=None, description="How far the working attempt is, as its agent last reported."
+    )
+    last_failure: AttemptFailureResponse | None = Field(
+        default=None,
+        description="The last failed attempt of a run that goes on with another attempt.",
+    )
+    waiting_for: Literal["queue", "previous_agent", "worker"] | None = Field(
+        default=None,
+        description=(
+            "Why a PENDING run has not started: `queue` (its turn), `previous_agent` (the "
+            "previous run's agent on its slot has not yet been seen to stop), `worker` (no "
+            "worker that has its agent has taken it: see `workers_polling` in GET /agents/types)."
+        ),
     )
 
 
@@ -136,3 +172,31 @@ class CancelResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str
+
+
+class AgentDefaultsResponse(BaseModel):
+    max_attempts: int
+    timeout_seconds: float
+    heartbeat_timeout_seconds: float
+
+
+class AgentTypeResponse(BaseModel):
+    name: str = Field(description="The `agent_type` to ask for.")
+    description: str
+    params_schema: dict[str, Any] = Field(
+        description="The JSON Schema of `params` (unknown parameters are refused)."
+    )
+    defaults: AgentDefaultsResponse = Field(
+        description="What a run of it gets from this API: the settings given in the "
+        "environment, else the agent's own defaults."
+    )
+    workers_polling: int | None = Field(
+        description=(
+            "Workers seen polling this agent's task queue within the last minute; 0 means its "
+            "runs wait PENDING until a worker that has it starts. None: Temporal did not say."
+        )
+    )
+
+
+class AgentTypesResponse(BaseModel):
+    agents: list[AgentTypeResponse] = Field(description="By name.")

@@ -8,20 +8,21 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 from asgi_lifespan import LifespanManager
 from temporalio.client import Client
-from temporalio.worker import Worker
 
-from activities import AGENTS, Agent, AgentActivities
+from activities.builtin_agents import builtin_agents
+from agent_runner.agent_registry import AgentRegistry
+from agent_runner.agents import Agent
 from agent_runner.settings import Settings
 from api.main import create_app
 from devtools.processes import EXAMPLE_USER_ID, ROOT, ChildProcess, wait_until_serving
-from worker import build_worker
+from worker import Workers, build_workers
 
 __all__ = ["ROOT"]
 USER_ID = EXAMPLE_USER_ID
@@ -57,13 +58,15 @@ async def start_run(
 def in_process_worker(
     client: Client,
     settings: Settings,
-    agents: Mapping[str, Agent] = AGENTS,
+    agents: Iterable[Agent[Any]] | None = None,
     duration_seconds: float | None = None,
-) -> Worker:
-    """A real worker in the test process, so tests can register other agents under the real
-    names; the real activity code runs them."""
+) -> Workers:
+    """Real workers in the test process (the main one and one per agent), so tests can serve
+    other agents under the real names; the real activity code runs them. Default: the
+    built-in agents, working for ``duration_seconds`` (else the settings' duration)."""
     duration = settings.agent_duration_seconds if duration_seconds is None else duration_seconds
-    return build_worker(client, settings, AgentActivities(agents, duration))
+    chosen = builtin_agents(duration) if agents is None else agents
+    return build_workers(client, settings, AgentRegistry.of(chosen))
 
 
 async def assert_eventually(

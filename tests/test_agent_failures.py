@@ -14,7 +14,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from activities import AGENTS, AgentContext
+from agent_runner.agents import Agent, AgentContext, NoParams
 from agent_runner.settings import Settings
 from tests.helpers import (
     USER_ID,
@@ -27,26 +27,27 @@ from tests.helpers import (
 )
 
 
-class Flaky:
-    """Fails its first ``failures`` calls, then works."""
+class Flaky(Agent[NoParams]):
+    """A policy checker that fails its first ``failures`` calls, then works."""
+
+    name = "policy-checker"
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.calls = 0
 
-    async def __call__(self, ctx: AgentContext) -> str:
+    async def run(self, ctx: AgentContext, params: NoParams) -> str:
         self.calls += 1
         if self.calls <= self.failures:
             raise RuntimeError(f"scanner offline (call {self.calls})")
-        await ctx.work()
+        await ctx.report_progress(0.5, "checking")
         return "approved"
 
 
 async def test_agent_that_fails_once_is_retried_and_done_on_attempt_2(
     temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
-    agents = {**AGENTS, "policy-checker": Flaky(failures=1)}
-    async with in_process_worker(temporal_client, idle_settings, agents):
+    async with in_process_worker(temporal_client, idle_settings, [Flaky(failures=1)]):
         run_id = await start_run(idle_api)
         body = await wait_for_state(idle_api, run_id, "DONE", "ERROR")
 
@@ -61,12 +62,11 @@ async def test_agent_that_always_fails_ends_error_with_reason_and_logged_stack(
     idle_api: httpx.AsyncClient,
     log_lines: ListHandler,
 ) -> None:
-    agents = {**AGENTS, "policy-checker": Flaky(failures=99)}
-    async with in_process_worker(temporal_client, idle_settings, agents):
+    flaky = Flaky(failures=idle_settings.agent_max_attempts)
+    async with in_process_worker(temporal_client, idle_settings, [flaky]):
         run_id = await start_run(idle_api)
         body = await wait_for_state(idle_api, run_id, "ERROR", "DONE")
         # The service keeps serving: the next run is accepted and completes.
-        agents["policy-checker"] = AGENTS["policy-checker"]
         next_run_id = await start_run(idle_api)
         await wait_for_state(idle_api, next_run_id, "DONE")
 
@@ -88,7 +88,11 @@ async def test_agent_that_always_fails_ends_error_with_reason_and_logged_stack(
     [
         ([], "Invalid input"),
         ([{"agent_type": "policy-checker"}], "user_id"),
-        ([{"agent_type": "claims-bot", "user_id": USER_ID}], "Unsupported agent_type"),
+        ([{"agent_type": "Claims Bot!", "user_id": USER_ID}], "Unsupported agent_type"),
+        (
+            [{"agent_type": "policy-checker", "user_id": USER_ID, "params": {"x": 1}}],
+            "params.x: Extra inputs are not permitted",
+        ),
         ([{"agent_type": "policy-checker", "user_id": "bob"}], "user_id must be a UUID"),
         (["just a string"], "Invalid input"),
         (
@@ -104,7 +108,7 @@ async def test_direct_start_with_bad_input_ends_error_with_a_reason(
     workflow_args: list[Any],
     reason: str,
 ) -> None:
-    async with in_process_worker(temporal_client, idle_settings, AGENTS):
+    async with in_process_worker(temporal_client, idle_settings):
         handle = await temporal_client.start_workflow(
             "AgentRunWorkflow",
             args=workflow_args,
@@ -122,7 +126,7 @@ async def test_direct_start_with_bad_input_ends_error_with_a_reason(
 async def test_direct_start_with_good_input_is_visible_through_the_api(
     temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
-    async with in_process_worker(temporal_client, idle_settings, AGENTS):
+    async with in_process_worker(temporal_client, idle_settings):
         handle = await temporal_client.start_workflow(
             "AgentRunWorkflow",
             {"agent_type": "document-extractor", "user_id": USER_ID},
@@ -147,7 +151,7 @@ async def test_agent_over_its_timeout_ends_error_with_a_reason_naming_the_timeou
         agent_duration_seconds=30.0,
     )
     async for api in app_client(settings):
-        async with in_process_worker(temporal_client, settings, AGENTS):
+        async with in_process_worker(temporal_client, settings):
             run_id = await start_run(api)
             body = await wait_for_state(api, run_id, "ERROR", "DONE", timeout=60)
 

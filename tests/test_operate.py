@@ -183,7 +183,7 @@ async def test_runs_are_listed_newest_first_with_filters_and_pages(api: httpx.As
 @pytest.mark.parametrize(
     "query",
     [
-        "agent_type=claims-bot",
+        "agent_type=Claims%20Bot",
         "page_token=%%%",
         "page_token=AAAA",
         "state=done",

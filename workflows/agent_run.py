@@ -20,14 +20,18 @@ from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 
+from workflows.attempts import Attempts
+
 with workflow.unsafe.imports_passed_through():
     from activities.queue_ops import ClaimNext
     from agent_runner import lease
-    from agent_runner.locations import client_run_id, queue_id_of, slot_of
+    from agent_runner.locations import agent_task_queue, client_run_id, queue_id_of, slot_of
     from agent_runner.models import (
         ACTIVITY_NAME,
+        AGENT_EVENT_SIGNAL,
         PREDECESSOR_STOPPED_SIGNAL,
         WORKFLOW_TYPE,
+        AgentEvent,
         AgentOutput,
         AgentRunInput,
         AgentRunResult,
@@ -52,6 +56,7 @@ class AgentRunWorkflow:
         self._stopped_predecessors: set[str] = set()
         # The queue to claim the next run from when this one ends: runs wait for this slot.
         self._queue_id: str | None = None
+        self._attempts = Attempts()
 
     @workflow.signal(name=OFFER_SIGNAL)
     def offer(self, queue_id: RawValue) -> None:
@@ -66,6 +71,14 @@ class AgentRunWorkflow:
         decoded = _decoded(run_id)
         if isinstance(decoded, str):
             self._stopped_predecessors.add(decoded)
+
+    @workflow.signal(name=AGENT_EVENT_SIGNAL)
+    def agent_event(self, event: RawValue) -> None:
+        """An attempt started, made progress or failed: shown in the Web UI's current details
+        (and, being a signal, in the history that status streams follow)."""
+        decoded = _decoded(event, AgentEvent)
+        if isinstance(decoded, AgentEvent):
+            self._attempts.apply(decoded)
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> AgentRunResult:
@@ -159,11 +172,13 @@ class AgentRunWorkflow:
 
     async def _run_agent(self, run_input: AgentRunInput, fence_base: int) -> AgentOutput:
         policy = run_input.policy
+        self._attempts.max_attempts = policy.max_attempts
+        task_queue = agent_task_queue(workflow.info().task_queue, run_input.agent_type)
         workflow.set_current_details(
             f"Running the {run_input.agent_type} agent for {run_input.user_id}: up to "
             f"{policy.max_attempts} attempts of at most {policy.timeout_seconds:g} s, heartbeat "
-            f"timeout {policy.heartbeat_timeout_seconds:g} s. Attempts and failures are in the "
-            "history (ActivityTaskStarted / pending activity)."
+            f"timeout {policy.heartbeat_timeout_seconds:g} s. Waiting for a worker that has the "
+            f"agent (it polls task queue {task_queue})."
         )
         heartbeat_timeout = timedelta(seconds=policy.heartbeat_timeout_seconds)
         try:
@@ -173,10 +188,13 @@ class AgentRunWorkflow:
                     agent_type=run_input.agent_type,
                     user_id=run_input.user_id,
                     run_id=_client_run_id(run_input),
+                    params=run_input.params,
+                    max_attempts=policy.max_attempts,
                     fence_base=fence_base,
                     timeout_seconds=policy.timeout_seconds,
                 ),
                 result_type=AgentOutput,
+                task_queue=task_queue,
                 # The activity stops its agent at timeout_seconds itself; the server's limit is
                 # a backstop one heartbeat timeout later, so it never fires on a working agent.
                 start_to_close_timeout=timedelta(seconds=policy.timeout_seconds)
@@ -257,10 +275,10 @@ def _not_before(run_input: AgentRunInput) -> datetime | None:
     return not_before
 
 
-def _decoded(raw: RawValue) -> object:
+def _decoded(raw: RawValue, type_hint: Any = None) -> object:
     """A signal's argument, or None when it does not decode (a signal from someone else)."""
     try:
-        return workflow.payload_converter().from_payload(raw.payload)
+        return workflow.payload_converter().from_payload(raw.payload, type_hint)
     except Exception:
         return None
 

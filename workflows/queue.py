@@ -169,6 +169,7 @@ class AgentQueueWorkflow:
                     "agent_type": request.agent_type,
                     "user_id": request.user_id,
                     "policy": request.policy or config.default_policy,
+                    "params": request.params,
                 }
             )
         except InvalidRunInputError as err:

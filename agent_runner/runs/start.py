@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from enum import StrEnum
@@ -88,16 +89,24 @@ def start_request(
     user_id: str | uuid.UUID,
     *,
     policy: RunPolicy | None = None,
+    params: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
     on_busy: OnBusy = OnBusy.REJECT,
 ) -> StartRequest:
-    """Validate a request. Raises :class:`UnsupportedAgentTypeError` /
+    """Validate a request's shape (whether the agent exists and its ``params`` fit are for
+    the caller to check against its registry). Raises :class:`UnsupportedAgentTypeError` /
     :class:`InvalidRunInputError` (both ``ValueError``)."""
     run_input = parse_run_input(
-        {"agent_type": agent_type, "user_id": str(user_id), "policy": policy or RunPolicy()}
+        {
+            "agent_type": agent_type,
+            "user_id": str(user_id),
+            "policy": policy or RunPolicy(),
+            "params": dict(params) if params is not None else None,
+        }
     )
+    canonical_params = json.dumps(run_input.params, sort_keys=True, separators=(",", ":"))
     fingerprint = hashlib.sha256(
-        f"{run_input.agent_type}\n{run_input.user_id}".encode()
+        f"{run_input.agent_type}\n{run_input.user_id}\n{canonical_params}".encode()
     ).hexdigest()
     run_input = replace(
         run_input,
@@ -114,6 +123,7 @@ async def start_agent_run(
     *,
     target: RunTarget,
     policy: RunPolicy | None = None,
+    params: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
     on_busy: OnBusy = OnBusy.REJECT,
 ) -> str:
@@ -124,7 +134,12 @@ async def start_agent_run(
     :class:`IdempotencyKeyReusedError`, and :class:`TemporalUnavailableError`.
     """
     request = start_request(
-        agent_type, user_id, policy=policy, idempotency_key=idempotency_key, on_busy=on_busy
+        agent_type,
+        user_id,
+        policy=policy,
+        params=params,
+        idempotency_key=idempotency_key,
+        on_busy=on_busy,
     )
     return await start_run(client, request, target=target)
 
@@ -255,11 +270,17 @@ async def enqueue_runs(
         except RPCError as err:
             if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
                 raise TemporalUnavailableError(_NO_ANSWER) from err
-            # Too many updates in flight on the queue at once: back off and try again.
-            if err.status != RPCStatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+            # Too many updates in flight on the queue at once, or the update was aborted because
+            # the workflow task that carried it failed (the queue was closing or continuing as
+            # new as it came: the server refuses that task, "UnhandledCommand"). An enqueue is
+            # idempotent by its request id: back off and try again.
+            if err.status not in _RETRIED or time.monotonic() > deadline:
                 raise
         await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
         start = _fresh(start)
+
+
+_RETRIED = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.FAILED_PRECONDITION)
 
 
 def _fresh(start: WithStartWorkflowOperation[Any, Any]) -> WithStartWorkflowOperation[Any, Any]:
@@ -284,6 +305,7 @@ def _enqueue_request(request: StartRequest) -> EnqueueRequest:
         agent_type=run_input.agent_type,
         user_id=run_input.user_id,
         policy=run_input.policy,
+        params=run_input.params,
         idempotency_key=key,
         request_fingerprint=run_input.request_fingerprint,
     )

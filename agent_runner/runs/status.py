@@ -12,6 +12,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from temporalio.api.common.v1 import Payloads
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import (
@@ -27,7 +28,16 @@ from temporalio.service import RPCError
 from agent_runner.locations import QueuedRun, RunRef, SlotRun, parse_run_id, parse_workflow_id
 from agent_runner.models import AgentRunResult, FailureDetails
 from agent_runner.runs.errors import NOT_FOUND, RunNotFoundError, temporal_call
-from agent_runner.runs.types import RunState, RunStatus, RunTarget
+from agent_runner.runs.types import (
+    WAITING_PREVIOUS_AGENT,
+    WAITING_QUEUE,
+    WAITING_WORKER,
+    AttemptFailure,
+    Progress,
+    RunState,
+    RunStatus,
+    RunTarget,
+)
 
 # The error of a run that was cancelled, however it was stopped.
 CANCELLED = "cancelled"
@@ -85,7 +95,9 @@ async def status_of(
         queued_at=_time(memo.get("queued_at")),
     )
     if description.status == WorkflowExecutionStatus.RUNNING:
-        return _open_run_status(description, base, waiting=bool(memo.get("waiting_until")))
+        return await _open_run_status(
+            client, description, base, waiting=bool(memo.get("waiting_until"))
+        )
     if description.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
         return _handed_over_status(base, memo.get("outcome"))
     handle = client.get_workflow_handle(description.id, run_id=description.run_id)
@@ -224,7 +236,9 @@ async def _where_queued_run_is(
         return replace(
             base, state=RunState.ERROR, error="the queue it waited in was stopped (terminated)"
         )
-    return replace(base, queue_position=_position(ref, memo) if state == "queued" else None)
+    if state != "queued":
+        return base
+    return replace(base, queue_position=_position(ref, memo), waiting_for=WAITING_QUEUE)
 
 
 def _position(ref: QueuedRun, memo: Mapping[str, Any]) -> int:
@@ -264,26 +278,47 @@ def _handed_over_status(base: RunStatus, outcome: object) -> RunStatus:
     )
 
 
-def _open_run_status(
-    description: WorkflowExecutionDescription, base: RunStatus, *, waiting: bool
+async def _open_run_status(
+    client: Client, description: WorkflowExecutionDescription, base: RunStatus, *, waiting: bool
 ) -> RunStatus:
     """PENDING until an attempt of the agent has started; RUNNING from then on, through its
     retries and the moment between the agent's end and the run's close."""
     pending = description.raw_description.pending_activities
     if pending:
         activity = pending[0]
-        has_run = (
-            activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-            or activity.attempt > 1
-        )
+        started = activity.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+        if not started and activity.attempt <= 1:
+            return replace(base, waiting_for=WAITING_WORKER)
+        failure = None
+        if activity.attempt > 1 and activity.HasField("last_failure"):
+            reason = activity.last_failure.message
+            failure = AttemptFailure(activity.attempt - 1, reason, retrying=True)
+        progress = None
+        if started and activity.HasField("heartbeat_details"):
+            progress = await _progress(client, activity.heartbeat_details, activity.attempt)
         return replace(
             base,
-            state=RunState.RUNNING if has_run else RunState.PENDING,
-            attempt=activity.attempt if has_run else 0,
+            state=RunState.RUNNING,
+            attempt=activity.attempt,
+            progress=progress,
+            last_failure=failure,
         )
-    if description.history_length > _EVENTS_BEFORE_AGENT and not waiting:
+    if waiting:
+        return replace(base, waiting_for=WAITING_PREVIOUS_AGENT)
+    if description.history_length > _EVENTS_BEFORE_AGENT:
         return replace(base, state=RunState.RUNNING)
     return base
+
+
+async def _progress(client: Client, details: Payloads, attempt: int) -> Progress | None:
+    """The progress the attempt's heartbeats carry (see activities/context.py)."""
+    try:
+        [reported] = await client.data_converter.decode(details.payloads)
+        if reported.get("attempt") != attempt:
+            return None  # the heartbeat of an earlier attempt
+        return Progress(float(reported["fraction"]), str(reported["message"]), attempt)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
 
 
 def _failure_reason_and_attempt(cause: BaseException) -> tuple[str, int]:

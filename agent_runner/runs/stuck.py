@@ -16,12 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from temporalio.api.enums.v1 import EventType, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.locations import parse_workflow_id
+from agent_runner.runs.pollers import pollers
 from agent_runner.runs.types import RunTarget
 from agent_runner.validation import quoted, shortened
 
@@ -50,7 +49,9 @@ async def stuck_reason(
     if started is None or now - started < stuck_after:
         return None
     queue = description.task_queue
-    if queue != target.task_queue and not await _has_pollers(client, queue, target):
+    if queue != target.task_queue and not await pollers(
+        client, target, queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW
+    ):
         return (
             f"it was started on task queue {quoted(queue)}, which no worker polls "
             f"(agent-runner's is {quoted(target.task_queue)})"
@@ -100,18 +101,6 @@ async def _last_task_failure(client: Client, description: WorkflowExecutionDescr
             failure = event.workflow_task_failed_event_attributes.failure
             cause = shortened(failure.message) if failure.message else "unknown"
     return cause
-
-
-async def _has_pollers(client: Client, queue: str, target: RunTarget) -> bool:
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        ),
-        timeout=target.rpc_timeout,
-    )
-    return len(response.pollers) > 0
 
 
 async def watch(client: Client, target: RunTarget, *, stuck_after: timedelta) -> None:

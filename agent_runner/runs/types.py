@@ -51,10 +51,36 @@ class RunStatus:
     # The Temporal execution that holds the run: its workflow id and run id.
     workflow_id: str | None = None
     temporal_run_id: str | None = None
+    # How far the working attempt is, as its agent last reported.
+    progress: Progress | None = None
+    # The last attempt that failed, while the run goes on (or ended with it).
+    last_failure: AttemptFailure | None = None
+    # Why a PENDING run has not started: WAITING_QUEUE, WAITING_PREVIOUS_AGENT, WAITING_WORKER.
+    waiting_for: str | None = None
 
     @property
     def is_final(self) -> bool:
         return self.state in (RunState.DONE, RunState.ERROR)
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float
+    message: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class AttemptFailure:
+    attempt: int
+    reason: str
+    # Whether another attempt follows.
+    retrying: bool
+
+
+WAITING_QUEUE = "queue"
+WAITING_PREVIOUS_AGENT = "previous_agent"
+WAITING_WORKER = "worker"
 
 
 @dataclass(frozen=True)

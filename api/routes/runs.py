@@ -9,8 +9,8 @@ import structlog
 from fastapi import HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
+from agent_runner.locations import AGENT_TYPE_PATTERN
 from agent_runner.logs import bind_run_context
-from agent_runner.models import AgentType
 from agent_runner.runs import (
     InvalidPageTokenError,
     RunFinishedError,
@@ -45,7 +45,7 @@ logger = structlog.stdlib.get_logger(__name__)
 async def runs(
     client: ClientDep,
     app: StateDep,
-    agent_type: AgentType | None = None,
+    agent_type: Annotated[str | None, Query(pattern=AGENT_TYPE_PATTERN, max_length=100)] = None,
     user_id: UUID | None = None,
     state: RunState | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,

@@ -7,9 +7,11 @@ from typing import Annotated
 
 import structlog
 from fastapi import Header, HTTPException, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
+from agent_runner.agent_registry import InvalidParamsError
 from agent_runner.locations import Scope
 from agent_runner.logs import bind_run_context
 from agent_runner.models import SAFE_KEY_PATTERN, AgentRunInput
@@ -22,8 +24,8 @@ from agent_runner.runs import (
     start_request,
     start_run_detailed,
 )
-from agent_runner.runs.start import TakeSlot, take_a_slot
-from agent_runner.validation import UnsupportedAgentTypeError
+from agent_runner.runs.start import StartRequest, TakeSlot, take_a_slot
+from agent_runner.validation import UnsupportedAgentTypeError, unsupported_agent_type_message
 from api.deps import AppState, StateDep
 from api.retry_after import retry_after_seconds
 from api.routes.common import ERRORS, agents_router, status_url
@@ -41,7 +43,10 @@ logger = structlog.stdlib.get_logger(__name__)
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunAccepted,
     responses={
-        400: {"model": ErrorResponse, "description": "Unsupported agent_type"},
+        400: {
+            "model": ErrorResponse,
+            "description": "Unsupported agent_type (see GET /agents/types)",
+        },
         409: {
             "model": BusyResponse,
             "description": (
@@ -49,7 +54,12 @@ logger = structlog.stdlib.get_logger(__name__)
                 "(`enqueue`); see `Location` and `Retry-After`"
             ),
         },
-        422: {"description": "Malformed body, or an Idempotency-Key reused for another request"},
+        422: {
+            "description": (
+                "Malformed body, `params` that do not fit the agent (each problem's `loc` "
+                "names the field), or an Idempotency-Key reused for another request"
+            )
+        },
         503: ERRORS[503],
     },
 )
@@ -72,17 +82,7 @@ async def run_agent(
     when none is free gets 409, or with `"on_busy": "enqueue"` a place in the queue."""
     user_id = str(body.user_id)
     bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=None)
-    try:
-        request = start_request(
-            body.agent_type,
-            user_id,
-            policy=state.policy,
-            idempotency_key=idempotency_key,
-            on_busy=body.on_busy,
-        )
-    except UnsupportedAgentTypeError as err:
-        logger.warning("unsupported_agent_type", message="Unsupported agent_type", reason=str(err))
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
+    request = _checked_request(state, body, idempotency_key)
     client = state.temporal_client
     try:
         outcome = await start_run_detailed(
@@ -100,6 +100,35 @@ async def run_agent(
     except AgentBusyError as err:
         return await busy_response(state, client, err.running_run_id)
     return _accepted(state, body.agent_type, user_id, outcome, idempotency_key)
+
+
+def _checked_request(
+    state: AppState, body: RunRequest, idempotency_key: str | None
+) -> StartRequest:
+    """The request, checked against the agents installed here: 400 for an unknown agent type
+    (the seed's log line), 422 naming the parameter that does not fit the agent's model."""
+    if body.agent_type not in state.agents:
+        reason = unsupported_agent_type_message(body.agent_type, state.agents)
+        logger.warning("unsupported_agent_type", message="Unsupported agent_type", reason=reason)
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, reason)
+    try:
+        params = state.agents.params(body.agent_type, body.params)
+        return start_request(
+            body.agent_type,
+            str(body.user_id),
+            policy=state.policy_for(body.agent_type),
+            params=params.model_dump(mode="json"),
+            idempotency_key=idempotency_key,
+            on_busy=body.on_busy,
+        )
+    except InvalidParamsError as err:
+        logger.info("invalid_params", reason=str(err))
+        raise RequestValidationError(
+            [{**error, "loc": ("body", "params", *error["loc"])} for error in err.errors]
+        ) from None
+    except UnsupportedAgentTypeError as err:
+        logger.warning("unsupported_agent_type", message="Unsupported agent_type", reason=str(err))
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
 
 
 def _shared_attempt(state: AppState, client: Client) -> TakeSlot:
