@@ -16,6 +16,7 @@ COPY agent_runner ./agent_runner
 COPY workflows ./workflows
 COPY activities ./activities
 COPY api ./api
+COPY cli ./cli
 COPY worker.py README.md ./
 # The project itself, so its entry points (the built-in agents) are installed. A team's own
 # agents: `FROM` this image, then `RUN uv pip install --python /opt/venv/bin/python <package>`.

@@ -1,0 +1,1 @@
+"""``agent-runner``: the command line for people, over the REST API."""

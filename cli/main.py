@@ -1,0 +1,5 @@
+"""Placeholder until the command line lands."""
+
+
+def main() -> None:
+    raise SystemExit("agent-runner: not built yet")
