@@ -13,6 +13,7 @@ from temporalio.client import Client, Interceptor
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
+    MetricBuffer,
     PrometheusConfig,
     Runtime,
     TelemetryConfig,
@@ -25,19 +26,21 @@ from agent_runner.logs import CORE_LOGGER_NAME
 from agent_runner.settings import Settings
 
 
-def create_runtime(prometheus_bind_address: str | None = None) -> Runtime:
-    """A runtime whose SDK-core logs go through Python logging (so they come out as JSON)."""
+def create_runtime(
+    prometheus_bind_address: str | None = None, metric_buffer: MetricBuffer | None = None
+) -> Runtime:
+    """A runtime whose SDK-core logs go through Python logging (so they come out as JSON),
+    and whose SDK metrics are served to Prometheus, or kept for the process to read."""
+    metrics: PrometheusConfig | MetricBuffer | None = metric_buffer
+    if prometheus_bind_address:
+        metrics = PrometheusConfig(bind_address=prometheus_bind_address)
     return Runtime(
         telemetry=TelemetryConfig(
             logging=LoggingConfig(
                 filter=TelemetryFilter(core_level="WARN", other_level="WARN"),
                 forwarding=LogForwardingConfig(logger=logging.getLogger(CORE_LOGGER_NAME)),
             ),
-            metrics=(
-                PrometheusConfig(bind_address=prometheus_bind_address)
-                if prometheus_bind_address
-                else None
-            ),
+            metrics=metrics,
         )
     )
 

@@ -19,9 +19,11 @@ from agent_runner.settings import Settings
 from api.coalesce import Coalesced, Recent
 from api.enqueue_batch import EnqueueBatches
 from api.finished_runs import FinishedRuns
-from api.metrics import ApiMetrics
+from api.metrics import ApiMetrics, TemporalRequests
+from api.rendering import render_status
 from api.retry_after import RunStartTimes
 from api.start_flight import StartFlights
+from api.watchers import Watchers
 
 
 @dataclass
@@ -35,11 +37,14 @@ class AppState:
     finished_runs: FinishedRuns
     api_keys: frozenset[str]
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
+    temporal_requests: TemporalRequests = field(init=False)
     start_times: RunStartTimes = field(default_factory=RunStartTimes)
     status_reads: Coalesced[RunStatus] = field(default_factory=Coalesced)
     starts: StartFlights = field(default_factory=StartFlights)
     # How many workers poll each agent's task queue, asked of Temporal at most every 5 s.
     worker_presence: Recent[int] = field(default_factory=lambda: Recent(ttl_seconds=5.0))
+    # One watcher per open run that this process serves streams, long polls or reads of.
+    watchers: Watchers = field(default_factory=lambda: Watchers(render_status))
     enqueues: EnqueueBatches | None = None
     connector: Connector | None = None
 
@@ -54,6 +59,9 @@ class AppState:
         )
         state.enqueues = EnqueueBatches(state.send_enqueues)
         return state
+
+    def __post_init__(self) -> None:
+        self.temporal_requests = TemporalRequests(self.metrics)
 
     def policy_for(self, agent_type: str) -> RunPolicy:
         """The retry policy a run of this agent gets: the settings given in the environment,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -20,10 +21,10 @@ from api.auth import require_api_key
 from api.body_limit import BodySizeLimit
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.fast_status import FinishedStatusFastPath
+from api.fast_status import StatusFastPath
 from api.metrics import MetricsMiddleware
 from api.routes import agents as agent_routes
-from api.routes import docs, health, runs, start
+from api.routes import docs, events, health, runs, start
 from api.routes import status as status_routes
 
 logger = structlog.stdlib.get_logger(__name__)
@@ -56,14 +57,21 @@ def create_app(settings: Settings | None = None, agents: AgentRegistry | None = 
         redoc_url=None,
     )
     app.state.agent_runner = state
-    app.add_middleware(FinishedStatusFastPath, state=state)
+    app.add_middleware(StatusFastPath, state=state)
     app.add_middleware(ClearLogContext)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     # With API keys set, /agents/* and the docs (and optionally /metrics) need one; health
     # stays open.
     protected = [Depends(require_api_key)] if state.api_keys else []
-    for router in (start.router, status_routes.router, runs.router, agent_routes.router):
+    routers = (
+        start.router,
+        status_routes.router,
+        runs.router,
+        events.router,
+        agent_routes.router,
+    )
+    for router in routers:
         app.include_router(router, dependencies=protected)
     app.include_router(docs.docs, dependencies=protected)
     app.include_router(health.probes)
@@ -96,7 +104,7 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
         interceptors, flush_traces = tracing_interceptors(settings, "api")
         state.connector = Connector(
             settings,
-            runtime=create_runtime(),
+            runtime=create_runtime(metric_buffer=state.temporal_requests.buffer),
             retry_config=api_retry_config(settings),
             interceptors=interceptors,
         )
@@ -108,7 +116,10 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
             workflow_id=settings.workflow_id,
             task_queue=settings.task_queue,
         )
+        draining = asyncio.create_task(state.temporal_requests.drain_every(1.0))
         yield
+        draining.cancel()
+        await state.watchers.close()
         await state.connector.stop()
         flush_traces()
 

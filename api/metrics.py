@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.runtime import MetricBuffer
+
+_REQUEST_METRICS = {"temporal_request", "temporal_long_request"}
+# Updates the SDK may hold between two drains (each call adds two: a count and a latency).
+_BUFFERED_UPDATES = 100_000
 
 
 class ApiMetrics:
@@ -39,12 +45,49 @@ class ApiMetrics:
             "Starts refused because a run was open (409).",
             registry=self.registry,
         )
+        self.temporal_requests = Counter(
+            "agent_runner_temporal_requests",
+            "Calls this process made to Temporal, by operation, as the SDK counts them (a long "
+            "poll of a run's history is one call per answer).",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.watched_runs = Gauge(
+            "agent_runner_watched_runs",
+            "Runs this process follows (one watcher each, whatever the number of readers).",
+            registry=self.registry,
+        )
+        self.stream_subscribers = Gauge(
+            "agent_runner_stream_subscribers",
+            "Open status streams (GET /agents/runs/{run_id}/events) of this process.",
+            registry=self.registry,
+        )
         self.runs_finished = Counter(
             "agent_runner_runs_finished",
             "Runs this API saw finished, by final state (each counted once per API process).",
             ["state"],
             registry=self.registry,
         )
+
+
+class TemporalRequests:
+    """The SDK's own count of this process's calls to Temporal (``temporal_request`` and
+    ``temporal_long_request``), moved into :attr:`ApiMetrics.temporal_requests`."""
+
+    def __init__(self, metrics: ApiMetrics) -> None:
+        self.buffer = MetricBuffer(_BUFFERED_UPDATES)
+        self._metrics = metrics
+
+    async def drain_every(self, seconds: float) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            self.drain()
+
+    def drain(self) -> None:
+        for update in self.buffer.retrieve_updates():
+            if update.metric.name in _REQUEST_METRICS:
+                operation = str(update.attributes.get("operation", "unknown"))
+                self._metrics.temporal_requests.labels(operation).inc(update.value)
 
 
 class MetricsMiddleware:

@@ -99,7 +99,7 @@ async def status_of(
             client, description, base, waiting=bool(memo.get("waiting_until"))
         )
     if description.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
-        return _handed_over_status(base, memo.get("outcome"))
+        return handed_over_status(base, memo.get("outcome"))
     handle = client.get_workflow_handle(description.id, run_id=description.run_id)
     event = await close_event(handle, wait=False, target=target)
     return await closed_run_status(client, base, event)
@@ -264,7 +264,7 @@ def _client_run_id(
     return SlotRun(where[0], where[1], description.run_id).run_id
 
 
-def _handed_over_status(base: RunStatus, outcome: object) -> RunStatus:
+def handed_over_status(base: RunStatus, outcome: object) -> RunStatus:
     """A run that handed its slot to a queued run: its memo says how it ended."""
     if not isinstance(outcome, dict):
         return replace(base, state=RunState.ERROR, error="closed")

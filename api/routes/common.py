@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from agent_runner.runs import RunStatus
 from api.errors import JsonBodyRoute
+from api.rendering import status_response
 from api.schemas import ErrorResponse, RunStatusResponse
 
 PREFIX = "/agents"
@@ -27,4 +28,4 @@ def status_url(run_id: str) -> str:
 
 
 def status_body(run: RunStatus) -> RunStatusResponse:
-    return RunStatusResponse.model_validate(run, from_attributes=True)
+    return status_response(run)

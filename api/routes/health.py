@@ -54,4 +54,7 @@ async def readyz(state: StateDep) -> HealthResponse | JSONResponse:
 )
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics of this API process."""
+    state.temporal_requests.drain()
+    state.metrics.watched_runs.set(state.watchers.count())
+    state.metrics.stream_subscribers.set(state.watchers.subscribers())
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,88 @@
+"""GET /agents/runs/{run_id}/events: a run's status as Server-Sent Events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Header, HTTPException, status
+from fastapi.responses import StreamingResponse
+
+from agent_runner.logs import bind_run_context
+from agent_runner.runs import RunNotFoundError
+from api.deps import StateDep
+from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router
+from api.watchers import RunWatch
+
+# A comment line this often keeps idle connections (and the proxies between) open.
+KEEPALIVE_SECONDS = 15.0
+# How long a client waits before reconnecting, told to it at the start of the stream.
+RECONNECT_MILLISECONDS = 1000
+# How long the stream may take to learn anything of the run before it answers 503.
+FIRST_EVENT_SECONDS = 10.0
+EVENT_NAMES = ("queued", "pending", "running", "progress", "attempt_failed", "done", "error")
+
+router = agents_router()
+
+
+@router.get(
+    "/runs/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "description": (
+                "One event per change: `id:` (send it back as `Last-Event-ID` to resume), "
+                f"`event:` ({', '.join(EVENT_NAMES)}) and `data:`, the run's status "
+                "(RunStatusResponse) at that moment. After `done` or `error` the server closes "
+                f"the stream; a `: keepalive` comment comes every {KEEPALIVE_SECONDS:g} s."
+            ),
+        },
+        **ERRORS,
+    },
+)
+async def run_events(
+    run_id: str,
+    state: StateDep,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            max_length=64,
+            description="Resume after this event: the events after it, none again.",
+        ),
+    ] = None,
+) -> StreamingResponse:
+    """Follow a run live: its queue position, PENDING, RUNNING with each attempt, each failed
+    attempt with its reason and whether it is retried, progress reports, and its end. Any API
+    replica serves any stream."""
+    bind_run_context(agent_type=None, user_id=None, run_id=run_id)
+    watch = state.watchers.watch(state.temporal_client, state.target, run_id)
+    if watch is None:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            "This API process follows too many runs; retry later",
+            headers={"Retry-After": "5"},
+        )
+    try:
+        await watch.first(FIRST_EVENT_SECONDS)
+    except RunNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
+    return StreamingResponse(
+        _stream(watch, last_event_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _stream(watch: RunWatch, last_event_id: str | None) -> AsyncIterator[bytes]:
+    yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+    async for published in watch.events_after(last_event_id, KEEPALIVE_SECONDS):
+        if published is None:
+            yield b": keepalive\n\n"
+            continue
+        event = published.event
+        yield b"id: %s\nevent: %s\ndata: %s\n\n" % (
+            event.id.encode(),
+            event.name.encode(),
+            published.body,
+        )

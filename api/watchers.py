@@ -1,0 +1,214 @@
+"""One watcher per open run per API process: it follows the run's history (one long poll at a
+time, :mod:`agent_runner.runs.follow`) and feeds every stream, long poll and status read of
+that run in this process, so a hundred subscribers cost what one does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import structlog
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from agent_runner.runs import RunNotFoundError, RunStatus, RunTarget
+from agent_runner.runs.errors import TemporalUnavailableError
+from agent_runner.runs.follow import CaughtUp, RunEvent, follow_run, is_after
+
+logger = structlog.stdlib.get_logger(__name__)
+# Events kept per run for clients that resume (Last-Event-ID); the oldest go first.
+MAX_EVENTS_KEPT = 5000
+# A watcher nobody has used for this long stops; a finished run's is kept this long for late
+# readers and resumes.
+IDLE_SECONDS = 60.0
+# Pause before following again after Temporal failed us.
+RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Published:
+    event: RunEvent
+    # The status, rendered once for every reader.
+    body: bytes
+
+
+class RunWatch:
+    """What this process knows of one run, as events."""
+
+    def __init__(self, run_id: str, render: Callable[[RunStatus], bytes]) -> None:
+        self.run_id = run_id
+        self.published: list[Published] = []
+        # How many of the oldest events were let go (indexes stay absolute).
+        self.dropped = 0
+        # Whether the last event is the run's status now (every change recorded so far seen).
+        self.current = False
+        self.error: Exception | None = None
+        self.users = 0
+        self.last_used = time.monotonic()
+        self._render = render
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def final(self) -> bool:
+        return bool(self.published) and self.published[-1].event.status.is_final
+
+    def latest(self) -> Published | None:
+        """The run's status now, if this watcher is sure of it."""
+        self.last_used = time.monotonic()
+        return self.published[-1] if self.current and self.published else None
+
+    def publish(self, item: RunEvent | CaughtUp) -> None:
+        if isinstance(item, CaughtUp):
+            self.current = True
+        elif not self.published or is_after(item.id, self.published[-1].event.id):
+            self.published.append(Published(item, self._render(item.status)))
+            if len(self.published) > MAX_EVENTS_KEPT:
+                del self.published[0]
+                self.dropped += 1
+            self.current = self.current or item.status.is_final
+            self.error = None
+        else:
+            return
+        self._notify()
+
+    def fail(self, error: Exception) -> None:
+        self.error, self.current = error, False
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self, timeout: float) -> bool:
+        """Return at the next change (True), or after ``timeout`` seconds (False)."""
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def first(self, timeout: float) -> None:
+        """Wait until the watcher knows anything of the run, or failed to; raises its error."""
+        deadline = time.monotonic() + timeout
+        while not self.published and self.error is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TemporalUnavailableError("Temporal did not answer in time")
+            await self.changed(remaining)
+        if not self.published and self.error is not None:
+            raise self.error
+
+    async def events_after(
+        self, last_event_id: str | None, keepalive: float
+    ) -> AsyncIterator[Published | None]:
+        """The events after ``last_event_id`` (without one: the latest, then each new one),
+        until the final one; ``None`` each ``keepalive`` seconds without an event."""
+        self.users += 1
+        try:
+            index = self._start(last_event_id)
+            while True:
+                index = max(index, self.dropped)
+                while index < self.dropped + len(self.published):
+                    published = self.published[index - self.dropped]
+                    index += 1
+                    yield published
+                    if published.event.status.is_final:
+                        return
+                if self.final:
+                    return  # resumed after the final event: nothing more will come
+                if not await self.changed(keepalive):
+                    yield None
+                self.last_used = time.monotonic()
+        finally:
+            self.users -= 1
+            self.last_used = time.monotonic()
+
+    def _start(self, last_event_id: str | None) -> int:
+        if last_event_id is None:
+            return self.dropped + max(0, len(self.published) - 1)
+        for index, published in enumerate(self.published):
+            if is_after(published.event.id, last_event_id):
+                return self.dropped + index
+        return self.dropped + len(self.published)
+
+
+class Watchers:
+    """The watchers of one API process."""
+
+    def __init__(self, render: Callable[[RunStatus], bytes], limit: int = 2000) -> None:
+        self._watches: dict[str, RunWatch] = {}
+        self._render = render
+        self._limit = limit
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def count(self) -> int:
+        return len(self._watches)
+
+    def subscribers(self) -> int:
+        return sum(watch.users for watch in self._watches.values())
+
+    def peek(self, run_id: str) -> RunWatch | None:
+        return self._watches.get(run_id)
+
+    def watch(self, client: Client, target: RunTarget, run_id: str) -> RunWatch | None:
+        """The run's watcher, started if needed; None when this process watches too many."""
+        watch = self._watches.get(run_id)
+        if watch is not None:
+            watch.last_used = time.monotonic()
+            return watch
+        if len(self._watches) >= self._limit:
+            return None
+        watch = RunWatch(run_id, self._render)
+        watch.task = asyncio.create_task(_follow(client, target, watch))
+        self._watches[run_id] = watch
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.create_task(self._sweep())
+        return watch
+
+    async def _sweep(self) -> None:
+        while self._watches:
+            await asyncio.sleep(IDLE_SECONDS / 4)
+            now = time.monotonic()
+            for run_id, watch in list(self._watches.items()):
+                if watch.users == 0 and now - watch.last_used > IDLE_SECONDS:
+                    self._drop(run_id, watch)
+
+    def _drop(self, run_id: str, watch: RunWatch) -> None:
+        del self._watches[run_id]
+        if watch.task is not None:
+            watch.task.cancel()
+
+    async def close(self) -> None:
+        tasks = [watch.task for watch in self._watches.values() if watch.task is not None]
+        if self._sweeper is not None:
+            tasks.append(self._sweeper)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._watches.clear()
+
+
+async def _follow(client: Client, target: RunTarget, watch: RunWatch) -> None:
+    """Follow the run until its final event; after a failure, follow it again from its first
+    event (the ids say which events the watcher already has)."""
+    while not watch.final:
+        try:
+            async for item in follow_run(client, target, watch.run_id):
+                watch.publish(item)
+            return
+        except RunNotFoundError as err:
+            watch.fail(err)
+            return
+        except (RPCError, TemporalUnavailableError) as err:
+            logger.info("run_watch_retry", run_id=watch.run_id, error=str(err))
+            watch.fail(TemporalUnavailableError(f"Temporal is unavailable: {err}"))
+        except Exception as err:
+            logger.exception("run_watch_failed", run_id=watch.run_id)
+            watch.fail(err)
+        await asyncio.sleep(RETRY_SECONDS)

@@ -1,0 +1,229 @@
+"""The status stream (Server-Sent Events) of a run, from a real API process against the
+session's real Temporal server, with a real worker in the test process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from agent_runner.agents import Agent, AgentContext, NoParams
+from agent_runner.settings import Settings
+from devtools.processes import free_port
+from tests.helpers import (
+    LoggedProcess,
+    assert_eventually,
+    in_process_worker,
+    make_settings,
+    start_run,
+    wait_http,
+)
+
+STREAM_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+class FailsOnceWithProgress(Agent[NoParams]):
+    """Reports progress, fails its first attempt, then reports progress and succeeds. Each
+    step waits until the test lets it go on, so no report is merged with another."""
+
+    name = "policy-checker"
+
+    def __init__(self) -> None:
+        self.go_on = asyncio.Event()
+
+    async def run(self, ctx: AgentContext, params: NoParams) -> str:
+        await ctx.report_progress(0.25, f"reading (attempt {ctx.attempt})")
+        await asyncio.sleep(0.6)
+        await ctx.report_progress(0.5, f"checking (attempt {ctx.attempt})")
+        await asyncio.sleep(0.6)
+        if ctx.attempt == 1:
+            raise RuntimeError("scanner offline")
+        return "approved"
+
+
+@dataclass
+class Event:
+    id: str
+    name: str
+    data: dict[str, Any]
+
+
+async def read_events(
+    http: httpx.AsyncClient, run_id: str, last_event_id: str | None = None, limit: int = 1000
+) -> list[Event]:
+    """The stream's events until the server closes it (or ``limit`` events)."""
+    headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+    events: list[Event] = []
+    async with http.stream(
+        "GET", f"/agents/runs/{run_id}/events", headers=headers, timeout=STREAM_TIMEOUT
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for event in parse(response.aiter_lines()):
+            events.append(event)
+            if len(events) >= limit:
+                break
+    return events
+
+
+async def parse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
+    fields: dict[str, str] = {}
+    async for line in lines:
+        if line == "":
+            if "data" in fields:
+                yield Event(fields["id"], fields["event"], json.loads(fields["data"]))
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+
+
+@pytest.fixture
+def stream_settings(temporal_address: str) -> Settings:
+    return make_settings(
+        temporal_address, task_queue=f"events-{uuid.uuid4()}", api_port=free_port()
+    )
+
+
+@pytest.fixture
+def api_process(stream_settings: Settings, tmp_path: Path) -> Iterator[LoggedProcess]:
+    process = LoggedProcess.api(stream_settings, tmp_path / "api.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+async def http(
+    stream_settings: Settings, api_process: LoggedProcess
+) -> AsyncIterator[httpx.AsyncClient]:
+    base = f"http://127.0.0.1:{stream_settings.api_port}"
+    await wait_http(f"{base}/healthz")
+    async with httpx.AsyncClient(base_url=base, timeout=15.0) as client:
+        yield client
+
+
+async def test_a_stream_sees_every_state_of_a_run_in_order_across_a_retry(
+    temporal_client: Client, stream_settings: Settings, http: httpx.AsyncClient
+) -> None:
+    run_id = await start_run(http)
+    # No worker yet: the stream starts with the run waiting for one.
+    full = asyncio.ensure_future(read_events(http, run_id))
+    await asyncio.sleep(0.5)
+    async with in_process_worker(temporal_client, stream_settings, [FailsOnceWithProgress()]):
+        events = await asyncio.wait_for(full, 60)
+
+    names = [event.name for event in events]
+    assert names[0] == "pending"
+    assert names[-1] == "done"
+    steps = [
+        (e.name, e.data["attempt"], (e.data["progress"] or {}).get("message"))
+        for e in events
+        if e.name in ("running", "progress", "attempt_failed", "done")
+    ]
+    assert steps == [
+        ("running", 1, None),
+        ("progress", 1, "reading (attempt 1)"),
+        ("progress", 1, "checking (attempt 1)"),
+        ("attempt_failed", 1, None),
+        ("running", 2, None),
+        ("progress", 2, "reading (attempt 2)"),
+        ("progress", 2, "checking (attempt 2)"),
+        ("done", 2, None),
+    ]
+    failed = next(e for e in events if e.name == "attempt_failed")
+    assert failed.data["last_failure"] == {
+        "attempt": 1,
+        "reason": "RuntimeError: scanner offline",
+        "retrying": True,
+    }
+    assert failed.data["state"] == "RUNNING"
+    assert events[-1].data["result"] == "approved"
+    assert [event.data["state"] for event in events] == sorted(
+        (event.data["state"] for event in events), key=["PENDING", "RUNNING", "DONE"].index
+    )
+    ids = [int(event.id) for event in events]
+    assert ids == sorted(set(ids)), "ids grow, none twice"
+
+
+async def test_a_resumed_stream_continues_from_last_event_id_without_repeats_or_gaps(
+    temporal_client: Client, stream_settings: Settings, http: httpx.AsyncClient
+) -> None:
+    run_id = await start_run(http)
+    whole = asyncio.ensure_future(read_events(http, run_id))
+    first_part = asyncio.ensure_future(read_events(http, run_id, limit=1))
+    await asyncio.sleep(0.5)
+    async with in_process_worker(temporal_client, stream_settings, [FailsOnceWithProgress()]):
+        [last_seen] = await asyncio.wait_for(first_part, 60)
+        # Disconnected after the first event: resume, as EventSource does, with its id.
+        rest = await asyncio.wait_for(read_events(http, run_id, last_seen.id), 60)
+        everything = await asyncio.wait_for(whole, 60)
+
+    assert [e.id for e in [last_seen, *rest]] == [e.id for e in everything]
+    assert [e.data for e in [last_seen, *rest]] == [e.data for e in everything]
+    # Resuming after the end: nothing is repeated, the stream just ends.
+    again = await asyncio.wait_for(read_events(http, run_id, everything[-1].id), 30)
+    assert again == []
+    # A new subscriber to a finished run gets its final status, then the end.
+    [final] = await asyncio.wait_for(read_events(http, run_id), 30)
+    assert final.name == "done"
+
+
+async def test_an_unknown_run_is_404_before_any_stream(http: httpx.AsyncClient) -> None:
+    for run_id in ("no-such-run", str(uuid.uuid4())):
+        response = await http.get(f"/agents/runs/{run_id}/events")
+        assert response.status_code == 404
+        assert response.json() == {"detail": "No run with this run_id"}
+
+
+async def test_a_hundred_subscribers_see_the_same_events_for_one_set_of_temporal_calls(
+    temporal_client: Client, stream_settings: Settings, http: httpx.AsyncClient
+) -> None:
+    streams_client = httpx.AsyncClient(
+        base_url=http.base_url, limits=httpx.Limits(max_connections=200)
+    )
+
+    async def one_run(subscribers: int) -> tuple[list[list[Event]], float]:
+        run_id = await start_run(http)
+        before = await temporal_requests(http)
+        streams = [
+            asyncio.ensure_future(read_events(streams_client, run_id)) for _ in range(subscribers)
+        ]
+        await assert_eventually(lambda: watching(http, run_id, subscribers), timeout=30)
+        async with in_process_worker(temporal_client, stream_settings, [FailsOnceWithProgress()]):
+            seen = await asyncio.wait_for(asyncio.gather(*streams), 90)
+        return seen, await temporal_requests(http) - before
+
+    async with streams_client:
+        [alone], calls_alone = await one_run(1)
+        seen, calls_for_hundred = await one_run(100)
+
+    assert all(
+        [(e.id, e.data) for e in events] == [(e.id, e.data) for e in seen[0]] for events in seen
+    )
+    assert [e.name for e in seen[0]] == [e.name for e in alone]
+    # The same calls whether one or a hundred follow the run (a few more or less, as the long
+    # polls' answers batch events differently from run to run).
+    assert calls_for_hundred <= calls_alone + 5, (calls_alone, calls_for_hundred)
+
+
+async def temporal_requests(http: httpx.AsyncClient) -> float:
+    text = (await http.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("agent_runner_temporal_requests_total{")
+    )
+
+
+async def watching(http: httpx.AsyncClient, run_id: str, subscribers: int) -> None:
+    text = (await http.get("/metrics")).text
+    [line] = [line for line in text.splitlines() if line.startswith("agent_runner_stream_subs")]
+    assert float(line.rsplit(" ", 1)[1]) >= subscribers
