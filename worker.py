@@ -101,13 +101,13 @@ def queue_config(settings: Settings) -> QueueConfig:
 
 
 async def main(settings: Settings) -> None:
+    agents = AgentRegistry.installed_or_exit()
     interceptors, flush_traces = tracing_interceptors(settings, "worker")
     connector = Connector(
         settings, runtime=create_runtime(settings.worker_metrics_address), interceptors=interceptors
     )
     await connector.start()
     client = await connector.wait_connected()
-    agents = AgentRegistry.installed()
     workers = build_workers(client, settings, agents)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

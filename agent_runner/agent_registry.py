@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from agent_runner.agents import ENTRY_POINT_GROUP, Agent
@@ -56,6 +57,18 @@ class AgentRegistry(Mapping[str, Agent[Any]]):
         for agent in agents:
             _add(found, agent, source)
         return cls(found)
+
+    @classmethod
+    def installed_or_exit(cls) -> AgentRegistry:
+        """:meth:`installed`, or a logged error and exit status 1 (a process that cannot serve
+        its agents as installed must not start)."""
+        try:
+            return cls.installed()
+        except AgentRegistryError as err:
+            structlog.stdlib.get_logger(__name__).error(
+                "agent_registry_invalid", message=str(err), group=ENTRY_POINT_GROUP
+            )
+            raise SystemExit(1) from None
 
     @classmethod
     def installed(cls, points: Iterable[EntryPoint] | None = None) -> AgentRegistry:

@@ -53,7 +53,7 @@ class AppState:
         state = cls(
             settings=settings,
             target=settings.run_target(),
-            agents=agents if agents is not None else AgentRegistry.installed(),
+            agents=agents if agents is not None else AgentRegistry.installed_or_exit(),
             finished_runs=FinishedRuns(settings.api_status_cache_size),
             api_keys=settings.load_api_keys(),
         )

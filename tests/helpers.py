@@ -119,9 +119,12 @@ def make_settings(temporal_address: str, **overrides: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The real FastAPI app, lifespan included, with its own Temporal client."""
-    app = create_app(settings)
+async def app_client(
+    settings: Settings, agents: Iterable[Agent[Any]] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The real FastAPI app, lifespan included, with its own Temporal client; ``agents``: the
+    agents it accepts runs of (default: those installed)."""
+    app = create_app(settings, None if agents is None else AgentRegistry.of(agents))
     async with (
         LifespanManager(app) as manager,
         httpx.AsyncClient(
