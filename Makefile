@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format tools openapi bench reliability-report clean
+.PHONY: install run test lint format tools openapi histories bench reliability-report clean
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -47,6 +47,11 @@ test: lint tools
 
 openapi: install
 	$(BIN)/python -m scripts.export_openapi
+
+# Record the workflow histories tests/test_replay.py replays (only for a change meant to be
+# incompatible; see README, "Changing the workflows safely").
+histories: install
+	$(BIN)/python -m scripts.record_histories
 
 reliability-report: install
 	$(BIN)/pytest -q -m reliability
