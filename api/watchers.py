@@ -16,7 +16,8 @@ from temporalio.service import RPCError
 
 from agent_runner.runs import RunNotFoundError, RunStatus, RunTarget
 from agent_runner.runs.errors import TemporalUnavailableError
-from agent_runner.runs.follow import CaughtUp, RunEvent, follow_run, is_after
+from agent_runner.runs.follow import CaughtUp, follow_run, is_after
+from agent_runner.runs.slot_history import RunEvent
 
 logger = structlog.stdlib.get_logger(__name__)
 # Events kept per run for clients that resume (Last-Event-ID); the oldest go first.

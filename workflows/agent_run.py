@@ -13,14 +13,21 @@ import asyncio
 import contextlib
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from workflows.attempts import Attempts
+from workflows.run_inputs import (
+    decode_input,
+    decoded,
+    failed_attempt,
+    failure_reason,
+)
+from workflows.run_inputs import not_before as not_before_of
 
 with workflow.unsafe.imports_passed_through():
     from activities.queue_ops import ClaimNext
@@ -30,7 +37,6 @@ with workflow.unsafe.imports_passed_through():
         ACTIVITY_NAME,
         AGENT_EVENT_SIGNAL,
         PREDECESSOR_STOPPED_SIGNAL,
-        WORKFLOW_TYPE,
         AgentEvent,
         AgentOutput,
         AgentRunInput,
@@ -44,9 +50,12 @@ with workflow.unsafe.imports_passed_through():
     from agent_runner.queue_types import OFFER_SIGNAL, ClaimResult
     from agent_runner.records import run_memo, run_search_attributes
     from agent_runner.search_attributes import AGENT_TYPE, USER_ID
-    from agent_runner.validation import InvalidRunInputError, parse_run_input, quoted
+    from agent_runner.validation import InvalidRunInputError
 
 # The server's own backstop per attempt, past the agent's timeout that the activity enforces.
+_CLAIM_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=50), maximum_interval=timedelta(seconds=2)
+)
 _NON_RETRYABLE = [ErrorType.INVALID_INPUT, ErrorType.UNSUPPORTED_AGENT_TYPE]
 
 
@@ -61,29 +70,29 @@ class AgentRunWorkflow:
     @workflow.signal(name=OFFER_SIGNAL)
     def offer(self, queue_id: RawValue) -> None:
         """Runs wait in this queue for a slot: hand this one's slot to them when done."""
-        decoded = _decoded(queue_id)
-        if isinstance(decoded, str):
-            self._queue_id = decoded
+        value = decoded(queue_id)
+        if isinstance(value, str):
+            self._queue_id = value
 
     @workflow.signal(name=PREDECESSOR_STOPPED_SIGNAL)
     def predecessor_stopped(self, run_id: RawValue) -> None:
         """An attempt of an earlier run on this workflow id says it stopped working."""
-        decoded = _decoded(run_id)
-        if isinstance(decoded, str):
-            self._stopped_predecessors.add(decoded)
+        value = decoded(run_id)
+        if isinstance(value, str):
+            self._stopped_predecessors.add(value)
 
     @workflow.signal(name=AGENT_EVENT_SIGNAL)
     def agent_event(self, event: RawValue) -> None:
         """An attempt started, made progress or failed: shown in the Web UI's current details
         (and, being a signal, in the history that status streams follow)."""
-        decoded = _decoded(event, AgentEvent)
-        if isinstance(decoded, AgentEvent):
-            self._attempts.apply(decoded)
+        value = decoded(event, AgentEvent)
+        if isinstance(value, AgentEvent):
+            self._attempts.apply(value)
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> AgentRunResult:
         try:
-            run_input = _decode_input(workflow.info().workflow_type, args)
+            run_input = decode_input(workflow.info().workflow_type, args)
         except InvalidRunInputError as err:
             workflow.logger.warning("run_rejected", extra={"reason": str(err), **_log_keys()})
             failure = ApplicationError(
@@ -93,7 +102,7 @@ class AgentRunWorkflow:
             raise failure from None
         if run_input.offered:
             self._queue_id = self._queue_id or queue_id_of(workflow.info().workflow_id)
-        not_before = _not_before(run_input)
+        not_before = not_before_of(run_input)
         fence_base = lease.fence_base(
             workflow.info().start_time, run_input.handoff.fence_floor if run_input.handoff else 0
         )
@@ -133,6 +142,8 @@ class AgentRunWorkflow:
             ClaimNext(self._queue_id, slot_of(info.workflow_id), info.run_id),
             result_type=ClaimResult,
             start_to_close_timeout=timedelta(seconds=10),
+            # A claim that meets the queue continuing as new is refused: ask again at once.
+            retry_policy=_CLAIM_RETRY,
         )
         if claimed.entry is None:
             return
@@ -214,8 +225,8 @@ class AgentRunWorkflow:
             if isinstance(err.cause, CancelledError):
                 raise
             raise ApplicationError(
-                _failure_reason(err),
-                FailureDetails(attempt=_failed_attempt(err, policy.max_attempts)),
+                failure_reason(err),
+                FailureDetails(attempt=failed_attempt(err, policy.max_attempts)),
                 type=ErrorType.AGENT_FAILED,
                 non_retryable=True,
             ) from None
@@ -239,73 +250,9 @@ class AgentRunWorkflow:
             )
 
 
-def _decode_input(workflow_type: str, args: Sequence[RawValue]) -> AgentRunInput:
-    if workflow_type != WORKFLOW_TYPE:
-        raise InvalidRunInputError(
-            f"Unsupported workflow type {quoted(workflow_type)} on the agent-runner task queue; "
-            f"start {WORKFLOW_TYPE} with one input"
-        )
-    if len(args) > 1:
-        raise InvalidRunInputError(
-            f"Invalid input: {WORKFLOW_TYPE} takes one input, got {len(args)}"
-        )
-    raw: object = None
-    if args:
-        try:
-            raw = workflow.payload_converter().from_payload(args[0].payload)
-        except Exception as err:
-            encoding = args[0].payload.metadata.get("encoding", b"").decode(errors="replace")
-            raise InvalidRunInputError(
-                f"Invalid input: cannot decode it (encoding {quoted(encoding)}): "
-                f"{type(err).__name__}"
-            ) from None
-    return parse_run_input(raw)
-
-
-def _not_before(run_input: AgentRunInput) -> datetime | None:
-    """Until when this run's agent must wait for an earlier attempt on the slot to stop."""
-    if run_input.handoff is None:
-        # A start from another system: nobody read the slot before it, so wait one lease.
-        return workflow.info().start_time + timedelta(
-            seconds=run_input.policy.heartbeat_timeout_seconds
-        )
-    not_before = run_input.handoff.not_before
-    if not_before is not None and not_before.tzinfo is None:
-        not_before = not_before.replace(tzinfo=UTC)
-    return not_before
-
-
-def _decoded(raw: RawValue, type_hint: Any = None) -> object:
-    """A signal's argument, or None when it does not decode (a signal from someone else)."""
-    try:
-        return workflow.payload_converter().from_payload(raw.payload, type_hint)
-    except Exception:
-        return None
-
-
 def _client_run_id(run_input: AgentRunInput) -> str:
     return run_input.queued_id or client_run_id(workflow.info().run_id, run_input.location)
 
 
 def _log_keys() -> dict[str, Any]:
     return {"run_id": workflow.info().run_id, "agent_type": None, "user_id": None}
-
-
-def _failure_reason(err: ActivityError) -> str:
-    cause = err.cause
-    if isinstance(cause, ApplicationError):
-        return cause.message
-    if cause is not None:
-        return f"{type(cause).__name__}: {cause}"
-    return err.message
-
-
-def _failed_attempt(err: ActivityError, max_attempts: int) -> int:
-    cause = err.cause
-    if isinstance(cause, ApplicationError) and (
-        details := FailureDetails.from_details(cause.details)
-    ):
-        return details.attempt
-    if err.retry_state == RetryState.MAXIMUM_ATTEMPTS_REACHED:
-        return max_attempts
-    return 0

@@ -19,21 +19,20 @@ import asyncio
 import contextlib
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from workflows.queue_display import QueueDisplay, carried, queued
+from workflows.queue_requests import QueueRequests
+
 with workflow.unsafe.imports_passed_through():
     from activities.queue_ops import SlotClosed, SlotState, SlotVisit, WatchSlot
-    from agent_runner import search_attributes
-    from agent_runner.locations import QueuedRun
     from agent_runner.queue_types import (
         CANCEL_UPDATE,
         CLAIM_UPDATE,
         ENQUEUE_UPDATE,
         QUEUE_WORKFLOW_TYPE,
-        Answer,
         Claim,
         Claimed,
         ClaimResult,
@@ -44,14 +43,9 @@ with workflow.unsafe.imports_passed_through():
         QueueInput,
         QueueState,
     )
-    from agent_runner.validation import InvalidRunInputError, parse_run_input
 
 _QUICK_TIMEOUT = timedelta(seconds=10)
 _QUICK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=2))
-# Requests whose first answer is kept, for repeats (the most recent ones): a call retried by
-# the client after this workflow continued as new, and requests with an Idempotency-Key.
-_ANSWERS_KEPT = 2000
-_SHOWN_IN_DETAILS = 20
 
 
 @workflow.defn(name=QUEUE_WORKFLOW_TYPE)
@@ -68,10 +62,8 @@ class AgentQueueWorkflow:
         self._offered: set[str] = set()
         self._watchers: dict[int, asyncio.Task[None]] = {}
         self._dirty = True
-        self._memo: dict[str, Any] = {}
-        self._wait_seconds = workflow.metric_meter().create_histogram_float(
-            "agent_runner_queue_wait_seconds", "Time runs spent in a queue before starting.", "s"
-        )
+        self._display = QueueDisplay(self._scope)
+        self._requests = QueueRequests(self._scope, self._state, self._display)
 
     @workflow.run
     async def run(self, queue_input: QueueInput) -> None:
@@ -104,23 +96,25 @@ class AgentQueueWorkflow:
             if not self._ending():
                 self._watch_again()
                 continue
-            self._publish()
+            self._display.publish(self._state)
             if self._done():
                 return
-            workflow.continue_as_new(QueueInput(self._scope, self._state), memo=self._carried())
+            workflow.continue_as_new(
+                QueueInput(self._scope, self._state), memo=carried(self._state)
+            )
 
     # --- handlers -------------------------------------------------------------------------
 
     @workflow.update(name=ENQUEUE_UPDATE)
     async def enqueue(self, requests: list[EnqueueRequest]) -> list[EnqueueResult]:
         await workflow.wait_condition(lambda: self._ready)
-        answers: list[EnqueueResult | QueueEntry] = [self._accept(req) for req in requests]
+        answers: list[EnqueueResult | QueueEntry] = [self._requests.accept(req) for req in requests]
         self._dirty = True
         await self._dispatch()
-        results = [self._answer(answer) for answer in answers]
+        results = [self._requests.answer(answer) for answer in answers]
         for request, result in zip(requests, results, strict=True):
             if result.run_id:
-                self._remember(request, result)
+                self._requests.remember(request, result)
         return results
 
     @workflow.update(name=CLAIM_UPDATE)
@@ -139,8 +133,8 @@ class AgentQueueWorkflow:
         more = bool(self._state.queue)
         entry = replace(head, run_input=replace(head.run_input, offered=more))
         self._state.claimed[entry.run_id] = Claimed(entry, claim.slot, claim.claimant_run_id)
-        self._record(entry.run_id, {"state": "claimed", "slot": claim.slot})
-        self._publish()
+        self._display.record(entry.run_id, {"state": "claimed", "slot": claim.slot})
+        self._display.publish(self._state)
         return ClaimResult(entry, more)
 
     @workflow.update(name=CANCEL_UPDATE)
@@ -149,81 +143,17 @@ class AgentQueueWorkflow:
         for index, entry in enumerate(self._state.queue):
             if entry.run_id == run_id:
                 del self._state.queue[index]
-                self._record(run_id, {"state": "cancelled", "at": workflow.now().isoformat()})
-                self._publish()
+                self._display.record(
+                    run_id, {"state": "cancelled", "at": workflow.now().isoformat()}
+                )
+                self._display.publish(self._state)
                 return True
         return False
 
     # --- the queue --------------------------------------------------------------------------
 
-    def _accept(self, request: EnqueueRequest) -> EnqueueResult | QueueEntry:
-        earlier = self._state.answered.get(request.request_id)
-        if earlier is not None:
-            if earlier.fingerprint != request.request_fingerprint:
-                return EnqueueResult(request.request_id, refused="key reused")
-            return self._current(earlier.result)
-        config = self._state.config
-        try:
-            run_input = parse_run_input(
-                {
-                    "agent_type": request.agent_type,
-                    "user_id": request.user_id,
-                    "policy": request.policy or config.default_policy,
-                    "params": request.params,
-                }
-            )
-        except InvalidRunInputError as err:
-            return EnqueueResult(request.request_id, refused=str(err))
-        if len(self._state.queue) >= config.queue_max:
-            return EnqueueResult(request.request_id, refused="full")
-        run_id = QueuedRun(self._scope, workflow.info().run_id, self._state.next_number).run_id
-        self._state.next_number += 1
-        entry = QueueEntry(
-            run_id=run_id,
-            request_id=request.request_id,
-            run_input=replace(
-                run_input,
-                queued_id=run_id,
-                queued_at=workflow.now(),
-                idempotency_key=request.idempotency_key,
-                request_fingerprint=request.request_fingerprint,
-            ),
-            enqueued_at=workflow.now(),
-        )
-        self._state.queue.append(entry)
-        self._record(run_id, _queued(entry))
-        return entry
-
-    def _answer(self, answer: EnqueueResult | QueueEntry) -> EnqueueResult:
-        if isinstance(answer, EnqueueResult):
-            return answer
-        return self._current(
-            EnqueueResult(answer.request_id, run_id=answer.run_id, workflow_id=self._scope.queue_id)
-        )
-
-    def _current(self, result: EnqueueResult) -> EnqueueResult:
-        """An earlier answer, with the run's place in the queue as it is now."""
-        position = next(
-            (i for i, entry in enumerate(self._state.queue, 1) if entry.run_id == result.run_id),
-            None,
-        )
-        return replace(result, queue_position=position)
-
-    def _remember(self, request: EnqueueRequest, result: EnqueueResult) -> None:
-        answered = self._state.answered
-        answered.setdefault(request.request_id, Answer(result, request.request_fingerprint))
-        while len(answered) > _ANSWERS_KEPT:
-            del answered[next(iter(answered))]
-
     def _ending(self) -> bool:
         return workflow.all_handlers_finished() and (self._done() or self._should_continue())
-
-    def _carried(self) -> dict[str, Any]:
-        """The next execution's memo: where each run it carries is, from its first moment."""
-        memo = {f"r:{entry.run_id}": _queued(entry) for entry in self._state.queue}
-        for run_id, claimed in self._state.claimed.items():
-            memo[f"r:{run_id}"] = {"state": "claimed", "slot": claimed.slot}
-        return memo
 
     def _done(self) -> bool:
         return not self._state.queue and not self._state.claimed and not self._dirty
@@ -243,6 +173,10 @@ class AgentQueueWorkflow:
                 if run is not None and run in self._offered:
                     self._watch(slot)
                     continue
+                if self._handing_over(slot):
+                    # Its run claimed a queued run and is becoming it: nothing to offer (a
+                    # signal now would only race the run's continue-as-new).
+                    continue
                 head = self._state.queue[0]
                 entry = replace(
                     head, run_input=replace(head.run_input, offered=len(self._state.queue) > 1)
@@ -259,13 +193,13 @@ class AgentQueueWorkflow:
                 self._slots[slot] = outcome.run_id
                 if outcome.placed:
                     self._state.queue.remove(head)
-                    self._started(entry, slot, outcome.run_id)
+                    self._display.started(entry, slot, outcome.run_id)
                     if entry.run_input.offered:
                         self._offered.add(outcome.run_id)
                 else:
                     self._offered.add(outcome.run_id)
                 self._watch(slot)
-            self._publish()
+            self._display.publish(self._state)
 
     def _watch(self, slot: int) -> None:
         watcher = self._watchers.get(slot)
@@ -284,10 +218,11 @@ class AgentQueueWorkflow:
             )
             self._closed(slot, run, closed)
 
+    def _handing_over(self, slot: int) -> bool:
+        return any(claimed.slot == slot for claimed in self._state.claimed.values())
+
     def _needs_watching(self, slot: int) -> bool:
-        return bool(self._state.queue) or any(
-            claimed.slot == slot for claimed in self._state.claimed.values()
-        )
+        return bool(self._state.queue) or self._handing_over(slot)
 
     def _closed(self, slot: int, run: str, closed: SlotClosed) -> None:
         """The slot's run ``run`` closed: follow it to the run it continued as, or free the slot
@@ -302,12 +237,12 @@ class AgentQueueWorkflow:
             del self._state.claimed[run_id]
             if closed.continued_as:
                 self._slots[slot] = closed.continued_as
-                self._started(entry, slot, closed.continued_as)
+                self._display.started(entry, slot, closed.continued_as)
                 if entry.run_input.offered:
                     self._offered.add(closed.continued_as)
             else:
                 self._state.queue.insert(0, entry)
-                self._record(run_id, _queued(entry))
+                self._display.record(run_id, queued(entry))
         self._dirty = True
 
     def _watch_again(self) -> None:
@@ -322,52 +257,3 @@ class AgentQueueWorkflow:
             with contextlib.suppress(asyncio.CancelledError, BaseException):
                 await watcher
         self._watchers.clear()
-
-    # --- what others see --------------------------------------------------------------------
-
-    def _started(self, entry: QueueEntry, slot: int, temporal_run_id: str) -> None:
-        self._record(
-            entry.run_id,
-            {
-                "state": "started",
-                "slot": slot,
-                "temporal_run_id": temporal_run_id,
-                "started_at": workflow.now().isoformat(),
-            },
-        )
-        waited = (workflow.now() - entry.enqueued_at).total_seconds()
-        self._wait_seconds.record(waited, {"scope_kind": self._scope.kind.value})
-
-    def _record(self, run_id: str, where: dict[str, Any]) -> None:
-        self._memo[f"r:{run_id}"] = where
-
-    def _publish(self) -> None:
-        """Memo (where each run is), the depth search attribute and the Web UI's details."""
-        if self._memo:
-            workflow.upsert_memo(self._memo)
-            self._memo = {}
-        workflow.upsert_search_attributes(
-            [search_attributes.QUEUE_DEPTH.value_set(len(self._state.queue))]
-        )
-        waiting = self._state.queue[:_SHOWN_IN_DETAILS]
-        lines = [
-            f"{i}. {entry.run_input.agent_type} for {entry.run_input.user_id} "
-            f"(`{entry.run_id}`, since {entry.enqueued_at:%H:%M:%S} UTC)"
-            for i, entry in enumerate(waiting, 1)
-        ]
-        more = len(self._state.queue) - len(waiting)
-        workflow.set_current_details(
-            f"**{len(self._state.queue)} runs waiting** for the "
-            f"{self._state.config.slots} slot(s) of `{self._scope.id}`"
-            + ("\n\n" + "\n".join(lines) if lines else "")
-            + (f"\n\n... and {more} more" if more > 0 else "")
-        )
-
-
-def _queued(entry: QueueEntry) -> dict[str, Any]:
-    return {
-        "state": "queued",
-        "agent_type": entry.run_input.agent_type,
-        "user_id": entry.run_input.user_id,
-        "enqueued_at": entry.enqueued_at.isoformat(),
-    }

@@ -7,6 +7,7 @@ the workflow and starts it by its type name, so nothing here imports workflow co
 from agent_runner.models import AgentRunInput, RunPolicy
 from agent_runner.records import run_summary
 from agent_runner.runs.cancel import cancel_run
+from agent_runner.runs.enqueue import enqueue_runs
 from agent_runner.runs.errors import (
     AgentBusyError,
     IdempotencyKeyReusedError,
@@ -22,7 +23,6 @@ from agent_runner.runs.start import (
     OnBusy,
     StartOutcome,
     StartRequest,
-    enqueue_runs,
     start_agent_run,
     start_request,
     start_run,

@@ -11,7 +11,8 @@ from agent_runner.locations import QueuedRun
 from agent_runner.queue_types import CANCEL_UPDATE
 from agent_runner.runs.errors import RunFinishedError, temporal_call
 from agent_runner.runs.handoff import MAY_BE_WORKING
-from agent_runner.runs.status import CANCELLED, describe, get_run_status, locate
+from agent_runner.runs.slot_status import CANCELLED, describe
+from agent_runner.runs.status import get_run_status, locate
 from agent_runner.runs.stuck import terminate
 from agent_runner.runs.types import RunStatus, RunTarget
 from agent_runner.runs.waiting import wait_for_end

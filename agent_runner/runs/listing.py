@@ -22,7 +22,7 @@ from agent_runner.locations import parse_workflow_id
 from agent_runner.queue_types import QUEUE_WORKFLOW_TYPE
 from agent_runner.runs.errors import InvalidPageTokenError, temporal_call
 from agent_runner.runs.idempotency import client_run_id
-from agent_runner.runs.status import slot_run_status
+from agent_runner.runs.slot_status import slot_run_status
 from agent_runner.runs.types import RunPage, RunState, RunSummary, RunTarget
 
 _PROCESS_KEY = secrets.token_bytes(32)

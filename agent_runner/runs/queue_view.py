@@ -11,8 +11,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from agent_runner.locations import QueuedRun, Scope, ScopeKind, parse_run_id, parse_workflow_id
 from agent_runner.queue_types import QUEUE_WORKFLOW_TYPE
 from agent_runner.runs.errors import temporal_call
+from agent_runner.runs.slot_status import parse_time, status_of
 from agent_runner.runs.slots import latest
-from agent_runner.runs.status import status_of
 from agent_runner.runs.types import RunState, RunStatus, RunTarget
 
 
@@ -88,7 +88,7 @@ async def _queued(client: Client, target: RunTarget, scope: Scope) -> list[RunSt
             started_at=None,
             finished_at=None,
             queue_position=position,
-            queued_at=_time(where.get("enqueued_at")),
+            queued_at=parse_time(where.get("enqueued_at")),
             workflow_id=queue.id,
             temporal_run_id=queue.run_id,
         )
@@ -98,10 +98,6 @@ async def _queued(client: Client, target: RunTarget, scope: Scope) -> list[RunSt
 
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-def _time(value: object) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)

@@ -14,6 +14,9 @@ still be working, its fencing tokens) is handed to the new run (:mod:`.handoff`)
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,6 +26,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner import search_attributes
 from agent_runner.locations import Scope, SlotRun
 from agent_runner.models import WORKFLOW_TYPE, AgentRunInput
 from agent_runner.records import run_memo, run_search_attributes, run_summary
@@ -122,3 +126,50 @@ async def latest(
         if err.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
+
+
+async def take_a_slot(
+    client: Client, target: RunTarget, scope: Scope, run_input: AgentRunInput
+) -> str:
+    """Start the run on the first free slot (the lowest number first); its run id. Raises
+    :class:`AgentBusyError` naming the run on slot 0 when every slot is taken, or when runs wait
+    in the scope's queue (a start that will not wait never jumps it)."""
+    deadline = time.monotonic() + target.rpc_timeout.total_seconds()
+    busy: AgentBusyError | None = None
+    for slot in range(target.slots):
+        while True:
+            try:
+                started = await start_on_slot(client, target, scope, slot, run_input)
+                break
+            except SlotBusyError as err:
+                busy = busy or err
+                started = None
+                break
+            except RPCError as err:
+                # Many calls on one workflow id at once: the server asks us to back off. That is
+                # contention, not an outage; try again until the budget is spent.
+                if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                if time.monotonic() > deadline:
+                    raise AgentBusyError(None) from None
+                await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
+        if started is None:
+            continue
+        if started.after_unclean_close and await _runs_are_queued(client, target, scope):
+            # A terminated run left this slot free for the moment the queue needs to take it:
+            # the queue's head goes first. Undo our start (its agent has not begun: it waits
+            # for the terminated run's attempt) and say busy.
+            await client.get_workflow_handle(
+                scope.slot_id(slot), run_id=started.temporal_run_id
+            ).terminate("rejected: runs are waiting in the queue", rpc_timeout=target.rpc_timeout)
+            raise AgentBusyError(None)
+        return SlotRun(scope, slot, started.temporal_run_id).run_id
+    assert busy is not None
+    raise busy
+
+
+async def _runs_are_queued(client: Client, target: RunTarget, scope: Scope) -> bool:
+    queue = await latest(client, scope.queue_id, target)
+    if queue is None or queue.status is None or queue.status.name != "RUNNING":
+        return False
+    return (queue.typed_search_attributes.get(search_attributes.QUEUE_DEPTH) or 0) > 0

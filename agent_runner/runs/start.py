@@ -9,52 +9,36 @@ that will not wait is refused while anything waits, even in the instant between 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import random
-import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from enum import StrEnum
 from functools import partial
 from typing import Any
 
 from temporalio.client import (
     Client,
-    WithStartWorkflowOperation,
-    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError, RPCStatusCode
 
-from agent_runner import search_attributes
-from agent_runner.locations import Scope, SlotRun
+from agent_runner.locations import Scope
 from agent_runner.models import AgentRunInput, RunPolicy
 from agent_runner.queue_types import (
-    ENQUEUE_UPDATE,
-    QUEUE_WORKFLOW_TYPE,
     EnqueueRequest,
     EnqueueResult,
-    QueueInput,
 )
+from agent_runner.runs.enqueue import enqueue_runs
 from agent_runner.runs.errors import (
     AgentBusyError,
     IdempotencyKeyReusedError,
     QueueFullError,
-    TemporalUnavailableError,
     temporal_call,
 )
 from agent_runner.runs.idempotency import earlier_run
-from agent_runner.runs.slots import SlotBusyError, latest, start_on_slot
+from agent_runner.runs.slots import SlotBusyError, take_a_slot
 from agent_runner.runs.types import RunTarget
 from agent_runner.validation import parse_run_input
-
-# The queue answers once a worker has taken the update: allow it more than one plain call.
-QUEUE_ANSWER_TIMEOUT = timedelta(seconds=5)
-_NO_ANSWER = "the queue did not answer in time: is a worker running?"
 
 
 class OnBusy(StrEnum):
@@ -199,103 +183,6 @@ async def _enqueue_one(
     return result
 
 
-async def take_a_slot(
-    client: Client, target: RunTarget, scope: Scope, run_input: AgentRunInput
-) -> str:
-    """Start the run on the first free slot (the lowest number first); its run id. Raises
-    :class:`AgentBusyError` naming the run on slot 0 when every slot is taken, or when runs wait
-    in the scope's queue (a start that will not wait never jumps it)."""
-    deadline = time.monotonic() + target.rpc_timeout.total_seconds()
-    busy: AgentBusyError | None = None
-    for slot in range(target.slots):
-        while True:
-            try:
-                started = await start_on_slot(client, target, scope, slot, run_input)
-                break
-            except SlotBusyError as err:
-                busy = busy or err
-                started = None
-                break
-            except RPCError as err:
-                # Many calls on one workflow id at once: the server asks us to back off. That is
-                # contention, not an outage; try again until the budget is spent.
-                if err.status != RPCStatusCode.RESOURCE_EXHAUSTED:
-                    raise
-                if time.monotonic() > deadline:
-                    raise AgentBusyError(None) from None
-                await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
-        if started is None:
-            continue
-        if started.after_unclean_close and await _runs_are_queued(client, target, scope):
-            # A terminated run left this slot free for the moment the queue needs to take it:
-            # the queue's head goes first. Undo our start (its agent has not begun: it waits
-            # for the terminated run's attempt) and say busy.
-            await client.get_workflow_handle(
-                scope.slot_id(slot), run_id=started.temporal_run_id
-            ).terminate("rejected: runs are waiting in the queue", rpc_timeout=target.rpc_timeout)
-            raise AgentBusyError(None)
-        return SlotRun(scope, slot, started.temporal_run_id).run_id
-    assert busy is not None
-    raise busy
-
-
-async def enqueue_runs(
-    client: Client, target: RunTarget, scope: Scope, requests: Sequence[EnqueueRequest]
-) -> list[EnqueueResult]:
-    """Put runs in the scope's queue (starting the queue workflow if it is not running) in one
-    call; the answers in the same order. Needs a worker: the queue answers from workflow code."""
-    start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
-        QUEUE_WORKFLOW_TYPE,
-        QueueInput(scope=scope),
-        id=scope.queue_id,
-        task_queue=target.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        static_summary=f"Queue of {scope.id}",
-    )
-    budget = max(target.rpc_timeout, QUEUE_ANSWER_TIMEOUT)
-    deadline = time.monotonic() + budget.total_seconds()
-    while True:
-        try:
-            results: list[EnqueueResult] = await client.execute_update_with_start_workflow(
-                ENQUEUE_UPDATE,
-                list(requests),
-                start_workflow_operation=start,
-                result_type=list[EnqueueResult],
-                rpc_timeout=budget,
-            )
-            return results
-        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
-            raise TemporalUnavailableError(_NO_ANSWER) from err
-        except RPCError as err:
-            if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
-                raise TemporalUnavailableError(_NO_ANSWER) from err
-            # Too many updates in flight on the queue at once, or the update was aborted because
-            # the workflow task that carried it failed (the queue was closing or continuing as
-            # new as it came: the server refuses that task, "UnhandledCommand"). An enqueue is
-            # idempotent by its request id: back off and try again.
-            if err.status not in _RETRIED or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
-        start = _fresh(start)
-
-
-_RETRIED = (RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.FAILED_PRECONDITION)
-
-
-def _fresh(start: WithStartWorkflowOperation[Any, Any]) -> WithStartWorkflowOperation[Any, Any]:
-    """A with-start operation is used once; the same one again for the next try."""
-    return WithStartWorkflowOperation(
-        QUEUE_WORKFLOW_TYPE,
-        *start._start_workflow_input.args,
-        id=start._start_workflow_input.id,
-        task_queue=start._start_workflow_input.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        static_summary=start._start_workflow_input.static_summary,
-    )
-
-
 def _enqueue_request(request: StartRequest) -> EnqueueRequest:
     run_input = request.run_input
     key = request.idempotency_key
@@ -319,13 +206,6 @@ def _enqueued(result: EnqueueResult, request: StartRequest) -> StartOutcome:
     if result.refused or result.run_id is None:
         raise ValueError(f"the queue refused the run: {result.refused}")
     return StartOutcome(result.run_id, result.queue_position)
-
-
-async def _runs_are_queued(client: Client, target: RunTarget, scope: Scope) -> bool:
-    queue = await latest(client, scope.queue_id, target)
-    if queue is None or queue.status is None or queue.status.name != "RUNNING":
-        return False
-    return (queue.typed_search_attributes.get(search_attributes.QUEUE_DEPTH) or 0) > 0
 
 
 def _same_request_running(busy: AgentBusyError, request: StartRequest) -> StartOutcome | None:

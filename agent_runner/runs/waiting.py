@@ -11,7 +11,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.locations import SlotRun
 from agent_runner.runs.errors import temporal_call
-from agent_runner.runs.status import close_event, closed_run_status, get_run_status, locate
+from agent_runner.runs.slot_status import close_event, closed_run_status
+from agent_runner.runs.status import get_run_status, locate
 from agent_runner.runs.types import RunStatus, RunTarget
 
 

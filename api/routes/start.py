@@ -24,7 +24,8 @@ from agent_runner.runs import (
     start_request,
     start_run_detailed,
 )
-from agent_runner.runs.start import StartRequest, TakeSlot, take_a_slot
+from agent_runner.runs.slots import take_a_slot
+from agent_runner.runs.start import StartRequest, TakeSlot
 from agent_runner.validation import UnsupportedAgentTypeError, unsupported_agent_type_message
 from api.deps import AppState, StateDep
 from api.retry_after import retry_after_seconds
