@@ -101,7 +101,7 @@ def queue_config(settings: Settings) -> QueueConfig:
 
 
 async def main(settings: Settings) -> None:
-    agents = AgentRegistry.installed_or_exit()
+    agents = AgentRegistry.installed_or_exit(only=settings.worker_agents)
     interceptors, flush_traces = tracing_interceptors(settings, "worker")
     connector = Connector(
         settings, runtime=create_runtime(settings.worker_metrics_address), interceptors=interceptors

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.context import RunContext, RunEvents
 from activities.lease import Lease
 from agent_runner.agent_registry import AgentRegistry, InvalidParamsError, UnknownAgentError
-from agent_runner.agents import Agent, LeaseLostError
+from agent_runner.agents import Agent, LeaseLostError, PermanentError
 from agent_runner.lease import fencing_token
 from agent_runner.logs import bind_run_context
 from agent_runner.models import (
@@ -161,11 +161,18 @@ async def _supervise(
         )
     error = agent_task.exception()
     if error is not None:
-        log.error("agent_error", error=f"{type(error).__name__}: {error}", exc_info=error)
+        permanent = isinstance(error, PermanentError)
+        log.error(
+            "agent_error",
+            error=f"{type(error).__name__}: {error}",
+            permanent=permanent,
+            exc_info=error,
+        )
         raise ApplicationError(
             f"{type(error).__name__}: {error}",
             FailureDetails(attempt=info.attempt),
             type=ErrorType.AGENT_FAILED,
+            non_retryable=permanent,
         ) from error
     # Before the result goes out, make sure the server still counts this attempt as current.
     with contextlib.suppress(LeaseLostError):

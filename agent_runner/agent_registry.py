@@ -59,11 +59,12 @@ class AgentRegistry(Mapping[str, Agent[Any]]):
         return cls(found)
 
     @classmethod
-    def installed_or_exit(cls) -> AgentRegistry:
-        """:meth:`installed`, or a logged error and exit status 1 (a process that cannot serve
-        its agents as installed must not start)."""
+    def installed_or_exit(cls, only: str = "") -> AgentRegistry:
+        """:meth:`installed` (``only`` those named in a comma-separated list, if given), or a
+        logged error and exit status 1 (a process that cannot serve its agents as installed and
+        asked must not start)."""
         try:
-            return cls.installed()
+            return cls.installed().only(only)
         except AgentRegistryError as err:
             structlog.stdlib.get_logger(__name__).error(
                 "agent_registry_invalid", message=str(err), group=ENTRY_POINT_GROUP
@@ -84,6 +85,19 @@ class AgentRegistry(Mapping[str, Agent[Any]]):
                 raise AgentRegistryError(f"{source} is not an agent_runner.agents.Agent subclass")
             _add(found, loaded(), source)
         return cls(found)
+
+    def only(self, names: str) -> AgentRegistry:
+        """These agents (comma-separated names; empty: all of them)."""
+        wanted = [name.strip() for name in names.split(",") if name.strip()]
+        if not wanted:
+            return self
+        missing = sorted(set(wanted) - set(self._agents))
+        if missing:
+            raise AgentRegistryError(
+                f"WORKER_AGENTS names agents that are not installed: {', '.join(missing)} "
+                f"(installed: {', '.join(self) or 'none'})"
+            )
+        return AgentRegistry({name: self._agents[name] for name in wanted})
 
     def __getitem__(self, name: str) -> Agent[Any]:
         try:

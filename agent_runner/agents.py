@@ -20,7 +20,11 @@ to it, a fencing token, ``checkpoint()`` to call before each step that touches t
 (it raises :class:`LeaseLostError` once the attempt can no longer be sure it holds its slot),
 and ``report_progress()``. Cancellation arrives as ``asyncio.CancelledError``: let it
 propagate (clean up in ``finally``). Raise any other exception to fail the attempt; it is
-retried up to the run's attempts.
+retried up to the run's attempts, unless it is a :class:`PermanentError`.
+
+Agents are created once per process with no arguments (``SomeAgent()``), and may be called for
+many runs, one at a time per slot: keep per-run state in ``run``. Settings of your own are best
+read from the environment under a prefix of your package's (``ACME_TRIAGE_...``).
 """
 
 from __future__ import annotations
@@ -65,6 +69,12 @@ class AgentDefaults(BaseModel):
 
 class LeaseLostError(Exception):
     """The attempt can no longer be sure it holds its slot; it must not do more work."""
+
+
+class PermanentError(Exception):
+    """Raise it (or a subclass) when another attempt cannot help: a document that does not
+    exist, input the outside world refuses. The run ends ERROR with its message at once,
+    without the attempts left. Any other exception fails the attempt, and the run retries."""
 
 
 class AgentContext(Protocol):

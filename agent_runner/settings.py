@@ -71,6 +71,9 @@ class Settings(BaseSettings):
         default=_POLICY.retry_initial_interval_seconds, gt=0, le=MAX_RETRY_INTERVAL_SECONDS
     )
     worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+    # The agents a worker serves, comma-separated; empty: every agent installed beside it. Heavy
+    # agents can run on machines of their own: WORKER_AGENTS=claim-form-extractor there.
+    worker_agents: str = Field(default="", max_length=4096)
     # A run started elsewhere that can never progress (a task queue no worker polls, a workflow
     # task that always fails) is ended with the reason once it is this old.
     run_stuck_after_seconds: float = Field(default=10.0, gt=0)

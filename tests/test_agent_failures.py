@@ -14,7 +14,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from agent_runner.agents import Agent, AgentContext, NoParams
+from agent_runner.agents import Agent, AgentContext, NoParams, PermanentError
 from agent_runner.settings import Settings
 from tests.helpers import (
     USER_ID,
@@ -158,3 +158,28 @@ async def test_agent_over_its_timeout_ends_error_with_a_reason_naming_the_timeou
     assert body["state"] == "ERROR"
     assert body["error"] == "TimeoutError: the agent ran longer than its timeout of 1 s"
     assert body["attempt"] == 2
+
+
+class MissingDocument(Agent[NoParams]):
+    name = "document-extractor"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def run(self, ctx: AgentContext, params: NoParams) -> str:
+        self.calls += 1
+        raise PermanentError("no document named 'claim.pdf'")
+
+
+async def test_a_permanent_error_ends_the_run_at_its_first_attempt(
+    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
+) -> None:
+    agent = MissingDocument()
+    async with in_process_worker(temporal_client, idle_settings, [agent]):
+        run_id = await start_run(idle_api, "document-extractor")
+        body = await wait_for_state(idle_api, run_id, "ERROR", "DONE")
+
+    assert body["state"] == "ERROR"
+    assert body["error"] == "PermanentError: no document named 'claim.pdf'"
+    assert body["attempt"] == 1
+    assert agent.calls == 1

@@ -174,8 +174,8 @@ async def test_a_missing_document_ends_the_run_in_error_naming_it(
     assert body["error"] == (
         "DocumentNotFoundError: no document named 'no-such-claim.pdf' in the documents directory"
     )
-    # Today every exception an agent raises is retried (see the example's README).
-    assert body["attempt"] == plugin_stack.settings.agent_max_attempts
+    # A PermanentError: no attempt after the first.
+    assert body["attempt"] == 1
 
 
 @pytest.mark.parametrize(

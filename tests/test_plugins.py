@@ -213,3 +213,11 @@ def test_a_process_with_two_agents_of_one_name_does_not_start(
     assert "two agents are named 'policy-checker'" in line["message"]
     assert "acme-agents 1.0" in line["message"]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_a_worker_can_serve_only_some_agents() -> None:
+    installed = AgentRegistry.installed()
+    assert list(installed.only("policy-checker")) == ["policy-checker"]
+    assert list(installed.only("")) == list(installed)
+    with pytest.raises(AgentRegistryError, match="not installed: claims-bot"):
+        installed.only("policy-checker, claims-bot")

@@ -13,13 +13,16 @@ from pypdf import PageObject, PdfReader
 from pypdf.errors import PyPdfError
 from pypdf.generic import DictionaryObject, PdfObject
 
+from agent_runner.agents import PermanentError
+
 # A widget's field and its parents (a field's full name is its parents' names and its own):
 # real forms nest a few levels; more is a malformed or hostile file.
 MAX_FIELD_DEPTH = 32
 
 
-class ClaimFormError(Exception):
-    """The document cannot be read as a claim form."""
+class ClaimFormError(PermanentError):
+    """The document cannot be read as a claim form: another attempt would not change that, so
+    the run ends at once."""
 
 
 class DocumentNotFoundError(ClaimFormError):
