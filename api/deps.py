@@ -20,6 +20,7 @@ from api.coalesce import Coalesced, Recent
 from api.enqueue_batch import EnqueueBatches
 from api.finished_runs import FinishedRuns
 from api.metrics import ApiMetrics, TemporalRequests
+from api.queue_metrics import QueueGauges
 from api.rendering import render_status
 from api.retry_after import RunStartTimes
 from api.start_flight import StartFlights
@@ -38,6 +39,7 @@ class AppState:
     api_keys: frozenset[str]
     metrics: ApiMetrics = field(default_factory=ApiMetrics)
     temporal_requests: TemporalRequests = field(init=False)
+    queue_gauges: QueueGauges = field(init=False)
     start_times: RunStartTimes = field(default_factory=RunStartTimes)
     status_reads: Coalesced[RunStatus] = field(default_factory=Coalesced)
     starts: StartFlights = field(default_factory=StartFlights)
@@ -62,6 +64,7 @@ class AppState:
 
     def __post_init__(self) -> None:
         self.temporal_requests = TemporalRequests(self.metrics)
+        self.queue_gauges = QueueGauges(self.metrics)
 
     def policy_for(self, agent_type: str) -> RunPolicy:
         """The retry policy a run of this agent gets: the settings given in the environment,

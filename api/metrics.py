@@ -57,6 +57,30 @@ class ApiMetrics:
             "Runs this process follows (one watcher each, whatever the number of readers).",
             registry=self.registry,
         )
+        self.slots_in_use = Gauge(
+            "agent_runner_slots_in_use",
+            "Slots holding an open run, over every scope (from Temporal visibility).",
+            ["scope_kind"],
+            registry=self.registry,
+        )
+        self.slots_total = Gauge(
+            "agent_runner_slots_per_scope",
+            "AGENT_SLOTS: how many agents may work at once in one scope.",
+            ["scope_kind"],
+            registry=self.registry,
+        )
+        self.runs_waiting = Gauge(
+            "agent_runner_runs_waiting",
+            "Runs waiting in queues, over every scope (from Temporal visibility).",
+            ["scope_kind"],
+            registry=self.registry,
+        )
+        self.queues_not_empty = Gauge(
+            "agent_runner_queues_not_empty",
+            "Scopes whose queue holds at least one waiting run.",
+            ["scope_kind"],
+            registry=self.registry,
+        )
         self.stream_subscribers = Gauge(
             "agent_runner_stream_subscribers",
             "Open status streams (GET /agents/runs/{run_id}/events) of this process.",

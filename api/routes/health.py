@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Response, status
@@ -54,6 +55,8 @@ async def readyz(state: StateDep) -> HealthResponse | JSONResponse:
 )
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics of this API process."""
+    with contextlib.suppress(TemporalUnavailableError):
+        await state.queue_gauges.refresh(state.temporal_client, state.target)
     state.temporal_requests.drain()
     state.metrics.watched_runs.set(state.watchers.count())
     state.metrics.stream_subscribers.set(state.watchers.subscribers())
