@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Literal
 from urllib.parse import unquote_plus
 
@@ -84,6 +85,8 @@ def configure_logging(level: str = "INFO", fmt: Literal["json", "console"] = "js
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers = []
         uvicorn_logger.propagate = True
+    # An exception nothing caught (a crash at start, say) is a JSON line too, not a bare trace.
+    sys.excepthook = _log_uncaught
     # warnings.warn() writes plain text to stderr otherwise.
     logging.captureWarnings(True)
 
@@ -177,3 +180,14 @@ def _exception_text(err: BaseException) -> str:
 
 def bind_run_context(*, agent_type: str | None, user_id: str | None, run_id: str | None) -> None:
     structlog.contextvars.bind_contextvars(agent_type=agent_type, user_id=user_id, run_id=run_id)
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, error, trace)
+        return
+    logging.getLogger("agent_runner").critical(
+        "uncaught_exception", exc_info=(kind, error, trace)
+    )

@@ -410,6 +410,7 @@ ROUTES = [
     ("POST", "/agents/runs/{run_id}/cancel"),
     ("GET", "/agents/queue"),
     ("GET", "/agents/types"),
+    ("GET", "/agents/runs/{run_id}/events"),
     ("GET", "/healthz"),
     ("HEAD", "/healthz"),
     ("GET", "/readyz"),

@@ -239,9 +239,9 @@ class AgentRunWorkflow:
         for starts from other systems the memo the REST API reads and the search attributes the
         Web UI filters by."""
         memo: dict[str, Any] = {"fence_base": fence_base}
-        if "agent_type" not in workflow.memo():
+        if "agent_type" not in workflow.info().raw_memo:
             memo |= {"agent_type": run_input.agent_type, "user_id": run_input.user_id}
-        if "not_before" not in workflow.memo():
+        if "not_before" not in workflow.info().raw_memo:
             memo["not_before"] = not_before.isoformat() if not_before else ""
         workflow.upsert_memo(memo)
         if workflow.info().typed_search_attributes.get(AGENT_TYPE) is None:
