@@ -13,7 +13,7 @@ from agent_runner.queue_types import QUEUE_WORKFLOW_TYPE
 from agent_runner.runs.errors import temporal_call
 from agent_runner.runs.slot_status import parse_time, status_of
 from agent_runner.runs.slots import latest
-from agent_runner.runs.types import RunState, RunStatus, RunTarget
+from agent_runner.runs.types import WAITING_QUEUE, RunState, RunStatus, RunTarget
 
 
 @dataclass
@@ -91,6 +91,7 @@ async def _queued(client: Client, target: RunTarget, scope: Scope) -> list[RunSt
             queued_at=parse_time(where.get("enqueued_at")),
             workflow_id=queue.id,
             temporal_run_id=queue.run_id,
+            waiting_for=WAITING_QUEUE,
         )
         for position, (ref, where) in enumerate(waiting, 1)
     ]

@@ -1,0 +1,77 @@
+"""The queue through the REST API and as Prometheus sees it, from a real API."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from temporalio.client import Client
+
+from tests.helpers import USER_ID, app_client, assert_eventually, in_process_worker, make_settings
+
+
+def gauge(text: str, name: str) -> float:
+    [line] = [line for line in text.splitlines() if line.startswith(name + "{")]
+    return float(line.rsplit(" ", 1)[1])
+
+
+async def test_metrics_show_slots_in_use_and_runs_waiting(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    settings = make_settings(
+        temporal_address,
+        task_queue=f"gauges-{uuid.uuid4()}",
+        agent_slots=2,
+        agent_duration_seconds=30.0,
+    )
+    async for api in app_client(settings):
+        async with in_process_worker(temporal_client, settings):
+            body = {"agent_type": "policy-checker", "user_id": USER_ID, "on_busy": "enqueue"}
+            run_ids = [
+                (await api.post("/agents/run", json=body)).json()["run_id"] for _ in range(5)
+            ]
+
+            async def two_working_three_waiting(api: httpx.AsyncClient = api) -> None:
+                text = (await api.get("/metrics")).text
+                assert gauge(text, "agent_runner_slots_in_use") == 2
+                assert gauge(text, "agent_runner_runs_waiting") == 3
+                assert gauge(text, "agent_runner_queues_not_empty") == 1
+                assert gauge(text, "agent_runner_slots_per_scope") == 2
+
+            await assert_eventually(two_working_three_waiting, timeout=30, interval=1.0)
+            for run_id in reversed(run_ids):
+                await api.post(f"/agents/runs/{run_id}/cancel")
+
+
+async def test_the_queue_endpoint_lists_running_and_waiting_runs_in_order(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    settings = make_settings(
+        temporal_address, task_queue=f"queue-api-{uuid.uuid4()}", agent_duration_seconds=30.0
+    )
+    body = {"agent_type": "policy-checker", "user_id": USER_ID, "on_busy": "enqueue"}
+    async for api in app_client(settings):
+        async with in_process_worker(temporal_client, settings):
+            answers = [(await api.post("/agents/run", json=body)).json() for _ in range(3)]
+            assert [a["queue_position"] for a in answers] == [None, 1, 2]
+            running_id, first_id, second_id = (a["run_id"] for a in answers)
+            # A start that would not wait never jumps the queue.
+            refused = await api.post("/agents/run", json={**body, "on_busy": "reject"})
+            assert refused.status_code == 409
+
+            view = (await api.get("/agents/queue")).json()
+            assert [run["run_id"] for run in view["running"]] == [running_id]
+            assert [
+                (r["run_id"], r["queue_position"], r["waiting_for"]) for r in view["queued"]
+            ] == [
+                (first_id, 1, "queue"),
+                (second_id, 2, "queue"),
+            ]
+            # Cancelling a waiting run ends it at once; the one behind moves up.
+            cancelled = await api.post(f"/agents/runs/{first_id}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+            assert cancelled.json()["state"] == "ERROR"
+            second = (await api.get(f"/agents/status/{second_id}")).json()
+            assert (second["state"], second["queue_position"]) == ("PENDING", 1)
+            for run_id in (second_id, running_id):
+                await api.post(f"/agents/runs/{run_id}/cancel")
