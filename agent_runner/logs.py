@@ -188,6 +188,4 @@ def _log_uncaught(
     if issubclass(kind, KeyboardInterrupt):
         sys.__excepthook__(kind, error, trace)
         return
-    logging.getLogger("agent_runner").critical(
-        "uncaught_exception", exc_info=(kind, error, trace)
-    )
+    logging.getLogger("agent_runner").critical("uncaught_exception", exc_info=(kind, error, trace))

@@ -165,10 +165,17 @@ class Watchers:
             return None
         watch = RunWatch(run_id, self._render)
         watch.task = asyncio.create_task(_follow(client, target, watch))
+        watch.task.add_done_callback(lambda _: self._forget_unknown(run_id, watch))
         self._watches[run_id] = watch
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.create_task(self._sweep())
         return watch
+
+    def _forget_unknown(self, run_id: str, watch: RunWatch) -> None:
+        """A run that does not exist is not kept (its readers hold the watcher and its error):
+        made-up ids cannot fill the table."""
+        if isinstance(watch.error, RunNotFoundError) and self._watches.get(run_id) is watch:
+            del self._watches[run_id]
 
     async def _sweep(self) -> None:
         while self._watches:

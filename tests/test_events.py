@@ -177,10 +177,17 @@ async def test_a_resumed_stream_continues_from_last_event_id_without_repeats_or_
 
 
 async def test_an_unknown_run_is_404_before_any_stream(http: httpx.AsyncClient) -> None:
-    for run_id in ("no-such-run", str(uuid.uuid4())):
+    for run_id in ("no-such-run", *(str(uuid.uuid4()) for _ in range(20))):
         response = await http.get(f"/agents/runs/{run_id}/events")
         assert response.status_code == 404
         assert response.json() == {"detail": "No run with this run_id"}
+
+    async def nothing_watched() -> None:
+        text = (await http.get("/metrics")).text
+        [line] = [line for line in text.splitlines() if line.startswith("agent_runner_watched")]
+        assert float(line.rsplit(" ", 1)[1]) == 0, "made-up run ids are not kept"
+
+    await assert_eventually(nothing_watched, timeout=10)
 
 
 async def test_a_hundred_subscribers_see_the_same_events_for_one_set_of_temporal_calls(

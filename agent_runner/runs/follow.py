@@ -49,7 +49,7 @@ CAUGHT_UP = CaughtUp()
 
 def is_after(event_id: str, last_id: str | None) -> bool:
     """Whether the event ``event_id`` comes after ``last_id`` in a run's stream (True for an
-    unknown ``last_id``: the client gets the stream from where it is now)."""
+    id this service never gave out: such a client gets the whole stream again)."""
     last = _order(last_id) if last_id is not None else None
     return last is None or _order(event_id) > last  # type: ignore[operator]
 

@@ -6,15 +6,16 @@ import asyncio
 
 from temporalio.service import RPCError
 
+from agent_runner.runs import TemporalUnavailableError
 from agent_runner.runs.pollers import agent_pollers
 from api.deps import AppState, StateDep
-from api.routes.common import ERRORS, agents_router
+from api.routes.common import agents_router
 from api.schemas import AgentDefaultsResponse, AgentTypeResponse, AgentTypesResponse
 
 router = agents_router()
 
 
-@router.get("/types", response_model=AgentTypesResponse, responses={503: ERRORS[503]})
+@router.get("/types", response_model=AgentTypesResponse)
 async def agent_types(state: StateDep) -> AgentTypesResponse:
     """Every agent this API accepts runs of, with the JSON Schema of its `params`, what its
     runs get (attempts, timeout, heartbeat timeout) and how many workers that have it poll."""
@@ -48,5 +49,5 @@ async def _workers(state: AppState, name: str) -> int | None:
         return await state.worker_presence.get(
             name, lambda: agent_pollers(state.temporal_client, state.target, name)
         )
-    except RPCError:
-        return None
+    except (RPCError, TemporalUnavailableError):
+        return None  # the agents are still known; who polls is not
