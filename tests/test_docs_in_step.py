@@ -50,6 +50,6 @@ def test_the_readmes_file_table_matches_the_tree() -> None:
         assert (ROOT / path).exists(), f"README names {path}, which does not exist"
     top = {path.split("/")[0] for path in named}
     for entry in ROOT.iterdir():
-        is_code = entry.is_dir() and any(entry.glob("*.py")) or entry.suffix == ".py"
+        is_code = (entry.is_dir() and any(entry.glob("*.py"))) or entry.suffix == ".py"
         if is_code and not entry.name.startswith("."):
             assert entry.name in top, f"{entry.name} is missing from the README's file table"
