@@ -130,11 +130,21 @@ def start_dev_args(
 class DevServer:
     """A ``temporal server start-dev`` process: start, wait until it listens, stop."""
 
-    def __init__(self, *, db_file: Path, port: int, ui_port: int | None, log_path: Path) -> None:
+    def __init__(
+        self,
+        *,
+        db_file: Path,
+        port: int,
+        ui_port: int | None,
+        log_path: Path,
+        extra_args: Sequence[str] = (),
+    ) -> None:
         self.db_file = db_file
         self.port = port
         self.ui_port = ui_port
         self.log_path = log_path
+        # More `temporal server start-dev` arguments, e.g. ("--dynamic-config-value", "k=v").
+        self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -145,7 +155,10 @@ class DevServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                start_dev_args(db_file=self.db_file, port=self.port, ui_port=self.ui_port),
+                [
+                    *start_dev_args(db_file=self.db_file, port=self.port, ui_port=self.ui_port),
+                    *self.extra_args,
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 # Its own session: a Ctrl-C in the terminal reaches only whoever started it.

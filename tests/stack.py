@@ -4,11 +4,18 @@ killed by pid."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
 from agent_runner.settings import Settings
 from devtools.processes import DevServer, free_port, stop_in_order
@@ -19,13 +26,21 @@ from tests.spans import Span, agent_spans
 class Stack:
     """One server, ``apis`` API processes and ``workers`` worker processes sharing settings."""
 
-    def __init__(self, directory: Path, settings_for: dict[str, object]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        settings_for: dict[str, object],
+        server_args: Sequence[str] = (),
+    ) -> None:
+        """``server_args``: more ``temporal server start-dev`` arguments (dynamic config, say),
+        kept for every restart of the server."""
         self.directory = directory
         self.server = DevServer(
             db_file=directory / "temporal.db",
             port=free_port(),
             ui_port=None,
             log_path=directory / "temporal.log",
+            extra_args=server_args,
         )
         self.overrides = settings_for
         self.apis: list[LoggedProcess | None] = []
@@ -85,6 +100,69 @@ class Stack:
         worker = self.workers[index]
         assert worker is not None
         worker.signal(signal.SIGCONT)
+
+    def kill_api(self, index: int) -> None:
+        api = self.apis[index]
+        assert api is not None
+        api.kill()
+        self.apis[index] = None
+
+    async def heal(self) -> None:
+        """Whatever a test left dead or paused, running again: the server (on its db file),
+        every API and every worker. A no-op on a healthy stack."""
+        if self.server.process is None or self.server.process.poll() is not None:
+            self.server.start()
+        for index, api in enumerate(self.apis):
+            if api is None or not api.running():
+                await self.start_api(index)
+        restarted = False
+        for index, worker in enumerate(self.workers):
+            if worker is None or not worker.running():
+                self.start_worker(index)
+                restarted = True
+            else:
+                worker.signal(signal.SIGCONT)
+        if restarted:
+            await self.workers_polling()
+
+    async def reconfigure(self, *, apis: bool = True, **overrides: object) -> None:
+        """Every worker (and API, unless ``apis`` is False) restarted with ``overrides`` on top
+        of the stack's settings, which they then stay part of. For an idle stack: workers are
+        SIGKILLed (an idle worker has nothing to finish; a SIGTERM waits out its long polls)."""
+        self.overrides = {**self.overrides, **overrides}
+        for index, worker in enumerate(self.workers):
+            if worker is not None and worker.running():
+                self.kill_worker(index)
+            self.start_worker(index)
+        if apis:
+            for index, api in enumerate(self.apis):
+                if api is not None:
+                    api.stop()
+                await self.start_api(index)
+        await self.workers_polling()
+
+    async def workers_polling(self, timeout: float = 60.0) -> None:
+        """Wait until every live worker polls the task queue for workflow tasks (the server
+        lists it among the pollers, by its default identity ``<pid>@<host>``): until then a
+        queue's updates, which workflow code answers, may time out."""
+        client = await Client.connect(self.server.address)
+        task_queue = self.settings().task_queue
+        deadline = time.monotonic() + timeout
+        while True:
+            response = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                )
+            )
+            polling = {poller.identity.partition("@")[0] for poller in response.pollers}
+            live = {str(w.pid) for w in self.workers if w is not None and w.running()}
+            if live <= polling:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers {sorted(live - polling)} never polled {task_queue}")
+            await asyncio.sleep(0.1)
 
     def spans(self) -> list[Span]:
         """Every agent attempt any worker of this stack logged, as a span of time."""

@@ -76,8 +76,11 @@ class AgentQueueWorkflow:
             )
             self._ready = True
         for claimed in self._state.claimed.values():
-            # Carried over: watch the claimant again to see it become the claimed run.
-            self._slots[claimed.slot] = claimed.claimant_run_id
+            # Carried over: watch the claimant again to see it become the claimed run. A slot
+            # may carry a chain of claims (A claimed, became B, B claimed...): watch its first
+            # claimant; each close leads to the next (watching only the last left the others
+            # claimed, and their runs PENDING, for ever).
+            self._slots.setdefault(claimed.slot, claimed.claimant_run_id)
             self._watch(claimed.slot)
         while True:
             await workflow.wait_condition(
@@ -111,11 +114,7 @@ class AgentQueueWorkflow:
         answers: list[EnqueueResult | QueueEntry] = [self._requests.accept(req) for req in requests]
         self._dirty = True
         await self._dispatch()
-        results = [self._requests.answer(answer) for answer in answers]
-        for request, result in zip(requests, results, strict=True):
-            if result.run_id:
-                self._requests.remember(request, result)
-        return results
+        return [self._requests.answer(answer) for answer in answers]
 
     @workflow.update(name=CLAIM_UPDATE)
     async def claim(self, claim: Claim) -> ClaimResult:

@@ -67,6 +67,12 @@ class QueueRequests:
         )
         self._state.queue.append(entry)
         self._display.record(run_id, queued(entry))
+        # Remembered now, before the handler awaits anything: a repeat of this request handed
+        # to the workflow meanwhile (a client's retry after a 503) gets this run, not its own.
+        self._remember(
+            request,
+            EnqueueResult(request.request_id, run_id=run_id, workflow_id=self._scope.queue_id),
+        )
         return entry
 
     def answer(self, answer: EnqueueResult | QueueEntry) -> EnqueueResult:
@@ -84,7 +90,7 @@ class QueueRequests:
         )
         return replace(result, queue_position=position)
 
-    def remember(self, request: EnqueueRequest, result: EnqueueResult) -> None:
+    def _remember(self, request: EnqueueRequest, result: EnqueueResult) -> None:
         answered = self._state.answered
         answered.setdefault(request.request_id, Answer(result, request.request_fingerprint))
         while len(answered) > _ANSWERS_KEPT:
