@@ -1,0 +1,70 @@
+"""The options several commands share, and ``--param``/``--params-json`` parsing."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+from cli.client import API_KEY_ENV, URL_ENV
+
+
+class State(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    ERROR = "ERROR"
+
+
+UrlOption = Annotated[
+    str, typer.Option("--url", envvar=URL_ENV, help="The API's base URL.", metavar="URL")
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar=API_KEY_ENV,
+        help="The API key, sent as a bearer token (prefer the environment variable: "
+        "options show in the process list).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the API's JSON instead of text for people.")
+]
+WaitOption = Annotated[
+    bool,
+    typer.Option(
+        "--wait",
+        help="Follow the run live until it ends; exit 0 on DONE (printing the result), 1 on ERROR.",
+    ),
+]
+RunIdArgument = Annotated[
+    str, typer.Argument(help="The run's id, as `run` printed it.", show_default=False)
+]
+
+
+def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any] | None:
+    """``--params-json`` first, then each ``--param key=value`` over it. A value is read as
+    JSON when it is JSON (``pages=3``, ``strict=true``, ``tags=["a"]``), else as text. None
+    when neither is given (the request then has no ``params``)."""
+    params: dict[str, Any] = {}
+    if params_json is not None:
+        try:
+            loaded = json.loads(params_json)
+        except ValueError as bad:
+            raise typer.BadParameter(f"not JSON: {bad}", param_hint="--params-json") from None
+        if not isinstance(loaded, dict):
+            raise typer.BadParameter("must be a JSON object", param_hint="--params-json")
+        params.update(loaded)
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
+        try:
+            params[key] = json.loads(text)
+        except ValueError:
+            params[key] = text
+    return params if params or params_json is not None else None
