@@ -1,0 +1,116 @@
+"""The Temporal side of the benchmarks: raw starts against :mod:`bench.raw_worker`, the times
+the server recorded for executions, and tidying a task queue's open executions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from bench.raw_worker import RawAgentWorkflow, RawRun
+
+
+async def start_raw(
+    client: Client, task_queue: str, workflow_id: str, seconds: float
+) -> WorkflowHandle[RawAgentWorkflow, str]:
+    """Start one run on a fixed workflow id, refused while one is open: a singleton with
+    Temporal alone."""
+    return await client.start_workflow(
+        RawAgentWorkflow.run,
+        RawRun(seconds),
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
+
+
+async def execute_raw(client: Client, task_queue: str, workflow_id: str, seconds: float) -> str:
+    """Start, then wait for the result."""
+    handle = await start_raw(client, task_queue, workflow_id, seconds)
+    return await handle.result()
+
+
+async def raw_start_burst(
+    client: Client, task_queue: str, workflow_ids: list[str], seconds: float
+) -> list[tuple[bool, float]]:
+    """``start_workflow`` once per id, all at once: (accepted, seconds to the answer) each."""
+
+    async def one(workflow_id: str) -> tuple[bool, float]:
+        started = time.perf_counter()
+        try:
+            await start_raw(client, task_queue, workflow_id, seconds)
+            accepted = True
+        except WorkflowAlreadyStartedError:
+            accepted = False
+        return accepted, time.perf_counter() - started
+
+    return list(await asyncio.gather(*(one(workflow_id) for workflow_id in workflow_ids)))
+
+
+def fresh_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4()}"
+
+
+@dataclass(frozen=True)
+class Execution:
+    """When the server says an execution, and the agent activity in it, started and ended."""
+
+    started: datetime
+    closed: datetime
+    agent_started: datetime
+    agent_ended: datetime
+
+
+async def execution_times(client: Client, workflow_id: str, run_id: str) -> Execution:
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    description = await handle.describe()
+    assert description.close_time is not None, f"{workflow_id} {run_id} is still open"
+    agent_started = agent_ended = None
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            agent_started = event.event_time.ToDatetime(tzinfo=UTC)
+        elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            agent_ended = event.event_time.ToDatetime(tzinfo=UTC)
+    assert agent_started is not None, f"{workflow_id} {run_id}: no agent started"
+    assert agent_ended is not None, f"{workflow_id} {run_id}: no agent ended"
+    return Execution(
+        description.start_time,
+        description.close_time,
+        agent_started,
+        agent_ended,
+    )
+
+
+def _open_on(task_queue: str) -> str:
+    return f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
+
+
+async def wait_drained(client: Client, task_queue: str, timeout: float = 300.0) -> None:
+    """Until no execution on ``task_queue`` is open (the runs a burst started have ended)."""
+    deadline = time.monotonic() + timeout
+    while (await client.count_workflows(_open_on(task_queue))).count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"executions on {task_queue} still open after {timeout:g} s")
+        await asyncio.sleep(0.5)
+
+
+async def terminate_open(client: Client, task_queue: str) -> None:
+    """End every open execution on ``task_queue`` (runs left waiting by a scenario)."""
+    while (await client.count_workflows(_open_on(task_queue))).count:
+        async for execution in client.list_workflows(_open_on(task_queue)):
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            try:
+                await handle.terminate("benchmark cleanup")
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:  # else: it closed meanwhile
+                    raise
+        await asyncio.sleep(0.2)
