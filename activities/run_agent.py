@@ -51,13 +51,7 @@ class AgentActivities:
         token = fencing_token(task.fence_base, info.attempt)
         log = logger.bind(attempt=info.attempt, fencing_token=token)
         agent, params = self._agent_and_params(task, log)
-        heartbeat_timeout = info.heartbeat_timeout
-        lease = Lease(
-            activity.client(),
-            heartbeat_timeout.total_seconds()
-            if heartbeat_timeout
-            else RunPolicy.heartbeat_timeout_seconds,
-        )
+        lease = Lease(activity.client(), _lease_seconds(info))
         try:
             await lease.confirm()
         except LeaseLostError as err:
@@ -123,6 +117,11 @@ class AgentActivities:
             ) from None
 
 
+def _lease_seconds(info: activity.Info) -> float:
+    timeout = info.heartbeat_timeout
+    return timeout.total_seconds() if timeout else RunPolicy.heartbeat_timeout_seconds
+
+
 async def _supervise(
     work: Awaitable[object],
     lease: Lease,
@@ -161,19 +160,7 @@ async def _supervise(
         )
     error = agent_task.exception()
     if error is not None:
-        permanent = isinstance(error, PermanentError)
-        log.error(
-            "agent_error",
-            error=f"{type(error).__name__}: {error}",
-            permanent=permanent,
-            exc_info=error,
-        )
-        raise ApplicationError(
-            f"{type(error).__name__}: {error}",
-            FailureDetails(attempt=info.attempt),
-            type=ErrorType.AGENT_FAILED,
-            non_retryable=permanent,
-        ) from error
+        raise _agent_failed(error, log, info.attempt) from error
     # Before the result goes out, make sure the server still counts this attempt as current.
     with contextlib.suppress(LeaseLostError):
         await lease.confirm()
@@ -181,6 +168,22 @@ async def _supervise(
         await _announce_lost(lease, log, info)
         raise _lease_lost(lease, info.attempt)
     return agent_task.result()
+
+
+def _agent_failed(
+    error: BaseException, log: structlog.stdlib.BoundLogger, attempt: int
+) -> ApplicationError:
+    """The agent raised: log its stack, and fail the attempt (for good on a PermanentError)."""
+    permanent = isinstance(error, PermanentError)
+    log.error(
+        "agent_error", error=f"{type(error).__name__}: {error}", permanent=permanent, exc_info=error
+    )
+    return ApplicationError(
+        f"{type(error).__name__}: {error}",
+        FailureDetails(attempt=attempt),
+        type=ErrorType.AGENT_FAILED,
+        non_retryable=permanent,
+    )
 
 
 def _holds(lease: Lease) -> bool:

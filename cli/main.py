@@ -15,11 +15,17 @@ from cli.client import DEFAULT_URL, ApiClient, Connection
 from cli.errors import EXIT_CODES_HELP, CliError, ExitCode
 from cli.models import RunStatus
 from cli.options import (
+    AgentTypeArgument,
     ApiKeyOption,
+    EnqueueOption,
+    IdempotencyKeyOption,
     JsonOption,
+    ParamOption,
+    ParamsJsonOption,
     RunIdArgument,
     State,
     UrlOption,
+    UserOption,
     WaitOption,
     parse_params,
 )
@@ -72,34 +78,13 @@ def root(
 
 @app.command(epilog=EXIT_CODES_HELP)
 def run(
-    agent_type: Annotated[str, typer.Argument(help="Which agent to run (see `types`).")],
-    user: Annotated[UUID, typer.Option("--user", help="The user the agent works for (UUID).")],
-    param: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--param",
-            "-p",
-            help="A parameter, key=value (the value read as JSON when it is JSON); repeatable.",
-            metavar="KEY=VALUE",
-        ),
-    ] = None,
-    params_json: Annotated[
-        str | None,
-        typer.Option("--params-json", help="All parameters as one JSON object.", metavar="JSON"),
-    ] = None,
-    enqueue: Annotated[
-        bool,
-        typer.Option("--enqueue", help="When every slot is taken, wait in the queue (not 409)."),
-    ] = False,
+    agent_type: AgentTypeArgument,
+    user: UserOption,
+    param: ParamOption = None,
+    params_json: ParamsJsonOption = None,
+    enqueue: EnqueueOption = False,
     wait: WaitOption = False,
-    idempotency_key: Annotated[
-        str | None,
-        typer.Option(
-            "--idempotency-key",
-            help="Retry safely: the same key and request give the same run, not a second one.",
-            metavar="KEY",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKeyOption = None,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from typing import Annotated, Any
+from uuid import UUID
 
 import typer
 
@@ -39,6 +40,33 @@ WaitOption = Annotated[
     typer.Option(
         "--wait",
         help="Follow the run live until it ends; exit 0 on DONE (printing the result), 1 on ERROR.",
+    ),
+]
+AgentTypeArgument = Annotated[str, typer.Argument(help="Which agent to run (see `types`).")]
+UserOption = Annotated[UUID, typer.Option("--user", help="The user the agent works for (UUID).")]
+ParamOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        "-p",
+        help="A parameter, key=value (the value read as JSON when it is JSON); repeatable.",
+        metavar="KEY=VALUE",
+    ),
+]
+ParamsJsonOption = Annotated[
+    str | None,
+    typer.Option("--params-json", help="All parameters as one JSON object.", metavar="JSON"),
+]
+EnqueueOption = Annotated[
+    bool,
+    typer.Option("--enqueue", help="When every slot is taken, wait in the queue (not 409)."),
+]
+IdempotencyKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--idempotency-key",
+        help="Retry safely: the same key and request give the same run, not a second one.",
+        metavar="KEY",
     ),
 ]
 RunIdArgument = Annotated[

@@ -7,8 +7,10 @@ survive a restart; its own output goes to DATA_DIR/temporal-server.log.
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import structlog
 
@@ -36,6 +38,20 @@ def start_dev_server(settings: Settings) -> DevServer:
     )
     server.start(timeout=STARTUP_TIMEOUT_SECONDS)
     return server
+
+
+def supervise(processes: list[subprocess.Popen[bytes]], stopping: Callable[[], bool]) -> int:
+    """Until asked to stop (0), or until one of the processes exits on its own (1)."""
+    while not stopping():
+        exited = [process for process in processes if process.poll() is not None]
+        if exited:
+            logger.error(
+                "stack_process_exited", command=str(exited[0].args), returncode=exited[0].returncode
+            )
+            return 1
+        time.sleep(0.5)
+    logger.info("stack_stopping")
+    return 0
 
 
 def main() -> int:
@@ -81,18 +97,7 @@ def main() -> int:
         )
         watched = [child.process for child in children]
         watched += [server.process] if server and server.process else []
-        while not stopping:
-            exited = [process for process in watched if process.poll() is not None]
-            if exited:
-                logger.error(
-                    "stack_process_exited",
-                    command=str(exited[0].args),
-                    returncode=exited[0].returncode,
-                )
-                return 1
-            time.sleep(0.5)
-        logger.info("stack_stopping")
-        return 0
+        return supervise(watched, lambda: stopping)
     except RuntimeError as err:
         logger.error("stack_failed", error=str(err))
         return 1

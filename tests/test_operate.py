@@ -17,7 +17,13 @@ import pytest
 from temporalio.client import Client
 
 from agent_runner import search_attributes
-from agent_runner.runs import AgentBusyError, start_agent_run
+from agent_runner.runs import (
+    AgentBusyError,
+    OnBusy,
+    start_agent_run,
+    start_request,
+    start_run_detailed,
+)
 from agent_runner.settings import Settings
 from devtools.processes import free_port, temporal_cli
 from tests.helpers import (
@@ -321,7 +327,9 @@ async def test_metrics_count_requests_and_runs(api: httpx.AsyncClient) -> None:
     )
 
 
-async def test_worker_serves_sdk_metrics(temporal_address: str, tmp_path: Path) -> None:
+async def test_worker_serves_sdk_metrics_with_the_time_runs_waited_in_the_queue(
+    temporal_address: str, tmp_path: Path
+) -> None:
     port = free_port()
     settings = make_settings(
         temporal_address,
@@ -329,7 +337,15 @@ async def test_worker_serves_sdk_metrics(temporal_address: str, tmp_path: Path) 
         worker_metrics_address=f"127.0.0.1:{port}",
     )
     worker = LoggedProcess.worker(settings, tmp_path / "worker.log")
+    client = await Client.connect(temporal_address)
     try:
+        # One run holds the slot, a second waits for it in the queue, then runs.
+        for _ in range(2):
+            request = start_request(
+                "policy-checker", USER_ID, policy=settings.run_policy(), on_busy=OnBusy.ENQUEUE
+            )
+            queued = await start_run_detailed(client, request, target=settings.run_target())
+        assert queued.queue_position == 1
 
         async def scraped() -> None:
             async with httpx.AsyncClient() as http:
@@ -338,8 +354,9 @@ async def test_worker_serves_sdk_metrics(temporal_address: str, tmp_path: Path) 
                 except httpx.TransportError as err:
                     raise AssertionError(str(err)) from err
             assert "temporal_" in response.text
+            assert "agent_runner_queue_wait_seconds_count" in response.text
 
-        await assert_eventually(scraped)
+        await assert_eventually(scraped, timeout=60)
     finally:
         worker.stop()
 

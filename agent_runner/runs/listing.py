@@ -45,6 +45,22 @@ _STATE_QUERIES = {
 }
 
 
+def _query(
+    target: RunTarget, agent_type: str | None, user_id: str | None, state: RunState | None
+) -> str:
+    clauses = [
+        f"WorkflowId STARTS_WITH '{target.workflow_id}'",
+        f"WorkflowType != '{QUEUE_WORKFLOW_TYPE}'",
+    ]
+    if agent_type is not None:
+        clauses.append(f"{search_attributes.AGENT_TYPE.name} = '{agent_type}'")
+    if user_id is not None:
+        clauses.append(f"{search_attributes.USER_ID.name} = '{uuid.UUID(user_id)}'")
+    if state is not None:
+        clauses.append(_STATE_QUERIES[state])
+    return " AND ".join(clauses)
+
+
 async def list_runs(
     client: Client,
     *,
@@ -61,18 +77,8 @@ async def list_runs(
     both are quoted into the query as they are. ``token_key`` signs the page tokens (by default a
     key of this process's own, so only this process takes them back)."""
     token_key = token_key or _PROCESS_KEY
-    clauses = [
-        f"WorkflowId STARTS_WITH '{target.workflow_id}'",
-        f"WorkflowType != '{QUEUE_WORKFLOW_TYPE}'",
-    ]
-    if agent_type is not None:
-        clauses.append(f"{search_attributes.AGENT_TYPE.name} = '{agent_type}'")
-    if user_id is not None:
-        clauses.append(f"{search_attributes.USER_ID.name} = '{uuid.UUID(user_id)}'")
-    if state is not None:
-        clauses.append(_STATE_QUERIES[state])
     executions = client.list_workflows(
-        " AND ".join(clauses),
+        _query(target, agent_type, user_id, state),
         page_size=limit,
         next_page_token=_verified(page_token, token_key),
         rpc_timeout=target.rpc_timeout,

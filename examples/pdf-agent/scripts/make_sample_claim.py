@@ -86,6 +86,22 @@ def _rect(*values: float) -> ArrayObject:
     return ArrayObject(FloatObject(value) for value in values)
 
 
+def _text_field(name: str, label: str, bottom: float, top: float) -> DictionaryObject:
+    return DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Annot"),
+            NameObject("/Subtype"): NameObject("/Widget"),
+            NameObject("/FT"): NameObject("/Tx"),
+            NameObject("/T"): TextStringObject(name),
+            NameObject("/TU"): TextStringObject(label),
+            NameObject("/Rect"): _rect(FIELD_LEFT, bottom, RIGHT, top),
+            NameObject("/F"): NumberObject(PRINTED),
+            NameObject("/Ff"): NumberObject(MULTILINE if top - bottom > 20 else 0),
+            NameObject("/DA"): TextStringObject("/Helv 10 Tf 0 g"),
+        }
+    )
+
+
 def claim_form() -> PdfWriter:
     writer = PdfWriter()
     helvetica = DictionaryObject(
@@ -108,22 +124,7 @@ def claim_form() -> PdfWriter:
                 continue
             bottom = top - height
             labels.append((top - 14, label))
-            widget = writer.add_annotation(
-                page,
-                DictionaryObject(
-                    {
-                        NameObject("/Type"): NameObject("/Annot"),
-                        NameObject("/Subtype"): NameObject("/Widget"),
-                        NameObject("/FT"): NameObject("/Tx"),
-                        NameObject("/T"): TextStringObject(name),
-                        NameObject("/TU"): TextStringObject(label),
-                        NameObject("/Rect"): _rect(FIELD_LEFT, bottom, RIGHT, top),
-                        NameObject("/F"): NumberObject(PRINTED),
-                        NameObject("/Ff"): NumberObject(MULTILINE if height > 20 else 0),
-                        NameObject("/DA"): TextStringObject("/Helv 10 Tf 0 g"),
-                    }
-                ),
-            )
+            widget = writer.add_annotation(page, _text_field(name, label, bottom, top))
             fields.append(widget.indirect_reference)
             top = bottom - 16
         contents = ContentStream(None, writer)
