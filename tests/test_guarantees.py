@@ -349,6 +349,16 @@ BAD_STARTS = {
         ["--input", GOOD_INPUT, "--task-queue", "nobody-polls-this"],
         "no worker polls",
     ),
+    # Failed before the fix: PENDING (waiting for a worker) for ever, every API start 409.
+    "an agent no worker has": (
+        [
+            "--input",
+            json.dumps(
+                {"agent_type": "nope", "user_id": USER_ID, "policy": {"timeout_seconds": 2}}
+            ),
+        ],
+        "No worker that has the 'nope' agent took it within 2 s",
+    ),
 }
 
 
