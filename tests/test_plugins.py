@@ -100,6 +100,15 @@ def test_an_agent_gets_its_own_defaults_unless_the_environment_says_otherwise() 
     assert given.run_policy(InvoiceReader.defaults).timeout_seconds == 30.0
 
 
+def test_env_example_copied_to_env_keeps_each_agents_own_defaults() -> None:
+    """The README says: copy .env.example to .env. Failed before: it set the policy settings,
+    and a setting read from .env counts as given, for every agent."""
+    copied = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
+    unset = Settings(_env_file=None)  # type: ignore[call-arg]
+    for defaults in (InvoiceReader.defaults, AgentDefaults()):
+        assert copied.run_policy(defaults) == unset.run_policy(defaults)
+
+
 @pytest.fixture
 def plugin_settings(temporal_address: str) -> Settings:
     return make_settings(temporal_address, task_queue=f"plugins-{uuid.uuid4()}")
