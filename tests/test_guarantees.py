@@ -277,6 +277,8 @@ async def test_cancel_reaches_the_agent_with_the_default_heartbeat_timeout(
     assert response.status_code in (200, 202), response.text
     assert body["state"] == "ERROR", body
     assert body["error"] == "cancelled"
+    # Failed before the fix: 0, as if no attempt had run.
+    assert body["attempt"] == 1, body
     assert log_lines(stack, "agent_cancelled", run_id)
     assert not log_lines(stack, "agent_complete", run_id)
     record(

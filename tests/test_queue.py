@@ -126,7 +126,14 @@ async def test_a_queued_run_is_cancelled_at_once_and_those_behind_move_up(
         finals = await all_final(temporal_client, settings, [first, third])
 
     assert [s.state for s in finals] == [RunState.DONE, RunState.DONE]
-    assert (await status(temporal_client, settings, second)).error == "cancelled"
+    after = await status(temporal_client, settings, second)
+    assert after.error == "cancelled"
+    # Failed before the fix: agent_type, user_id and queued_at were gone once cancelled.
+    assert (after.agent_type, after.user_id) == ("policy-checker", USER_ID)
+    assert after.queued_at is not None
+    assert after.finished_at is not None
+    assert after.finished_at >= after.queued_at
+    assert after.attempt == 0
 
 
 async def test_no_start_jumps_the_queue_even_between_two_runs(

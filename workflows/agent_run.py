@@ -58,6 +58,8 @@ with workflow.unsafe.imports_passed_through():
     from agent_runner.search_attributes import AGENT_TYPE, USER_ID
     from agent_runner.validation import InvalidRunInputError
 
+# Patches (workflow.patched): histories recorded before them replay as they ran.
+CANCEL_RECORDS_ATTEMPT = "cancel-records-attempt"
 # The server's own backstop per attempt, past the agent's timeout that the activity enforces.
 _CLAIM_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=50), maximum_interval=timedelta(seconds=2)
@@ -123,8 +125,18 @@ class AgentRunWorkflow:
             )
             await self._hand_over(outcome, fence_base)
             raise
-        except (CancelledError, asyncio.CancelledError):
-            await self._hand_over(RunOutcome("ERROR", error="cancelled"), fence_base)
+        except (CancelledError, asyncio.CancelledError, ActivityError) as err:
+            # Cancelled: while it waited (CancelledError), or its agent's attempt was (the only
+            # ActivityError _run_agent lets through).
+            recorded = workflow.patched(CANCEL_RECORDS_ATTEMPT)
+            if isinstance(err, ActivityError) and not recorded:
+                raise  # as runs recorded before the patch did
+            outcome = RunOutcome("ERROR", error="cancelled", attempt=self._attempts.attempt)
+            if recorded:
+                # A cancelled execution records no failure: the memo says which attempt the
+                # cancel stopped (0: none had started), for its status.
+                workflow.upsert_memo({"outcome": outcome})
+            await self._hand_over(outcome, fence_base)
             raise
         await self._hand_over(
             RunOutcome("DONE", result=output.result, attempt=output.attempt), fence_base

@@ -142,9 +142,8 @@ class AgentQueueWorkflow:
         for index, entry in enumerate(self._state.queue):
             if entry.run_id == run_id:
                 del self._state.queue[index]
-                self._display.record(
-                    run_id, {"state": "cancelled", "at": workflow.now().isoformat()}
-                )
+                cancelled = {"state": "cancelled", "at": workflow.now().isoformat()}
+                self._display.record(run_id, {**queued(entry), **cancelled})
                 self._display.publish(self._state)
                 return True
         return False

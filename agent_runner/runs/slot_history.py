@@ -144,4 +144,4 @@ class SlotHistory:
         if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW:
             closed = replace(base, finished_at=event.event_time.ToDatetime(tzinfo=UTC))
             return handed_over_status(closed, self._outcome)
-        return await closed_run_status(client, base, event)
+        return await closed_run_status(client, base, event, self._outcome)

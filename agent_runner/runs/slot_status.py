@@ -81,7 +81,7 @@ async def status_of(
         return handed_over_status(base, memo.get("outcome"))
     handle = client.get_workflow_handle(description.id, run_id=description.run_id)
     event = await close_event(handle, wait=False, target=target)
-    return await closed_run_status(client, base, event)
+    return await closed_run_status(client, base, event, memo.get("outcome"))
 
 
 async def describe(
@@ -109,7 +109,11 @@ async def close_event(
     raise RunNotFoundError(handle.run_id)
 
 
-async def closed_run_status(client: Client, base: RunStatus, event: HistoryEvent) -> RunStatus:
+async def closed_run_status(
+    client: Client, base: RunStatus, event: HistoryEvent, outcome: object = None
+) -> RunStatus:
+    """From the close event; ``outcome`` (the run's memo, when the reader has it) says which
+    attempt a cancel stopped, else the attempt the reader last saw stands."""
     closed = replace(base, finished_at=event.event_time.ToDatetime(tzinfo=UTC))
     if event.HasField("workflow_execution_completed_event_attributes"):
         [output] = await client.data_converter.decode_wrapper(
@@ -124,6 +128,9 @@ async def closed_run_status(client: Client, base: RunStatus, event: HistoryEvent
         reason, attempt = _failure_reason_and_attempt(cause)
     elif event.HasField("workflow_execution_canceled_event_attributes"):
         reason = CANCELLED
+        attempt = base.attempt
+        if isinstance(outcome, dict) and isinstance(outcome.get("attempt"), int):
+            attempt = outcome["attempt"]
     elif event.HasField("workflow_execution_terminated_event_attributes"):
         terminated = event.workflow_execution_terminated_event_attributes.reason
         reason = CANCELLED if terminated == CANCELLED else f"terminated: {terminated}"
