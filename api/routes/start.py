@@ -55,6 +55,7 @@ logger = structlog.stdlib.get_logger(__name__)
                 "(`enqueue`); see `Location` and `Retry-After`"
             ),
         },
+        413: {"model": ErrorResponse, "description": "Body over API_MAX_BODY_BYTES"},
         422: {
             "description": (
                 "Malformed body, `params` that do not fit the agent (each problem's `loc` "
