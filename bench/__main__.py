@@ -41,7 +41,7 @@ SCENARIOS = [
     Scenario("progress", ("agents",), streaming.progress_latency),
     Scenario("post_to_done", ("agents", "raw"), streaming.post_to_done),
     Scenario("handoff", ("agents", "raw"), queue.handoff),
-    Scenario("enqueue", ("agents",), queue.enqueue_answers),
+    Scenario("enqueue", ("agents", "raw"), queue.enqueue_answers),
     Scenario("users", ("users", "raw"), scopes.many_users),
     Scenario("one_user", ("users",), scopes.one_user),
 ]

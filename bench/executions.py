@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from bench.raw_worker import RawAgentWorkflow, RawRun
+from bench.raw_worker import RawAgentWorkflow, RawQueueWorkflow, RawRun
 
 
 async def start_raw(
@@ -54,6 +54,25 @@ async def raw_start_burst(
         return accepted, time.perf_counter() - started
 
     return list(await asyncio.gather(*(one(workflow_id) for workflow_id in workflow_ids)))
+
+
+async def raw_enqueue(client: Client, task_queue: str, items: list[str]) -> float:
+    """Seconds for one update-with-start that creates a fresh :class:`RawQueueWorkflow` and
+    puts ``items`` in it (then terminated)."""
+    workflow_id = fresh_id("bench-raw-enqueue")
+    start = WithStartWorkflowOperation(
+        RawQueueWorkflow.run,
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    began = time.perf_counter()
+    await client.execute_update_with_start_workflow(
+        RawQueueWorkflow.enqueue, items, start_workflow_operation=start
+    )
+    seconds = time.perf_counter() - began
+    await client.get_workflow_handle(workflow_id).terminate("benchmark cleanup")
+    return seconds
 
 
 def fresh_id(prefix: str) -> str:

@@ -4,7 +4,8 @@ A minimal workflow, :class:`RawAgentWorkflow`, runs one activity, :func:`raw_age
 for the given time while heartbeating and returns ``"approved"``; it has a retry policy and a
 heartbeat timeout like ours, and runs on a task queue of its own, as our agents do. None of our
 code runs here: no slots, no queue, no lease, no progress signals, no memo. Every "raw Temporal"
-figure of the benchmarks is ``execute_workflow`` / ``start_workflow`` against this worker.
+figure of the benchmarks is ``execute_workflow`` / ``start_workflow`` against this worker, or
+an update-with-start of :class:`RawQueueWorkflow`.
 
 ``python -m bench.raw_worker``: serves ``TASK_QUEUE`` (the workflow) and ``raw_agent_queue()``
 of it (the activity) on ``TEMPORAL_ADDRESS`` until SIGTERM.
@@ -70,12 +71,33 @@ class RawAgentWorkflow:
         )
 
 
+@workflow.defn
+class RawQueueWorkflow:
+    """A queue with Temporal alone: an update appends items and answers their places. The
+    floor of any durable enqueue (one update-with-start, one workflow task on a worker)."""
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    @workflow.run
+    async def run(self) -> None:
+        await workflow.wait_condition(lambda: False)  # the benchmark terminates it
+
+    @workflow.update
+    def enqueue(self, items: list[str]) -> list[int]:
+        first = len(self.items) + 1
+        self.items += items
+        return list(range(first, first + len(items)))
+
+
 async def main(settings: Settings) -> None:
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
-    workflows = Worker(client, task_queue=settings.task_queue, workflows=[RawAgentWorkflow])
+    workflows = Worker(
+        client, task_queue=settings.task_queue, workflows=[RawAgentWorkflow, RawQueueWorkflow]
+    )
     activities = Worker(
         client, task_queue=raw_agent_queue(settings.task_queue), activities=[raw_agent]
     )

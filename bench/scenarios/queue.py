@@ -10,13 +10,21 @@ import httpx
 
 from bench.api_client import cancel, long_poll_to_end, sleeper, status, wait_idle
 from bench.context import Bench
-from bench.executions import Execution, execution_times, start_raw, terminate_open
+from bench.executions import (
+    Execution,
+    execution_times,
+    raw_enqueue,
+    start_raw,
+    terminate_open,
+)
 from bench.measure import burst_summary, http_burst, say, summary
 
 SHORT_AGENT_SECONDS = 0.1
 # Long enough to hold the slot through a burst; the runs are ended right after.
 HOLD_SECONDS = 600.0
 RAW_ID = "bench-raw-queue"
+# Update-with-start calls timed for the raw enqueue floor.
+RAW_ENQUEUES = 10
 
 
 def _gaps(ends: list[datetime], starts: list[datetime]) -> list[float]:
@@ -79,7 +87,8 @@ async def _raw_back_to_back(bench: Bench, count: int) -> list[Execution]:
 
 async def enqueue_answers(bench: Bench) -> dict[str, Any]:
     """``enqueue_burst`` POSTs at once on a free slot, twice: ``"on_busy": "reject"`` (one 202,
-    the rest 409) and ``"on_busy": "enqueue"`` (one 202 that starts, the rest 202 queued)."""
+    the rest 409) and ``"on_busy": "enqueue"`` (one 202 that starts, the rest 202 queued); and
+    the raw floor of a durable enqueue, one update-with-start of a plain Temporal queue."""
     size = bench.sizes.enqueue_burst
     say(f"enqueue vs reject answers: {size} concurrent starts each")
     agents = bench.services["agents"]
@@ -95,4 +104,13 @@ async def enqueue_answers(bench: Bench) -> dict[str, Any]:
             port, "/agents/run", [sleeper(HOLD_SECONDS, on_busy="enqueue")] * size
         )
     await terminate_open(bench.client, agents.settings.task_queue)
-    return {"enqueue": burst_summary(queued), "reject": burst_summary(rejected)}
+    # The engine's floor for what the queued ones needed after their refused start: one
+    # update-with-start creating a queue and putting them in it.
+    raw_queue = bench.services["raw"].settings.task_queue
+    items = [f"run-{i}" for i in range(size - 1)]
+    floor = [await raw_enqueue(bench.client, raw_queue, items) for _ in range(RAW_ENQUEUES)]
+    return {
+        "enqueue": burst_summary(queued),
+        "reject": burst_summary(rejected),
+        "raw_update_with_start": summary(floor),
+    }
