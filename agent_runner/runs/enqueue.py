@@ -26,9 +26,7 @@ from agent_runner.queue_types import (
     EnqueueResult,
     QueueInput,
 )
-from agent_runner.runs.errors import (
-    TemporalUnavailableError,
-)
+from agent_runner.runs.errors import TemporalUnavailableError, is_unavailable
 from agent_runner.runs.types import RunTarget
 
 # The queue answers once a worker has taken the update: allow it more than one plain call.
@@ -64,11 +62,11 @@ async def enqueue_runs(
                 rpc_timeout=budget,
             )
             return results
-        except WorkflowUpdateRPCTimeoutOrCancelledError as err:
-            raise TemporalUnavailableError(_NO_ANSWER) from err
-        except RPCError as err:
-            if err.status == RPCStatusCode.DEADLINE_EXCEEDED:
+        except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError) as err:
+            if is_unavailable(err):
                 raise TemporalUnavailableError(_NO_ANSWER) from err
+            if not isinstance(err, RPCError):
+                raise  # our own task was cancelled while it waited: not an outage
             # Too many updates in flight on the queue at once, or the update was aborted because
             # the workflow task that carried it failed (the queue was closing or continuing as
             # new as it came: the server refuses that task, "UnhandledCommand"). An enqueue is

@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
-UNAVAILABLE = {RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED}
+# The server did not answer: it refused the connection (UNAVAILABLE), let the call's deadline
+# pass (DEADLINE_EXCEEDED), or hung until the client's own RPC timeout cut the call short
+# (CANCELLED, "Timeout expired": a paused or wedged server). A cancellation of our own task is
+# asyncio.CancelledError, never an RPCError, so it is not among them.
+UNAVAILABLE = {
+    RPCStatusCode.UNAVAILABLE,
+    RPCStatusCode.DEADLINE_EXCEEDED,
+    RPCStatusCode.CANCELLED,
+}
 NOT_FOUND = {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}
 
 
@@ -46,13 +55,26 @@ class TemporalUnavailableError(Exception):
     """The Temporal server could not be reached in time."""
 
 
+def is_unavailable(err: BaseException) -> bool:
+    """Whether ``err`` says the Temporal server could not be reached in time.
+
+    An update's wait ends in :class:`WorkflowUpdateRPCTimeoutOrCancelledError` both when its
+    RPC timed out (an outage) and when our own task was cancelled (not one): only the first, an
+    :class:`RPCError` as its cause, counts."""
+    if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
+        cause = err.__cause__
+        return isinstance(cause, RPCError) and cause.status in UNAVAILABLE
+    return isinstance(err, RPCError) and err.status in UNAVAILABLE
+
+
 @contextmanager
 def temporal_call() -> Iterator[None]:
     """Turn "server unreachable" into one typed error. Nothing else is: any other failure is a
     bug or a refusal to report, not an outage to hide behind a 503."""
     try:
         yield
-    except RPCError as err:
-        if err.status in UNAVAILABLE:
-            raise TemporalUnavailableError(err.message) from err
+    except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+        if is_unavailable(err):
+            message = err.message if isinstance(err, RPCError) else str(err)
+            raise TemporalUnavailableError(message) from err
         raise
