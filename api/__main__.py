@@ -1,11 +1,56 @@
-"""``python -m api``: serve the API with uvicorn on API_HOST:API_PORT, logging as JSON."""
+"""``python -m api``: serve the API with uvicorn on API_HOST:API_PORT, logging as JSON.
+
+On SIGTERM or SIGINT uvicorn stops accepting connections, then waits for the open ones to end
+before it runs the app's lifespan shutdown; an events stream of an open run never ends by
+itself, so that wait had no end. Here the open streams end as soon as the shutdown starts
+(their clients reconnect, to another replica, with Last-Event-ID), and whatever request still
+holds a connection after ``GRACEFUL_SHUTDOWN_SECONDS`` is cancelled.
+"""
+
+from __future__ import annotations
+
+import socket
 
 import uvicorn
 
 from agent_runner.process import exit_now
 from agent_runner.settings import get_settings
+from api.watchers import Watchers
+
+# The most open requests (long polls, say) get to finish once the shutdown starts: well within
+# Docker's default 10 s between SIGTERM and SIGKILL, and Kubernetes' 30 s.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+# uvicorn's exit code when the server could not start.
+STARTUP_FAILURE = 3
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, ending this process's events streams as its shutdown starts."""
+
+    def __init__(self, config: uvicorn.Config, watchers: Watchers) -> None:
+        super().__init__(config)
+        self.watchers = watchers
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.watchers.end_streams()
+        await super().shutdown(sockets)
+
+
+def main() -> None:
+    from api.main import app
+
+    settings = get_settings()
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = Server(config, app.state.agent_runner.watchers)
+    server.run()
+    exit_now(0 if server.started else STARTUP_FAILURE)
+
 
 if __name__ == "__main__":
-    settings = get_settings()
-    uvicorn.run("api.main:app", host=settings.api_host, port=settings.api_port, log_config=None)
-    exit_now(0)
+    main()

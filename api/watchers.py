@@ -52,6 +52,8 @@ class RunWatch:
         self._render = render
         self._changed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
+        # Set when the process shuts down: its streams end (their clients reconnect elsewhere).
+        self.ending = False
 
     @property
     def final(self) -> bool:
@@ -103,11 +105,17 @@ class RunWatch:
         if not self.published and self.error is not None:
             raise self.error
 
+    def end_streams(self) -> None:
+        """End every stream of this run once it has what is already known (see ``ending``)."""
+        self.ending = True
+        self._notify()
+
     async def events_after(
         self, last_event_id: str | None, keepalive: float
     ) -> AsyncIterator[Published | None]:
         """The events after ``last_event_id`` (without one: the latest, then each new one),
-        until the final one; ``None`` each ``keepalive`` seconds without an event."""
+        until the final one, or until the process shuts down; ``None`` each ``keepalive``
+        seconds without an event."""
         self.users += 1
         try:
             index = self._start(last_event_id)
@@ -121,6 +129,8 @@ class RunWatch:
                         return
                 if self.final:
                     return  # resumed after the final event: nothing more will come
+                if self.ending:
+                    return
                 if not await self.changed(keepalive):
                     yield None
                 self.last_used = time.monotonic()
@@ -145,6 +155,7 @@ class Watchers:
         self._render = render
         self._limit = limit
         self._sweeper: asyncio.Task[None] | None = None
+        self._ending = False
 
     def count(self) -> int:
         return len(self._watches)
@@ -164,6 +175,7 @@ class Watchers:
         if len(self._watches) >= self._limit:
             return None
         watch = RunWatch(run_id, self._render)
+        watch.ending = self._ending
         watch.task = asyncio.create_task(_follow(client, target, watch))
         watch.task.add_done_callback(lambda _: self._forget_unknown(run_id, watch))
         self._watches[run_id] = watch
@@ -190,7 +202,21 @@ class Watchers:
         if watch.task is not None:
             watch.task.cancel()
 
+    def end_streams(self, reason: str = "shutdown") -> int:
+        """End every open events stream of this process, now and from now on (each after the
+        events it has not sent yet): at shutdown, or the server would wait for them for ever.
+        Their clients reconnect, to another replica, with Last-Event-ID. Returns how many."""
+        if self._ending:
+            return 0
+        self._ending = True
+        streams = self.subscribers()
+        for watch in self._watches.values():
+            watch.end_streams()
+        logger.info("event_streams_closed", reason=reason, streams=streams)
+        return streams
+
     async def close(self) -> None:
+        self.end_streams()
         tasks = [watch.task for watch in self._watches.values() if watch.task is not None]
         if self._sweeper is not None:
             tasks.append(self._sweeper)

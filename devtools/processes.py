@@ -198,13 +198,25 @@ class ChildProcess:
         *,
         own_session: bool = False,
     ) -> None:
+        self.args = args
+        self.settings = settings
         self.log_path = log_path
-        if log_path is None:
-            self.process = self._popen(args, settings, None, own_session)
-            return
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as out:
-            self.process = self._popen(args, settings, out, own_session)
+        self.own_session = own_session
+        self.process = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        if self.log_path is None:
+            return self._popen(self.args, self.settings, None, self.own_session)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            return self._popen(self.args, self.settings, out, self.own_session)
+
+    def restart(self) -> None:
+        """Start the same command again (same settings, same log) in place of the process,
+        which has exited."""
+        if self.running():
+            raise RuntimeError(f"{self.args!r} (pid {self.pid}) is still running")
+        self.process = self._start()
 
     @staticmethod
     def _popen(

@@ -1,7 +1,10 @@
 """``make run``: a Temporal dev server (unless TEMPORAL_ADDRESS is set), a worker and the API.
 
-Ctrl-C (or SIGTERM) stops all three. The dev server keeps its history in DATA_DIR, so runs
-survive a restart; its own output goes to DATA_DIR/temporal-server.log.
+Ctrl-C (or SIGTERM) stops all three. A worker or API that dies is started again (a run in
+flight then finishes on the new worker: Temporal retries its attempt); one that keeps dying
+right after its start, or the dev server dying, stops everything (exit 1). The dev server keeps
+its history in DATA_DIR, so runs survive a restart; its own output goes to
+DATA_DIR/temporal-server.log.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ from devtools.processes import ChildProcess, DevServer, stop_in_order, wait_unti
 logger = structlog.stdlib.get_logger("run_stack")
 STARTUP_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 40.0
+# A child that exits within QUICK_EXIT_SECONDS of its start QUICK_EXITS times in a row is not
+# started again: the stack stops.
+QUICK_EXIT_SECONDS = 10.0
+QUICK_EXITS = 3
 
 
 def start_dev_server(settings: Settings) -> DevServer:
@@ -40,15 +47,60 @@ def start_dev_server(settings: Settings) -> DevServer:
     return server
 
 
-def supervise(processes: list[subprocess.Popen[bytes]], stopping: Callable[[], bool]) -> int:
-    """Until asked to stop (0), or until one of the processes exits on its own (1)."""
+class Restarts:
+    """Whether a child that exited may be started again: unless it exited soon after its
+    start ``QUICK_EXITS`` times in a row (a crash loop, not an accident)."""
+
+    def __init__(self, children: list[ChildProcess]) -> None:
+        now = time.monotonic()
+        self.started = {child: now for child in children}
+        self.quick_exits = dict.fromkeys(children, 0)
+
+    def may_restart(self, child: ChildProcess) -> bool:
+        """Count the exit of ``child``; whether to start it again."""
+        quick = time.monotonic() - self.started[child] < QUICK_EXIT_SECONDS
+        self.quick_exits[child] = self.quick_exits[child] + 1 if quick else 0
+        return self.quick_exits[child] < QUICK_EXITS
+
+    def restart(self, child: ChildProcess) -> None:
+        child.restart()
+        self.started[child] = time.monotonic()
+
+
+def supervise(
+    children: list[ChildProcess],
+    server: subprocess.Popen[bytes] | None,
+    stopping: Callable[[], bool],
+) -> int:
+    """Until asked to stop (0), restarting the ``children`` that exit, unless one keeps exiting
+    right after its start (1); if the dev server ``server`` exits, at once (1)."""
+    restarts = Restarts(children)
     while not stopping():
-        exited = [process for process in processes if process.poll() is not None]
-        if exited:
+        if server is not None and server.poll() is not None:
             logger.error(
-                "stack_process_exited", command=str(exited[0].args), returncode=exited[0].returncode
+                "stack_process_exited", command=str(server.args), returncode=server.returncode
             )
             return 1
+        for child in children:
+            returncode = child.process.poll()
+            if returncode is None:
+                continue
+            if not restarts.may_restart(child):
+                logger.error(
+                    "stack_process_exited",
+                    command=str(child.args),
+                    returncode=returncode,
+                    message=f"exited {QUICK_EXITS} times within {QUICK_EXIT_SECONDS:g} s of its "
+                    "start; stopping the stack",
+                )
+                return 1
+            restarts.restart(child)
+            logger.warning(
+                "stack_process_restarted",
+                command=str(child.args),
+                returncode=returncode,
+                pid=child.pid,
+            )
         time.sleep(0.5)
     logger.info("stack_stopping")
     return 0
@@ -95,9 +147,7 @@ def main() -> int:
             temporal_web_ui=web_ui or "see your Temporal cluster's Web UI",
             temporal_address=settings.temporal_address,
         )
-        watched = [child.process for child in children]
-        watched += [server.process] if server and server.process else []
-        return supervise(watched, lambda: stopping)
+        return supervise(children, server.process if server else None, lambda: stopping)
     except RuntimeError as err:
         logger.error("stack_failed", error=str(err))
         return 1

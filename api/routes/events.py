@@ -20,6 +20,8 @@ KEEPALIVE_SECONDS = 15.0
 RECONNECT_MILLISECONDS = 1000
 # How long the stream may take to learn anything of the run before it answers 503.
 FIRST_EVENT_SECONDS = 10.0
+# The last line of a stream ended because this API process shuts down.
+SHUTDOWN_COMMENT = b": server shutting down; reconnect with Last-Event-ID\n\n"
 EVENT_NAMES = ("queued", "pending", "running", "progress", "attempt_failed", "done", "error")
 
 router = agents_router()
@@ -76,13 +78,19 @@ async def run_events(
 
 async def _stream(watch: RunWatch, last_event_id: str | None) -> AsyncIterator[bytes]:
     yield f"retry: {RECONNECT_MILLISECONDS}\n\n".encode()
+    final = False
     async for published in watch.events_after(last_event_id, KEEPALIVE_SECONDS):
         if published is None:
             yield b": keepalive\n\n"
             continue
         event = published.event
+        final = event.status.is_final
         yield b"id: %s\nevent: %s\ndata: %s\n\n" % (
             event.id.encode(),
             event.name.encode(),
             published.body,
         )
+    if not final and watch.ending:
+        # This process is shutting down; the client reconnects (to another replica) with
+        # Last-Event-ID and misses nothing.
+        yield SHUTDOWN_COMMENT
