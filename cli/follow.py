@@ -149,6 +149,9 @@ class RunFollower:
 
     def _refused(self, response: httpx.Response) -> Exception:
         """What an answer other than the stream means: fall back, retry, or give up."""
+        if response.status_code == 204:
+            # The run ended with the last event seen: its status says how.
+            return EventsRouteMissing(RunStatus.of(self.api.status(self.run_id)))
         if response.status_code == 404:
             # 404 for an unknown run, or for the route of an API without it: the status says
             # (and raises the run's own 404).

@@ -168,9 +168,16 @@ async def test_a_resumed_stream_continues_from_last_event_id_without_repeats_or_
 
     assert [e.id for e in [last_seen, *rest]] == [e.id for e in everything]
     assert [e.data for e in [last_seen, *rest]] == [e.data for e in everything]
-    # Resuming after the end: nothing is repeated, the stream just ends.
-    again = await asyncio.wait_for(read_events(http, run_id, everything[-1].id), 30)
-    assert again == []
+    # Resuming after the end: 204, which tells an EventSource to stop reconnecting (a 200 that
+    # ended at once, as before, made it reconnect every second for ever).
+    again = await http.get(
+        f"/agents/runs/{run_id}/events", headers={"Last-Event-ID": everything[-1].id}
+    )
+    assert again.status_code == 204, again.text
+    assert again.content == b""
+    # Resuming from an earlier event still gets what came after it.
+    [*_, end] = await asyncio.wait_for(read_events(http, run_id, everything[-2].id), 30)
+    assert end.id == everything[-1].id
     # A new subscriber to a finished run gets its final status, then the end.
     [final] = await asyncio.wait_for(read_events(http, run_id), 30)
     assert final.name == "done"

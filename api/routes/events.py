@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Header, HTTPException, status
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import RunNotFoundError
+from agent_runner.runs.follow import is_after
 from api.deps import StateDep
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router
 from api.watchers import RunWatch
@@ -40,6 +41,12 @@ router = agents_router()
                 f"the stream; a `: keepalive` comment comes every {KEEPALIVE_SECONDS:g} s."
             ),
         },
+        204: {
+            "description": (
+                "The run has ended and `Last-Event-ID` is its last event: nothing more will "
+                "come (an EventSource stops reconnecting)"
+            )
+        },
         **ERRORS,
     },
 )
@@ -53,7 +60,7 @@ async def run_events(
             description="Resume after this event: the events after it, none again.",
         ),
     ] = None,
-) -> StreamingResponse:
+) -> Response:
     """Follow a run live: its queue position, PENDING, RUNNING with each attempt, each failed
     attempt with its reason and whether it is retried, progress reports, and its end. Any API
     replica serves any stream."""
@@ -69,6 +76,11 @@ async def run_events(
         await watch.first(FIRST_EVENT_SECONDS)
     except RunNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
+    if watch.final and last_event_id is not None:
+        last = watch.published[-1].event.id
+        if not is_after(last, last_event_id):
+            # The client saw the end: 204 tells an EventSource to stop reconnecting.
+            return Response(status_code=status.HTTP_204_NO_CONTENT)
     return StreamingResponse(
         _stream(watch, last_event_id),
         media_type="text/event-stream",
