@@ -51,6 +51,10 @@ async def test_sigterm_ends_an_open_events_stream_and_the_api_exits(
         async with httpx.AsyncClient(base_url=base, timeout=15.0) as http:
             run_id = await start_run(http)
             first_event = asyncio.Event()
+            # A long poll open at the same time as the stream (the same watcher feeds both).
+            long_poll = asyncio.ensure_future(
+                http.get(f"/agents/status/{run_id}", params={"wait": 60}, timeout=90)
+            )
             stream = asyncio.ensure_future(_read_stream(http, run_id, first_event))
             try:
                 await asyncio.wait_for(first_event.wait(), 30)
@@ -63,8 +67,13 @@ async def test_sigterm_ends_an_open_events_stream_and_the_api_exits(
                 await assert_eventually(exited, timeout=EXIT_DEADLINE_SECONDS)
                 # The response ended, cleanly: a complete body, not a dropped connection.
                 lines = await asyncio.wait_for(stream, 10)
+                # Failed before the fix: cancelled by uvicorn after its grace period, a 500.
+                polled = await asyncio.wait_for(long_poll, 10)
+                assert polled.status_code == 200, polled.text
+                assert polled.json()["state"] == "PENDING"
             finally:
                 stream.cancel()
+                long_poll.cancel()
         assert "event: pending" in lines
         assert lines[-1].startswith(": "), lines
         assert "shut" in lines[-1], lines

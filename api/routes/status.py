@@ -99,6 +99,8 @@ async def _changed(state: AppState, client: Client, run_id: str, wait: float) ->
         return await get_run_status(client, run_id, target=state.target)
     while not first.event.status.is_final and (remaining := deadline - loop.time()) > 0:
         await watch.changed(remaining)
+        if watch.ending:
+            break  # this process shuts down: answer now what is known
         latest = watch.latest()
         if latest is not None and _differs(latest.event.status, first.event.status):
             return latest.event.status
