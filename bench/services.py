@@ -56,12 +56,7 @@ class Stack:
 class Services:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.server = DevServer(
-            db_file=directory / "temporal.db",
-            port=free_port(),
-            ui_port=None,
-            log_path=directory / "temporal.log",
-        )
+        self.server = DevServer.in_directory(directory)
         self.stacks: dict[str, Stack] = {}
         # RSS of each process of ours just before it was stopped, in MiB.
         self.memory: dict[str, float] = {}

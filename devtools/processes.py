@@ -147,6 +147,17 @@ class DevServer:
         self.extra_args = list(extra_args)
         self.process: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def in_directory(cls, directory: Path, extra_args: Sequence[str] = ()) -> DevServer:
+        """Headless, on a free port, its db file and log in ``directory`` (tests, bench)."""
+        return cls(
+            db_file=directory / "temporal.db",
+            port=free_port(),
+            ui_port=None,
+            log_path=directory / "temporal.log",
+            extra_args=extra_args,
+        )
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"

@@ -35,13 +35,7 @@ class Stack:
         """``server_args``: more ``temporal server start-dev`` arguments (dynamic config, say),
         kept for every restart of the server."""
         self.directory = directory
-        self.server = DevServer(
-            db_file=directory / "temporal.db",
-            port=free_port(),
-            ui_port=None,
-            log_path=directory / "temporal.log",
-            extra_args=server_args,
-        )
+        self.server = DevServer.in_directory(directory, server_args)
         self.overrides = settings_for
         self.apis: list[LoggedProcess | None] = []
         self.api_ports: list[int] = []
