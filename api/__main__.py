@@ -20,6 +20,7 @@ from api.watchers import Watchers
 # The most open requests (long polls, say) get to finish once the shutdown starts: well within
 # Docker's default 10 s between SIGTERM and SIGKILL, and Kubernetes' 30 s.
 GRACEFUL_SHUTDOWN_SECONDS = 5
+KEEP_ALIVE_SECONDS = 75
 # uvicorn's exit code when the server could not start.
 STARTUP_FAILURE = 3
 
@@ -46,6 +47,11 @@ def main() -> None:
         port=settings.api_port,
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        # Longer than clients' and load balancers' idle timeouts (httpx 5 s, nginx 60 s, AWS
+        # ALB 60 s), so the client side drops an idle connection first: with equal timeouts a
+        # request sent on a connection the server is closing fails with a reset (uvicorn's
+        # default is 5 s).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     server = Server(config, app.state.agent_runner.watchers)
     server.run()

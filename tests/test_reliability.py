@@ -56,6 +56,22 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.fixture(autouse=True)
+async def leaves_the_stack_idle(stack: Stack, http: httpx.AsyncClient) -> AsyncIterator[None]:
+    """Whatever a scenario did or left behind when it failed (a process dead or paused, a run
+    open), the next one starts on a whole, idle stack."""
+    yield
+    await stack.heal()
+
+    async def idle() -> None:
+        response = await http.get(f"{stack.api_url(0)}/agents/current")
+        if response.status_code == 200:
+            await http.post(f"{stack.api_url(0)}/agents/runs/{response.json()['run_id']}/cancel")
+        assert response.status_code == 404, response.text
+
+    await assert_eventually(idle, timeout=120, interval=0.5)
+
+
 async def status(http: httpx.AsyncClient, url: str, run_id: str) -> dict[str, Any]:
     response = await http.get(f"{url}/agents/status/{run_id}")
     assert response.status_code == 200, response.text
