@@ -122,7 +122,11 @@ async def main(settings: Settings) -> None:
         temporal_address=settings.temporal_address,
     )
     stuck_after = timedelta(seconds=settings.run_stuck_after_seconds)
-    async with workers, _background(watch(client, settings.run_target(), stuck_after=stuck_after)):
+    worker_wait = timedelta(seconds=settings.run_worker_wait_seconds)
+    watching = watch(
+        client, settings.run_target(), stuck_after=stuck_after, worker_wait=worker_wait
+    )
+    async with workers, _background(watching):
         await stop.wait()
         logger.info("worker_stopping", message="Stopped polling; waiting for running agents")
     logger.info("worker_stopped")

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # A run started elsewhere that can never progress (a task queue no worker polls, a workflow
     # task that always fails) is ended with the reason once it is this old.
     run_stuck_after_seconds: float = Field(default=10.0, gt=0)
+    # A run whose agent no worker has (no worker polls the agent's task queue) waits for one
+    # this long, then is ended with the reason: a plug-in's workers may be restarting, but an
+    # agent type nobody serves (a typo from another system) must not hold its slot for ever.
+    run_worker_wait_seconds: float = Field(default=300.0, gt=0)
     # host:port where a worker serves the SDK's Prometheus metrics; unset: not served.
     worker_metrics_address: str | None = None
 

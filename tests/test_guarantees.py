@@ -51,6 +51,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
             "agent_retry_initial_interval_seconds": DEFAULTS.retry_initial_interval_seconds,
             # The bound for a run that can never progress; 10 s by default, 3 s to keep it short.
             "run_stuck_after_seconds": STUCK_AFTER_SECONDS,
+            "run_worker_wait_seconds": STUCK_AFTER_SECONDS,
         },
     )
     await stack.start(apis=1, workers=2)
@@ -353,13 +354,8 @@ BAD_STARTS = {
     ),
     # Failed before the fix: PENDING (waiting for a worker) for ever, every API start 409.
     "an agent no worker has": (
-        [
-            "--input",
-            json.dumps(
-                {"agent_type": "nope", "user_id": USER_ID, "policy": {"timeout_seconds": 2}}
-            ),
-        ],
-        "No worker that has the 'nope' agent took it within 2 s",
+        ["--input", json.dumps({"agent_type": "nope", "user_id": USER_ID})],
+        "no worker that has the 'nope' agent polled its task queue",
     ),
 }
 

@@ -18,13 +18,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    CancelledError,
-    TimeoutType,
-)
-from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 from workflows.attempts import Attempts
 from workflows.run_inputs import (
@@ -229,10 +223,6 @@ class AgentRunWorkflow:
                 start_to_close_timeout=timedelta(seconds=policy.timeout_seconds)
                 + heartbeat_timeout,
                 heartbeat_timeout=heartbeat_timeout,
-                # A run holds its slot while it waits for a worker that has its agent (a plug-in
-                # on another team's machines, say), but not for ever: an agent type no worker
-                # has (a start from another system with a typo) ends ERROR after this long.
-                schedule_to_start_timeout=timedelta(seconds=policy.timeout_seconds),
                 # On cancel, wait for the agent to see it and stop, so the run is not reported
                 # over while the agent is still working.
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -246,15 +236,8 @@ class AgentRunWorkflow:
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
                 raise
-            reason = failure_reason(err)
-            if _no_worker_took_it(err):
-                reason = (
-                    f"No worker that has the {run_input.agent_type!r} agent took it within "
-                    f"{policy.timeout_seconds:g} s (task queue {task_queue}): is the agent type "
-                    "right, and is a worker with it running?"
-                )
             raise ApplicationError(
-                reason,
+                failure_reason(err),
                 FailureDetails(attempt=failed_attempt(err, policy.max_attempts)),
                 type=ErrorType.AGENT_FAILED,
                 non_retryable=True,
@@ -277,13 +260,6 @@ class AgentRunWorkflow:
             workflow.upsert_search_attributes(
                 [AGENT_TYPE.value_set(run_input.agent_type), USER_ID.value_set(run_input.user_id)]
             )
-
-
-def _no_worker_took_it(err: ActivityError) -> bool:
-    return (
-        isinstance(err.cause, ActivityTimeoutError)
-        and err.cause.type == TimeoutType.SCHEDULE_TO_START
-    )
 
 
 def _client_run_id(run_input: AgentRunInput) -> str:
