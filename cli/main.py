@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 from typing import Annotated, Any
 from uuid import UUID
 
+import httpx
 import typer
 
 from cli import render
@@ -56,6 +59,10 @@ def api_for(url: str, api_key: str | None) -> Iterator[ApiClient]:
     except KeyboardInterrupt:
         render.note("interrupted")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except (httpx.InvalidURL, UnicodeEncodeError) as err:
+        # A URL that does not parse; a key or an Idempotency-Key that is not ASCII.
+        render.print_error(f"cannot send that: {err}")
+        raise typer.Exit(ExitCode.USAGE) from None
 
 
 def version_callback(value: bool) -> None:
@@ -166,8 +173,10 @@ def runs(
     with api_for(url, api_key) as api:
         page = api.runs(query)
         listed.extend(page["runs"])
-        while all_pages and page.get("next_page_token"):
-            page = api.runs({**query, "page_token": page["next_page_token"]})
+        seen: set[str] = set()
+        while all_pages and (token := page.get("next_page_token")) and token not in seen:
+            seen.add(token)
+            page = api.runs({**query, "page_token": token})
             listed.extend(page["runs"])
     if as_json:
         render.print_json({"runs": listed, "next_page_token": page.get("next_page_token")})
@@ -215,4 +224,10 @@ def types(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except BrokenPipeError:
+        # Output piped into `head`, say: stop quietly, as well-behaved CLIs do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(ExitCode.OK)

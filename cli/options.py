@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -81,7 +82,7 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any] | 
     params: dict[str, Any] = {}
     if params_json is not None:
         try:
-            loaded = json.loads(params_json)
+            loaded = json.loads(params_json, parse_constant=_not_json)
         except ValueError as bad:
             raise typer.BadParameter(f"not JSON: {bad}", param_hint="--params-json") from None
         if not isinstance(loaded, dict):
@@ -92,7 +93,14 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any] | 
         if not sep or not key:
             raise typer.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
         try:
-            params[key] = json.loads(text)
+            value = json.loads(text, parse_constant=_not_json)
         except ValueError:
-            params[key] = text
+            value = text  # not JSON (NaN and Infinity neither): the text itself
+        if isinstance(value, float) and not math.isfinite(value):
+            raise typer.BadParameter(f"{pair!r}: the number is out of range", param_hint="--param")
+        params[key] = value
     return params if params or params_json is not None else None
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")

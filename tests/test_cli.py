@@ -274,6 +274,13 @@ async def test_params_that_do_not_fit_are_named_field_by_field(served: ApiProces
         (["runs", "--state", "LOST"], "Invalid value for '--state'"),
         (["runs", "--limit", "0"], "Invalid value for '--limit'"),
         (["status"], "Missing argument"),
+        # Failed before: tracebacks (exit 1, as if a run had failed).
+        (["run", "x", "--user", str(uuid.UUID(int=1)), "-p", "n=1e999"], "out of range"),
+        (
+            ["run", "x", "--user", str(uuid.UUID(int=1)), "--idempotency-key", "clé"],
+            "cannot send that",
+        ),
+        (["runs", "--url", "http://[::1"], "cannot send that"),
     ],
 )
 async def test_a_usage_error_is_exit_2_before_any_request(args: list[str], message: str) -> None:
