@@ -10,7 +10,6 @@ from fastapi.responses import Response, StreamingResponse
 
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import RunNotFoundError
-from agent_runner.runs.follow import is_after
 from api.deps import StateDep
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router
 from api.watchers import RunWatch
@@ -76,11 +75,9 @@ async def run_events(
         await watch.first(FIRST_EVENT_SECONDS)
     except RunNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
-    if watch.final and last_event_id is not None:
-        last = watch.published[-1].event.id
-        if not is_after(last, last_event_id):
-            # The client saw the end: 204 tells an EventSource to stop reconnecting.
-            return Response(status_code=status.HTTP_204_NO_CONTENT)
+    if watch.final and last_event_id == watch.published[-1].event.id:
+        # The client saw the end: 204 tells an EventSource to stop reconnecting.
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
     return StreamingResponse(
         _stream(watch, last_event_id),
         media_type="text/event-stream",

@@ -92,15 +92,18 @@ async def _changed(state: AppState, client: Client, run_id: str, wait: float) ->
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     first = watch.latest()
-    while first is None and (remaining := deadline - loop.time()) > 0:
+    while first is None and not watch.ending and (remaining := deadline - loop.time()) > 0:
         await watch.changed(remaining)
         first = watch.latest()
     if first is None:
         return await get_run_status(client, run_id, target=state.target)
-    while not first.event.status.is_final and (remaining := deadline - loop.time()) > 0:
+    # Until this process shuts down: then answer now what is known.
+    while (
+        not first.event.status.is_final
+        and not watch.ending
+        and (remaining := deadline - loop.time()) > 0
+    ):
         await watch.changed(remaining)
-        if watch.ending:
-            break  # this process shuts down: answer now what is known
         latest = watch.latest()
         if latest is not None and _differs(latest.event.status, first.event.status):
             return latest.event.status
