@@ -44,6 +44,9 @@ with workflow.unsafe.imports_passed_through():
         QueueState,
     )
 
+# Patches (workflow.patched): queues recorded before them replay as they ran.
+REMEMBER_AT_ACCEPT = "remember-at-accept"
+WATCH_FIRST_CLAIMANT = "watch-first-claimant"
 _QUICK_TIMEOUT = timedelta(seconds=10)
 _QUICK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=2))
 
@@ -80,7 +83,10 @@ class AgentQueueWorkflow:
             # may carry a chain of claims (A claimed, became B, B claimed...): watch its first
             # claimant; each close leads to the next (watching only the last left the others
             # claimed, and their runs PENDING, for ever).
-            self._slots.setdefault(claimed.slot, claimed.claimant_run_id)
+            if workflow.patched(WATCH_FIRST_CLAIMANT):
+                self._slots.setdefault(claimed.slot, claimed.claimant_run_id)
+            else:  # as queues recorded before the patch did
+                self._slots[claimed.slot] = claimed.claimant_run_id
             self._watch(claimed.slot)
         while True:
             await workflow.wait_condition(
@@ -111,10 +117,18 @@ class AgentQueueWorkflow:
     @workflow.update(name=ENQUEUE_UPDATE)
     async def enqueue(self, requests: list[EnqueueRequest]) -> list[EnqueueResult]:
         await workflow.wait_condition(lambda: self._ready)
-        answers: list[EnqueueResult | QueueEntry] = [self._requests.accept(req) for req in requests]
+        early = workflow.patched(REMEMBER_AT_ACCEPT)
+        answers: list[EnqueueResult | QueueEntry] = [
+            self._requests.accept(request, remember=early) for request in requests
+        ]
         self._dirty = True
         await self._dispatch()
-        return [self._requests.answer(answer) for answer in answers]
+        results = [self._requests.answer(answer) for answer in answers]
+        if not early:  # as queues recorded before the patch did
+            for request, result in zip(requests, results, strict=True):
+                if result.run_id:
+                    self._requests.remember(request, result)
+        return results
 
     @workflow.update(name=CLAIM_UPDATE)
     async def claim(self, claim: Claim) -> ClaimResult:

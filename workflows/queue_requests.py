@@ -31,7 +31,7 @@ class QueueRequests:
         self._state = state
         self._display = display
 
-    def accept(self, request: EnqueueRequest) -> EnqueueResult | QueueEntry:
+    def accept(self, request: EnqueueRequest, *, remember: bool) -> EnqueueResult | QueueEntry:
         earlier = self._state.answered.get(request.request_id)
         if earlier is not None:
             if earlier.fingerprint != request.request_fingerprint:
@@ -67,12 +67,13 @@ class QueueRequests:
         )
         self._state.queue.append(entry)
         self._display.record(run_id, queued(entry))
-        # Remembered now, before the handler awaits anything: a repeat of this request handed
-        # to the workflow meanwhile (a client's retry after a 503) gets this run, not its own.
-        self._remember(
-            request,
-            EnqueueResult(request.request_id, run_id=run_id, workflow_id=self._scope.queue_id),
-        )
+        if remember:
+            # Remembered now, before the handler awaits anything: a repeat of this request
+            # handed to the workflow meanwhile (a retry after a 503) gets this run, not its own.
+            self.remember(
+                request,
+                EnqueueResult(request.request_id, run_id=run_id, workflow_id=self._scope.queue_id),
+            )
         return entry
 
     def answer(self, answer: EnqueueResult | QueueEntry) -> EnqueueResult:
@@ -90,7 +91,7 @@ class QueueRequests:
         )
         return replace(result, queue_position=position)
 
-    def _remember(self, request: EnqueueRequest, result: EnqueueResult) -> None:
+    def remember(self, request: EnqueueRequest, result: EnqueueResult) -> None:
         answered = self._state.answered
         answered.setdefault(request.request_id, Answer(result, request.request_fingerprint))
         while len(answered) > _ANSWERS_KEPT:
