@@ -28,6 +28,9 @@ STOP_TIMEOUT_SECONDS = 40.0
 # started again: the stack stops.
 QUICK_EXIT_SECONDS = 10.0
 QUICK_EXITS = 3
+# However slowly it crashes: at most this many restarts of one child in this window.
+MAX_RESTARTS = 10
+RESTART_WINDOW_SECONDS = 600.0
 
 
 def start_dev_server(settings: Settings) -> DevServer:
@@ -49,22 +52,28 @@ def start_dev_server(settings: Settings) -> DevServer:
 
 class Restarts:
     """Whether a child that exited may be started again: unless it exited soon after its
-    start ``QUICK_EXITS`` times in a row (a crash loop, not an accident)."""
+    start ``QUICK_EXITS`` times in a row (a crash loop, not an accident), or was restarted
+    ``MAX_RESTARTS`` times within ``RESTART_WINDOW_SECONDS`` (a slower crash loop)."""
 
     def __init__(self, children: list[ChildProcess]) -> None:
         now = time.monotonic()
         self.started = {child: now for child in children}
         self.quick_exits = dict.fromkeys(children, 0)
+        self.restarted: dict[ChildProcess, list[float]] = {child: [] for child in children}
 
     def may_restart(self, child: ChildProcess) -> bool:
         """Count the exit of ``child``; whether to start it again."""
-        quick = time.monotonic() - self.started[child] < QUICK_EXIT_SECONDS
+        now = time.monotonic()
+        quick = now - self.started[child] < QUICK_EXIT_SECONDS
         self.quick_exits[child] = self.quick_exits[child] + 1 if quick else 0
-        return self.quick_exits[child] < QUICK_EXITS
+        recent = [at for at in self.restarted[child] if now - at < RESTART_WINDOW_SECONDS]
+        self.restarted[child] = recent
+        return self.quick_exits[child] < QUICK_EXITS and len(recent) < MAX_RESTARTS
 
     def restart(self, child: ChildProcess) -> None:
         child.restart()
         self.started[child] = time.monotonic()
+        self.restarted[child].append(self.started[child])
 
 
 def supervise(

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from devtools.processes import ROOT, ChildProcess, free_port
-from scripts.run_stack import QUICK_EXITS, supervise
+from scripts.run_stack import MAX_RESTARTS, QUICK_EXITS, Restarts, supervise
 from tests.helpers import (
     JsonLines,
     ListHandler,
@@ -248,3 +248,21 @@ def test_make_run_gives_up_on_a_child_that_keeps_dying_right_after_its_start(
     assert [line["returncode"] for line in restarted] == [3] * (QUICK_EXITS - 1)
     [gave_up] = log_lines.events("stack_process_exited")
     assert gave_up["returncode"] == 3
+
+
+class _Child:
+    def restart(self) -> None:
+        pass
+
+
+def test_a_child_that_crashes_slowly_is_restarted_only_so_often() -> None:
+    """Not only three quick exits in a row: a child dying a minute after each start is given
+    up on after MAX_RESTARTS in the window (it was restarted for ever, hiding the crash)."""
+    child: Any = _Child()
+    restarts = Restarts([child])
+    for _ in range(MAX_RESTARTS):
+        restarts.started[child] -= 60  # it ran a minute before it exited
+        assert restarts.may_restart(child)
+        restarts.restart(child)
+    restarts.started[child] -= 60
+    assert not restarts.may_restart(child)
