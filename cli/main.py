@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
@@ -105,8 +106,20 @@ def run(
     }
     if params is not None:
         body["params"] = params
+    # Always a key: after a 503 or a lost answer the run may have started, and a retry with
+    # the same key finds it instead of starting a second one.
+    key = idempotency_key or f"cli-{uuid.uuid4()}"
     with api_for(url, api_key) as api:
-        response = api.start_run(body, idempotency_key=idempotency_key)
+        try:
+            response = api.start_run(body, idempotency_key=key)
+        except CliError as failed:
+            if failed.code != ExitCode.UNAVAILABLE:
+                raise
+            retry = (
+                "if the request reached the API, the run may have started: retry with "
+                f"--idempotency-key {key}"
+            )
+            raise CliError(f"{failed.message}\n{retry}", failed.code) from None
         if response.status_code == 409:
             raise api.busy(response, enqueue=enqueue)
         accepted = api.json(response, "run_id")
