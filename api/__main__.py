@@ -9,6 +9,7 @@ holds a connection after ``GRACEFUL_SHUTDOWN_SECONDS`` is cancelled.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 import uvicorn
@@ -54,7 +55,9 @@ def main() -> None:
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     server = Server(config, app.state.agent_runner.watchers)
-    server.run()
+    # uvicorn re-raises the SIGINT it stopped for: stopped as asked, no traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
     exit_now(0 if server.started else STARTUP_FAILURE)
 
 
