@@ -95,7 +95,8 @@ def transitions(previous: RunStatus | None, current: RunStatus) -> list[str]:
     them: what a follower without the stream reports, and what both ways of following print."""
     if previous is None:
         first = ["attempt_failed"] if current.last_failure else []
-        return [*first, state_event(current)]
+        progress = ["progress"] if current.progress is not None else []
+        return [*first, state_event(current), *progress]
     events = []
     if current.last_failure and current.last_failure != previous.last_failure:
         events.append("attempt_failed")
@@ -106,6 +107,7 @@ def transitions(previous: RunStatus | None, current: RunStatus) -> list[str]:
         or (current.state == "PENDING" and current.waiting_for != previous.waiting_for)
     ):
         events.append(state_event(current))
-    elif current.progress != previous.progress and current.progress is not None:
+    # A poll may see a new state and new progress at once: both are told.
+    if current.progress != previous.progress and current.progress is not None:
         events.append("progress")
     return events

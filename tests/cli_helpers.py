@@ -87,6 +87,8 @@ class CliProcess:
             if found:
                 return found[0]
             if self._reader.done() or time.monotonic() > deadline:
+                if not self._reader.done():
+                    self.process.kill()  # the reader ends with the process (it waited for ever)
                 await self._reader
                 raise AssertionError(f"no such line on stderr:\n{''.join(self.err_lines)}")
             await asyncio.sleep(0.05)

@@ -25,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from agent_runner.agents import Agent, AgentContext, NoParams
 from agent_runner.settings import Settings
+from cli.models import RunStatus, transitions
 from devtools.processes import free_port
 from tests.cli_helpers import (
     ApiProcess,
@@ -604,3 +605,16 @@ async def test_a_server_that_is_not_the_api_is_named(tmp_path: Path) -> None:
         clean(result)
         assert f"unexpected answer from {url}" in result.err
         assert "is AGENT_RUNNER_URL the agent-runner API?" in result.err
+
+
+def test_a_poll_that_sees_a_new_state_and_progress_at_once_tells_both() -> None:
+    """Failed before (a hang in CI): following by long polls, the first RUNNING status already
+    carried the agent's progress; only `running` was printed, and whoever waited for the
+    progress line waited for ever."""
+    base = {"run_id": "r", "agent_type": "a", "user_id": "u", "attempt": 1}
+    pending = RunStatus.of({**base, "state": "PENDING", "waiting_for": "worker"})
+    progress = {"fraction": 0.5, "message": "scanning the policy", "attempt": 1}
+    running = RunStatus.of({**base, "state": "RUNNING", "progress": progress})
+
+    assert transitions(pending, running) == ["running", "progress"]
+    assert transitions(None, running) == ["running", "progress"]
