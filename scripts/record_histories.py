@@ -89,20 +89,24 @@ def slot(client: Client, target: RunTarget, run_id: str) -> WorkflowHandle[objec
     return client.get_workflow_handle(target.workflow_id, run_id=run_id)
 
 
+async def _to_its_end(
+    client: Client, settings: Settings, target: RunTarget, agent_type: str
+) -> list[WorkflowHandle[object, object]]:
+    run_id = await start(client, settings, agent_type, OnBusy.REJECT)
+    await wait_for_end(client, run_id, wait=WAIT, target=target)
+    return [slot(client, target, run_id)]
+
+
 async def done(
     client: Client, settings: Settings, target: RunTarget
 ) -> list[WorkflowHandle[object, object]]:
-    run_id = await start(client, settings, "policy-checker", OnBusy.REJECT)
-    await wait_for_end(client, run_id, wait=WAIT, target=target)
-    return [slot(client, target, run_id)]
+    return await _to_its_end(client, settings, target, "policy-checker")
 
 
 async def error_after_retries(
     client: Client, settings: Settings, target: RunTarget
 ) -> list[WorkflowHandle[object, object]]:
-    run_id = await start(client, settings, "document-extractor", OnBusy.REJECT)
-    await wait_for_end(client, run_id, wait=WAIT, target=target)
-    return [slot(client, target, run_id)]
+    return await _to_its_end(client, settings, target, "document-extractor")
 
 
 async def cancelled(

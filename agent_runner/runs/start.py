@@ -165,19 +165,18 @@ async def start_run_detailed(
                 if earlier.fingerprint != request.fingerprint:
                     raise _key_reused(request.idempotency_key)
                 return StartOutcome(earlier.run_id, replayed=True)
-        if request.on_busy == OnBusy.ENQUEUE and request.idempotency_key is not None:
-            # The queue keeps each key's answer: a retry of a start whose answer was lost (a
-            # 503) finds its run there, even before visibility shows it. A free slot is taken
-            # by the queue at once (queue_position null), as a direct start would.
-            return _enqueued(await enqueue(scope, _enqueue_request(request)), request)
-        try:
-            return StartOutcome(await take_slot(scope, request.run_input))
-        except AgentBusyError as busy:
-            same = _same_request_running(busy, request)
-            if same is not None:
-                return same
-            if request.on_busy == OnBusy.REJECT:
-                raise
+        # A keyed enqueue goes straight to the queue, which keeps each key's answer: a retry of
+        # a start whose answer was lost (a 503) finds its run there, even before visibility
+        # shows it. A free slot is taken by the queue at once (queue_position null).
+        if request.on_busy == OnBusy.REJECT or request.idempotency_key is None:
+            try:
+                return StartOutcome(await take_slot(scope, request.run_input))
+            except AgentBusyError as busy:
+                same = _same_request_running(busy, request)
+                if same is not None:
+                    return same
+                if request.on_busy == OnBusy.REJECT:
+                    raise
         return _enqueued(await enqueue(scope, _enqueue_request(request)), request)
 
 
