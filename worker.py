@@ -1,4 +1,5 @@
-"""Wiring only: connect to Temporal and serve the agent workflow and activity.
+"""Wiring only: connect to Temporal, join the deployment, and serve the workflows and the
+agents' activities.
 
 Run any number of these; Temporal hands each run's agent to one of them. SIGTERM/SIGINT stop
 polling, let a running agent finish (up to WORKER_GRACEFUL_SHUTDOWN_SECONDS), then exit.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Coroutine
+import sys
 from datetime import timedelta
 from typing import Any
 
@@ -20,27 +21,28 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import AgentActivities
-from activities.queue_ops import QueueActivities
+from activities.scope_ops import SCOPE_ACTIVITIES
 from agent_runner.agent_registry import AgentRegistry
 from agent_runner.connection import create_runtime
 from agent_runner.connector import Connector
-from agent_runner.lease import MAX_RENEW_SECONDS
-from agent_runner.locations import agent_task_queue
+from agent_runner.deployment import DeploymentMismatchError, join_deployment
+from agent_runner.ids import agent_task_queue
 from agent_runner.logs import configure_logging
 from agent_runner.process import exit_now
-from agent_runner.queue_types import QueueConfig
-from agent_runner.runs.stuck import watch
 from agent_runner.settings import Settings, get_settings
 from agent_runner.tracing import tracing_interceptors
-from workflows import AgentQueueWorkflow, AgentRunWorkflow
+from workflows import AgentRunnerSettingsWorkflow, AgentRunWorkflow, AgentScopeWorkflow
 
 logger = structlog.stdlib.get_logger("worker")
+# A workflow task waiting on a worker that stopped answering (paused, say) goes to another
+# worker after this long, instead of the SDK's 10 s.
+STICKY_TIMEOUT = timedelta(seconds=2)
 
 
 class Workers:
     """The Temporal workers of one process, started and stopped together: one on the main task
-    queue (the run and queue workflows, the queue's activities) and one per agent this process
-    has, on that agent's own task queue."""
+    queue (the workflows and the coordinators' activities) and one per agent this process has,
+    on that agent's own task queue."""
 
     def __init__(self, workers: list[Worker]) -> None:
         self.workers = workers
@@ -57,19 +59,15 @@ class Workers:
 
 def build_workers(client: Client, settings: Settings, agents: AgentRegistry) -> Workers:
     """The workers every process of ours runs (tests build theirs here too)."""
-    queue = QueueActivities(settings.run_target(), queue_config(settings))
     common: dict[str, Any] = {
         "graceful_shutdown_timeout": timedelta(seconds=settings.worker_graceful_shutdown_seconds),
-        # The SDK sends a heartbeat at most every 0.8 x heartbeat timeout by default: with 10 s
-        # that is 8 s before a cancel reaches the agent. Send at least every half second.
-        "max_heartbeat_throttle_interval": timedelta(seconds=MAX_RENEW_SECONDS),
-        "default_heartbeat_throttle_interval": timedelta(seconds=MAX_RENEW_SECONDS),
     }
     main = Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[AgentRunWorkflow, AgentQueueWorkflow],
-        activities=[queue.queue_config, queue.secure_slot, queue.claim_next, queue.watch_slot],
+        workflows=[AgentRunWorkflow, AgentScopeWorkflow, AgentRunnerSettingsWorkflow],
+        activities=SCOPE_ACTIVITIES,
+        sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         # The tracing interceptor runs inside the workflow sandbox: let it import opentelemetry.
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
@@ -89,17 +87,6 @@ def build_workers(client: Client, settings: Settings, agents: AgentRegistry) -> 
     return Workers([main, *per_agent])
 
 
-def queue_config(settings: Settings) -> QueueConfig:
-    """What the queues learn of the deployment from the workers (workflow code cannot read
-    settings): the API and the workers must agree on these."""
-    return QueueConfig(
-        slots=settings.agent_slots,
-        queue_max=settings.agent_queue_max,
-        task_queue=settings.task_queue,
-        default_policy=settings.run_policy(),
-    )
-
-
 async def main(settings: Settings) -> None:
     agents = AgentRegistry.installed_or_exit(only=settings.worker_agents)
     interceptors, flush_traces = tracing_interceptors(settings, "worker")
@@ -108,41 +95,30 @@ async def main(settings: Settings) -> None:
     )
     await connector.start()
     client = await connector.wait_connected()
+    try:
+        deployment = await join_deployment(client, settings, role="a worker")
+    except DeploymentMismatchError as err:
+        logger.error("deployment_mismatch", message=str(err))
+        exit_now(2)
     workers = build_workers(client, settings, agents)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-
     logger.info(
         "worker_start",
         task_queue=settings.task_queue,
         agents=list(agents),
         namespace=settings.temporal_namespace,
         temporal_address=settings.temporal_address,
+        scope=deployment.scope_kind.value,
+        slots=deployment.limits.slots,
     )
-    stuck_after = timedelta(seconds=settings.run_stuck_after_seconds)
-    worker_wait = timedelta(seconds=settings.run_worker_wait_seconds)
-    watching = watch(
-        client, settings.run_target(), stuck_after=stuck_after, worker_wait=worker_wait
-    )
-    async with workers, _background(watching):
+    async with workers:
         await stop.wait()
         logger.info("worker_stopping", message="Stopped polling; waiting for running agents")
     logger.info("worker_stopped")
     flush_traces()
-
-
-@contextlib.asynccontextmanager
-async def _background(work: Coroutine[Any, Any, None]) -> AsyncIterator[None]:
-    """Run ``work`` beside the body; cancel it when the body is done."""
-    task = asyncio.ensure_future(work)
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 if __name__ == "__main__":
@@ -152,3 +128,4 @@ if __name__ == "__main__":
     workflow.logger.workflow_info_on_message = False
     asyncio.run(main(settings))
     exit_now(0)
+    sys.exit(0)

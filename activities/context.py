@@ -14,7 +14,7 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.lease import Lease
-from agent_runner.models import AGENT_EVENT_SIGNAL, AgentEvent, AgentEventKind
+from agent_runner.contract import PROGRESS, Progress
 from agent_runner.validation import shortened
 
 # Progress reports closer together than this are merged into the next one; a long attempt's
@@ -52,32 +52,24 @@ class RunContext:
 
 
 class RunEvents:
-    """Signals to the attempt's own run (by run id: never to a later run of the slot)."""
+    """Progress signals to the attempt's own run (by run id: never to a later run of the
+    slot)."""
 
     def __init__(self, client: Client, info: activity.Info) -> None:
         assert info.workflow_id is not None
         self._handle = client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
         self._began = time.monotonic()
         self._last_progress = 0.0
-        self._pending: AgentEvent | None = None
+        self._pending: Progress | None = None
         self._flusher: asyncio.Future[None] | None = None
 
-    async def send(self, event: AgentEvent) -> None:
+    async def send(self, event: Progress) -> None:
         """Best effort: a run that is gone cannot be told anything, and needs not be."""
         with contextlib.suppress(Exception):
-            await self._handle.signal(AGENT_EVENT_SIGNAL, event)
-
-    async def started(self, attempt: int) -> None:
-        await self.send(AgentEvent(AgentEventKind.ATTEMPT_STARTED, attempt))
-
-    async def failed(self, attempt: int, reason: str, *, retrying: bool) -> None:
-        self.close()
-        await self.send(
-            AgentEvent(AgentEventKind.ATTEMPT_FAILED, attempt, reason=reason, retrying=retrying)
-        )
+            await self._handle.signal(PROGRESS.name, event)
 
     async def progress(self, attempt: int, fraction: float, message: str) -> None:
-        event = AgentEvent(AgentEventKind.PROGRESS, attempt, fraction=fraction, message=message)
+        event = Progress(attempt, fraction, message)
         now = time.monotonic()
         every = max(PROGRESS_EVERY_SECONDS, (now - self._began) / PROGRESS_REPORTS_PER_AGE)
         if now - self._last_progress < every and fraction < 1.0:

@@ -1,12 +1,14 @@
 """The attempt's hold on its slot, kept alive by heartbeats the server acknowledges.
 
 The SDK's own heartbeats are fire-and-forget: an attempt learns nothing from them about whether
-the server still counts it as the one working. This keeper sends its own heartbeat on a timer
-and waits for the answer. An answer at all means the attempt is still current: the lease runs
-for :func:`agent_runner.lease.lease_seconds` from when that heartbeat was *sent*. ``NotFound``
-means the run was closed (terminated, say) or the attempt was given up on: the lease is lost at
-once. No answer for a whole lease (a paused process, a partition) and the lease runs out by
-itself. Either way the agent is cancelled, and :meth:`Lease.check` refuses more work.
+the server still counts it as the one working. This keeper sends the attempt's heartbeats itself
+and waits for each answer. An answer means the attempt is still current: the lease runs for
+:func:`agent_runner.lease.lease_seconds` of the run's policy from when that heartbeat was
+*sent*. ``NotFound`` means the run was closed (terminated, say), the attempt was completed or
+failed by someone else, or given up on: the lease is lost at once. A call that does not answer
+in time confirms nothing. No answer for a whole lease (a paused process, a partition) and the
+lease runs out by itself. Either way the agent is cancelled, and :meth:`Lease.check` refuses
+more work.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from agent_runner.lease import lease_seconds, renew_seconds
 
 
 class Lease:
-    """One attempt's lease. Use :meth:`confirm` before starting work, :meth:`keep` beside it."""
+    """One attempt's lease. :meth:`confirm` before starting work, :meth:`keep` beside it."""
 
     def __init__(self, client: Client, heartbeat_timeout_seconds: float) -> None:
         self._client = client
@@ -37,7 +39,8 @@ class Lease:
         self._valid_until = 0.0  # time.monotonic(); 0: never confirmed
         self._expires_at_wall: datetime | None = None
         self.lost_reason: str | None = None
-        self.cancel_requested = False
+        # Another client asked the attempt to stop: a cancel, a pause or a reset.
+        self.stop_reason: str | None = None
         # What each heartbeat carries (the latest progress): the Web UI shows it on the attempt.
         self.details: object = None
 
@@ -72,7 +75,7 @@ class Lease:
                     details=details,
                 ),
                 retry=False,
-                timeout=timedelta(seconds=self.renew_every * 2),
+                timeout=timedelta(seconds=self.renew_every),
             )
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
@@ -81,11 +84,17 @@ class Lease:
             return
         self._valid_until = max(self._valid_until, sent + self.duration)
         self._expires_at_wall = sent_wall + timedelta(seconds=self.duration)
-        self.cancel_requested = self.cancel_requested or response.cancel_requested
+        if response.cancel_requested:
+            self.stop_reason = self.stop_reason or "cancelled"
+        if response.activity_paused:
+            self.stop_reason = self.stop_reason or "paused from outside (temporal activity pause)"
+        if response.activity_reset:
+            self.stop_reason = self.stop_reason or "reset from outside (temporal activity reset)"
         self.check()
 
-    async def keep(self, on_lost: Callable[[], None]) -> None:
-        """Renew until cancelled; call ``on_lost`` once the lease is gone."""
+    async def keep(self, on_lost: Callable[[], None], on_stop: Callable[[], None]) -> None:
+        """Renew until cancelled; call ``on_lost`` once the lease is gone, ``on_stop`` once the
+        server asks the attempt to stop."""
         while True:
             await asyncio.sleep(self.renew_every)
             try:
@@ -93,5 +102,5 @@ class Lease:
             except LeaseLostError:
                 on_lost()
                 return
-            # The SDK's own heartbeat carries cancellation to the agent (within its throttle).
-            activity.heartbeat(*(() if self.details is None else (self.details,)))
+            if self.stop_reason is not None:
+                on_stop()

@@ -1,98 +1,115 @@
-"""The one activity: look the agent up, hold the slot's lease while it works, log its life,
-report its attempt, and never report a result the slot's lease no longer covers."""
+"""The one activity: run an agent for one attempt of a run, and never let it work, or report,
+where its run does not count it.
+
+Each dispatch of an attempt (see :mod:`workflows.attempt_book`):
+
+1. confirms its lease (a first acknowledged heartbeat) and claims the attempt from its run,
+   committing to a stop key; it starts its agent only once its run says so;
+2. works beside its lease keeper (the agent is cancelled the moment the lease is lost or the
+   server asks it to stop) and a watch on its run (which answers at once when the run is
+   cancelled);
+3. ends with exactly one end line: ``agent_complete`` (only once its run accepted the result
+   and the stop key), ``agent_error``, ``agent_cancelled``, ``agent_timed_out`` or
+   ``agent_lease_lost``; every failure carries the stop key, the dispatch's word that its agent
+   has stopped.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import Awaitable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 from pydantic import BaseModel
 from temporalio import activity
+from temporalio.client import (
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.context import RunContext, RunEvents
 from activities.lease import Lease
 from agent_runner.agent_registry import AgentRegistry, InvalidParamsError, UnknownAgentError
 from agent_runner.agents import Agent, LeaseLostError, PermanentError
-from agent_runner.lease import fencing_token
-from agent_runner.logs import bind_run_context
-from agent_runner.models import (
-    ACTIVITY_NAME,
-    PREDECESSOR_STOPPED_SIGNAL,
+from agent_runner.contract import (
+    CLAIM_ATTEMPT,
+    REPORT_ATTEMPT,
+    RUN_AGENT_ACTIVITY,
+    WATCH_ATTEMPT,
     AgentOutput,
     AgentTask,
+    AttemptClaim,
+    AttemptGo,
+    AttemptReport,
+    AttemptWatch,
     ErrorType,
     FailureDetails,
-    RunPolicy,
 )
+from agent_runner.lease import commitment
+from agent_runner.logs import bind_run_context
 
 logger = structlog.stdlib.get_logger(__name__)
+Log = structlog.stdlib.BoundLogger
+# How long a dispatch keeps trying to reach its run (to claim, or to report) before giving up.
+_REACH_FOR = timedelta(minutes=2)
 
 
 class AgentActivities:
     """Holds what the activity needs from the worker: the agents it serves.
 
     Tests construct it with other agents registered under the real names; the activity code
-    that holds the lease, logs and reports failures stays the real one.
+    that claims, holds the lease, logs and reports stays the real one.
     """
 
     def __init__(self, agents: AgentRegistry) -> None:
         self._agents = agents
 
-    @activity.defn(name=ACTIVITY_NAME)
+    @activity.defn(name=RUN_AGENT_ACTIVITY)
     async def run_agent(self, task: AgentTask) -> AgentOutput:
         info = activity.info()
-        run_id = task.run_id or info.workflow_run_id or ""
-        bind_run_context(agent_type=task.agent_type, user_id=task.user_id, run_id=run_id)
-        token = fencing_token(task.fence_base, info.attempt)
-        log = logger.bind(attempt=info.attempt, fencing_token=token)
+        bind_run_context(agent_type=task.agent_type, user_id=task.user_id, run_id=task.run_id)
+        log: Log = logger.bind(attempt=task.attempt)
         agent, params = self._agent_and_params(task, log)
-        lease = Lease(activity.client(), _lease_seconds(info))
-        try:
-            await lease.confirm()
-        except LeaseLostError as err:
-            # Never started: the run was closed (or the attempt given up on) before it began.
-            log.warning("agent_not_started", reason=str(err))
-            await _announce_stopped(info)
-            raise _lease_lost(lease, info.attempt) from None
-        if lease.cancel_requested:
-            # Cancelled before it began (its worker was paused, say): never start the agent.
-            log.warning("agent_not_started", reason="the run was cancelled")
-            await _until_cancelled(lease)
-        events = RunEvents(activity.client(), info)
-        await events.started(info.attempt)
+        assert info.workflow_id is not None
+        run = activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        lease = Lease(activity.client(), task.heartbeat_timeout_seconds)
+        stop_key = secrets.token_hex(32)
+        go = await _claimed(run, task, stop_key, lease, log)
+        log = log.bind(fencing_token=go.fencing_token)
         log.info(
             "agent_start",
             message=f"Hello, I am a {task.agent_type} agent for {task.user_id}",
             lease_seconds=lease.duration,
         )
+        events = RunEvents(activity.client(), info)
         context = RunContext(
-            run_id, task.agent_type, task.user_id, info.attempt, token, log, lease, events
+            task.run_id,
+            task.agent_type,
+            task.user_id,
+            task.attempt,
+            go.fencing_token,
+            log,
+            lease,
+            events,
         )
         try:
-            result = await _supervise(
-                agent.run(context, params), lease, task.timeout_seconds, log, info
+            result = await _supervised(
+                agent.run(context, params), lease, run, task, stop_key, log
             )
-        except ApplicationError as err:
-            retrying = not err.non_retryable and info.attempt < task.max_attempts
-            await events.failed(info.attempt, err.message, retrying=retrying)
-            raise
         finally:
             events.close()
-        log.info(
-            "agent_complete",
-            message=f"The {task.agent_type} agent finished for {task.user_id}",
-            result=result,
-        )
-        return AgentOutput(result=result, attempt=info.attempt)
+        await _reported(run, task, stop_key, result, log)
+        # The run has the result already: no completion follows (it may have closed).
+        activity.raise_complete_async()
 
-    def _agent_and_params(
-        self, task: AgentTask, log: structlog.stdlib.BoundLogger
-    ) -> tuple[Agent[Any], BaseModel]:
+    def _agent_and_params(self, task: AgentTask, log: Log) -> tuple[Agent[Any], BaseModel]:
         try:
             return self._agents[task.agent_type], self._agents.params(task.agent_type, task.params)
         except UnknownAgentError:
@@ -104,6 +121,7 @@ class AgentActivities:
             )
             raise ApplicationError(
                 f"Unsupported agent_type: {task.agent_type!r}",
+                FailureDetails(task.attempt),
                 type=ErrorType.UNSUPPORTED_AGENT_TYPE,
                 non_retryable=True,
             ) from None
@@ -111,79 +129,182 @@ class AgentActivities:
             log.warning("invalid_params", reason=str(err))
             raise ApplicationError(
                 str(err),
-                FailureDetails(attempt=0),
+                FailureDetails(task.attempt),
                 type=ErrorType.INVALID_INPUT,
                 non_retryable=True,
             ) from None
 
 
-def _lease_seconds(info: activity.Info) -> float:
-    timeout = info.heartbeat_timeout
-    return timeout.total_seconds() if timeout else RunPolicy.heartbeat_timeout_seconds
-
-
-async def _supervise(
-    work: Awaitable[object],
-    lease: Lease,
-    timeout_seconds: float,
-    log: structlog.stdlib.BoundLogger,
-    info: activity.Info,
-) -> object:
-    """Run the agent beside its lease keeper; return its result only while the lease holds."""
-    agent_task = asyncio.ensure_future(work)
-    keeper = asyncio.ensure_future(lease.keep(on_lost=lambda: _cancel(agent_task)))
+async def _claimed(
+    run: WorkflowHandle[Any, Any], task: AgentTask, stop_key: str, lease: Lease, log: Log
+) -> AttemptGo:
+    """Confirm the lease, claim the attempt (holding the lease meanwhile), and wait as long as
+    the run says."""
     try:
-        done, _ = await asyncio.wait({agent_task}, timeout=timeout_seconds)
-    except asyncio.CancelledError:
-        # The SDK cancelled the attempt: a cancel request, the run gone, or worker shutdown.
-        await _stopped(agent_task)
-        details = activity.cancellation_details()
-        if details is not None and details.not_found:
-            lease.lost_reason = "the server no longer knows this attempt"
-            await _announce_lost(lease, log, info)
-        else:
-            log.warning("agent_cancelled", message="The agent was cancelled while working")
-        raise
+        await lease.confirm()
+        go: AttemptGo = await _while_held(
+            lease,
+            _reach(
+                lambda: run.execute_update(
+                    CLAIM_ATTEMPT.name,
+                    AttemptClaim(task.attempt, commitment(stop_key)),
+                    id=f"claim-{stop_key[:32]}",
+                    result_type=AttemptGo,
+                    rpc_timeout=timedelta(seconds=lease.renew_every),
+                )
+            ),
+        )
+        if go.wait_seconds > 0:
+            # An earlier dispatch of this attempt may still work: hold the lease, start later.
+            log.warning(
+                "agent_waiting", reason="an earlier dispatch may be working", seconds=go.wait_seconds
+            )
+            await _while_held(lease, asyncio.sleep(go.wait_seconds))
+    except (LeaseLostError, _RefusedError) as err:
+        # Never started: the run was closed, or moved on, before this dispatch began.
+        log.warning("agent_not_started", reason=str(err))
+        raise ApplicationError(
+            f"AttemptRefused: {err}",
+            FailureDetails(task.attempt, stop_key),
+            type=ErrorType.ATTEMPT_REFUSED,
+        ) from None
+    return go
+
+
+async def _while_held(lease: Lease, work: Awaitable[Any]) -> Any:
+    """``work``'s result, renewing the lease meanwhile; :class:`LeaseLostError` if the lease is
+    lost (or the attempt is stopped) first."""
+    task = asyncio.ensure_future(work)
+    keeper = asyncio.ensure_future(lease.keep(on_lost=task.cancel, on_stop=task.cancel))
+    try:
+        await asyncio.wait({task})
     finally:
         keeper.cancel()
+    if task.cancelled() or lease.stop_reason is not None:
+        raise LeaseLostError(lease.lost_reason or lease.stop_reason or "stopped")
+    return task.result()
+
+
+async def _supervised(
+    work: Awaitable[object],
+    lease: Lease,
+    run: WorkflowHandle[Any, Any],
+    task: AgentTask,
+    stop_key: str,
+    log: Log,
+) -> object:
+    """Run the agent beside its lease keeper and its run's watch; its result, only while the
+    lease holds. Every other end logs its end line and raises with the stop key."""
+    agent = asyncio.ensure_future(work)
+    keeper = asyncio.ensure_future(lease.keep(on_lost=agent.cancel, on_stop=agent.cancel))
+    watch = asyncio.ensure_future(_watched(run, task.attempt, lease, agent))
+    try:
+        done, _ = await asyncio.wait({agent}, timeout=task.timeout_seconds)
+    except asyncio.CancelledError:
+        # The SDK cancelled the activity: this worker is shutting down.
+        await _stopped(agent)
+        log.warning("agent_cancelled", message="The agent was stopped", reason="worker shutdown")
+        raise _failure(task, stop_key, "the worker shut down", ErrorType.LEASE_LOST) from None
+    finally:
+        keeper.cancel()
+        watch.cancel()
     if not done:
-        await _stopped(agent_task)
+        await _stopped(agent)
     if not _holds(lease):
-        await _announce_lost(lease, log, info)
-        raise _lease_lost(lease, info.attempt)
+        _log_lease_lost(lease, log)
+        raise _failure(task, stop_key, f"LeaseLost: {lease.lost_reason}", ErrorType.LEASE_LOST)
+    if lease.stop_reason is not None:
+        log.warning("agent_cancelled", message="The agent was stopped", reason=lease.stop_reason)
+        kind = ErrorType.CANCELLED if lease.stop_reason == "cancelled" else ErrorType.AGENT_FAILED
+        raise _failure(task, stop_key, lease.stop_reason, kind, final=kind == ErrorType.CANCELLED)
     if not done:
-        log.error("agent_timed_out", timeout_seconds=timeout_seconds)
-        raise ApplicationError(
-            f"TimeoutError: the agent ran longer than its timeout of {timeout_seconds:g} s",
-            FailureDetails(attempt=info.attempt),
-            type=ErrorType.AGENT_TIMED_OUT,
-        )
-    error = agent_task.exception()
+        log.error("agent_timed_out", timeout_seconds=task.timeout_seconds)
+        message = f"TimeoutError: the agent ran longer than its timeout of {task.timeout_seconds:g} s"
+        raise _failure(task, stop_key, message, ErrorType.AGENT_TIMED_OUT)
+    error = agent.exception()
     if error is not None:
-        raise _agent_failed(error, log, info.attempt) from error
-    # Before the result goes out, make sure the server still counts this attempt as current.
-    with contextlib.suppress(LeaseLostError):
-        await lease.confirm()
-    if not _holds(lease):
-        await _announce_lost(lease, log, info)
-        raise _lease_lost(lease, info.attempt)
-    return agent_task.result()
+        permanent = isinstance(error, PermanentError)
+        log.error(
+            "agent_error",
+            error=f"{type(error).__name__}: {error}",
+            permanent=permanent,
+            exc_info=error,
+        )
+        message = f"{type(error).__name__}: {error}"
+        raise _failure(task, stop_key, message, ErrorType.AGENT_FAILED, final=permanent)
+    return agent.result()
 
 
-def _agent_failed(
-    error: BaseException, log: structlog.stdlib.BoundLogger, attempt: int
-) -> ApplicationError:
-    """The agent raised: log its stack, and fail the attempt (for good on a PermanentError)."""
-    permanent = isinstance(error, PermanentError)
-    log.error(
-        "agent_error", error=f"{type(error).__name__}: {error}", permanent=permanent, exc_info=error
+async def _watched(
+    run: WorkflowHandle[Any, Any], attempt: int, lease: Lease, agent: asyncio.Future[object]
+) -> None:
+    """Wait for the run's word that it was cancelled, and stop the agent at once. Should the
+    watch fail, the lease keeper's heartbeats still carry a cancel (within a renewal)."""
+    with contextlib.suppress(Exception):
+        watch: AttemptWatch = await run.execute_update(
+            WATCH_ATTEMPT.name, attempt, result_type=AttemptWatch
+        )
+        if watch.cancelled:
+            lease.stop_reason = lease.stop_reason or "cancelled"
+            agent.cancel()
+
+
+async def _reported(
+    run: WorkflowHandle[Any, Any], task: AgentTask, stop_key: str, result: object, log: Log
+) -> None:
+    """Hand the result to the run; log ``agent_complete`` only once it has it."""
+    report = AttemptReport(task.attempt, stop_key, result)
+    try:
+        await _reach(
+            lambda: run.execute_update(
+                REPORT_ATTEMPT.name,
+                report,
+                id=f"report-{stop_key[:32]}",
+                result_type=type(None),
+                rpc_timeout=timedelta(seconds=5),
+            )
+        )
+    except _RefusedError as err:
+        log.warning(
+            "agent_lease_lost",
+            message="The agent finished, but its run no longer takes its result",
+            reason=str(err),
+            stopped_at=datetime.now(UTC).isoformat(),
+        )
+        raise _failure(task, stop_key, f"LeaseLost: {err}", ErrorType.LEASE_LOST) from None
+    log.info(
+        "agent_complete",
+        message=f"The {task.agent_type} agent finished for {task.user_id}",
+        result=result,
     )
-    return ApplicationError(
-        f"{type(error).__name__}: {error}",
-        FailureDetails(attempt=attempt),
-        type=ErrorType.AGENT_FAILED,
-        non_retryable=permanent,
-    )
+
+
+class _RefusedError(Exception):
+    """The run said no, or is gone."""
+
+
+async def _reach(call: Any) -> Any:
+    """An update to the attempt's own run, tried again (with its same id) while the server
+    cannot be reached, for up to :data:`_REACH_FOR`; :class:`_RefusedError` when the run
+    refuses it or no longer runs."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _REACH_FOR.total_seconds()
+    pause = 0.1
+    while True:
+        try:
+            return await call()
+        except WorkflowUpdateFailedError as err:
+            raise _RefusedError(str(err.cause or err)) from None
+        except WorkflowUpdateRPCTimeoutOrCancelledError:
+            if loop.time() > deadline:
+                raise _RefusedError("its run could not be reached in time") from None
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise _RefusedError(f"its run has ended ({err.message})") from None
+            if loop.time() > deadline:
+                raise _RefusedError(f"its run could not be reached: {err.message}") from None
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 2.0)
 
 
 def _holds(lease: Lease) -> bool:
@@ -194,9 +315,7 @@ def _holds(lease: Lease) -> bool:
     return True
 
 
-async def _announce_lost(
-    lease: Lease, log: structlog.stdlib.BoundLogger, info: activity.Info
-) -> None:
+def _log_lease_lost(lease: Lease, log: Log) -> None:
     expired = lease.expires_at
     log.warning(
         "agent_lease_lost",
@@ -205,31 +324,14 @@ async def _announce_lost(
         stopped_at=datetime.now(UTC).isoformat(),
         lease_expired_at=expired.isoformat() if expired else None,
     )
-    await _announce_stopped(info)
 
 
-def _lease_lost(lease: Lease, attempt: int) -> ApplicationError:
+def _failure(
+    task: AgentTask, stop_key: str, message: str, kind: ErrorType, *, final: bool = False
+) -> ApplicationError:
     return ApplicationError(
-        f"LeaseLost: {lease.lost_reason}",
-        FailureDetails(attempt=attempt),
-        type=ErrorType.LEASE_LOST,
+        message, FailureDetails(task.attempt, stop_key), type=kind, non_retryable=final
     )
-
-
-async def _until_cancelled(lease: Lease) -> None:
-    """Wait for the SDK to cancel this attempt (its own heartbeat carries the cancel), so the
-    attempt is reported cancelled, not failed. Gives up when the lease runs out."""
-    while True:
-        activity.heartbeat()
-        await asyncio.sleep(lease.renew_every)
-        try:
-            await lease.confirm()
-        except LeaseLostError:
-            raise _lease_lost(lease, activity.info().attempt) from None
-
-
-def _cancel(task: asyncio.Future[object]) -> None:
-    task.cancel()
 
 
 async def _stopped(task: asyncio.Future[object]) -> None:
@@ -237,14 +339,3 @@ async def _stopped(task: asyncio.Future[object]) -> None:
     task.cancel()
     await asyncio.wait({task})
 
-
-async def _announce_stopped(info: activity.Info) -> None:
-    """Tell the run now holding this slot, if any, that this attempt no longer works: it may
-    start its agent without waiting for this attempt's lease to run out. Best effort."""
-    if info.workflow_id is None:
-        return
-    client = activity.client()
-    with contextlib.suppress(Exception):
-        await client.get_workflow_handle(info.workflow_id).signal(
-            PREDECESSOR_STOPPED_SIGNAL, info.workflow_run_id
-        )

@@ -19,7 +19,7 @@ import structlog
 from pydantic import BaseModel, ValidationError
 
 from agent_runner.agents import ENTRY_POINT_GROUP, Agent
-from agent_runner.locations import AGENT_TYPE_PATTERN
+from agent_runner.ids import AGENT_TYPE_PATTERN
 
 
 class AgentRegistryError(RuntimeError):

@@ -1,31 +1,33 @@
-"""The agent's lease on its slot, in numbers: how long an attempt may work on one confirmed
-heartbeat, how often it renews, when a successor may start, and its fencing token.
+"""The agent's lease on its slot, in numbers, and the attempt's word that it stopped.
 
-An attempt holds its slot only while its heartbeats are acknowledged. Each acknowledged
-heartbeat, sent at ``s``, lets it work until ``s + lease_seconds(heartbeat_timeout)``; past that
-it stops before doing more. The server gives up on a silent attempt one heartbeat timeout after
-the last heartbeat it *received* (at or after ``s``), so a retry never starts while a paused
-attempt may still believe it holds the slot. A run that closed with an attempt still out
-(terminated, timed out) leaves the same bound to whoever takes the slot next:
-:func:`successor_not_before`.
+**Lease.** An attempt holds its slot only while the server acknowledges its heartbeats. Each
+acknowledged heartbeat, sent at ``s``, lets it work until ``s + lease_seconds(heartbeat
+timeout)``; past that it stops before doing more. The heartbeat timeout is the run's policy's,
+fixed when the run was granted its slot: nothing the server is told later (another client's
+``activity update-options``) lengthens it, and whoever waits for an attempt to stop waits out
+this same lease.
+
+**Stop key.** When an attempt starts it draws a random *stop key* and hands its run only the
+key's SHA-256 (its *commitment*). When it has certainly stopped (its agent's task has ended) it
+reveals the key with its result or failure. Only the attempt knows the key, so no other client
+of the namespace can say "this attempt stopped" for it: a forged activity completion carries no
+key, and the run then waits out the attempt's lease instead.
 
 Pure functions of their arguments: workflow code uses them too.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import hashlib
+import hmac
 
 # Heartbeat timeouts below this leave no room for a lease (the settings refuse them).
 MIN_HEARTBEAT_TIMEOUT_SECONDS = 1.0
 # The lease stops this much short of the heartbeat timeout (at most one second, at least a
-# quarter of it): room for the clocks of two machines to run at slightly different rates and for
-# a heartbeat's trip to the server.
+# quarter of it): room for the clocks of two machines to run at slightly different rates.
 MAX_SAFETY_MARGIN_SECONDS = 1.0
-# Renew at least this often, whatever the heartbeat timeout: a cancel reaches the agent on the
-# next renewal, and a terminated run's agent stops on it.
-MAX_RENEW_SECONDS = 0.5
-# Fencing tokens of one run are base + attempt; the next run's base is at least one stride on.
+# Fencing tokens of one run are base + its dispatch number; the next run's base on a slot is at
+# least one stride on.
 FENCE_STRIDE = 1000
 
 
@@ -36,24 +38,67 @@ def lease_seconds(heartbeat_timeout_seconds: float) -> float:
 
 
 def renew_seconds(heartbeat_timeout_seconds: float) -> float:
-    """How often a working attempt confirms its lease: several times per lease, and at least
-    every :data:`MAX_RENEW_SECONDS`."""
-    return min(MAX_RENEW_SECONDS, lease_seconds(heartbeat_timeout_seconds) / 4)
+    """How often a working attempt confirms its lease: twice per lease, so one confirmation
+    may fail (or answer late) without the lease running out."""
+    return lease_seconds(heartbeat_timeout_seconds) / 2
 
 
-def successor_not_before(last_seen_alive: datetime, heartbeat_timeout_seconds: float) -> datetime:
-    """The earliest moment (server time) the next agent may start on a slot whose previous
-    attempt was last heard of at ``last_seen_alive`` and was never heard to stop."""
-    return last_seen_alive + timedelta(seconds=heartbeat_timeout_seconds)
-
-
-def fence_base(start_time: datetime, floor: int) -> int:
-    """The fencing token base of a run started at ``start_time`` (server time): above every
-    token of the runs before it on the same workflow id (``floor``), and growing with the
+def fence_base(start_time_microseconds: int, floor: int) -> int:
+    """The fencing token base of a run its slot's coordinator started at that server time:
+    above every token of the runs before it on the slot (``floor``), and growing with the
     server's clock when that is all there is to go by."""
-    return max(floor, int(start_time.timestamp() * 1_000_000) * FENCE_STRIDE)
+    return max(floor, start_time_microseconds * FENCE_STRIDE)
 
 
-def fencing_token(base: int, attempt: int) -> int:
-    """The token attempt ``attempt`` of a run passes to the external resource."""
-    return base + attempt
+def commitment(stop_key: str) -> str:
+    """What an attempt tells its run when it starts: the SHA-256 of its stop key (hex)."""
+    return hashlib.sha256(bytes.fromhex(stop_key)).hexdigest()
+
+
+def reveals(stop_key: object, committed: str) -> bool:
+    """Whether ``stop_key`` (as the attempt reported it) is the key behind ``committed``."""
+    if not isinstance(stop_key, str) or len(stop_key) != 64:
+        return False
+    try:
+        return hmac.compare_digest(commitment(stop_key), committed)
+    except ValueError:
+        return False
+
+
+def retry_interval_seconds(initial: float, attempt: int) -> float:
+    """The pause before attempt ``attempt + 1`` after attempt ``attempt`` failed: doubling from
+    ``initial``, at most a hundred times it (Temporal's own retry policy's defaults)."""
+    return min(initial * 2 ** (attempt - 1), 100 * initial)
+
+
+def attempt_deadline_seconds(
+    timeout_seconds: float, heartbeat_timeout_seconds: float, worker_wait_seconds: float
+) -> float:
+    """How long a run waits for one attempt's answer before it gives up on it: a worker's
+    pickup, the agent's own limit, then one heartbeat timeout (the server's backstop)."""
+    return worker_wait_seconds + timeout_seconds + heartbeat_timeout_seconds + 5.0
+
+
+def run_bound_seconds(
+    *,
+    max_attempts: int,
+    timeout_seconds: float,
+    heartbeat_timeout_seconds: float,
+    retry_initial_interval_seconds: float,
+    worker_wait_seconds: float,
+) -> float:
+    """The longest a run can hold its slot, whatever happens to its attempts: each attempt's
+    deadline, the grace for a cancelled one to answer, the wait for one that did not say it
+    stopped, and the pauses between them. The coordinator starts the run's workflow with this
+    as its execution timeout, the server's backstop for a workflow that cannot even run."""
+    lease = lease_seconds(heartbeat_timeout_seconds)
+    per_attempt = (
+        attempt_deadline_seconds(timeout_seconds, heartbeat_timeout_seconds, worker_wait_seconds)
+        + (lease + heartbeat_timeout_seconds)
+        + lease
+    )
+    pauses = sum(
+        retry_interval_seconds(retry_initial_interval_seconds, attempt)
+        for attempt in range(1, max_attempts)
+    )
+    return max_attempts * per_attempt + pauses + 60.0

@@ -11,10 +11,9 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_runner.agents import AgentDefaults
+from agent_runner.contract import RunPolicy
+from agent_runner.ids import MAX_SLOTS, WORKFLOW_ID_PATTERN, RunTarget, ScopeKind
 from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
-from agent_runner.locations import WORKFLOW_ID_PATTERN, ScopeKind
-from agent_runner.models import RunPolicy
-from agent_runner.runs.types import RunTarget
 from agent_runner.validation import (
     MAX_ATTEMPTS,
     MAX_HEARTBEAT_TIMEOUT_SECONDS,
@@ -25,7 +24,6 @@ from agent_runner.validation import (
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # The run policy's defaults are RunPolicy's own: written once, in agent_runner/models.py.
 _POLICY = RunPolicy()
-MAX_SLOTS = 100
 MAX_QUEUE = 100_000
 
 
@@ -50,7 +48,8 @@ class Settings(BaseSettings):
     workflow_id: str = Field(default="agent-runner", pattern=WORKFLOW_ID_PATTERN)
     # How many agents may work at once per scope (each slot is one fixed workflow id), what a
     # scope is (one set of slots for everything, per user, or per agent type), and how many runs
-    # may wait in a scope's queue. The API and the workers must agree on these.
+    # may wait in a scope's queue. These only seed the deployment's record, which every replica
+    # follows (agent_runner/deployment.py); change N with `agent-runner limits set`.
     agent_slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
     agent_scope: ScopeKind = ScopeKind.GLOBAL
     agent_queue_max: int = Field(default=1000, ge=1, le=MAX_QUEUE)
@@ -74,13 +73,6 @@ class Settings(BaseSettings):
     # The agents a worker serves, comma-separated; empty: every agent installed beside it. Heavy
     # agents can run on machines of their own: WORKER_AGENTS=claim-form-extractor there.
     worker_agents: str = Field(default="", max_length=4096)
-    # A run started elsewhere that can never progress (a task queue no worker polls, a workflow
-    # task that always fails) is ended with the reason once it is this old.
-    run_stuck_after_seconds: float = Field(default=10.0, gt=0)
-    # A run whose agent no worker has (no worker polls the agent's task queue) waits for one
-    # this long, then is ended with the reason: a plug-in's workers may be restarting, but an
-    # agent type nobody serves (a typo from another system) must not hold its slot for ever.
-    run_worker_wait_seconds: float = Field(default=300.0, gt=0)
     # host:port where a worker serves the SDK's Prometheus metrics; unset: not served.
     worker_metrics_address: str | None = None
 
@@ -112,15 +104,15 @@ class Settings(BaseSettings):
     temporal_dev_port: int = Field(default=7233, ge=1, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
 
-    def run_target(self) -> RunTarget:
-        """Where runs live: the singleton's workflow id, the task queue, the RPC budget."""
+    def run_target(self, scope_kind: ScopeKind | None = None) -> RunTarget:
+        """Where runs live: the base workflow id, the task queue, what a scope is (the
+        deployment's record says; this replica's environment until it has read it), the RPC
+        budget."""
         return RunTarget(
             workflow_id=self.workflow_id,
             task_queue=self.task_queue,
             rpc_timeout=timedelta(seconds=self.temporal_rpc_timeout_seconds),
-            scope_kind=self.agent_scope,
-            slots=self.agent_slots,
-            queue_max=self.agent_queue_max,
+            scope_kind=scope_kind or self.agent_scope,
         )
 
     def run_policy(self, defaults: AgentDefaults | None = None) -> RunPolicy:

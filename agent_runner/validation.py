@@ -1,9 +1,10 @@
-"""Validation of a workflow's input, wherever the start came from.
+"""Validation of what other clients send our workflows, wherever a start came from.
 
-The REST API validates its request body itself; this guards the workflow against starts from
-other systems (another SDK, the ``temporal`` CLI) so bad input fails the run with a reason
-instead of retrying a workflow task forever. Every number that reaches Temporal is bounded
-here: a timeout of 1e308 s or 2^40 attempts cannot even be scheduled.
+The REST API validates its request body itself; this guards the coordinator and the run
+workflow against starts and messages from other systems (another SDK, the ``temporal`` CLI),
+so bad input is refused with a reason instead of failing a workflow task forever. Every number
+that reaches Temporal is bounded here: a timeout of 1e308 s or 2^40 attempts cannot even be
+scheduled.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from agent_runner.contract import ErrorType, RunPolicy, RunRequest
+from agent_runner.ids import AGENT_TYPE_PATTERN
 from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
-from agent_runner.locations import AGENT_TYPE_PATTERN
-from agent_runner.models import AgentRunInput, ErrorType, RunPolicy
 
 # Bounds of a run policy; the settings use the same ones.
 MAX_ATTEMPTS = 100
@@ -27,7 +29,7 @@ MAX_HEARTBEAT_TIMEOUT_SECONDS = 3600.0
 MAX_RETRY_INTERVAL_SECONDS = 3600.0
 # Reasons quote at most this much of a bad value.
 MAX_QUOTED = 64
-_RUN_INPUT = TypeAdapter(AgentRunInput)
+T = TypeVar("T")
 
 
 class InvalidRunInputError(ValueError):
@@ -56,35 +58,42 @@ def unsupported_agent_type_message(agent_type: object, supported: Iterable[str])
     )
 
 
-def parse_run_input(raw: object) -> AgentRunInput:
-    """Turn decoded JSON into an :class:`AgentRunInput`, or raise with a readable reason."""
-    if raw is None:
-        raise InvalidRunInputError(
-            'Invalid input: the workflow needs {"agent_type": ..., "user_id": ...}'
-        )
+def parse_as(kind: type[T] | object, raw: object, what: str) -> T:
+    """Decoded JSON as ``kind`` (a dataclass, say), or :class:`InvalidRunInputError` saying
+    which fields are wrong."""
     try:
-        run_input = _RUN_INPUT.validate_python(raw, strict=False)
+        value: T = TypeAdapter(kind).validate_python(raw, strict=False)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in error['loc']) or 'input'}: {error['msg']}"
+            f"{'.'.join(str(part) for part in error['loc']) or what}: {error['msg']}"
             for error in err.errors(include_input=False)[:5]
         )
-        raise InvalidRunInputError(f"Invalid input: {problems}") from None
-    # Whether an agent of that name exists is for the API (which refuses unknown ones) and the
-    # workers (a run waits for a worker that has its agent) to say; here only its shape.
-    if not re.match(AGENT_TYPE_PATTERN, run_input.agent_type):
+        raise InvalidRunInputError(f"Invalid {what}: {problems}") from None
+    return value
+
+
+def checked_request(request: RunRequest, default_policy: RunPolicy) -> RunRequest:
+    """The request with its policy filled in, or :class:`InvalidRunInputError` with a reason:
+    the agent type's shape (whether such an agent exists is for the API and the workers to
+    say), the user id (a UUID, made canonical) and every number of the policy."""
+    if not isinstance(request.agent_type, str) or not re.match(
+        AGENT_TYPE_PATTERN, request.agent_type
+    ):
         raise UnsupportedAgentTypeError(
-            f"Unsupported agent_type: {quoted(run_input.agent_type)}; an agent type is "
+            f"Unsupported agent_type: {quoted(request.agent_type)}; an agent type is "
             "lowercase letters, digits and dashes"
         )
     try:
-        user_id = str(uuid.UUID(run_input.user_id))
+        user_id = str(uuid.UUID(str(request.user_id)))
     except ValueError:
         raise InvalidRunInputError(
-            f"Invalid input: user_id must be a UUID, got {quoted(run_input.user_id)}"
+            f"Invalid input: user_id must be a UUID, got {quoted(request.user_id)}"
         ) from None
-    check_policy(run_input.policy)
-    return replace(run_input, user_id=user_id)
+    if request.params is not None and not isinstance(request.params, dict):
+        raise InvalidRunInputError("Invalid input: params must be an object")
+    policy = request.policy or default_policy
+    check_policy(policy)
+    return replace(request, user_id=user_id, policy=policy)
 
 
 def check_policy(policy: RunPolicy) -> None:
@@ -100,6 +109,8 @@ def check_policy(policy: RunPolicy) -> None:
     }
     for name, (low, high) in bounds.items():
         value = getattr(policy, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRunInputError(f"Invalid input: policy.{name} must be a number")
         if not math.isfinite(value) or not low <= value <= high:
             raise InvalidRunInputError(
                 f"Invalid input: policy.{name} must be between {low:g} and {high:g}, "

@@ -1,269 +1,376 @@
-"""AgentRunWorkflow: one run of one agent. Every run uses the same workflow id (see
-:mod:`agent_runner.runs.start`), which is what makes runs one-at-a-time.
+"""AgentRunWorkflow: one run of one agent, on the slot its scope's coordinator granted it.
 
-The class is registered as the task queue's *dynamic* workflow: it receives every start on the
-queue, of any type and with any arguments, undecoded. A start of another type, with the wrong
-number of arguments or with a payload that does not decode ends ERROR at once with the reason,
-instead of failing its workflow task forever while it holds the singleton.
+Registered as the task queue's *dynamic* workflow, it receives every start on the queue, of any
+type and with any arguments, undecoded. Only a start by a slot's own coordinator runs an agent:
+one of another type, with bad input, on an id that is not a slot, or not started by that slot's
+coordinator (the server says who the parent is; no input can) ends ERROR at once, naming how to
+start a run.
+
+It drives its agent's attempts itself (see :mod:`workflows.attempt_book`) and **closes by its
+own code only once every agent it started has stopped**: each dispatch revealed its stop key,
+or one lease has passed since it stopped being acknowledged. So its coordinator may give the
+slot to the next run the moment this execution closes that way; only a close from outside
+(terminate, timeout) makes the slot drain for a lease first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from dataclasses import replace
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import CancelledError as TemporalCancelledError
 
-from workflows.attempts import Attempts
-from workflows.run_inputs import (
-    decode_input,
-    decoded,
-    failed_attempt,
-    failure_reason,
+from workflows.attempt_book import (
+    AttemptBook,
+    AttemptEnd,
+    AttemptRefusedError,
+    EndKind,
+    attempt_end,
 )
-from workflows.run_inputs import not_before as not_before_of
 
 with workflow.unsafe.imports_passed_through():
-    from activities.queue_ops import ClaimNext
-    from agent_runner import lease
-    from agent_runner.locations import agent_task_queue, client_run_id, queue_id_of, slot_of
-    from agent_runner.models import (
-        ACTIVITY_NAME,
-        AGENT_EVENT_SIGNAL,
-        PREDECESSOR_STOPPED_SIGNAL,
-        AgentEvent,
+    from agent_runner.contract import (
+        CLAIM_ATTEMPT,
+        PROGRESS,
+        REPORT_ATTEMPT,
+        RUN_AGENT_ACTIVITY,
+        RUN_WORKFLOW,
+        SCOPE_WORKFLOW,
+        WATCH_ATTEMPT,
         AgentOutput,
-        AgentRunInput,
         AgentRunResult,
         AgentTask,
+        AttemptClaim,
+        AttemptGo,
+        AttemptReport,
+        AttemptWatch,
         ErrorType,
         FailureDetails,
-        Handoff,
-        RunOutcome,
+        Progress,
+        SlotRunInput,
     )
-    from agent_runner.queue_types import OFFER_SIGNAL, ClaimResult
-    from agent_runner.records import run_memo, run_search_attributes
-    from agent_runner.search_attributes import AGENT_TYPE, USER_ID
-    from agent_runner.validation import InvalidRunInputError
+    from agent_runner.ids import agent_task_queue, place_of
+    from agent_runner.lease import (
+        attempt_deadline_seconds,
+        lease_seconds,
+        retry_interval_seconds,
+    )
+    from agent_runner.validation import InvalidRunInputError, parse_as, quoted, shortened
 
-# Patches (workflow.patched): histories recorded before them replay as they ran.
-CANCEL_RECORDS_ATTEMPT = "cancel-records-attempt"
-# The server's own backstop per attempt, past the agent's timeout that the activity enforces.
-_CLAIM_RETRY = RetryPolicy(
-    initial_interval=timedelta(milliseconds=50), maximum_interval=timedelta(seconds=2)
-)
-_NON_RETRYABLE = [ErrorType.INVALID_INPUT, ErrorType.UNSUPPORTED_AGENT_TYPE]
+CANCELLED = "cancelled"
+
+
+class NotGrantedError(InvalidRunInputError):
+    error_type = ErrorType.NOT_A_GRANTED_RUN
+
+
+class _Cancelled(Exception):
+    """The run was cancelled; its agent has stopped (or been waited out)."""
 
 
 @workflow.defn(dynamic=True)
 class AgentRunWorkflow:
     def __init__(self) -> None:
-        self._stopped_predecessors: set[str] = set()
-        # The queue to claim the next run from when this one ends: runs wait for this slot.
-        self._queue_id: str | None = None
-        self._attempts = Attempts()
+        self._book: AttemptBook | None = None
+        self._cancelled = False
+        self._max_attempts = 0
+        self._progress: Progress | None = None
+        self._last_failure: str | None = None
+        self._reports: dict[int, AttemptReport] = {}
 
-    @workflow.signal(name=OFFER_SIGNAL)
-    def offer(self, queue_id: RawValue) -> None:
-        """Runs wait in this queue for a slot: hand this one's slot to them when done."""
-        value = decoded(queue_id)
-        if isinstance(value, str):
-            self._queue_id = value
+    # --- messages from the attempts -------------------------------------------------------------
 
-    @workflow.signal(name=PREDECESSOR_STOPPED_SIGNAL)
-    def predecessor_stopped(self, run_id: RawValue) -> None:
-        """An attempt of an earlier run on this workflow id says it stopped working."""
-        value = decoded(run_id)
-        if isinstance(value, str):
-            self._stopped_predecessors.add(value)
+    @workflow.update(name=CLAIM_ATTEMPT.name)
+    def claim_attempt(self, claim: AttemptClaim) -> AttemptGo:
+        """A dispatch asks to start its agent (see :class:`AttemptBook`)."""
+        assert self._book is not None
+        go = self._book.claim(claim, workflow.now())
+        self._progress = None
+        self._show()
+        return go
 
-    @workflow.signal(name=AGENT_EVENT_SIGNAL)
-    def agent_event(self, event: RawValue) -> None:
-        """An attempt started, made progress or failed: shown in the Web UI's current details
-        (and, being a signal, in the history that status streams follow)."""
-        value = decoded(event, AgentEvent)
-        if isinstance(value, AgentEvent):
-            self._attempts.apply(value)
+    @claim_attempt.validator
+    def _check_claim(self, claim: AttemptClaim) -> None:
+        if self._book is None or self._cancelled:
+            raise AttemptRefusedError("the run is not running an attempt")
+        self._book.check(claim)
+
+    @workflow.update(name=WATCH_ATTEMPT.name)
+    async def watch_attempt(self, attempt: int) -> AttemptWatch:
+        """Answers a working dispatch when its run is cancelled (it stops its agent at once),
+        or when its attempt is over."""
+        book = self._book
+        assert book is not None
+        await workflow.wait_condition(
+            lambda: self._cancelled or book.current != attempt or not book.claimable
+        )
+        return AttemptWatch(cancelled=self._cancelled)
+
+    @watch_attempt.validator
+    def _check_watch_attempt(self, attempt: int) -> None:
+        if self._book is None or not self._book.claimed(attempt):
+            raise AttemptRefusedError(f"attempt {quoted(attempt)} has not been claimed")
+
+    @workflow.update(name=REPORT_ATTEMPT.name)
+    def report_attempt(self, report: AttemptReport) -> None:
+        """A dispatch's result, with the stop key its claim committed to."""
+        self._reports[report.attempt] = report
+
+    @report_attempt.validator
+    def _check_report(self, report: AttemptReport) -> None:
+        if self._book is None:
+            raise AttemptRefusedError("the run is not running an attempt")
+        self._book.check_report(report.attempt, report.stop_key)
+
+    @workflow.signal(name=PROGRESS.name)
+    def progress(self, report: RawValue) -> None:
+        """How far the working attempt is: shown in the Web UI (and read from the history)."""
+        value = _decoded(report, Progress)
+        if isinstance(value, Progress) and self._book and value.attempt == self._book.current:
+            self._progress = value
+            self._show()
+
+    # --- the run --------------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> AgentRunResult:
         try:
-            run_input = decode_input(workflow.info().workflow_type, args)
+            run_input = _granted_input(args)
         except InvalidRunInputError as err:
-            workflow.logger.warning("run_rejected", extra={"reason": str(err), **_log_keys()})
-            failure = ApplicationError(
-                str(err), FailureDetails(attempt=0), type=err.error_type, non_retryable=True
-            )
-            await self._hand_over(RunOutcome("ERROR", error=str(err)), fence_base=0)
-            raise failure from None
-        if run_input.offered:
-            self._queue_id = self._queue_id or queue_id_of(workflow.info().workflow_id)
-        not_before = not_before_of(run_input)
-        fence_base = lease.fence_base(
-            workflow.info().start_time, run_input.handoff.fence_floor if run_input.handoff else 0
-        )
-        self._record_inputs(run_input, not_before, fence_base)
-        try:
-            await self._wait_for_predecessor(run_input, not_before)
-            output = await self._run_agent(run_input, fence_base)
-        except ApplicationError as err:
-            details = FailureDetails.from_details(err.details)
-            outcome = RunOutcome(
-                "ERROR", error=err.message, attempt=details.attempt if details else 0
-            )
-            await self._hand_over(outcome, fence_base)
-            raise
-        except (CancelledError, asyncio.CancelledError, ActivityError) as err:
-            # Cancelled: while it waited (CancelledError), or its agent's attempt was (the only
-            # ActivityError _run_agent lets through).
-            recorded = workflow.patched(CANCEL_RECORDS_ATTEMPT)
-            if isinstance(err, ActivityError) and not recorded:
-                raise  # as runs recorded before the patch did
-            outcome = RunOutcome("ERROR", error="cancelled", attempt=self._attempts.attempt)
-            if recorded:
-                # A cancelled execution records no failure: the memo says which attempt the
-                # cancel stopped (0: none had started), for its status.
-                workflow.upsert_memo({"outcome": outcome})
-            await self._hand_over(outcome, fence_base)
-            raise
-        await self._hand_over(
-            RunOutcome("DONE", result=output.result, attempt=output.attempt), fence_base
-        )
-        return AgentRunResult(
-            agent_type=run_input.agent_type,
-            user_id=run_input.user_id,
-            result=output.result,
-            attempt=output.attempt,
-        )
-
-    async def _hand_over(self, outcome: RunOutcome, fence_base: int) -> None:
-        """Runs wait for this slot: claim the next and continue as it, so the slot's workflow id
-        never stands free while the queue is not empty. No queue, or nothing left in it: return
-        (the run then closes as usual)."""
-        if self._queue_id is None:
-            return
-        info = workflow.info()
-        claimed: ClaimResult = await workflow.execute_local_activity(
-            "claim_next",
-            ClaimNext(self._queue_id, slot_of(info.workflow_id), info.run_id),
-            result_type=ClaimResult,
-            start_to_close_timeout=timedelta(seconds=10),
-            # A claim that meets the queue continuing as new is refused: ask again at once.
-            retry_policy=_CLAIM_RETRY,
-        )
-        if claimed.entry is None:
-            return
-        # This execution's own result and failure are not recorded on continue-as-new: the memo
-        # keeps how the run ended, for its status.
-        workflow.upsert_memo({"outcome": outcome})
-        next_run = replace(
-            claimed.entry.run_input,
-            handoff=Handoff(
-                previous_run_id=info.run_id, fence_floor=fence_base + lease.FENCE_STRIDE
-            ),
-        )
-        workflow.continue_as_new(
-            next_run, memo=run_memo(next_run), search_attributes=run_search_attributes(next_run)
-        )
-
-    async def _wait_for_predecessor(
-        self, run_input: AgentRunInput, not_before: datetime | None
-    ) -> None:
-        """Hold the agent back while an attempt of an earlier run on this slot may still work."""
-        if not_before is None or (remaining := (not_before - workflow.now()).total_seconds()) <= 0:
-            return
-        previous = run_input.handoff.previous_run_id if run_input.handoff else None
-        workflow.set_current_details(
-            f"Waiting until {not_before:%H:%M:%S} UTC at the latest: an attempt of the previous "
-            f"run on this slot ({previous or 'unknown'}) may still be working, and only one "
-            "agent may work at a time."
-        )
-        # Status reads show PENDING meanwhile. On timeout the earlier attempt's lease has run
-        # out: it has stopped, or stops before doing more.
-        workflow.upsert_memo({"waiting_until": not_before.isoformat()})
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: previous in self._stopped_predecessors, timeout=remaining
-            )
-        workflow.upsert_memo({"waiting_until": ""})
-
-    async def _run_agent(self, run_input: AgentRunInput, fence_base: int) -> AgentOutput:
-        policy = run_input.policy
-        self._attempts.max_attempts = policy.max_attempts
-        task_queue = agent_task_queue(workflow.info().task_queue, run_input.agent_type)
-        workflow.set_current_details(
-            f"Running the {run_input.agent_type} agent for {run_input.user_id}: up to "
-            f"{policy.max_attempts} attempts of at most {policy.timeout_seconds:g} s, heartbeat "
-            f"timeout {policy.heartbeat_timeout_seconds:g} s. Waiting for a worker that has the "
-            f"agent (it polls task queue {task_queue})."
-        )
-        heartbeat_timeout = timedelta(seconds=policy.heartbeat_timeout_seconds)
-        try:
-            output: AgentOutput = await workflow.execute_activity(
-                ACTIVITY_NAME,
-                AgentTask(
-                    agent_type=run_input.agent_type,
-                    user_id=run_input.user_id,
-                    run_id=_client_run_id(run_input),
-                    params=run_input.params,
-                    max_attempts=policy.max_attempts,
-                    fence_base=fence_base,
-                    timeout_seconds=policy.timeout_seconds,
-                ),
-                result_type=AgentOutput,
-                task_queue=task_queue,
-                # The activity stops its agent at timeout_seconds itself; the server's limit is
-                # a backstop one heartbeat timeout later, so it never fires on a working agent.
-                start_to_close_timeout=timedelta(seconds=policy.timeout_seconds)
-                + heartbeat_timeout,
-                heartbeat_timeout=heartbeat_timeout,
-                # On cancel, wait for the agent to see it and stop, so the run is not reported
-                # over while the agent is still working.
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=policy.retry_initial_interval_seconds),
-                    maximum_attempts=policy.max_attempts,
-                    non_retryable_error_types=_NON_RETRYABLE,
-                ),
-            )
-            return output
-        except ActivityError as err:
-            if isinstance(err.cause, CancelledError):
-                raise
+            workflow.logger.warning("run_refused", extra={"reason": str(err), **_log_keys()})
             raise ApplicationError(
-                failure_reason(err),
-                FailureDetails(attempt=failed_attempt(err, policy.max_attempts)),
-                type=ErrorType.AGENT_FAILED,
-                non_retryable=True,
+                str(err), FailureDetails(), type=err.error_type, non_retryable=True
             ) from None
+        policy = run_input.policy
+        lease = lease_seconds(policy.heartbeat_timeout_seconds)
+        self._book = AttemptBook(run_input.fence_base, lease)
+        self._max_attempts = policy.max_attempts
+        try:
+            return await self._attempts(run_input)
+        except _Cancelled:
+            raise TemporalCancelledError(CANCELLED, FailureDetails(self._book.current)) from None
 
-    @staticmethod
-    def _record_inputs(
-        run_input: AgentRunInput, not_before: datetime | None, fence_base: int
-    ) -> None:
-        """What the next run on this slot reads (the bound it inherits, the fencing floor), and
-        for starts from other systems the memo the REST API reads and the search attributes the
-        Web UI filters by."""
-        memo: dict[str, Any] = {"fence_base": fence_base}
-        if "agent_type" not in workflow.info().raw_memo:
-            memo |= {"agent_type": run_input.agent_type, "user_id": run_input.user_id}
-        if "not_before" not in workflow.info().raw_memo:
-            memo["not_before"] = not_before.isoformat() if not_before else ""
-        workflow.upsert_memo(memo)
-        if workflow.info().typed_search_attributes.get(AGENT_TYPE) is None:
-            workflow.upsert_search_attributes(
-                [AGENT_TYPE.value_set(run_input.agent_type), USER_ID.value_set(run_input.user_id)]
+    async def _attempts(self, run_input: SlotRunInput) -> AgentRunResult:
+        policy = run_input.policy
+        book = self._book
+        assert book is not None
+        reason = ""
+        for attempt in range(1, policy.max_attempts + 1):
+            if attempt > 1:
+                pause = retry_interval_seconds(policy.retry_initial_interval_seconds, attempt - 1)
+                await self._sleep(pause)
+            await self._until_stopped()
+            end = await self._attempt(run_input, attempt)
+            proven = book.finish(attempt, end.stop_key, workflow.now())
+            await self._until_stopped()
+            if self._cancelled or end.kind == EndKind.CANCELLED:
+                if end.kind == EndKind.DONE and proven and end.output is not None:
+                    return _result(run_input, end.output)  # it finished before the cancel
+                raise _Cancelled
+            if end.kind == EndKind.DONE and proven and end.output is not None:
+                return _result(run_input, end.output)
+            reason = _reason(end, proven)
+            if end.kind == EndKind.FINAL and proven:
+                break
+            retrying = attempt < policy.max_attempts
+            self._failed(attempt, reason, retrying=retrying)
+        raise ApplicationError(
+            reason, FailureDetails(book.current), type=ErrorType.AGENT_FAILED, non_retryable=True
+        )
+
+    async def _attempt(self, run_input: SlotRunInput, attempt: int) -> AttemptEnd:
+        """Run one attempt and wait for its end: its answer, or its deadline. A cancel of the
+        run is passed to the attempt, whose agent stops (and says so) within moments."""
+        book = self._book
+        assert book is not None
+        book.begin(attempt)
+        policy = run_input.policy
+        heartbeat = timedelta(seconds=policy.heartbeat_timeout_seconds)
+        self._show()
+        activity = workflow.start_activity(
+            RUN_AGENT_ACTIVITY,
+            AgentTask(
+                run_id=run_input.run_id,
+                agent_type=run_input.agent_type,
+                user_id=run_input.user_id,
+                attempt=attempt,
+                max_attempts=policy.max_attempts,
+                timeout_seconds=policy.timeout_seconds,
+                heartbeat_timeout_seconds=policy.heartbeat_timeout_seconds,
+                params=run_input.params,
+            ),
+            activity_id=f"attempt-{attempt}",
+            task_queue=agent_task_queue(workflow.info().task_queue, run_input.agent_type),
+            result_type=AgentOutput,
+            schedule_to_start_timeout=timedelta(seconds=run_input.worker_wait_seconds),
+            # The activity stops its agent at timeout_seconds itself; the server's limit is a
+            # backstop one heartbeat timeout later.
+            start_to_close_timeout=timedelta(seconds=policy.timeout_seconds) + heartbeat,
+            heartbeat_timeout=heartbeat,
+            retry_policy=RetryPolicy(maximum_attempts=1),
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
+        deadline = attempt_deadline_seconds(
+            policy.timeout_seconds, policy.heartbeat_timeout_seconds, run_input.worker_wait_seconds
+        )
+        grace = book.lease_seconds + policy.heartbeat_timeout_seconds
+        reported = lambda: attempt in self._reports  # noqa: E731
+        try:
+            await workflow.wait_condition(
+                lambda: activity.done() or reported(), timeout=deadline
             )
+        except (asyncio.CancelledError, TemporalCancelledError):
+            self._cancelled = True
+            activity.cancel()
+            await _settled(activity, reported, grace)
+        except TimeoutError:
+            activity.cancel()
+            await _settled(activity, reported, grace)
+        if reported():
+            report = self._reports[attempt]
+            return AttemptEnd(
+                EndKind.DONE,
+                output=AgentOutput(report.result, attempt, report.stop_key),
+                stop_key=report.stop_key,
+            )
+        return _end_of(activity)
+
+    async def _sleep(self, seconds: float) -> None:
+        """A pause between attempts; a cancel of the run cuts it short."""
+        try:
+            await workflow.sleep(seconds)
+        except (asyncio.CancelledError, TemporalCancelledError):
+            self._cancelled = True
+            await self._until_stopped()
+            raise _Cancelled from None
+
+    async def _until_stopped(self) -> None:
+        """Wait until every agent this run started has certainly stopped; a cancel of the run
+        does not cut this short."""
+        book = self._book
+        assert book is not None
+        waited = False
+        while (wait := book.wait_seconds(workflow.now())) > 0:
+            waited = True
+            assert book.not_before is not None
+            workflow.upsert_memo({"waiting_until": book.not_before.isoformat()})
+            workflow.set_current_details(
+                f"Waiting until {book.not_before:%H:%M:%S} UTC: an attempt of this run may "
+                "still be working (it never said it stopped), and only one agent may work on "
+                "a slot at a time."
+            )
+            try:
+                await workflow.sleep(wait)
+            except (asyncio.CancelledError, TemporalCancelledError):
+                self._cancelled = True
+        if waited:
+            workflow.upsert_memo({"waiting_until": ""})
+            self._show()
+
+    def _failed(self, attempt: int, reason: str, *, retrying: bool) -> None:
+        self._last_failure = f"attempt {attempt} failed: {reason}" + (
+            "; it will be retried" if retrying else ""
+        )
+        workflow.upsert_memo(
+            {"last_failure": {"attempt": attempt, "reason": reason, "retrying": retrying}}
+        )
+        self._show()
+
+    def _show(self) -> None:
+        """The Web UI's "Current details": which attempt works, how far, and why the one
+        before failed."""
+        book = self._book
+        if book is None:
+            return
+        lines = [f"**Attempt {book.current} of {self._max_attempts}** is working."]
+        if self._progress is not None:
+            lines.append(
+                f"Progress: **{self._progress.fraction:.0%}** {self._progress.message}".rstrip()
+            )
+        if self._last_failure:
+            lines.append(f"Before it, {self._last_failure}.")
+        workflow.set_current_details("\n\n".join(lines))
 
 
-def _client_run_id(run_input: AgentRunInput) -> str:
-    return run_input.queued_id or client_run_id(workflow.info().run_id, run_input.location)
+async def _settled(
+    activity: asyncio.Task[Any], reported: Callable[[], bool], grace: float
+) -> None:
+    """Wait up to ``grace`` seconds for a cancelled attempt to answer."""
+    with contextlib.suppress(TimeoutError, asyncio.CancelledError, TemporalCancelledError):
+        await workflow.wait_condition(lambda: activity.done() or reported(), timeout=grace)
+
+
+def _end_of(activity: asyncio.Task[Any]) -> AttemptEnd:
+    if not activity.done():
+        return attempt_end(None)
+    if activity.cancelled():
+        return attempt_end(None)
+    error = activity.exception()
+    return attempt_end(error if error is not None else activity.result())
+
+
+def _reason(end: AttemptEnd, proven: bool) -> str:
+    if proven:
+        return end.reason
+    if end.kind == EndKind.DONE:
+        return (
+            "the attempt was completed by another client, without its stop key: its result "
+            "is not the agent's"
+        )
+    if end.kind == EndKind.FINAL:
+        return f"the attempt was failed by another client ({shortened(end.reason)})"
+    return end.reason
+
+
+def _result(run_input: SlotRunInput, output: AgentOutput) -> AgentRunResult:
+    return AgentRunResult(
+        agent_type=run_input.agent_type,
+        user_id=run_input.user_id,
+        result=output.result,
+        attempt=output.attempt,
+    )
+
+
+def _granted_input(args: Sequence[RawValue]) -> SlotRunInput:
+    """The run's input, if its start is a grant of its slot's coordinator."""
+    info = workflow.info()
+    place = place_of(info.workflow_id)
+    if info.workflow_type != RUN_WORKFLOW:
+        raise InvalidRunInputError(
+            f"Unsupported workflow type {quoted(info.workflow_type)} on the agent-runner task "
+            f"queue: runs start through their scope's coordinator ({SCOPE_WORKFLOW})"
+        )
+    if place is None or place.slot is None:
+        raise NotGrantedError(
+            f"{quoted(info.workflow_id)} is not a slot id; runs start through their scope's "
+            f"coordinator ({SCOPE_WORKFLOW}, update 'admit'), which starts them on its slots "
+            "<scope id>:slot-<n>"
+        )
+    coordinator = place.scope.id
+    if info.parent is None or info.parent.workflow_id != coordinator:
+        raise NotGrantedError(
+            f"runs on {info.workflow_id} are started by its coordinator {coordinator} only: "
+            f"send it the update 'admit' (temporal workflow execute-update-with-start "
+            f"--workflow-id {coordinator} --type {SCOPE_WORKFLOW} --update-name admit ...)"
+        )
+    if len(args) != 1:
+        raise InvalidRunInputError(f"Invalid input: {RUN_WORKFLOW} takes one input")
+    raw = _decoded(args[0], None)
+    return parse_as(SlotRunInput, raw, "input")
+
+
+def _decoded(raw: RawValue, type_hint: Any) -> object:
+    """A payload's value, or None when it does not decode (a message from someone else)."""
+    try:
+        return workflow.payload_converter().from_payload(raw.payload, type_hint)
+    except Exception:
+        return None
 
 
 def _log_keys() -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 
 from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
@@ -12,20 +13,24 @@ from temporalio.service import RPCError, RPCStatusCode
 # pass (DEADLINE_EXCEEDED), or hung until the client's own RPC timeout cut the call short
 # (CANCELLED, "Timeout expired": a paused or wedged server). A cancellation of our own task is
 # asyncio.CancelledError, never an RPCError, so it is not among them.
+# RESOURCE_EXHAUSTED: the server is too busy for the call now; that is waiting, not an error.
 UNAVAILABLE = {
     RPCStatusCode.UNAVAILABLE,
     RPCStatusCode.DEADLINE_EXCEEDED,
     RPCStatusCode.CANCELLED,
+    RPCStatusCode.RESOURCE_EXHAUSTED,
 }
 NOT_FOUND = {RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT}
 
 
 class AgentBusyError(Exception):
-    """Another run holds the singleton; ``running_run_id`` is that run."""
+    """Every slot of the scope is taken, or runs wait in its queue: ``running_run_id`` is the
+    run that has held a slot longest, granted at ``running_since``."""
 
-    def __init__(self, running_run_id: str | None) -> None:
+    def __init__(self, running_run_id: str | None, running_since: datetime | None = None) -> None:
         super().__init__("An agent is already running, please retry later")
         self.running_run_id = running_run_id
+        self.running_since = running_since
 
 
 class QueueFullError(Exception):

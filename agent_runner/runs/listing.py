@@ -1,8 +1,15 @@
 """Listing runs from Temporal visibility (no database of ours), newest first, with filters and
-page tokens this service signs, so a token it did not issue is refused."""
+page tokens this service signs, so a token it did not issue is refused.
+
+A page is the runs whose workflow started on a slot (visibility lists their executions); the
+first page also carries the runs waiting in the queues (their coordinators say, one query each
+for the scopes visibility shows with runs waiting). Open runs are described, a page's at once,
+within the call's budget.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -10,24 +17,22 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner import search_attributes
-from agent_runner.locations import parse_workflow_id
-from agent_runner.queue_types import QUEUE_WORKFLOW_TYPE
+from agent_runner.contract import RUN_WORKFLOW, SCOPE_WORKFLOW, RunState
+from agent_runner.executions import describe_view
+from agent_runner.ids import parse_workflow_id
 from agent_runner.runs.errors import InvalidPageTokenError, temporal_call
-from agent_runner.runs.idempotency import client_run_id
-from agent_runner.runs.slot_status import slot_run_status
-from agent_runner.runs.types import RunPage, RunState, RunSummary, RunTarget
+from agent_runner.runs.service import Runs
+from agent_runner.status import run_status
 
 _PROCESS_KEY = secrets.token_bytes(32)
 BAD_PAGE_TOKEN_DETAIL = "page_token is not a token this service returned"  # noqa: S105
-# What visibility can say of a run without describing it; open runs need a describe.
 _CLOSED_STATES = {
     WorkflowExecutionStatus.COMPLETED: RunState.DONE,
     WorkflowExecutionStatus.FAILED: RunState.ERROR,
@@ -38,19 +43,36 @@ _CLOSED_STATES = {
 _STATE_QUERIES = {
     RunState.PENDING: "ExecutionStatus = 'Running'",
     RunState.RUNNING: "ExecutionStatus = 'Running'",
-    RunState.DONE: "ExecutionStatus IN ('Completed', 'ContinuedAsNew')",
-    RunState.ERROR: (
-        "ExecutionStatus IN ('Failed', 'Canceled', 'Terminated', 'TimedOut', 'ContinuedAsNew')"
-    ),
+    RunState.DONE: "ExecutionStatus = 'Completed'",
+    RunState.ERROR: "ExecutionStatus IN ('Failed', 'Canceled', 'Terminated', 'TimedOut')",
 }
+# Scopes whose waiting runs the first page shows at most.
+_QUEUES_SHOWN = 20
 
 
-def _query(
-    target: RunTarget, agent_type: str | None, user_id: str | None, state: RunState | None
-) -> str:
+@dataclass(frozen=True)
+class RunSummary:
+    """A run as the list shows it; its result and error are on its status."""
+
+    run_id: str
+    agent_type: str | None
+    user_id: str | None
+    state: RunState
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RunPage:
+    runs: list[RunSummary]
+    next_page_token: str | None
+
+
+def _query(runs: Runs, agent_type: str | None, user_id: str | None, state: RunState | None) -> str:
     clauses = [
-        f"WorkflowId STARTS_WITH '{target.workflow_id}'",
-        f"WorkflowType != '{QUEUE_WORKFLOW_TYPE}'",
+        f"WorkflowType = '{RUN_WORKFLOW}'",
+        f"WorkflowId STARTS_WITH '{runs.target.workflow_id}'",
+        f"{search_attributes.AGENT_RUN_ID.name} IS NOT NULL",
     ]
     if agent_type is not None:
         clauses.append(f"{search_attributes.AGENT_TYPE.name} = '{agent_type}'")
@@ -62,9 +84,8 @@ def _query(
 
 
 async def list_runs(
-    client: Client,
+    runs: Runs,
     *,
-    target: RunTarget,
     token_key: bytes | None = None,
     agent_type: str | None = None,
     user_id: str | None = None,
@@ -72,21 +93,19 @@ async def list_runs(
     limit: int = 20,
     page_token: str | None = None,
 ) -> RunPage:
-    """Runs newest first: on the first page the runs waiting in queues, then every run that got
-    a slot, from visibility. ``agent_type`` must be a supported type and ``user_id`` a UUID:
-    both are quoted into the query as they are. ``token_key`` signs the page tokens (by default a
-    key of this process's own, so only this process takes them back)."""
+    """Runs newest first (the first page: the runs waiting in queues first). ``agent_type``
+    must be a supported type and ``user_id`` a UUID: both are quoted into the query."""
     token_key = token_key or _PROCESS_KEY
-    executions = client.list_workflows(
-        _query(target, agent_type, user_id, state),
+    executions = runs.client.list_workflows(
+        _query(runs, agent_type, user_id, state),
         page_size=limit,
         next_page_token=_verified(page_token, token_key),
-        rpc_timeout=target.rpc_timeout,
+        rpc_timeout=runs.target.rpc_timeout,
     )
-    runs: list[RunSummary] = []
+    page: list[RunSummary] = []
     with temporal_call():
         if page_token is None and state in (None, RunState.PENDING):
-            runs += await _queued(client, target, agent_type, user_id)
+            page += await _queued(runs, agent_type, user_id)
         try:
             await executions.fetch_next_page()
         except RPCError as err:
@@ -94,14 +113,76 @@ async def list_runs(
             if page_token and err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN):
                 raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None
             raise
-        for execution in executions.current_page or []:
-            summary = await _summary(client, target, execution)
-            if summary is not None:
-                runs.append(summary)
+        found = await asyncio.gather(
+            *(_summary(runs, execution) for execution in executions.current_page or [])
+        )
+    page += [summary for summary in found if summary is not None]
     if state is not None:
-        runs = [run for run in runs if run.state == state]
+        page = [run for run in page if run.state == state]
     token = executions.next_page_token
-    return RunPage(runs, _signed(token, token_key) if token else None)
+    return RunPage(page, _signed(token, token_key) if token else None)
+
+
+async def _summary(runs: Runs, execution: WorkflowExecution) -> RunSummary | None:
+    place = parse_workflow_id(runs.target.workflow_id, execution.id)
+    memo = await execution.memo()
+    run_id = memo.get("run_id")
+    if place is None or place.slot is None or not isinstance(run_id, str):
+        return None
+    state = _CLOSED_STATES.get(execution.status) if execution.status else None
+    if state is None:
+        # An open run: only a describe tells PENDING from RUNNING.
+        handle = runs.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        view = await describe_view(
+            runs.client, await handle.describe(rpc_timeout=runs.target.rpc_timeout)
+        )
+        status = run_status(run_id, None, view)
+        state = status.state if status else RunState.RUNNING
+    return RunSummary(
+        run_id=run_id,
+        agent_type=_text(memo.get("agent_type")),
+        user_id=_text(memo.get("user_id")),
+        state=state,
+        started_at=execution.start_time,
+        finished_at=execution.close_time,
+    )
+
+
+async def _queued(runs: Runs, agent_type: str | None, user_id: str | None) -> list[RunSummary]:
+    """The runs waiting in the deployment's queues, newest first."""
+    query = (
+        f"WorkflowType = '{SCOPE_WORKFLOW}' AND ExecutionStatus = 'Running' AND "
+        f"{search_attributes.QUEUE_DEPTH.name} > 0 AND "
+        f"WorkflowId STARTS_WITH '{runs.target.workflow_id}'"
+    )
+    waiting: list[RunSummary] = []
+    async for coordinator in runs.client.list_workflows(
+        query, limit=_QUEUES_SHOWN, rpc_timeout=runs.target.rpc_timeout
+    ):
+        place = parse_workflow_id(runs.target.workflow_id, coordinator.id)
+        if place is None or place.slot is not None:
+            continue
+        view = await runs.view(place.scope, 0, 100)
+        for record in view.queued if view else []:
+            if agent_type not in (None, record.agent_type):
+                continue
+            if user_id is not None and str(uuid.UUID(user_id)) != record.user_id:
+                continue
+            waiting.append(
+                RunSummary(
+                    run_id=record.run_id,
+                    agent_type=record.agent_type,
+                    user_id=record.user_id,
+                    state=RunState.PENDING,
+                    started_at=record.queued_at,
+                    finished_at=None,
+                )
+            )
+    return sorted(waiting, key=lambda run: run.started_at or datetime.min, reverse=True)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _signed(token: bytes, key: bytes) -> str:
@@ -124,75 +205,6 @@ def _verified(page_token: str | None, key: bytes) -> bytes | None:
 def _mac(body: str, key: bytes) -> str:
     digest = hmac.new(key, body.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
-
-
-async def _summary(
-    client: Client, target: RunTarget, execution: WorkflowExecution
-) -> RunSummary | None:
-    where = parse_workflow_id(target.workflow_id, execution.id)
-    if where is None or where[1] is None:
-        return None  # another deployment's id that shares our prefix, or a queue
-    memo = await execution.memo()
-    run_id = await client_run_id(target, execution)
-    if run_id is None:
-        return None
-    state = _CLOSED_STATES.get(execution.status) if execution.status else None
-    if execution.status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
-        outcome = memo.get("outcome")
-        state = RunState.DONE if _outcome_state(outcome) == "DONE" else RunState.ERROR
-    if state is None:
-        # An open run: only a describe tells PENDING from RUNNING.
-        state = (await slot_run_status(client, target, execution.id, execution.run_id)).state
-    return RunSummary(
-        run_id=run_id,
-        agent_type=memo.get("agent_type"),
-        user_id=memo.get("user_id"),
-        state=state,
-        started_at=execution.start_time,
-        finished_at=execution.close_time,
-    )
-
-
-async def _queued(
-    client: Client, target: RunTarget, agent_type: str | None, user_id: str | None
-) -> list[RunSummary]:
-    """The runs waiting in every open queue of the deployment, newest first."""
-    query = (
-        f"WorkflowType = '{QUEUE_WORKFLOW_TYPE}' AND ExecutionStatus = 'Running' AND "
-        f"WorkflowId STARTS_WITH '{target.workflow_id}'"
-    )
-    waiting: list[tuple[str, RunSummary]] = []
-    async for queue in client.list_workflows(query, rpc_timeout=target.rpc_timeout):
-        memo = await queue.memo()
-        for key, where in memo.items():
-            if not key.startswith("r:") or not _waiting(where, agent_type, user_id):
-                continue
-            waiting.append((where["enqueued_at"], _queued_summary(key[2:], where)))
-    return [summary for _, summary in sorted(waiting, key=lambda pair: pair[0], reverse=True)]
-
-
-def _waiting(where: object, agent_type: str | None, user_id: str | None) -> bool:
-    return (
-        isinstance(where, dict)
-        and where.get("state") == "queued"
-        and agent_type in (None, where.get("agent_type"))
-        and (user_id is None or str(uuid.UUID(user_id)) == where.get("user_id"))
-    )
-
-
-def _queued_summary(run_id: str, where: Mapping[str, Any]) -> RunSummary:
-    return RunSummary(
-        run_id=run_id,
-        agent_type=where.get("agent_type"),
-        user_id=where.get("user_id"),
-        state=RunState.PENDING,
-        started_at=datetime.fromisoformat(where["enqueued_at"]),
-        finished_at=None,
-    )
-
-
-def _outcome_state(outcome: object) -> object:
-    return outcome.get("state") if isinstance(outcome, dict) else None
 
 
 def token_key_from(secret: str) -> bytes:

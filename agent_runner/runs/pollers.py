@@ -9,8 +9,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
-from agent_runner.locations import agent_task_queue
-from agent_runner.runs.types import RunTarget
+from agent_runner.ids import RunTarget, agent_task_queue
 
 # A worker with nothing to do renews its long poll about once a minute.
 RECENT = timedelta(seconds=70)

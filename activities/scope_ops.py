@@ -1,0 +1,136 @@
+"""What a scope's coordinator asks of the Temporal server: the deployment's settings, what holds
+each slot when it starts afresh, when an execution on a slot closes (and how), and the removal of
+a squatter on a slot's id. Calls to Temporal, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from agent_runner.contract import (
+    READ_SETTINGS,
+    REMOVE_SQUATTER,
+    RUN_WORKFLOW,
+    SETTINGS_MEMO,
+    SURVEY_SLOTS,
+    WATCH_EXECUTION,
+    DeploymentSettings,
+    ExecutionClosed,
+    ExecutionRef,
+    RunOutcome,
+    RunState,
+    SlotFinding,
+    SlotHolder,
+    SlotState,
+    SlotSurvey,
+)
+from agent_runner.executions import CLEAN_CLOSES, close_event, drain_lease, outcome_of
+from agent_runner.ids import Scope, place_of
+from agent_runner.validation import parse_as
+
+# One long poll of an execution's close event; the activity heartbeats between polls.
+_WATCH_POLL = timedelta(seconds=10)
+
+
+@activity.defn(name=READ_SETTINGS)
+async def read_settings(workflow_id: str) -> DeploymentSettings | None:
+    description = await _describe(activity.client(), workflow_id)
+    if description is None:
+        return None
+    memo = await description.memo()
+    if SETTINGS_MEMO not in memo:
+        return None
+    settings: DeploymentSettings = parse_as(DeploymentSettings, memo[SETTINGS_MEMO], "settings")
+    return settings
+
+
+@activity.defn(name=SURVEY_SLOTS)
+async def survey_slots(survey: SlotSurvey) -> list[SlotFinding]:
+    place = place_of(survey.scope_id)
+    assert place is not None and place.slot is None, survey.scope_id
+    client = activity.client()
+    return list(
+        await asyncio.gather(
+            *(_finding(client, place.scope, slot) for slot in range(survey.slots))
+        )
+    )
+
+
+async def _finding(client: Client, scope: Scope, slot: int) -> SlotFinding:
+    description = await _describe(client, scope.slot_id(slot))
+    if description is None:
+        return SlotFinding(slot, SlotState.FREE)
+    memo = await description.memo()
+    floor = memo.get("fence_base")
+    fence_floor = floor if isinstance(floor, int) and not isinstance(floor, bool) else 0
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return SlotFinding(slot, SlotState.FOREIGN, description.run_id, fence_floor=fence_floor)
+    if description.status in CLEAN_CLOSES or description.close_time is None:
+        return SlotFinding(slot, SlotState.FREE, fence_floor=fence_floor)
+    free_at = description.close_time + timedelta(seconds=drain_lease(memo))
+    if free_at <= datetime.now(UTC):
+        return SlotFinding(slot, SlotState.FREE, fence_floor=fence_floor)
+    return SlotFinding(slot, SlotState.DRAINING, free_at=free_at, fence_floor=fence_floor)
+
+
+@activity.defn(name=WATCH_EXECUTION)
+async def watch_execution(ref: ExecutionRef) -> ExecutionClosed:
+    """Wait until the execution closes; how it closed."""
+    client = activity.client()
+    handle = client.get_workflow_handle(ref.workflow_id, run_id=ref.run_id)
+    while True:
+        activity.heartbeat()
+        try:
+            event = await close_event(handle, wait=True, rpc_timeout=_WATCH_POLL)
+            description = await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:  # gone from the namespace long ago
+                return ExecutionClosed(True, RunOutcome(RunState.ERROR, error="gone"), 0.0)
+            continue
+        except LookupError:
+            continue
+        memo = await description.memo()
+        clean = description.status in CLEAN_CLOSES
+        return ExecutionClosed(clean, await outcome_of(client, event), drain_lease(memo))
+
+
+@activity.defn(name=REMOVE_SQUATTER)
+async def remove_squatter(holder: SlotHolder) -> ExecutionRef | None:
+    """The open execution holding a slot's id, if any. One of another type, or on another task
+    queue, can never run an agent and may never end: it is terminated (and None returned)."""
+    client = activity.client()
+    description = await _describe(client, holder.workflow_id)
+    if description is None or description.status != WorkflowExecutionStatus.RUNNING:
+        return None
+    ours = (
+        description.workflow_type == RUN_WORKFLOW and description.task_queue == holder.task_queue
+    )
+    if ours:
+        return ExecutionRef(holder.workflow_id, description.run_id)
+    activity.logger.warning(
+        "squatter_terminated",
+        extra={"workflow_id": holder.workflow_id, "workflow_type": description.workflow_type},
+    )
+    with contextlib.suppress(RPCError):
+        await client.get_workflow_handle(holder.workflow_id, run_id=description.run_id).terminate(
+            f"not an agent-runner run ({description.workflow_type} on {description.task_queue}) "
+            "holding a slot's id"
+        )
+    return None
+
+
+async def _describe(client: Client, workflow_id: str) -> WorkflowExecutionDescription | None:
+    try:
+        return await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+
+
+SCOPE_ACTIVITIES = [read_settings, survey_slots, watch_execution, remove_squatter]

@@ -1,0 +1,473 @@
+"""Everything that crosses Temporal, in one place: workflow, update, query, signal and activity
+names with the types they carry, and the records the workflows publish.
+
+Plain dataclasses, one in and one out per message, so adding a field with a default never
+breaks a running history. Every message is a :class:`Message`: its name and its types
+together, so a caller and a handler cannot disagree on either (``call_update(handle, ADMIT,
+requests)`` on one side, ``@workflow.update(name=ADMIT.name)`` on the other). Workflow code
+imports this module: it stays free of side effects.
+
+The words (see docs/design.md): a *scope* has N *slots*, one *coordinator* (the only place
+that decides who holds a slot, who waits and in which order) and one *queue*. A *grant* gives a
+queued or new run a free slot; the coordinator then starts the run's workflow on the slot's
+fixed id. An *attempt* of the run's agent is one execution of the ``run_agent`` activity; each
+*dispatch* of it claims the attempt from its run before its agent may start, and holds a
+*lease* while it works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+from agent_runner.ids import ScopeKind
+
+In = TypeVar("In")
+Out = TypeVar("Out")
+
+
+@dataclass(frozen=True)
+class Message(Generic[In, Out]):
+    """A named message and the types of its argument and answer."""
+
+    name: str
+    # Type hints for the data converter (``list[AdmitRequest]``, say).
+    arg_type: Any
+    result_type: Any
+
+
+# --- workflow and activity types --------------------------------------------------------------
+
+RUN_WORKFLOW = "AgentRunWorkflow"
+SCOPE_WORKFLOW = "AgentScopeWorkflow"
+SETTINGS_WORKFLOW = "AgentRunnerSettingsWorkflow"
+RUN_AGENT_ACTIVITY = "run_agent"
+
+
+class ErrorType(StrEnum):
+    """``ApplicationError.type`` values our workflows and activities raise."""
+
+    INVALID_INPUT = "InvalidInput"
+    UNSUPPORTED_AGENT_TYPE = "UnsupportedAgentType"
+    AGENT_FAILED = "AgentFailed"
+    # The attempt could not be sure it still held its slot, so it stopped without a result.
+    LEASE_LOST = "LeaseLost"
+    AGENT_TIMED_OUT = "AgentTimedOut"
+    # The attempt's claim was refused: its run has moved on (another attempt, or it ended).
+    ATTEMPT_REFUSED = "AttemptRefused"
+    CANCELLED = "Cancelled"
+    # A run workflow started on an id that is not a slot, or not by the slot's coordinator.
+    NOT_A_GRANTED_RUN = "NotAGrantedRun"
+
+
+# --- what a run is ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPolicy:
+    """How a run drives its agent. These defaults are the only place these numbers are
+    written: the settings and the agents' own defaults start from here."""
+
+    max_attempts: int = 3
+    timeout_seconds: float = 300.0
+    heartbeat_timeout_seconds: float = 10.0
+    retry_initial_interval_seconds: float = 1.0
+
+
+class OnBusy(StrEnum):
+    REJECT = "reject"
+    ENQUEUE = "enqueue"
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run, for whom."""
+
+    agent_type: str
+    user_id: str
+    # The agent's parameters (its params_model), as JSON.
+    params: dict[str, Any] | None = None
+    # None: the deployment's default policy.
+    policy: RunPolicy | None = None
+
+
+class RunState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    ERROR = "ERROR"
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended."""
+
+    state: RunState
+    result: Any = None
+    error: str | None = None
+    attempt: int = 0
+    finished_at: datetime | None = None
+
+
+# --- the coordinator (AgentScopeWorkflow) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdmitRequest:
+    """One start. ``request_id`` makes a repeated call (a retry) get the first answer; a start
+    with an ``idempotency_key`` gets the run the key first made, whatever became of it."""
+
+    request_id: str
+    run: RunRequest
+    on_busy: OnBusy = OnBusy.REJECT
+    idempotency_key: str | None = None
+    # SHA-256 of the request's agent type, user and params: a key reused for another request
+    # is refused.
+    fingerprint: str | None = None
+
+
+class Admission(StrEnum):
+    STARTED = "started"  # granted a slot at once
+    QUEUED = "queued"
+    BUSY = "busy"  # on_busy=reject and no slot free (or runs wait)
+    FULL = "full"  # the queue may hold no more
+    INVALID = "invalid"
+    KEY_REUSED = "key_reused"
+
+
+@dataclass(frozen=True)
+class AdmitAnswer:
+    request_id: str
+    admission: Admission
+    run_id: str | None = None
+    # Its place in the queue now, 1 next; None once it holds a slot.
+    queue_position: int | None = None
+    # An earlier answer, given again (a retry, or the same Idempotency-Key).
+    replayed: bool = False
+    # Busy: the run that has held a slot longest, and when a slot may free up at the earliest.
+    holder_run_id: str | None = None
+    holder_granted_at: datetime | None = None
+    reason: str | None = None
+
+
+class RunPhase(StrEnum):
+    QUEUED = "queued"  # waiting in the scope's queue
+    GRANTED = "granted"  # holds a slot: its workflow starts, or runs there
+    ENDED = "ended"
+
+
+class Waiting(StrEnum):
+    """Why a run that is not working waits."""
+
+    QUEUE = "queue"  # its turn
+    PREVIOUS_AGENT = "previous_agent"  # the last agent on its slot may still be working
+    WORKER = "worker"  # no worker that has its agent has taken it
+    PAUSED = "paused"  # its activity was paused from outside (temporal activity pause)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """The coordinator's word on one run: where it is. Once its workflow runs on a slot, that
+    execution says how it goes (attempts, progress, end); the coordinator records its outcome
+    when it closes."""
+
+    run_id: str
+    agent_type: str
+    user_id: str
+    phase: RunPhase
+    accepted_at: datetime
+    # Set when the run waited in the queue.
+    queued_at: datetime | None = None
+    queue_position: int | None = None
+    slot: int | None = None
+    granted_at: datetime | None = None
+    # The slot's workflow id and the run's execution there, once started.
+    workflow_id: str | None = None
+    temporal_run_id: str | None = None
+    waiting_for: Waiting | None = None
+    outcome: RunOutcome | None = None
+    idempotency_key: str | None = None
+    # Grows with every change of the scope's queue: the stream's event ids while the run waits.
+    queue_version: int = 0
+    # Cancelled while it held a slot: the cancel was passed on to its workflow.
+    cancel_requested: bool = False
+
+
+class CancelEffect(StrEnum):
+    REMOVED = "removed"  # it waited in the queue: it ended now, never started
+    STOPPING = "stopping"  # the cancel was passed on to its workflow; its agent stops
+    ALREADY_STOPPING = "already_stopping"  # an earlier cancel did that
+    ENDED = "ended"  # it had ended before
+    UNKNOWN = "unknown"  # the coordinator does not know it
+
+
+@dataclass(frozen=True)
+class CancelAnswer:
+    effect: CancelEffect
+    record: RunRecord | None = None
+
+
+class SlotState(StrEnum):
+    FREE = "free"
+    HELD = "held"  # by a run of ours
+    DRAINING = "draining"  # its last run closed from outside; its agent may still be working
+    FOREIGN = "foreign"  # an execution the coordinator did not start holds the id
+
+
+@dataclass(frozen=True)
+class SlotView:
+    slot: int
+    state: SlotState
+    run_id: str | None = None
+    temporal_run_id: str | None = None
+    free_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ScopeLimits:
+    """What bounds one scope: N, and how many runs (and bytes of requests) may wait."""
+
+    slots: int = 1
+    queue_max: int = 1000
+
+
+@dataclass(frozen=True)
+class ViewRequest:
+    """A page of the queue: ``limit`` runs from ``offset``."""
+
+    offset: int = 0
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class ScopeView:
+    """What holds the slots and what waits, in order (one page of it)."""
+
+    scope_id: str
+    limits: ScopeLimits
+    slots: list[SlotView]
+    queued: list[RunRecord]
+    queue_length: int
+    queue_version: int
+
+
+# --- a run on its slot (AgentRunWorkflow) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotRunInput:
+    """The input the coordinator starts a run's workflow with. Trusted only from the slot's own
+    coordinator (the workflow checks its parent)."""
+
+    run_id: str
+    agent_type: str
+    user_id: str
+    policy: RunPolicy
+    params: dict[str, Any] | None = None
+    fence_base: int = 0
+    idempotency_key: str | None = None
+    queued_at: datetime | None = None
+    # How long an attempt may wait for a worker that has its agent before it fails.
+    worker_wait_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class AttemptClaim:
+    """A dispatch of an attempt asks its run whether it may start its agent, committing to the
+    stop key it will reveal once stopped (see :mod:`agent_runner.lease`)."""
+
+    attempt: int
+    commitment: str
+
+
+@dataclass(frozen=True)
+class AttemptGo:
+    """May start after ``wait_seconds`` (an earlier dispatch may still be working), holding a
+    lease of ``lease_seconds`` per acknowledged heartbeat, writing with ``fencing_token``."""
+
+    wait_seconds: float
+    lease_seconds: float
+    fencing_token: int
+
+
+@dataclass(frozen=True)
+class AttemptReport:
+    """A dispatch's result, reported to its run before the dispatch says it completed, with its
+    stop key: the run holds it once the update is accepted, so the agent's ``agent_complete``
+    line is written only for a result its run has."""
+
+    attempt: int
+    stop_key: str
+    result: Any = None
+
+
+@dataclass(frozen=True)
+class AttemptWatch:
+    """The answer to a working dispatch's watch: its run was cancelled (stop now), or the
+    attempt is no longer the run's current one."""
+
+    cancelled: bool
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far an attempt is, as its agent reported it (a signal to its own run)."""
+
+    attempt: int
+    fraction: float
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class AgentTask:
+    """The ``run_agent`` activity's input."""
+
+    run_id: str
+    agent_type: str
+    user_id: str
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float
+    heartbeat_timeout_seconds: float
+    params: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class AgentOutput:
+    """The ``run_agent`` activity's result: the agent's, and the dispatch's stop key."""
+
+    result: Any
+    attempt: int
+    stop_key: str = ""
+
+
+@dataclass(frozen=True)
+class FailureDetails:
+    """What a failed attempt reports beside its message (``ApplicationError.details[0]``), and
+    what a run's own failure carries."""
+
+    attempt: int = 0
+    stop_key: str = ""
+
+    @classmethod
+    def from_details(cls, details: Any) -> FailureDetails | None:
+        """Read them back from decoded failure details; None when they are not ours."""
+        first = details[0] if details else None
+        if isinstance(first, FailureDetails):
+            return first
+        if isinstance(first, dict) and isinstance(first.get("attempt"), int):
+            key = first.get("stop_key")
+            return cls(attempt=first["attempt"], stop_key=key if isinstance(key, str) else "")
+        return None
+
+
+@dataclass(frozen=True)
+class AgentRunResult:
+    """A run workflow's result (DONE)."""
+
+    agent_type: str
+    user_id: str
+    result: Any
+    attempt: int
+
+
+# --- what a coordinator asks of the outside world (activities) ---------------------------------
+
+
+@dataclass(frozen=True)
+class SlotSurvey:
+    """Look at slots ``0 .. slots-1`` of a scope (a coordinator starting afresh)."""
+
+    scope_id: str
+    slots: int
+    task_queue: str
+
+
+@dataclass(frozen=True)
+class SlotFinding:
+    """What holds one slot's id: nothing (FREE), an open execution (FOREIGN, ``run_id``), or a
+    run closed from outside whose agent may work until ``free_at`` (DRAINING)."""
+
+    slot: int
+    state: SlotState
+    run_id: str | None = None
+    free_at: datetime | None = None
+    fence_floor: int = 0
+
+
+@dataclass(frozen=True)
+class ExecutionRef:
+    workflow_id: str
+    run_id: str
+
+
+@dataclass(frozen=True)
+class SlotHolder:
+    """Who holds a slot's id that our start found taken: an execution of another type or task
+    queue (a squatter: removed), or one of our own kind (it ends by itself)."""
+
+    workflow_id: str
+    task_queue: str
+
+
+@dataclass(frozen=True)
+class ExecutionClosed:
+    """How an execution on a slot closed: ``clean`` when by its own code (its agent had
+    stopped), else its agent may work for ``lease_seconds`` more."""
+
+    clean: bool
+    outcome: RunOutcome
+    lease_seconds: float
+
+
+SURVEY_SLOTS = "survey_slots"
+WATCH_EXECUTION = "watch_execution"
+REMOVE_SQUATTER = "remove_squatter"
+READ_SETTINGS = "read_settings"
+
+
+# --- the deployment's settings ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """The bound, written once for every replica (AgentRunnerSettingsWorkflow's memo)."""
+
+    scope_kind: ScopeKind = ScopeKind.GLOBAL
+    limits: ScopeLimits = field(default_factory=ScopeLimits)
+    # Every slot number ever used is below this: a coordinator starting afresh looks at them.
+    slots_high_water: int = 1
+    version: int = 1
+    changed_by: str = ""
+    changed_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SettingsChange:
+    """Seed the record (``seed``: only if there is none yet) or change the limits."""
+
+    limits: ScopeLimits
+    changed_by: str
+    scope_kind: ScopeKind = ScopeKind.GLOBAL
+    seed: bool = False
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+ADMIT: Message[list[AdmitRequest], list[AdmitAnswer]] = Message(
+    "admit", list[AdmitRequest], list[AdmitAnswer]
+)
+CANCEL: Message[str, CancelAnswer] = Message("cancel", str, CancelAnswer)
+RUNS: Message[list[str], list[RunRecord]] = Message("runs", list[str], list[RunRecord])
+VIEW: Message[ViewRequest, ScopeView] = Message("view", ViewRequest, ScopeView)
+CLAIM_ATTEMPT: Message[AttemptClaim, AttemptGo] = Message("claim_attempt", AttemptClaim, AttemptGo)
+WATCH_ATTEMPT: Message[int, AttemptWatch] = Message("watch_attempt", int, AttemptWatch)
+REPORT_ATTEMPT: Message[AttemptReport, None] = Message("report_attempt", AttemptReport, type(None))
+PROGRESS: Message[Progress, None] = Message("progress", Progress, type(None))
+CHANGE_SETTINGS: Message[SettingsChange, DeploymentSettings] = Message(
+    "change_settings", SettingsChange, DeploymentSettings
+)
+# The memo key the settings workflow publishes its record under (read with one describe).
+SETTINGS_MEMO = "settings"

@@ -1,0 +1,93 @@
+"""Joining the deployment: the one record of its bound (scope kind, N, queue size) that every
+replica reads, in Temporal (the settings workflow's memo, :mod:`workflows.settings`).
+
+The first replica to start seeds it from its environment; every replica then reads it back and
+follows it. A replica whose ``AGENT_SCOPE`` differs refuses to start (its runs would go to
+scopes the deployment does not have); one whose ``AGENT_SLOTS`` or ``AGENT_QUEUE_MAX`` differs
+logs ``deployment_settings_differ`` and follows the record: changing N is an operation
+(``PUT /agents/limits``, ``agent-runner limits set``), not an environment variable.
+"""
+
+from __future__ import annotations
+
+import structlog
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from agent_runner.contract import (
+    SETTINGS_MEMO,
+    SETTINGS_WORKFLOW,
+    DeploymentSettings,
+    ScopeLimits,
+)
+from agent_runner.ids import settings_id
+from agent_runner.settings import Settings
+from agent_runner.validation import parse_as
+
+logger = structlog.stdlib.get_logger(__name__)
+
+
+class DeploymentMismatchError(RuntimeError):
+    """This replica's environment contradicts the deployment in a way it cannot follow."""
+
+
+async def read_deployment(client: Client, base: str) -> tuple[DeploymentSettings | None, bool]:
+    """The deployment's record (None: none yet), and whether its workflow is open."""
+    try:
+        description = await client.get_workflow_handle(settings_id(base)).describe()
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return None, False
+        raise
+    memo = await description.memo()
+    if SETTINGS_MEMO not in memo:
+        return None, description.status == WorkflowExecutionStatus.RUNNING
+    record: DeploymentSettings = parse_as(DeploymentSettings, memo[SETTINGS_MEMO], "settings")
+    return record, description.status == WorkflowExecutionStatus.RUNNING
+
+
+async def join_deployment(client: Client, settings: Settings, *, role: str) -> DeploymentSettings:
+    """Seed the record if there is none (or restart its workflow from the last record), then
+    return the record every replica follows."""
+    base = settings.workflow_id
+    record, running = await read_deployment(client, base)
+    if not running:
+        seed = record or DeploymentSettings(
+            scope_kind=settings.agent_scope,
+            limits=ScopeLimits(slots=settings.agent_slots, queue_max=settings.agent_queue_max),
+            slots_high_water=settings.agent_slots,
+            changed_by=f"seeded by the environment of {role}",
+        )
+        await client.start_workflow(
+            SETTINGS_WORKFLOW,
+            seed,
+            id=settings_id(base),
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            memo={SETTINGS_MEMO: seed},
+            static_summary="The deployment's bound: scope kind, N, queue size",
+        )
+        record, _ = await read_deployment(client, base)
+    assert record is not None
+    if record.scope_kind != settings.agent_scope:
+        raise DeploymentMismatchError(
+            f"AGENT_SCOPE={settings.agent_scope.value}, but the deployment {base!r} runs "
+            f"{record.scope_kind.value} scopes: start this replica with "
+            f"AGENT_SCOPE={record.scope_kind.value} (changing the scope kind means draining "
+            "every run first: see docs/operations.md)"
+        )
+    wanted = ScopeLimits(slots=settings.agent_slots, queue_max=settings.agent_queue_max)
+    if record.limits != wanted:
+        logger.warning(
+            "deployment_settings_differ",
+            message=(
+                "This replica's environment differs from the deployment's record, which it "
+                "follows; the environment only seeds the first value"
+            ),
+            deployment_slots=record.limits.slots,
+            deployment_queue_max=record.limits.queue_max,
+            environment_slots=wanted.slots,
+            environment_queue_max=wanted.queue_max,
+        )
+    return record

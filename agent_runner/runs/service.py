@@ -1,0 +1,291 @@
+"""Runs: start one, read its status, cancel it, see a scope's queue. The public Python API other
+services use; the REST API's routes each make one call to it.
+
+Every decision is the scope's coordinator's (:mod:`workflows.scope`), reached by its name and
+the typed messages of :mod:`agent_runner.contract`: nothing here imports workflow code. Reads go
+to the coordinator (a query: where is the run) and to the run's execution on its slot (one
+``describe``: how does it go), and :func:`agent_runner.status.run_status` makes the status.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from agent_runner import search_attributes
+from agent_runner.contract import (
+    ADMIT,
+    CANCEL,
+    RUNS,
+    SCOPE_WORKFLOW,
+    VIEW,
+    Admission,
+    AdmitAnswer,
+    AdmitRequest,
+    CancelAnswer,
+    CancelEffect,
+    OnBusy,
+    RunPolicy,
+    RunRecord,
+    RunRequest,
+    ScopeView,
+    ViewRequest,
+)
+from agent_runner.executions import describe_view
+from agent_runner.ids import RunRef, RunTarget, Scope, parse_run_id
+from agent_runner.runs.admission import Admissions
+from agent_runner.runs.errors import (
+    AgentBusyError,
+    IdempotencyKeyReusedError,
+    QueueFullError,
+    RunFinishedError,
+    RunNotFoundError,
+    TemporalUnavailableError,
+    temporal_call,
+)
+from agent_runner.status import ExecutionView, RunStatus, run_status
+from agent_runner.validation import InvalidRunInputError, checked_request
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A start, checked for shape (whether its agent exists is the caller's to check)."""
+
+    run: RunRequest
+    on_busy: OnBusy = OnBusy.REJECT
+    idempotency_key: str | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        params = json.dumps(self.run.params, sort_keys=True, separators=(",", ":"))
+        text = f"{self.run.agent_type}\n{self.run.user_id}\n{params}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+def start_request(
+    agent_type: str,
+    user_id: str | uuid.UUID,
+    *,
+    policy: RunPolicy | None = None,
+    params: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    on_busy: OnBusy = OnBusy.REJECT,
+) -> StartRequest:
+    """A checked start; :class:`~agent_runner.validation.InvalidRunInputError` (a
+    ``ValueError``) says what is wrong."""
+    run = checked_request(
+        RunRequest(
+            agent_type=agent_type,
+            user_id=str(user_id),
+            params=dict(params) if params is not None else None,
+            policy=policy,
+        ),
+        policy or RunPolicy(),
+    )
+    return StartRequest(run, on_busy, idempotency_key)
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    run_id: str
+    # None: the run holds a slot; else its place in the queue (1 is next).
+    queue_position: int | None = None
+    # The same request was made before (the same Idempotency-Key): this is that run.
+    replayed: bool = False
+
+
+class Runs:
+    def __init__(self, client: Client, target: RunTarget) -> None:
+        self.client = client
+        self.target = target
+        self._admissions = Admissions(self._send_admits)
+
+    # --- starts ---------------------------------------------------------------------------------
+
+    async def start(self, request: StartRequest) -> StartOutcome:
+        """Start a run on a free slot of its scope, or queue it, or refuse it.
+
+        Raises :class:`AgentBusyError` (reject, nothing free), :class:`QueueFullError`,
+        :class:`IdempotencyKeyReusedError`, ``ValueError`` for a request the coordinator
+        refuses, and :class:`TemporalUnavailableError`."""
+        scope = self.target.scope(agent_type=request.run.agent_type, user_id=request.run.user_id)
+        key = request.idempotency_key
+        admit = AdmitRequest(
+            request_id=f"key:{key}" if key else f"request:{uuid.uuid4()}",
+            run=request.run,
+            on_busy=request.on_busy,
+            idempotency_key=key,
+            fingerprint=request.fingerprint if key else None,
+        )
+        with temporal_call():
+            answer = await self._admissions.admit(scope, admit)
+        return _outcome(answer, key)
+
+    async def _send_admits(
+        self, scope: Scope, requests: list[AdmitRequest], update_id: str
+    ) -> list[AdmitAnswer]:
+        for tries_left in (2, 1, 0):
+            try:
+                answers: list[AdmitAnswer] = await self.client.execute_update_with_start_workflow(
+                    ADMIT.name,
+                    requests,
+                    start_workflow_operation=WithStartWorkflowOperation(
+                        SCOPE_WORKFLOW,
+                        id=scope.id,
+                        task_queue=self.target.task_queue,
+                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                        static_summary=f"The coordinator of scope {scope.label}",
+                    ),
+                    id=update_id,
+                    result_type=ADMIT.result_type,
+                    rpc_timeout=self.target.rpc_timeout,
+                )
+                return answers
+            except RPCError as err:
+                # The coordinator closed (idle) just as the update reached it: the next try
+                # starts a new one.
+                if err.status != RPCStatusCode.NOT_FOUND or not tries_left:
+                    raise
+            except WorkflowUpdateFailedError:
+                if not tries_left:
+                    raise
+        raise AssertionError("unreachable")
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    def locate(self, run_id: str) -> RunRef:
+        """The run an id names; :class:`RunNotFoundError` for any other text."""
+        ref = parse_run_id(self.target.workflow_id, run_id)
+        if ref is None:
+            raise RunNotFoundError(run_id)
+        return ref
+
+    async def status(self, run_id: str) -> RunStatus:
+        """The run's status, read from the server and its scope's coordinator."""
+        ref = self.locate(run_id)
+        with temporal_call():
+            record = await self.record(ref)
+            execution = await self.execution_of(ref, record)
+        status = run_status(ref.run_id, record, execution)
+        if status is None:
+            raise RunNotFoundError(run_id)
+        return status
+
+    async def record(self, ref: RunRef) -> RunRecord | None:
+        """What the run's coordinator says of it; None when it does not know it."""
+        try:
+            records: list[RunRecord] = await self.client.get_workflow_handle(ref.scope.id).query(
+                RUNS.name, [ref.run_id], result_type=RUNS.result_type,
+                rpc_timeout=self.target.rpc_timeout,
+            )
+        except RPCError as err:
+            if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
+                return None
+            raise
+        return next((record for record in records if record.run_id == ref.run_id), None)
+
+    async def execution_of(self, ref: RunRef, record: RunRecord | None) -> ExecutionView | None:
+        """The run's execution on its slot: the one its record names, or (for a run its
+        coordinator no longer keeps) the one visibility finds by its id."""
+        if record is not None:
+            if record.outcome is not None or not record.temporal_run_id or not record.workflow_id:
+                return None
+            handle = self.client.get_workflow_handle(
+                record.workflow_id, run_id=record.temporal_run_id
+            )
+            return await describe_view(
+                self.client, await handle.describe(rpc_timeout=self.target.rpc_timeout)
+            )
+        query = (
+            f"{search_attributes.AGENT_RUN_ID.name} = '{ref.run_id}' AND "
+            f"WorkflowId STARTS_WITH '{ref.scope.id}:slot-'"
+        )
+        async for execution in self.client.list_workflows(
+            query, limit=1, rpc_timeout=self.target.rpc_timeout
+        ):
+            handle = self.client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            return await describe_view(
+                self.client, await handle.describe(rpc_timeout=self.target.rpc_timeout)
+            )
+        return None
+
+    async def view(self, scope: Scope, offset: int = 0, limit: int = 50) -> ScopeView | None:
+        """What holds the scope's slots and what waits (one page); None when its coordinator
+        does not run."""
+        handle = self.client.get_workflow_handle(scope.id)
+        with temporal_call():
+            try:
+                description = await handle.describe(rpc_timeout=self.target.rpc_timeout)
+                if description.status != WorkflowExecutionStatus.RUNNING:
+                    return None
+                view: ScopeView = await handle.query(
+                    VIEW.name,
+                    ViewRequest(offset, limit),
+                    result_type=ScopeView,
+                    rpc_timeout=self.target.rpc_timeout,
+                )
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    return None
+                raise
+        return view
+
+    # --- cancel ---------------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> CancelAnswer:
+        """Take a waiting run out of its queue (it ends at once, never started) or pass the
+        cancel on to its workflow, whose agent stops within moments.
+        :class:`RunFinishedError` if it had ended; :class:`RunNotFoundError` if there is no
+        such run."""
+        ref = self.locate(run_id)
+        handle = self.client.get_workflow_handle(ref.scope.id)
+        with temporal_call():
+            try:
+                answer: CancelAnswer = await handle.execute_update(
+                    CANCEL.name,
+                    ref.run_id,
+                    result_type=CancelAnswer,
+                    rpc_timeout=self.target.rpc_timeout,
+                )
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                answer = CancelAnswer(CancelEffect.UNKNOWN)
+        if answer.effect == CancelEffect.UNKNOWN:
+            await self.status(run_id)  # one the coordinator no longer keeps has ended
+            raise RunFinishedError(run_id)
+        if answer.effect == CancelEffect.ENDED:
+            raise RunFinishedError(run_id)
+        return answer
+
+
+def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
+    if answer.admission in (Admission.STARTED, Admission.QUEUED):
+        assert answer.run_id is not None
+        return StartOutcome(answer.run_id, answer.queue_position, answer.replayed)
+    if answer.admission == Admission.BUSY:
+        raise AgentBusyError(answer.holder_run_id, answer.holder_granted_at)
+    if answer.admission == Admission.FULL:
+        raise QueueFullError()
+    if answer.admission == Admission.KEY_REUSED:
+        raise IdempotencyKeyReusedError(
+            f"Idempotency-Key {key!r} was already used with a different request"
+        )
+    raise InvalidRunInputError(answer.reason or "the coordinator refused the run")
+
+
+__all__ = ["TemporalUnavailableError", "timedelta"]

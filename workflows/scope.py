@@ -1,0 +1,485 @@
+"""AgentScopeWorkflow: the coordinator of one scope, and the only place its decisions are made.
+
+Its workflow id is the scope's id (:mod:`agent_runner.ids`). Every start of a run in the scope,
+from the API or any other client, is an update to it (``admit``, sent with update-with-start);
+so are cancels. It decides with :class:`workflows.scope_book.ScopeBook`, one message at a time,
+and starts each granted run as a child workflow on the granted slot's fixed id. The server's
+uniqueness of that id stays the mutex under every decision: a bug here could delay runs, never
+put two on one slot.
+
+It learns how each run ended from the server (the child's close), and for runs it inherited
+across continue-as-new or found on its slots when it started afresh, from an activity that
+waits for their close. It reads N from the deployment's settings record, never from its input:
+an input is trusted only when the server says this execution continued an earlier one.
+
+It cannot be cancelled (a cancel request is logged and ignored: terminate it to stop its
+queue); it continues as new when its history grows, and closes once it has nothing to hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    TerminatedError,
+    WorkflowAlreadyStartedError,
+)
+
+from workflows.scope_book import Grant, ScopeBook, ScopeState
+
+with workflow.unsafe.imports_passed_through():
+    from agent_runner import search_attributes
+    from agent_runner.contract import (
+        ADMIT,
+        CANCEL,
+        READ_SETTINGS,
+        REMOVE_SQUATTER,
+        RUN_WORKFLOW,
+        RUNS,
+        SURVEY_SLOTS,
+        VIEW,
+        WATCH_EXECUTION,
+        AdmitAnswer,
+        AdmitRequest,
+        AgentRunResult,
+        CancelAnswer,
+        DeploymentSettings,
+        ErrorType,
+        ExecutionClosed,
+        ExecutionRef,
+        FailureDetails,
+        RunOutcome,
+        RunPolicy,
+        RunRecord,
+        RunState,
+        ScopeView,
+        SlotFinding,
+        SlotHolder,
+        SlotRunInput,
+        SlotState,
+        SlotSurvey,
+        ViewRequest,
+    )
+    from agent_runner.ids import Scope, place_of, settings_id
+    from agent_runner.lease import run_bound_seconds
+    from agent_runner.validation import InvalidRunInputError, parse_as
+
+# Settings read longer ago than this are read again before a decision: a change of N takes
+# effect within about this long.
+SETTINGS_FRESH = timedelta(seconds=1)
+# A run's agent may wait this long for a worker that has it (then that attempt fails).
+WORKER_WAIT = timedelta(minutes=5)
+_QUICK = timedelta(seconds=10)
+_QUICK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=2))
+_SHOWN_IN_DETAILS = 20
+
+
+@workflow.defn(name="AgentScopeWorkflow", failure_exception_types=[InvalidRunInputError])
+class AgentScopeWorkflow:
+    def __init__(self) -> None:
+        self._book: ScopeBook | None = None
+        self._settings: DeploymentSettings | None = None
+        self._settings_read_at: datetime | None = None
+        self._ready = False
+        self._dirty = True
+        self._starting: set[str] = set()
+        self._watching: set[str] = set()
+        self._published: tuple[int, int] | None = None
+        self._refreshing: asyncio.Future[None] | None = None
+
+    # --- messages -------------------------------------------------------------------------------
+
+    @workflow.update(name=ADMIT.name)
+    async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
+        """Start, queue or refuse each request, in order."""
+        book = await self._ready_book()
+        await self._fresh_settings()
+        now = workflow.now()
+        answers = [book.admit(request, now, self._new_run_id) for request in requests]
+        self._dirty = True
+        return answers
+
+    @workflow.update(name=CANCEL.name)
+    async def cancel(self, run_id: str) -> CancelAnswer:
+        """Take a waiting run out of the queue, or pass the cancel on to a granted run's
+        workflow (whose agent stops within moments)."""
+        book = await self._ready_book()
+        answer, stop = book.cancel(run_id, workflow.now())
+        if stop:
+            await self._stop(run_id)
+        self._dirty = True
+        return answer
+
+    @workflow.query(name=RUNS.name)
+    def runs(self, run_ids: list[str]) -> list[RunRecord]:
+        if self._book is None:
+            return []
+        return [record for run_id in run_ids[:1000] if (record := self._book.record(run_id))]
+
+    @workflow.query(name=VIEW.name)
+    def view(self, request: ViewRequest) -> ScopeView:
+        assert self._book is not None, "queried before its first task"
+        return self._book.view(request.offset, min(request.limit, 1000))
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, carried: RawValue | None = None) -> None:
+        scope = _own_scope()
+        settings = await self._read_settings()
+        if settings.scope_kind != scope.kind:
+            raise InvalidRunInputError(
+                f"{scope.id} is not a scope of this deployment, whose scopes are "
+                f"{settings.scope_kind.value}"
+            )
+        state = _carried_state(carried)
+        self._book = ScopeBook(scope, state or ScopeState(limits=settings.limits), _POLICY)
+        self._book.limits = settings.limits
+        if state is None:
+            await self._survey(scope, settings)
+        self._ready = True
+        for slot, run_id, temporal_run_id in self._book.held():
+            if temporal_run_id is not None:  # inherited from the execution before
+                self._watch_run(run_id, scope.slot_id(slot), temporal_run_id)
+        for slot, foreign_run_id in self._book.foreign():
+            self._watch_foreign(slot, scope.slot_id(slot), foreign_run_id)
+        while True:
+            try:
+                await self._step()
+            except (asyncio.CancelledError, CancelledError):
+                workflow.logger.warning(
+                    "coordinator_cancel_ignored",
+                    extra={"scope": scope.id, "reason": "terminate it to stop its queue"},
+                )
+                continue
+            if self._book.empty() and self._quiet():
+                return
+            if workflow.info().is_continue_as_new_suggested() and self._quiet():
+                workflow.continue_as_new(self._book.carried())
+
+    async def _step(self) -> None:
+        book = self._book
+        assert book is not None
+        wakeup = book.next_wakeup()
+        timeout = (wakeup - workflow.now()).total_seconds() if wakeup else None
+        if timeout is None or timeout > 0:
+            await workflow.wait_condition(
+                lambda: self._dirty or self._may_end(), timeout=timeout
+            )
+        self._dirty = False
+        if book.to_start() or book.queue_length:
+            await self._fresh_settings()
+        book.expire(workflow.now())
+        for grant in book.to_start():
+            if grant.run_id not in self._starting:
+                self._starting.add(grant.run_id)
+                asyncio.create_task(self._hold(grant))
+        self._publish()
+
+    def _may_end(self) -> bool:
+        book = self._book
+        assert book is not None
+        suggested = workflow.info().is_continue_as_new_suggested()
+        return (book.empty() or suggested) and self._quiet()
+
+    def _quiet(self) -> bool:
+        """No message being handled, no start in flight: safe to close or continue as new."""
+        return workflow.all_handlers_finished() and not self._starting
+
+    # --- slots ----------------------------------------------------------------------------------
+
+    async def _hold(self, grant: Grant) -> None:
+        """Start the granted run on its slot, then follow it until it closes."""
+        book, scope = self._book, _own_scope()
+        assert book is not None
+        slot_id = scope.slot_id(grant.slot)
+        policy = grant.request.policy or _POLICY
+        try:
+            handle = await workflow.start_child_workflow(
+                RUN_WORKFLOW,
+                SlotRunInput(
+                    run_id=grant.run_id,
+                    agent_type=grant.request.agent_type,
+                    user_id=grant.request.user_id,
+                    policy=policy,
+                    params=grant.request.params,
+                    fence_base=grant.fence_base,
+                    idempotency_key=grant.idempotency_key,
+                    queued_at=grant.queued_at,
+                    worker_wait_seconds=WORKER_WAIT.total_seconds(),
+                ),
+                id=slot_id,
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                execution_timeout=timedelta(
+                    seconds=run_bound_seconds(
+                        max_attempts=policy.max_attempts,
+                        timeout_seconds=policy.timeout_seconds,
+                        heartbeat_timeout_seconds=policy.heartbeat_timeout_seconds,
+                        retry_initial_interval_seconds=policy.retry_initial_interval_seconds,
+                        worker_wait_seconds=WORKER_WAIT.total_seconds(),
+                    )
+                ),
+                memo={
+                    "run_id": grant.run_id,
+                    "agent_type": grant.request.agent_type,
+                    "user_id": grant.request.user_id,
+                    "fence_base": grant.fence_base,
+                    "heartbeat_timeout_seconds": policy.heartbeat_timeout_seconds,
+                },
+                search_attributes=_run_attributes(grant),
+                static_summary=f"{grant.request.agent_type} for {grant.request.user_id}",
+            )
+        except WorkflowAlreadyStartedError:
+            self._starting.discard(grant.run_id)
+            book.refused(grant.run_id, None, workflow.now())
+            self._watch_foreign(grant.slot, slot_id, None)
+            self._dirty = True
+            return
+        self._starting.discard(grant.run_id)
+        temporal_run_id = handle.first_execution_run_id or ""
+        if book.started(grant.run_id, temporal_run_id):
+            await self._stop(grant.run_id)
+        self._dirty = True
+        try:
+            result = await handle
+        except ChildWorkflowError as err:
+            outcome, clean = _outcome_of(err)
+        else:
+            outcome, clean = _done(result), True
+        book.closed(grant.run_id, outcome, clean=clean, now=workflow.now())
+        self._dirty = True
+
+    def _watch_run(self, run_id: str, workflow_id: str, temporal_run_id: str) -> None:
+        """A run of ours this execution did not start (inherited): wait for it to close."""
+        book = self._book
+        assert book is not None
+
+        async def watch() -> None:
+            closed = await self._closed(ExecutionRef(workflow_id, temporal_run_id))
+            book.closed(run_id, closed.outcome, clean=closed.clean, now=workflow.now())
+            self._dirty = True
+
+        asyncio.create_task(watch())
+
+    def _watch_foreign(self, slot: int, workflow_id: str, run_id: str | None) -> None:
+        """An execution we did not start holds a slot's id: our own kind ends at once by
+        itself; any other is removed. Either way the slot is free once it has closed."""
+        if workflow_id in self._watching:
+            return
+        self._watching.add(workflow_id)
+        book = self._book
+        assert book is not None
+
+        async def watch() -> None:
+            holder: ExecutionRef | None = await workflow.execute_activity(
+                REMOVE_SQUATTER,
+                SlotHolder(workflow_id, workflow.info().task_queue),
+                result_type=ExecutionRef | None,  # type: ignore[arg-type]
+                start_to_close_timeout=_QUICK,
+                retry_policy=_QUICK_RETRY,
+            )
+            closed = ExecutionClosed(True, RunOutcome(RunState.ERROR), 0.0)
+            if holder is not None:
+                closed = await self._closed(holder)
+            self._watching.discard(workflow_id)
+            book.foreign_closed(
+                slot, clean=closed.clean, lease=closed.lease_seconds, now=workflow.now()
+            )
+            self._dirty = True
+
+        asyncio.create_task(watch())
+
+    async def _closed(self, ref: ExecutionRef) -> ExecutionClosed:
+        closed: ExecutionClosed = await workflow.execute_activity(
+            WATCH_EXECUTION,
+            ref,
+            result_type=ExecutionClosed,
+            start_to_close_timeout=timedelta(days=3650),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
+        )
+        return closed
+
+    async def _stop(self, run_id: str) -> None:
+        """Pass a cancel on to a granted run's workflow."""
+        book = self._book
+        assert book is not None
+        entry = book.entry(run_id)
+        if entry is None or entry.slot is None or not entry.temporal_run_id:
+            return
+        handle = workflow.get_external_workflow_handle(
+            _own_scope().slot_id(entry.slot), run_id=entry.temporal_run_id
+        )
+        try:
+            await handle.cancel()
+        except ApplicationError:
+            pass  # it closed meanwhile: its close tells how it ended
+
+    # --- startup and settings ---------------------------------------------------------------------
+
+    async def _ready_book(self) -> ScopeBook:
+        await workflow.wait_condition(lambda: self._ready)
+        assert self._book is not None
+        return self._book
+
+    async def _read_settings(self) -> DeploymentSettings:
+        """The deployment's settings record; the coordinator cannot work without one."""
+        await self._load_settings()
+        if self._settings is None:
+            raise InvalidRunInputError(
+                f"no deployment settings at {settings_id(_own_scope().base)}: start an API or "
+                "a worker of this deployment first"
+            )
+        return self._settings
+
+    async def _load_settings(self) -> None:
+        found: DeploymentSettings | None = await workflow.execute_local_activity(
+            READ_SETTINGS,
+            settings_id(_own_scope().base),
+            result_type=DeploymentSettings | None,  # type: ignore[arg-type]
+            start_to_close_timeout=_QUICK,
+            retry_policy=_QUICK_RETRY,
+        )
+        self._settings_read_at = workflow.now()
+        if found is not None:
+            self._settings = found
+            if self._book is not None:
+                self._book.limits = found.limits
+
+    async def _fresh_settings(self) -> None:
+        """Read the settings again if they are older than :data:`SETTINGS_FRESH` (one read at a
+        time, shared by whoever asks meanwhile)."""
+        read_at = self._settings_read_at
+        if read_at is not None and workflow.now() - read_at < SETTINGS_FRESH:
+            return
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._load_settings())
+        await self._refreshing
+
+    async def _survey(self, scope: Scope, settings: DeploymentSettings) -> None:
+        """Starting afresh: what holds each slot this deployment ever used, from the server."""
+        book = self._book
+        assert book is not None
+        findings: list[SlotFinding] = await workflow.execute_local_activity(
+            SURVEY_SLOTS,
+            SlotSurvey(
+                scope.id,
+                max(settings.slots_high_water, settings.limits.slots),
+                workflow.info().task_queue,
+            ),
+            result_type=list[SlotFinding],
+            start_to_close_timeout=_QUICK,
+            retry_policy=_QUICK_RETRY,
+        )
+        for finding in findings:
+            book.raise_fence_floor(finding.slot, finding.fence_floor)
+            if finding.state == SlotState.FOREIGN and finding.run_id:
+                book.held_by_foreign(finding.slot, finding.run_id)
+            elif finding.state == SlotState.DRAINING and finding.free_at:
+                book.draining(finding.slot, finding.free_at)
+
+    def _new_run_id(self) -> str:
+        return str(workflow.uuid4())
+
+    # --- where people look ----------------------------------------------------------------------
+
+    def _publish(self) -> None:
+        """The queue's depth (a search attribute) and the Web UI's current details."""
+        book = self._book
+        assert book is not None
+        shown = (book.queue_version, book.busy_slots())
+        if shown == self._published:
+            return
+        self._published = shown
+        workflow.upsert_search_attributes(
+            [search_attributes.QUEUE_DEPTH.value_set(book.queue_length)]
+        )
+        view = book.view(0, _SHOWN_IN_DETAILS)
+        slots = "\n".join(
+            f"- slot {slot.slot}: {slot.state.value}"
+            + (f" by `{slot.run_id}`" if slot.run_id else "")
+            + (f" until {slot.free_at:%H:%M:%S} UTC" if slot.free_at else "")
+            for slot in view.slots
+        )
+        queued = "\n".join(
+            f"{record.queue_position}. {record.agent_type} for {record.user_id} "
+            f"(`{record.run_id}`, since {record.accepted_at:%H:%M:%S} UTC)"
+            for record in view.queued
+        )
+        more = view.queue_length - len(view.queued)
+        workflow.set_current_details(
+            f"**{view.limits.slots} slot(s)** of `{view.scope_id}`\n\n{slots}\n\n"
+            f"**{view.queue_length} run(s) waiting**"
+            + (f"\n\n{queued}" if queued else "")
+            + (f"\n\n... and {more} more" if more > 0 else "")
+        )
+
+
+_POLICY = RunPolicy()
+
+
+def _own_scope() -> Scope:
+    place = place_of(workflow.info().workflow_id)
+    if place is None or place.slot is not None:
+        raise InvalidRunInputError(
+            f"{workflow.info().workflow_id!r} is not a scope's id: a coordinator's id is its "
+            "scope's (<base>, <base>:user:<uuid> or <base>:type:<agent type>)"
+        )
+    return place.scope
+
+
+def _carried_state(carried: RawValue | None) -> ScopeState | None:
+    """What the execution before handed on, trusted only when the server says this execution
+    continued one (a client's start cannot say so)."""
+    if carried is None or workflow.info().continued_run_id is None:
+        return None
+    try:
+        raw = workflow.payload_converter().from_payload(carried.payload, None)
+    except Exception:
+        return None
+    return parse_as(ScopeState, raw, "carried state")
+
+
+def _run_attributes(grant: Grant) -> TypedSearchAttributes:
+    pairs = [
+        SearchAttributePair(search_attributes.AGENT_TYPE, grant.request.agent_type),
+        SearchAttributePair(search_attributes.USER_ID, grant.request.user_id),
+        SearchAttributePair(search_attributes.AGENT_RUN_ID, grant.run_id),
+    ]
+    if grant.idempotency_key is not None:
+        pairs.append(SearchAttributePair(search_attributes.IDEMPOTENCY_KEY, grant.idempotency_key))
+    return TypedSearchAttributes(pairs)
+
+
+def _done(result: object) -> RunOutcome:
+    attempt = result.attempt if isinstance(result, AgentRunResult) else 0
+    value = result.result if isinstance(result, AgentRunResult) else result
+    if isinstance(result, dict):
+        attempt, value = int(result.get("attempt") or 0), result.get("result")
+    return RunOutcome(RunState.DONE, result=value, attempt=attempt)
+
+
+def _outcome_of(err: ChildWorkflowError) -> tuple[RunOutcome, bool]:
+    """How a child closed that did not complete, and whether by its own code."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        details = FailureDetails.from_details(cause.details)
+        attempt = details.attempt if details else 0
+        return RunOutcome(RunState.ERROR, error=cause.message, attempt=attempt), True
+    if isinstance(cause, CancelledError):
+        details = FailureDetails.from_details(cause.details)
+        attempt = details.attempt if details else 0
+        return RunOutcome(RunState.ERROR, error="cancelled", attempt=attempt), True
+    if isinstance(cause, TerminatedError):
+        return RunOutcome(RunState.ERROR, error=f"terminated: {cause.message}"), False
+    return RunOutcome(RunState.ERROR, error=str(cause or err)), False
+
+
+_ = ErrorType  # the run workflow's failures carry these types

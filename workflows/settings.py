@@ -1,0 +1,103 @@
+"""AgentRunnerSettingsWorkflow: the deployment's bound, written once where every replica reads
+it (its memo, one ``describe`` away): the scope kind, N and the queue's size.
+
+Every API and worker seeds it at start with what its environment says (``seed``: only the first
+seed counts) and reads back what the deployment runs; a replica whose scope kind differs refuses
+to start, one whose N differs says so and follows the record. Changing the limits is an update
+(the API's and the CLI's ``limits`` commands), logged with who made it; coordinators read the
+record again within a second of any decision (see :mod:`workflows.scope`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from temporalio import workflow
+from temporalio.common import RawValue
+
+with workflow.unsafe.imports_passed_through():
+    from agent_runner.contract import (
+        CHANGE_SETTINGS,
+        SETTINGS_MEMO,
+        SETTINGS_WORKFLOW,
+        DeploymentSettings,
+        ScopeLimits,
+        SettingsChange,
+    )
+    from agent_runner.ids import MAX_SLOTS, settings_id
+    from agent_runner.validation import InvalidRunInputError, parse_as
+
+MAX_QUEUE = 100_000
+
+
+@workflow.defn(name=SETTINGS_WORKFLOW, failure_exception_types=[InvalidRunInputError])
+class AgentRunnerSettingsWorkflow:
+    def __init__(self) -> None:
+        self._record: DeploymentSettings | None = None
+
+    @workflow.run
+    async def run(self, record: RawValue) -> None:
+        """Started with the record (the first replica's seed, or the record it carried across
+        continue-as-new); it publishes the record as its memo and holds it for ever."""
+        workflow_id = workflow.info().workflow_id
+        if workflow_id != settings_id(workflow_id.split(":", 1)[0]):
+            raise InvalidRunInputError(
+                f"{workflow_id!r} is not a settings record's id (<base>:settings)"
+            )
+        try:
+            raw = workflow.payload_converter().from_payload(record.payload, None)
+        except Exception:
+            raise InvalidRunInputError("the settings record does not decode") from None
+        self._record = parse_as(DeploymentSettings, raw, "settings")
+        check_limits(self._record.limits)
+        workflow.upsert_memo({SETTINGS_MEMO: self._record})
+        await workflow.wait_condition(
+            lambda: workflow.info().is_continue_as_new_suggested()
+            and workflow.all_handlers_finished()
+        )
+        workflow.continue_as_new(self._record, memo={SETTINGS_MEMO: self._record})
+
+    @workflow.update(name=CHANGE_SETTINGS.name)
+    def change_settings(self, change: SettingsChange) -> DeploymentSettings:
+        """Seed the record (if it has none) or change the limits; the record as it is now."""
+        now = workflow.now()
+        if self._record is None:
+            self._record = DeploymentSettings(
+                scope_kind=change.scope_kind,
+                limits=change.limits,
+                slots_high_water=change.limits.slots,
+                version=1,
+                changed_by=change.changed_by,
+                changed_at=now,
+            )
+        elif not change.seed:
+            self._record = replace(
+                self._record,
+                limits=change.limits,
+                slots_high_water=max(self._record.slots_high_water, change.limits.slots),
+                version=self._record.version + 1,
+                changed_by=change.changed_by,
+                changed_at=now,
+            )
+            workflow.logger.info(
+                "settings_changed",
+                extra={
+                    "slots": change.limits.slots,
+                    "queue_max": change.limits.queue_max,
+                    "changed_by": change.changed_by,
+                    "version": self._record.version,
+                },
+            )
+        workflow.upsert_memo({SETTINGS_MEMO: self._record})
+        return self._record
+
+    @change_settings.validator
+    def _check(self, change: SettingsChange) -> None:
+        check_limits(change.limits)
+
+
+def check_limits(limits: ScopeLimits) -> None:
+    if not isinstance(limits.slots, int) or not 1 <= limits.slots <= MAX_SLOTS:
+        raise InvalidRunInputError(f"slots must be between 1 and {MAX_SLOTS}")
+    if not isinstance(limits.queue_max, int) or not 1 <= limits.queue_max <= MAX_QUEUE:
+        raise InvalidRunInputError(f"queue_max must be between 1 and {MAX_QUEUE}")
