@@ -92,7 +92,7 @@ class Lease:
             self.stop_reason = self.stop_reason or "reset from outside (temporal activity reset)"
         self.check()
 
-    async def keep(self, on_lost: Callable[[], None], on_stop: Callable[[], None]) -> None:
+    async def keep(self, on_lost: Callable[[], object], on_stop: Callable[[], object]) -> None:
         """Renew until cancelled; call ``on_lost`` once the lease is gone, ``on_stop`` once the
         server asks the attempt to stop."""
         while True:

@@ -100,9 +100,7 @@ class AgentActivities:
             events,
         )
         try:
-            result = await _supervised(
-                agent.run(context, params), lease, run, task, stop_key, log
-            )
+            result = await _supervised(agent.run(context, params), lease, run, task, stop_key, log)
         finally:
             events.close()
         await _reported(run, task, stop_key, result, log)
@@ -157,7 +155,9 @@ async def _claimed(
         if go.wait_seconds > 0:
             # An earlier dispatch of this attempt may still work: hold the lease, start later.
             log.warning(
-                "agent_waiting", reason="an earlier dispatch may be working", seconds=go.wait_seconds
+                "agent_waiting",
+                reason="an earlier dispatch may be working",
+                seconds=go.wait_seconds,
             )
             await _while_held(lease, asyncio.sleep(go.wait_seconds))
     except (LeaseLostError, _RefusedError) as err:
@@ -219,7 +219,9 @@ async def _supervised(
         raise _failure(task, stop_key, lease.stop_reason, kind, final=kind == ErrorType.CANCELLED)
     if not done:
         log.error("agent_timed_out", timeout_seconds=task.timeout_seconds)
-        message = f"TimeoutError: the agent ran longer than its timeout of {task.timeout_seconds:g} s"
+        message = (
+            f"TimeoutError: the agent ran longer than its timeout of {task.timeout_seconds:g} s"
+        )
         raise _failure(task, stop_key, message, ErrorType.AGENT_TIMED_OUT)
     error = agent.exception()
     if error is not None:
@@ -338,4 +340,3 @@ async def _stopped(task: asyncio.Future[object]) -> None:
     """Cancel the agent and wait until it has really stopped."""
     task.cancel()
     await asyncio.wait({task})
-

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
@@ -52,12 +54,10 @@ async def read_settings(workflow_id: str) -> DeploymentSettings | None:
 @activity.defn(name=SURVEY_SLOTS)
 async def survey_slots(survey: SlotSurvey) -> list[SlotFinding]:
     place = place_of(survey.scope_id)
-    assert place is not None and place.slot is None, survey.scope_id
+    assert place is not None, survey.scope_id
     client = activity.client()
     return list(
-        await asyncio.gather(
-            *(_finding(client, place.scope, slot) for slot in range(survey.slots))
-        )
+        await asyncio.gather(*(_finding(client, place.scope, slot) for slot in range(survey.slots)))
     )
 
 
@@ -107,9 +107,7 @@ async def remove_squatter(holder: SlotHolder) -> ExecutionRef | None:
     description = await _describe(client, holder.workflow_id)
     if description is None or description.status != WorkflowExecutionStatus.RUNNING:
         return None
-    ours = (
-        description.workflow_type == RUN_WORKFLOW and description.task_queue == holder.task_queue
-    )
+    ours = description.workflow_type == RUN_WORKFLOW and description.task_queue == holder.task_queue
     if ours:
         return ExecutionRef(holder.workflow_id, description.run_id)
     activity.logger.warning(
@@ -133,4 +131,9 @@ async def _describe(client: Client, workflow_id: str) -> WorkflowExecutionDescri
         raise
 
 
-SCOPE_ACTIVITIES = [read_settings, survey_slots, watch_execution, remove_squatter]
+SCOPE_ACTIVITIES: list[Callable[..., Any]] = [
+    read_settings,
+    survey_slots,
+    watch_execution,
+    remove_squatter,
+]

@@ -64,7 +64,9 @@ async def describe_view(client: Client, description: WorkflowExecutionDescriptio
         started_at=description.start_time,
         last_failure=_failure(memo.get("last_failure")),
         waiting_until=_time(memo.get("waiting_until")),
-        **_who(memo),
+        agent_type=_text(memo, "agent_type"),
+        user_id=_text(memo, "user_id"),
+        run_id=_text(memo, "run_id"),
     )
     if description.status != WorkflowExecutionStatus.RUNNING:
         handle = client.get_workflow_handle(description.id, run_id=description.run_id)
@@ -83,9 +85,7 @@ async def describe_view(client: Client, description: WorkflowExecutionDescriptio
     progress = None
     if working and pending.HasField("heartbeat_details"):
         progress = await _progress(client, pending.heartbeat_details.payloads, attempt)
-    return replace(
-        view, attempt=attempt, working=working, paused=pending.paused, progress=progress
-    )
+    return replace(view, attempt=attempt, working=working, paused=pending.paused, progress=progress)
 
 
 async def close_event(
@@ -108,8 +108,9 @@ async def outcome_of(client: Client, event: HistoryEvent, attempt: int = 0) -> R
     if event.HasField("workflow_execution_completed_event_attributes"):
         payloads = event.workflow_execution_completed_event_attributes.result.payloads
         [result] = await client.data_converter.decode(payloads, [AgentRunResult])
-        return replace(ended, state=RunState.DONE, error=None, result=result.result,
-                       attempt=result.attempt)
+        return replace(
+            ended, state=RunState.DONE, error=None, result=result.result, attempt=result.attempt
+        )
     if event.HasField("workflow_execution_failed_event_attributes"):
         cause = await client.data_converter.decode_failure(
             event.workflow_execution_failed_event_attributes.failure
@@ -246,12 +247,9 @@ def _time(value: object) -> datetime | None:
         return None
 
 
-def _who(memo: Mapping[str, Any]) -> dict[str, str | None]:
-    def text(key: str) -> str | None:
-        value = memo.get(key)
-        return value if isinstance(value, str) else None
-
-    return {"agent_type": text("agent_type"), "user_id": text("user_id"), "run_id": text("run_id")}
+def _text(memo: Mapping[str, Any], key: str) -> str | None:
+    value = memo.get(key)
+    return value if isinstance(value, str) else None
 
 
 _ = CancelledError

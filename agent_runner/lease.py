@@ -68,7 +68,7 @@ def reveals(stop_key: object, committed: str) -> bool:
 def retry_interval_seconds(initial: float, attempt: int) -> float:
     """The pause before attempt ``attempt + 1`` after attempt ``attempt`` failed: doubling from
     ``initial``, at most a hundred times it (Temporal's own retry policy's defaults)."""
-    return min(initial * 2 ** (attempt - 1), 100 * initial)
+    return float(min(initial * 2.0 ** (attempt - 1), 100 * initial))
 
 
 def attempt_deadline_seconds(

@@ -11,8 +11,9 @@ from temporalio.common import SearchAttributeKey
 AGENT_TYPE = SearchAttributeKey.for_keyword("AgentType")
 USER_ID = SearchAttributeKey.for_keyword("UserId")
 IDEMPOTENCY_KEY = SearchAttributeKey.for_keyword("IdempotencyKey")
-# On the slot execution of a run that waited in a queue: the run id its client knows.
+# On a run's execution on its slot: the run id its client knows.
 AGENT_RUN_ID = SearchAttributeKey.for_keyword("AgentRunId")
-# On a queue workflow: how many runs wait in it.
+# On a scope's coordinator: how many runs wait in its queue, and how many of its slots are busy.
 QUEUE_DEPTH = SearchAttributeKey.for_int("AgentQueueDepth")
-ALL = (AGENT_TYPE, USER_ID, IDEMPOTENCY_KEY, AGENT_RUN_ID, QUEUE_DEPTH)
+SLOTS_BUSY = SearchAttributeKey.for_int("AgentSlotsBusy")
+ALL = (AGENT_TYPE, USER_ID, IDEMPOTENCY_KEY, AGENT_RUN_ID, QUEUE_DEPTH, SLOTS_BUSY)

@@ -14,7 +14,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -29,7 +29,6 @@ MAX_HEARTBEAT_TIMEOUT_SECONDS = 3600.0
 MAX_RETRY_INTERVAL_SECONDS = 3600.0
 # Reasons quote at most this much of a bad value.
 MAX_QUOTED = 64
-T = TypeVar("T")
 
 
 class InvalidRunInputError(ValueError):
@@ -58,11 +57,11 @@ def unsupported_agent_type_message(agent_type: object, supported: Iterable[str])
     )
 
 
-def parse_as(kind: type[T] | object, raw: object, what: str) -> T:
+def parse_as(kind: Any, raw: object, what: str) -> Any:
     """Decoded JSON as ``kind`` (a dataclass, say), or :class:`InvalidRunInputError` saying
     which fields are wrong."""
     try:
-        value: T = TypeAdapter(kind).validate_python(raw, strict=False)
+        value = TypeAdapter(kind).validate_python(raw, strict=False)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or what}: {error['msg']}"

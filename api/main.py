@@ -21,7 +21,6 @@ from api.auth import require_api_key
 from api.body_limit import BodySizeLimit
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.fast_status import StatusFastPath
 from api.metrics import MetricsMiddleware
 from api.routes import agents as agent_routes
 from api.routes import docs, events, health, runs, start
@@ -57,7 +56,6 @@ def create_app(settings: Settings | None = None, agents: AgentRegistry | None = 
         redoc_url=None,
     )
     app.state.agent_runner = state
-    app.add_middleware(StatusFastPath, state=state)
     app.add_middleware(ClearLogContext)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
@@ -109,6 +107,7 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
             interceptors=interceptors,
         )
         await state.connector.start()
+        joining = asyncio.create_task(state.join())
         logger.info(
             "api_start",
             temporal_address=settings.temporal_address,
@@ -119,6 +118,7 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
         draining = asyncio.create_task(state.temporal_requests.drain_every(1.0))
         yield
         draining.cancel()
+        joining.cancel()
         await state.watchers.close()
         await state.connector.stop()
         flush_traces()

@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runner.runs import OnBusy, RunState
 
+# What an Idempotency-Key may contain: it is quoted into visibility queries as it is.
+SAFE_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+
 
 class RunRequest(BaseModel):
     model_config = ConfigDict(
@@ -115,14 +118,16 @@ class RunStatusResponse(BaseModel):
         default=None,
         description="The last failed attempt of a run that goes on with another attempt.",
     )
-    waiting_for: Literal["queue", "previous_agent", "worker"] | None = Field(
+    waiting_for: Literal["queue", "previous_agent", "worker", "paused"] | None = Field(
         default=None,
         description=(
-            "Why a PENDING run has not started: `queue` (its turn), `previous_agent` (the "
-            "previous run's agent on its slot has not yet been seen to stop), `worker` (no "
-            "worker that has its agent has taken it: see `workers_polling` in GET /agents/types)."
+            "Why the run is not working now: `queue` (its turn), `previous_agent` (an agent "
+            "of an earlier attempt has not been seen to stop: its lease must run out first), "
+            "`worker` (no worker that has its agent has taken it: see `workers_polling` in GET "
+            "/agents/types), `paused` (its attempt was paused from outside)."
         ),
     )
+    slot: int | None = Field(default=None, description="The slot it holds or held.")
 
 
 class ErrorResponse(BaseModel):

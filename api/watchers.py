@@ -11,13 +11,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import structlog
-from temporalio.client import Client
 from temporalio.service import RPCError
 
-from agent_runner.runs import RunNotFoundError, RunStatus, RunTarget
-from agent_runner.runs.errors import TemporalUnavailableError
-from agent_runner.runs.follow import CaughtUp, follow_run, is_after
-from agent_runner.runs.slot_history import RunEvent
+from agent_runner.runs import RunNotFoundError, Runs, RunStatus
+from agent_runner.runs.errors import TemporalUnavailableError, is_unavailable
+from agent_runner.runs.follow import CaughtUp, RunEvent, event_order, follow_run
 
 logger = structlog.stdlib.get_logger(__name__)
 # Events kept per run for clients that resume (Last-Event-ID); the oldest go first.
@@ -67,7 +65,7 @@ class RunWatch:
     def publish(self, item: RunEvent | CaughtUp) -> None:
         if isinstance(item, CaughtUp):
             self.current = True
-        elif not self.published or is_after(item.id, self.published[-1].event.id):
+        elif not self.published or _after(item.id, self.published[-1].event.id):
             self.published.append(Published(item, self._render(item.status)))
             if len(self.published) > MAX_EVENTS_KEPT:
                 del self.published[0]
@@ -142,9 +140,13 @@ class RunWatch:
         if last_event_id is None:
             return self.dropped + max(0, len(self.published) - 1)
         for index, published in enumerate(self.published):
-            if is_after(published.event.id, last_event_id):
+            if _after(published.event.id, last_event_id):
                 return self.dropped + index
         return self.dropped + len(self.published)
+
+    def knows(self, event_id: str) -> bool:
+        """Whether ``event_id`` is an event of this run's stream this watcher has seen."""
+        return any(published.event.id == event_id for published in self.published)
 
 
 class Watchers:
@@ -166,8 +168,10 @@ class Watchers:
     def peek(self, run_id: str) -> RunWatch | None:
         return self._watches.get(run_id)
 
-    def watch(self, client: Client, target: RunTarget, run_id: str) -> RunWatch | None:
-        """The run's watcher, started if needed; None when this process watches too many."""
+    def watch(self, runs: Runs, run_id: str) -> RunWatch | None:
+        """The run's watcher, started if needed; None when this process watches too many.
+        ``run_id`` must be a run id as it was given out (one watcher per run, not per
+        spelling: :meth:`Runs.locate` first)."""
         watch = self._watches.get(run_id)
         if watch is not None:
             watch.last_used = time.monotonic()
@@ -176,7 +180,7 @@ class Watchers:
             return None
         watch = RunWatch(run_id, self._render)
         watch.ending = self._ending
-        watch.task = asyncio.create_task(_follow(client, target, watch))
+        watch.task = asyncio.create_task(_follow(runs, watch))
         watch.task.add_done_callback(lambda _: self._forget_unknown(run_id, watch))
         self._watches[run_id] = watch
         if self._sweeper is None or self._sweeper.done():
@@ -228,21 +232,30 @@ class Watchers:
         self._watches.clear()
 
 
-async def _follow(client: Client, target: RunTarget, watch: RunWatch) -> None:
+async def _follow(runs: Runs, watch: RunWatch) -> None:
     """Follow the run until its final event; after a failure, follow it again from its first
     event (the ids say which events the watcher already has)."""
     while not watch.final:
         try:
-            async for item in follow_run(client, target, watch.run_id):
+            async for item in follow_run(runs, watch.run_id):
                 watch.publish(item)
             return
         except RunNotFoundError as err:
             watch.fail(err)
             return
         except (RPCError, TemporalUnavailableError) as err:
-            logger.info("run_watch_retry", run_id=watch.run_id, error=str(err))
+            if isinstance(err, RPCError) and not is_unavailable(err):
+                logger.exception("run_watch_failed", run_id=watch.run_id)
+            else:
+                logger.info("run_watch_retry", run_id=watch.run_id, error=str(err))
             watch.fail(TemporalUnavailableError(f"Temporal is unavailable: {err}"))
         except Exception as err:
             logger.exception("run_watch_failed", run_id=watch.run_id)
             watch.fail(err)
         await asyncio.sleep(RETRY_SECONDS)
+
+
+def _after(event_id: str, last_id: str) -> bool:
+    """Whether ``event_id`` comes after ``last_id`` in a run's stream."""
+    mine, theirs = event_order(event_id), event_order(last_id)
+    return mine is not None and theirs is not None and mine > theirs

@@ -220,11 +220,12 @@ class AgentRunWorkflow:
             policy.timeout_seconds, policy.heartbeat_timeout_seconds, run_input.worker_wait_seconds
         )
         grace = book.lease_seconds + policy.heartbeat_timeout_seconds
-        reported = lambda: attempt in self._reports  # noqa: E731
+
+        def reported() -> bool:
+            return attempt in self._reports
+
         try:
-            await workflow.wait_condition(
-                lambda: activity.done() or reported(), timeout=deadline
-            )
+            await workflow.wait_condition(lambda: activity.done() or reported(), timeout=deadline)
         except (asyncio.CancelledError, TemporalCancelledError):
             self._cancelled = True
             activity.cancel()
@@ -298,9 +299,7 @@ class AgentRunWorkflow:
         workflow.set_current_details("\n\n".join(lines))
 
 
-async def _settled(
-    activity: asyncio.Task[Any], reported: Callable[[], bool], grace: float
-) -> None:
+async def _settled(activity: asyncio.Task[Any], reported: Callable[[], bool], grace: float) -> None:
     """Wait up to ``grace`` seconds for a cancelled attempt to answer."""
     with contextlib.suppress(TimeoutError, asyncio.CancelledError, TemporalCancelledError):
         await workflow.wait_condition(lambda: activity.done() or reported(), timeout=grace)
@@ -362,7 +361,8 @@ def _granted_input(args: Sequence[RawValue]) -> SlotRunInput:
     if len(args) != 1:
         raise InvalidRunInputError(f"Invalid input: {RUN_WORKFLOW} takes one input")
     raw = _decoded(args[0], None)
-    return parse_as(SlotRunInput, raw, "input")
+    checked: SlotRunInput = parse_as(SlotRunInput, raw, "input")
+    return checked
 
 
 def _decoded(raw: RawValue, type_hint: Any) -> object:

@@ -105,9 +105,9 @@ class AttemptBook:
         self.claimable = False
         proven = False
         for dispatch in self.dispatches:
-            if dispatch.attempt == attempt and not dispatch.revealed:
-                if reveals(stop_key, dispatch.commitment):
-                    dispatch.revealed = proven = True
+            mine = dispatch.attempt == attempt and not dispatch.revealed
+            if mine and reveals(stop_key, dispatch.commitment):
+                dispatch.revealed = proven = True
         if any(not d.revealed for d in self.dispatches):
             until = now + timedelta(seconds=self.lease_seconds)
             self.not_before = max(self.not_before or until, until)

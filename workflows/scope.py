@@ -19,7 +19,10 @@ queue); it continues as new when its history grows, and closes once it has nothi
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Coroutine
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
@@ -92,6 +95,7 @@ class AgentScopeWorkflow:
         self._watching: set[str] = set()
         self._published: tuple[int, int] | None = None
         self._refreshing: asyncio.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -169,9 +173,7 @@ class AgentScopeWorkflow:
         wakeup = book.next_wakeup()
         timeout = (wakeup - workflow.now()).total_seconds() if wakeup else None
         if timeout is None or timeout > 0:
-            await workflow.wait_condition(
-                lambda: self._dirty or self._may_end(), timeout=timeout
-            )
+            await workflow.wait_condition(lambda: self._dirty or self._may_end(), timeout=timeout)
         self._dirty = False
         if book.to_start() or book.queue_length:
             await self._fresh_settings()
@@ -179,7 +181,7 @@ class AgentScopeWorkflow:
         for grant in book.to_start():
             if grant.run_id not in self._starting:
                 self._starting.add(grant.run_id)
-                asyncio.create_task(self._hold(grant))
+                self._spawn(self._hold(grant))
         self._publish()
 
     def _may_end(self) -> bool:
@@ -266,7 +268,7 @@ class AgentScopeWorkflow:
             book.closed(run_id, closed.outcome, clean=closed.clean, now=workflow.now())
             self._dirty = True
 
-        asyncio.create_task(watch())
+        self._spawn(watch())
 
     def _watch_foreign(self, slot: int, workflow_id: str, run_id: str | None) -> None:
         """An execution we did not start holds a slot's id: our own kind ends at once by
@@ -294,7 +296,12 @@ class AgentScopeWorkflow:
             )
             self._dirty = True
 
-        asyncio.create_task(watch())
+        self._spawn(watch())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _closed(self, ref: ExecutionRef) -> ExecutionClosed:
         closed: ExecutionClosed = await workflow.execute_activity(
@@ -317,10 +324,8 @@ class AgentScopeWorkflow:
         handle = workflow.get_external_workflow_handle(
             _own_scope().slot_id(entry.slot), run_id=entry.temporal_run_id
         )
-        try:
+        with contextlib.suppress(ApplicationError):  # it closed meanwhile: its close tells
             await handle.cancel()
-        except ApplicationError:
-            pass  # it closed meanwhile: its close tells how it ended
 
     # --- startup and settings ---------------------------------------------------------------------
 
@@ -399,7 +404,10 @@ class AgentScopeWorkflow:
             return
         self._published = shown
         workflow.upsert_search_attributes(
-            [search_attributes.QUEUE_DEPTH.value_set(book.queue_length)]
+            [
+                search_attributes.QUEUE_DEPTH.value_set(book.queue_length),
+                search_attributes.SLOTS_BUSY.value_set(book.busy_slots()),
+            ]
         )
         view = book.view(0, _SHOWN_IN_DETAILS)
         slots = "\n".join(
@@ -441,10 +449,11 @@ def _carried_state(carried: RawValue | None) -> ScopeState | None:
     if carried is None or workflow.info().continued_run_id is None:
         return None
     try:
-        raw = workflow.payload_converter().from_payload(carried.payload, None)
+        raw = workflow.payload_converter().from_payload(carried.payload)
     except Exception:
         return None
-    return parse_as(ScopeState, raw, "carried state")
+    state: ScopeState = parse_as(ScopeState, raw, "carried state")
+    return state
 
 
 def _run_attributes(grant: Grant) -> TypedSearchAttributes:

@@ -25,6 +25,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from agent_runner.contract import (
     Admission,
@@ -252,8 +253,7 @@ class ScopeBook:
 
     def _full(self, size: int) -> bool:
         return (
-            len(self._queue) >= self.limits.queue_max
-            or self._queue_bytes + size > QUEUE_BYTES_MAX
+            len(self._queue) >= self.limits.queue_max or self._queue_bytes + size > QUEUE_BYTES_MAX
         )
 
     # --- slots ----------------------------------------------------------------------------------
@@ -458,7 +458,11 @@ class ScopeBook:
         ]
 
     def foreign(self) -> list[tuple[int, str | None]]:
-        return [(slot, hold.foreign_run_id) for slot, hold in sorted(self._slots.items()) if hold.foreign]
+        return [
+            (slot, hold.foreign_run_id)
+            for slot, hold in sorted(self._slots.items())
+            if hold.foreign
+        ]
 
     def entry(self, run_id: str) -> Entry | None:
         return self._entries.get(run_id)
@@ -514,7 +518,7 @@ def _expiry(entry: Entry) -> datetime | None:
     return entry.ended_at + kept
 
 
-def _trim(table: dict[str, object], kept: int) -> None:
+def _trim(table: dict[str, Any], kept: int) -> None:
     """Drop the oldest (first inserted) items beyond ``kept``."""
     while len(table) > kept:
         del table[next(iter(table))]

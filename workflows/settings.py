@@ -45,15 +45,16 @@ class AgentRunnerSettingsWorkflow:
                 f"{workflow_id!r} is not a settings record's id (<base>:settings)"
             )
         try:
-            raw = workflow.payload_converter().from_payload(record.payload, None)
+            raw = workflow.payload_converter().from_payload(record.payload)
         except Exception:
             raise InvalidRunInputError("the settings record does not decode") from None
         self._record = parse_as(DeploymentSettings, raw, "settings")
         check_limits(self._record.limits)
         workflow.upsert_memo({SETTINGS_MEMO: self._record})
         await workflow.wait_condition(
-            lambda: workflow.info().is_continue_as_new_suggested()
-            and workflow.all_handlers_finished()
+            lambda: (
+                workflow.info().is_continue_as_new_suggested() and workflow.all_handlers_finished()
+            )
         )
         workflow.continue_as_new(self._record, memo={SETTINGS_MEMO: self._record})
 

@@ -66,7 +66,9 @@ class Admissions:
                     continue
                 found = by_request.get(item.request.request_id)
                 if found is None:
-                    item.answer.set_exception(RuntimeError("the coordinator left a start unanswered"))
+                    item.answer.set_exception(
+                        RuntimeError("the coordinator left a start unanswered")
+                    )
                 else:
                     item.answer.set_result(found)
         if self._scopes.get(pending.scope.id) is pending and not pending.waiting:

@@ -14,7 +14,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -30,6 +30,7 @@ from agent_runner import search_attributes
 from agent_runner.contract import (
     ADMIT,
     CANCEL,
+    RUN_WORKFLOW,
     RUNS,
     SCOPE_WORKFLOW,
     VIEW,
@@ -46,7 +47,7 @@ from agent_runner.contract import (
     ViewRequest,
 )
 from agent_runner.executions import describe_view
-from agent_runner.ids import RunRef, RunTarget, Scope, parse_run_id
+from agent_runner.ids import RunRef, RunTarget, Scope, parse_run_id, parse_workflow_id
 from agent_runner.runs.admission import Admissions
 from agent_runner.runs.errors import (
     AgentBusyError,
@@ -189,7 +190,9 @@ class Runs:
         """What the run's coordinator says of it; None when it does not know it."""
         try:
             records: list[RunRecord] = await self.client.get_workflow_handle(ref.scope.id).query(
-                RUNS.name, [ref.run_id], result_type=RUNS.result_type,
+                RUNS.name,
+                [ref.run_id],
+                result_type=RUNS.result_type,
                 rpc_timeout=self.target.rpc_timeout,
             )
         except RPCError as err:
@@ -243,6 +246,40 @@ class Runs:
                     return None
                 raise
         return view
+
+    async def open_runs(self, limit: int = 1000) -> list[str]:
+        """The ids of runs whose workflow is open on a slot, oldest first (from visibility)."""
+        query = (
+            f"WorkflowType = '{RUN_WORKFLOW}' AND ExecutionStatus = 'Running' AND "
+            f"WorkflowId STARTS_WITH '{self.target.workflow_id}' AND "
+            f"{search_attributes.AGENT_RUN_ID.name} IS NOT NULL"
+        )
+        found: list[tuple[datetime, str]] = []
+        with temporal_call():
+            async for execution in self.client.list_workflows(
+                query, limit=limit, rpc_timeout=self.target.rpc_timeout
+            ):
+                run_id = execution.typed_search_attributes.get(search_attributes.AGENT_RUN_ID)
+                if run_id:
+                    found.append((execution.start_time, run_id))
+        return [run_id for _, run_id in sorted(found)]
+
+    async def open_scopes(self, limit: int = 100) -> list[Scope]:
+        """Scopes with a busy slot or a run waiting (from visibility)."""
+        query = (
+            f"WorkflowType = '{SCOPE_WORKFLOW}' AND ExecutionStatus = 'Running' AND "
+            f"WorkflowId STARTS_WITH '{self.target.workflow_id}' AND "
+            f"({search_attributes.QUEUE_DEPTH.name} > 0 OR {search_attributes.SLOTS_BUSY.name} > 0)"
+        )
+        scopes: list[Scope] = []
+        with temporal_call():
+            async for execution in self.client.list_workflows(
+                query, limit=limit, rpc_timeout=self.target.rpc_timeout
+            ):
+                place = parse_workflow_id(self.target.workflow_id, execution.id)
+                if place is not None and place.slot is None:
+                    scopes.append(place.scope)
+        return sorted(scopes, key=lambda scope: scope.id)
 
     # --- cancel ---------------------------------------------------------------------------------
 

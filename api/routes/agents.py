@@ -47,7 +47,7 @@ def _defaults(state: AppState, name: str) -> AgentDefaultsResponse:
 async def _workers(state: AppState, name: str) -> int | None:
     try:
         return await state.worker_presence.get(
-            name, lambda: agent_pollers(state.temporal_client, state.target, name)
+            name, lambda: agent_pollers(state.runs.client, state.runs.target, name)
         )
     except (RPCError, TemporalUnavailableError):
         return None  # the agents are still known; who polls is not

@@ -10,6 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import RunNotFoundError
+from agent_runner.status import EVENT_NAMES
 from api.deps import StateDep
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router
 from api.watchers import RunWatch
@@ -22,7 +23,6 @@ RECONNECT_MILLISECONDS = 1000
 FIRST_EVENT_SECONDS = 10.0
 # The last line of a stream ended because this API process shuts down.
 SHUTDOWN_COMMENT = b": server shutting down; reconnect with Last-Event-ID\n\n"
-EVENT_NAMES = ("queued", "pending", "running", "progress", "attempt_failed", "done", "error")
 
 router = agents_router()
 
@@ -64,7 +64,12 @@ async def run_events(
     attempt with its reason and whether it is retried, progress reports, and its end. Any API
     replica serves any stream."""
     bind_run_context(agent_type=None, user_id=None, run_id=run_id)
-    watch = state.watchers.watch(state.temporal_client, state.target, run_id)
+    runs = state.runs
+    try:
+        runs.locate(run_id)
+    except RunNotFoundError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
+    watch = state.watchers.watch(runs, run_id)
     if watch is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,

@@ -35,8 +35,8 @@ async def healthz() -> HealthResponse:
 async def readyz(state: StateDep) -> HealthResponse | JSONResponse:
     """Temporal is reachable, the namespace exists and the search attributes are registered."""
     try:
-        client = state.temporal_client
-        problems = await readiness_problems(client, state.target.rpc_timeout)
+        runs = state.runs
+        problems = await readiness_problems(runs.client, runs.target.rpc_timeout)
     except TemporalUnavailableError as err:
         problems = [str(err)]
     except RPCError as err:
@@ -56,7 +56,7 @@ async def readyz(state: StateDep) -> HealthResponse | JSONResponse:
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics of this API process."""
     with contextlib.suppress(TemporalUnavailableError):
-        await state.queue_gauges.refresh(state.temporal_client, state.target)
+        await state.queue_gauges.refresh(state.runs, state.deployment)
     state.temporal_requests.drain()
     state.metrics.watched_runs.set(state.watchers.count())
     state.metrics.stream_subscribers.set(state.watchers.subscribers())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 from uuid import UUID
 
@@ -9,18 +10,19 @@ import structlog
 from fastapi import HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
-from agent_runner.locations import AGENT_TYPE_PATTERN
+from agent_runner.contract import CancelEffect, RunRecord
+from agent_runner.ids import AGENT_TYPE_PATTERN, scope_named
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import (
     InvalidPageTokenError,
     RunFinishedError,
     RunNotFoundError,
     RunState,
-    cancel_run,
-    get_queue,
-    list_runs,
+    RunStatus,
 )
-from api.deps import ClientDep, StateDep, TargetDep
+from agent_runner.runs.listing import list_runs
+from agent_runner.status import run_status as _run_status
+from api.deps import AppState, RunsDep, StateDep
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router, status_body
 from api.schemas import (
     CancelResponse,
@@ -30,6 +32,8 @@ from api.schemas import (
     RunSummaryResponse,
 )
 
+# How long a cancel waits for the run's agent to stop before it answers 202.
+CANCEL_WAIT_SECONDS = 3.0
 router = agents_router()
 logger = structlog.stdlib.get_logger(__name__)
 
@@ -43,7 +47,6 @@ logger = structlog.stdlib.get_logger(__name__)
     },
 )
 async def runs(
-    client: ClientDep,
     app: StateDep,
     agent_type: Annotated[str | None, Query(pattern=AGENT_TYPE_PATTERN, max_length=100)] = None,
     user_id: UUID | None = None,
@@ -55,8 +58,7 @@ async def runs(
     by agent type, user and state."""
     try:
         page = await list_runs(
-            client,
-            target=app.target,
+            app.runs,
             token_key=app.page_token_key,
             agent_type=agent_type,
             user_id=str(user_id) if user_id else None,
@@ -87,21 +89,23 @@ async def runs(
         },
     },
 )
-async def cancel(
-    run_id: str, client: ClientDep, target: TargetDep
-) -> CancelResponse | JSONResponse:
+async def cancel(run_id: str, state: StateDep) -> CancelResponse | JSONResponse:
     """Cancel an open run and answer once it has ended (200, ERROR `cancelled`), or after a few
     seconds while its agent is still stopping (202). A run whose agent finished before the
     cancel reached it is 409: it is DONE."""
     bind_run_context(agent_type=None, user_id=None, run_id=run_id)
+    runs = state.runs
     try:
-        run = await cancel_run(client, run_id, target=target)
+        answer = await runs.cancel(run_id)
+        run = await _ended(state, run_id) if answer.effect != CancelEffect.REMOVED else None
+        if run is None:
+            run = await runs.status(run_id)
     except RunNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
     except RunFinishedError:
         raise HTTPException(status.HTTP_409_CONFLICT, "The run has already finished") from None
     bind_run_context(agent_type=run.agent_type, user_id=run.user_id, run_id=run_id)
-    logger.info("run_cancel_requested", state=run.state)
+    logger.info("run_cancel_requested", state=run.state, effect=answer.effect)
     if run.state == RunState.DONE:
         raise HTTPException(
             status.HTTP_409_CONFLICT, "The run finished before the cancel reached its agent"
@@ -116,10 +120,24 @@ async def cancel(
     return JSONResponse(body.model_dump(), status.HTTP_202_ACCEPTED)
 
 
+async def _ended(state: AppState, run_id: str) -> RunStatus | None:
+    """The run's status once it has ended, from its watcher; None after a few seconds."""
+    watch = state.watchers.watch(state.runs, run_id)
+    if watch is None:
+        return None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CANCEL_WAIT_SECONDS
+    while (remaining := deadline - loop.time()) > 0:
+        latest = watch.latest()
+        if latest is not None and latest.event.status.is_final:
+            return latest.event.status
+        await watch.changed(remaining)
+    return None
+
+
 @router.get("/queue", response_model=QueueResponse, responses={503: ERRORS[503]})
 async def queue(
-    client: ClientDep,
-    target: TargetDep,
+    runs_service: RunsDep,
     scope: Annotated[
         str | None,
         Query(
@@ -131,14 +149,35 @@ async def queue(
         ),
     ] = None,
 ) -> QueueResponse:
-    """The runs holding a slot and the runs waiting, in order, of every scope (or one)."""
-    try:
-        view = await get_queue(client, target=target, scope_key=scope)
-    except ValueError:
-        raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT, "scope must be a user id (a UUID)"
-        ) from None
+    """The runs holding a slot and the runs waiting, in order, of one scope (or of every scope
+    with runs open)."""
+    target = runs_service.target
+    scopes = []
+    if scope is not None or target.scope_kind.value == "global":
+        label = "global" if target.scope_kind.value == "global" else str(scope)
+        named = scope_named(target.workflow_id, target.scope_kind, label)
+        if named is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "scope must be a user id (a UUID) or an agent type, as AGENT_SCOPE says",
+            )
+        scopes = [named]
+    else:
+        scopes = await runs_service.open_scopes()
+    running: list[RunStatus] = []
+    queued: list[RunStatus] = []
+    for each in scopes:
+        view = await runs_service.view(each, 0, 100)
+        if view is None:
+            continue
+        held = [slot.run_id for slot in view.slots if slot.run_id]
+        running += await asyncio.gather(*(runs_service.status(run_id) for run_id in held))
+        queued += [found for record in view.queued if (found := run_status_of(record))]
     return QueueResponse(
-        running=[status_body(run) for run in view.running],
-        queued=[status_body(run) for run in view.queued],
+        running=[status_body(run) for run in running],
+        queued=[status_body(run) for run in queued],
     )
+
+
+def run_status_of(record: RunRecord) -> RunStatus | None:
+    return _run_status(record.run_id, record, None)

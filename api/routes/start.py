@@ -2,35 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import structlog
 from fastapi import Header, HTTPException, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from temporalio.client import Client
 
 from agent_runner.agent_registry import InvalidParamsError
-from agent_runner.locations import Scope
 from agent_runner.logs import bind_run_context
-from agent_runner.models import SAFE_KEY_PATTERN, AgentRunInput
 from agent_runner.runs import (
     AgentBusyError,
     IdempotencyKeyReusedError,
     QueueFullError,
     StartOutcome,
-    get_run_status,
+    StartRequest,
     start_request,
-    start_run_detailed,
 )
-from agent_runner.runs.slots import take_a_slot
-from agent_runner.runs.start import StartRequest, TakeSlot
 from agent_runner.validation import UnsupportedAgentTypeError, unsupported_agent_type_message
 from api.deps import AppState, StateDep
 from api.retry_after import retry_after_seconds
 from api.routes.common import ERRORS, agents_router, status_url
-from api.schemas import BusyResponse, ErrorResponse, RunAccepted, RunRequest
+from api.schemas import SAFE_KEY_PATTERN, BusyResponse, ErrorResponse, RunAccepted, RunRequest
 
 BUSY_DETAIL = "An agent is already running, please retry later"
 QUEUE_FULL_DETAIL = "The queue is full, please retry later"
@@ -85,22 +78,14 @@ async def run_agent(
     user_id = str(body.user_id)
     bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=None)
     request = _checked_request(state, body, idempotency_key)
-    client = state.temporal_client
     try:
-        outcome = await start_run_detailed(
-            client,
-            request,
-            target=state.target,
-            # A repeat with a key must find its own run: it makes its own attempt.
-            take_slot=None if idempotency_key else _shared_attempt(state, client),
-            enqueue=state.enqueues.enqueue if state.enqueues else None,
-        )
+        outcome = await state.runs.start(request)
     except IdempotencyKeyReusedError as err:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
     except QueueFullError:
         return _queue_full(state)
     except AgentBusyError as err:
-        return await busy_response(state, client, err.running_run_id)
+        return busy_response(state, err)
     return _accepted(state, body.agent_type, user_id, outcome, idempotency_key)
 
 
@@ -133,20 +118,6 @@ def _checked_request(
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
 
 
-def _shared_attempt(state: AppState, client: Client) -> TakeSlot:
-    """With one slot per scope, concurrent starts in this process share one attempt: if it
-    took the slot or found it taken, the others know the slot is taken without a call."""
-
-    async def take(scope: Scope, run_input: AgentRunInput) -> str:
-        if state.target.slots > 1:
-            return await take_a_slot(client, state.target, scope, run_input)
-        return await state.starts.start(
-            scope.id, lambda: take_a_slot(client, state.target, scope, run_input)
-        )
-
-    return take
-
-
 def _accepted(
     state: AppState,
     agent_type: str,
@@ -172,7 +143,7 @@ def _accepted(
 
 def _queue_full(state: AppState) -> JSONResponse:
     state.metrics.runs_rejected_busy.inc()
-    logger.info("run_rejected", reason="queue full", queue_max=state.target.queue_max)
+    logger.info("run_rejected", reason="queue full")
     retry_after = retry_after_seconds(None, state.settings.agent_duration_seconds)
     return JSONResponse(
         BusyResponse(detail=QUEUE_FULL_DETAIL).model_dump(),
@@ -181,24 +152,16 @@ def _queue_full(state: AppState) -> JSONResponse:
     )
 
 
-async def busy_response(
-    state: AppState, client: Client, running_run_id: str | None
-) -> JSONResponse:
+def busy_response(state: AppState, busy: AgentBusyError) -> JSONResponse:
     state.metrics.runs_rejected_busy.inc()
     # DEBUG: a burst of rejections would flood the log; the access log line (with agent_type
     # and user_id bound) and agent_runner_runs_rejected_busy_total already record each one.
-    logger.debug("run_rejected", reason="busy", running_run_id=running_run_id)
+    logger.debug("run_rejected", reason="busy", running_run_id=busy.running_run_id)
     headers = {}
-    started_at: datetime | None = None
-    if running_run_id:
-
-        async def holder_start() -> datetime | None:
-            return (await get_run_status(client, running_run_id, target=state.target)).started_at
-
-        started_at = await state.start_times.get(running_run_id, holder_start)
-        headers["Location"] = status_url(running_run_id)
+    if busy.running_run_id:
+        headers["Location"] = status_url(busy.running_run_id)
     headers["Retry-After"] = str(
-        retry_after_seconds(started_at, state.settings.agent_duration_seconds)
+        retry_after_seconds(busy.running_since, state.settings.agent_duration_seconds)
     )
-    body = BusyResponse(detail=BUSY_DETAIL, running_run_id=running_run_id)
+    body = BusyResponse(detail=BUSY_DETAIL, running_run_id=busy.running_run_id)
     return JSONResponse(body.model_dump(), status.HTTP_409_CONFLICT, headers=headers)

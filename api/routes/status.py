@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import HTTPException, Query, status
 from fastapi.responses import Response
-from temporalio.client import Client
 
+from agent_runner.ids import Scope, ScopeKind
 from agent_runner.logs import bind_run_context
-from agent_runner.runs import (
-    RunNotFoundError,
-    RunStatus,
-    get_current_run,
-    get_run_status,
-    wait_for_change,
-)
-from api.deps import AppState, ClientDep, StateDep, TargetDep
+from agent_runner.runs import RunNotFoundError, Runs, RunStatus
+from api.deps import AppState, RunsDep, StateDep
 from api.rendering import render_status
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router, status_body
 from api.schemas import ErrorResponse, RunStatusResponse
@@ -26,6 +20,8 @@ from api.schemas import ErrorResponse, RunStatusResponse
 MAX_WAIT_SECONDS = 60.0
 # How long a long poll may take to learn the run's status before it answers 503.
 WATCH_FIRST_SECONDS = 10.0
+# With scopes per user or agent type, the open runs /agents/current reads at most.
+CURRENT_LOOKED_AT = 50
 
 router = agents_router()
 
@@ -33,7 +29,7 @@ router = agents_router()
 @router.get("/status/{run_id}", response_model=RunStatusResponse, responses=ERRORS)
 async def run_status(
     run_id: str,
-    # Only the app state, no client dependency: the hottest route resolves one dependency.
+    # Only the app state: the hottest route resolves one dependency.
     state: StateDep,
     wait: Annotated[
         float,
@@ -52,42 +48,35 @@ async def run_status(
     cached = state.finished_runs.get(run_id)
     if cached is not None:
         return Response(cached, media_type="application/json")
-    client = state.temporal_client
-    watch = state.watchers.peek(run_id)
-    latest = watch.latest() if watch is not None else None
+    runs = state.runs
     try:
-        if wait > 0:
-            run = await _changed(state, client, run_id, wait)
-        elif latest is not None:
-            run, body = latest.event.status, latest.body
-            return _answer(state, run, body)
-        else:
-            run = await state.status_reads.get(
-                run_id, lambda: get_run_status(client, run_id, target=state.target)
-            )
-            if not run.is_final:
-                # Read again: the next reads come from a watcher of this run.
-                state.watchers.watch(client, state.target, run_id)
+        runs.locate(run_id)
+        run, body = await _read(state, runs, run_id, wait)
     except RunNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
-    return _answer(state, run, render_status(run))
-
-
-def _answer(state: AppState, run: RunStatus, body: bytes) -> Response:
     bind_run_context(agent_type=run.agent_type, user_id=run.user_id, run_id=run.run_id)
     if state.finished_runs.remember(run, body):
         state.metrics.runs_finished.labels(run.state).inc()
     return Response(body, media_type="application/json")
 
 
-async def _changed(state: AppState, client: Client, run_id: str, wait: float) -> RunStatus:
-    """The run's status once its state or queue position changes, or it ends, or after
-    ``wait`` seconds: from the run's watcher, which follows the run's history."""
-    watch = state.watchers.watch(client, state.target, run_id)
-    if watch is None:  # this process follows too many runs: ask Temporal directly
-        return await wait_for_change(
-            client, run_id, wait=timedelta(seconds=wait), target=state.target
-        )
+async def _read(state: AppState, runs: Runs, run_id: str, wait: float) -> tuple[RunStatus, bytes]:
+    """The run's status now (``wait`` 0), or once it changes, from this process's watcher of
+    the run when it has one that is current; else from Temporal (and the next reads from a
+    watcher, started now)."""
+    watch = state.watchers.peek(run_id)
+    latest = watch.latest() if watch is not None else None
+    if wait <= 0 and latest is not None:
+        return latest.event.status, latest.body
+    if wait <= 0:
+        run = await runs.status(run_id)
+        if not run.is_final:
+            state.watchers.watch(runs, run_id)
+        return run, render_status(run)
+    watch = state.watchers.watch(runs, run_id)
+    if watch is None:  # this process follows too many runs: read without waiting
+        run = await runs.status(run_id)
+        return run, render_status(run)
     await watch.first(min(wait, WATCH_FIRST_SECONDS) + WATCH_FIRST_SECONDS)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
@@ -96,7 +85,8 @@ async def _changed(state: AppState, client: Client, run_id: str, wait: float) ->
         await watch.changed(remaining)
         first = watch.latest()
     if first is None:
-        return await get_run_status(client, run_id, target=state.target)
+        run = await runs.status(run_id)
+        return run, render_status(run)
     # Until this process shuts down: then answer now what is known.
     while (
         not first.event.status.is_final
@@ -106,9 +96,9 @@ async def _changed(state: AppState, client: Client, run_id: str, wait: float) ->
         await watch.changed(remaining)
         latest = watch.latest()
         if latest is not None and _differs(latest.event.status, first.event.status):
-            return latest.event.status
-    latest = watch.latest()
-    return (latest or first).event.status
+            return latest.event.status, latest.body
+    latest = watch.latest() or first
+    return latest.event.status, latest.body
 
 
 def _differs(now: RunStatus, then: RunStatus) -> bool:
@@ -120,9 +110,25 @@ def _differs(now: RunStatus, then: RunStatus) -> bool:
     response_model=RunStatusResponse,
     responses={404: {"model": ErrorResponse, "description": "No run is open"}, 503: ERRORS[503]},
 )
-async def current_run(client: ClientDep, target: TargetDep) -> RunStatusResponse:
-    """The oldest open run (PENDING or RUNNING), if any."""
-    run = await get_current_run(client, target=target)
+async def current_run(runs: RunsDep) -> RunStatusResponse:
+    """The run that has held a slot longest (of the global scope; with scopes per user or per
+    agent type, the oldest open run visibility lists), if any."""
+    run = await _current(runs)
     if run is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No run is open")
     return status_body(run)
+
+
+async def _current(runs: Runs) -> RunStatus | None:
+    if runs.target.scope_kind == ScopeKind.GLOBAL:
+        view = await runs.view(Scope(runs.target.workflow_id), 0, 0)
+        held = [slot.run_id for slot in (view.slots if view else []) if slot.run_id]
+    else:
+        held = await runs.open_runs()
+    statuses = await asyncio.gather(*(runs.status(run_id) for run_id in held[:CURRENT_LOOKED_AT]))
+    open_runs = [run for run in statuses if not run.is_final]
+    return min(open_runs, key=_since, default=None)
+
+
+def _since(run: RunStatus) -> datetime:
+    return run.started_at or run.queued_at or datetime.max.replace(tzinfo=UTC)
