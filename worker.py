@@ -105,16 +105,16 @@ async def main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    logger.info(
-        "worker_start",
-        task_queue=settings.task_queue,
-        agents=list(agents),
-        namespace=settings.temporal_namespace,
-        temporal_address=settings.temporal_address,
-        scope=deployment.scope_kind.value,
-        slots=deployment.limits.slots,
-    )
     async with workers:
+        logger.info(
+            "worker_start",
+            task_queue=settings.task_queue,
+            agents=list(agents),
+            namespace=settings.temporal_namespace,
+            temporal_address=settings.temporal_address,
+            scope=deployment.scope_kind.value,
+            slots=deployment.limits.slots,
+        )
         await stop.wait()
         logger.info("worker_stopping", message="Stopped polling; waiting for running agents")
     logger.info("worker_stopped")

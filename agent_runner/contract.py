@@ -126,6 +126,9 @@ class AdmitRequest:
     # SHA-256 of the request's agent type, user and params: a key reused for another request
     # is refused.
     fingerprint: str | None = None
+    # The caller gives up waiting for the answer then (its call timed out: it answered 503):
+    # a request that reaches the coordinator later is not started behind its back.
+    not_after: datetime | None = None
 
 
 class Admission(StrEnum):
@@ -135,6 +138,7 @@ class Admission(StrEnum):
     FULL = "full"  # the queue may hold no more
     INVALID = "invalid"
     KEY_REUSED = "key_reused"
+    EXPIRED = "expired"  # reached the coordinator after its caller gave up
 
 
 @dataclass(frozen=True)

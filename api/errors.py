@@ -16,6 +16,7 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response
 
 from agent_runner.runs import TemporalUnavailableError
+from agent_runner.runs.errors import NoWorkerError
 
 UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
 # An input or a message quoted in a 422 is cut to this many characters.
@@ -93,7 +94,7 @@ RETRY_AFTER_UNAVAILABLE_SECONDS = 2
 async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
     return JSONResponse(
-        {"detail": UNAVAILABLE_DETAIL},
+        {"detail": str(exc) if isinstance(exc, NoWorkerError) else UNAVAILABLE_DETAIL},
         status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_SECONDS)},
     )

@@ -27,6 +27,9 @@ from api.routes import docs, events, health, runs, start
 from api.routes import status as status_routes
 
 logger = structlog.stdlib.get_logger(__name__)
+# How long the API waits at start, when connected, to read the deployment's record before it
+# serves (503 meanwhile otherwise).
+JOIN_WAIT_SECONDS = 10.0
 
 
 class ClearLogContext:
@@ -108,6 +111,9 @@ def _lifespan(state: AppState) -> Callable[[FastAPI], AbstractAsyncContextManage
         )
         await state.connector.start()
         joining = asyncio.create_task(state.join())
+        if state.connector.client is not None:
+            # Connected: serve once the deployment's record is read (a moment), not before.
+            await asyncio.wait({joining}, timeout=JOIN_WAIT_SECONDS)
         logger.info(
             "api_start",
             temporal_address=settings.temporal_address,

@@ -173,6 +173,26 @@ class LoggedProcess(ChildProcess):
         assert self.log_path is not None
         return JsonLines(self.log_path)
 
+    @classmethod
+    def worker(  # type: ignore[override]
+        cls, settings: Settings, log_path: Path | None, *, ready: bool = True, **options: bool
+    ) -> LoggedProcess:
+        """A worker process; with ``ready``, once it polls (its ``worker_start`` line): a
+        start needs a worker to answer (its scope's coordinator is a workflow)."""
+        process = super().worker(settings, log_path, **options)
+        if ready and log_path is not None:
+            process.wait_for_event("worker_start")
+        return process
+
+    def wait_for_event(self, event: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.log.events(event):
+            if not self.running():
+                raise RuntimeError(f"{self.args!r} exited with code {self.process.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.args!r} never logged {event}")
+            time.sleep(0.05)
+
 
 class ListHandler(logging.Handler):
     """Collects what the root handler would print, through its very formatter, as dicts."""

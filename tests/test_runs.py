@@ -11,6 +11,7 @@ import httpx
 import pytest
 from temporalio.client import Client
 
+from agent_runner.deployment import join_deployment
 from agent_runner.runs import AgentBusyError, start_agent_run
 from agent_runner.settings import Settings
 from tests.helpers import (
@@ -55,20 +56,23 @@ async def test_document_extractor_reaches_done_with_extracted_fields(
     assert body["result"]["pages"] > 0
 
 
-async def test_pending_while_no_worker_then_done_once_one_starts(
+async def test_no_worker_is_a_503_naming_the_task_queue_then_runs_once_one_polls(
     temporal_address: str, worker_log: Path
 ) -> None:
+    """A start is decided by its scope's coordinator, a workflow: with no worker polling the
+    deployment's task queue nothing can decide, and the API says so instead of a bare 503."""
     settings = make_settings(temporal_address, task_queue=f"no-worker-{uuid.uuid4()}")
     async for api in app_client(settings):
-        run_id = await start_run(api)
-        for _ in range(3):
-            body = (await api.get(f"/agents/status/{run_id}")).json()
-            assert body["state"] == "PENDING"
-            assert body["attempt"] == 0
-            await asyncio.sleep(0.2)
+        response = await api.post(
+            "/agents/run", json={"agent_type": "policy-checker", "user_id": USER_ID}
+        )
+        assert response.status_code == 503
+        assert settings.task_queue in response.json()["detail"]
+        assert response.headers["Retry-After"]
 
         worker = LoggedProcess.worker(settings, worker_log)
         try:
+            run_id = await start_run(api)
             body = await wait_for_state(api, run_id, "DONE")
         finally:
             worker.stop()
@@ -115,10 +119,12 @@ async def test_two_app_instances_racing_accept_exactly_one(settings: Settings) -
     assert codes.count(409) == len(codes) - 1
 
 
+@pytest.mark.usefixtures("shared_worker")
 async def test_200_concurrent_starts_through_the_helper_accept_exactly_one(
     temporal_client: Client, settings: Settings
 ) -> None:
-    target = settings.model_copy(update={"task_queue": f"idle-{uuid.uuid4()}"}).run_target()
+    await join_deployment(temporal_client, settings, role="a test")
+    target = settings.run_target()
 
     outcomes = await asyncio.gather(
         *(
@@ -133,7 +139,6 @@ async def test_200_concurrent_starts_through_the_helper_accept_exactly_one(
     assert len(accepted) == 1
     assert len(busy) == 199
     assert {error.running_run_id for error in busy} == set(accepted)
-    await temporal_client.get_workflow_handle(settings.workflow_id).terminate("test cleanup")
 
 
 @pytest.mark.usefixtures("shared_worker")

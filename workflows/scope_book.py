@@ -180,6 +180,8 @@ class ScopeBook:
         earlier = self._answers.get(request.request_id)
         if earlier is not None:
             return self._again(earlier.answer)
+        if request.not_after is not None and now > request.not_after:
+            return AdmitAnswer(request.request_id, Admission.EXPIRED)
         key = request.idempotency_key
         if key is not None and (made := self._keys.get(key)) is not None:
             if made.fingerprint != request.fingerprint:

@@ -17,7 +17,13 @@ from agent_runner.runs.errors import (
     RunNotFoundError,
     TemporalUnavailableError,
 )
-from agent_runner.runs.service import Runs, StartOutcome, StartRequest, start_request
+from agent_runner.runs.service import (
+    Runs,
+    StartOutcome,
+    StartRequest,
+    start_agent_run,
+    start_request,
+)
 from agent_runner.status import RunStatus
 
 __all__ = [
@@ -36,5 +42,6 @@ __all__ = [
     "StartOutcome",
     "StartRequest",
     "TemporalUnavailableError",
+    "start_agent_run",
     "start_request",
 ]

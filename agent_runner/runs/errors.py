@@ -60,6 +60,11 @@ class TemporalUnavailableError(Exception):
     """The Temporal server could not be reached in time."""
 
 
+class NoWorkerError(TemporalUnavailableError):
+    """Nothing answered because no worker polls the deployment's task queue: the scopes'
+    coordinators (workflows) run on the workers."""
+
+
 def is_unavailable(err: BaseException) -> bool:
     """Whether ``err`` says the Temporal server could not be reached in time.
 

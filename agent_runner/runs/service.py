@@ -9,14 +9,18 @@ to the coordinator (a query: where is the run) and to the run's execution on its
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import uuid
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -52,12 +56,15 @@ from agent_runner.runs.admission import Admissions
 from agent_runner.runs.errors import (
     AgentBusyError,
     IdempotencyKeyReusedError,
+    NoWorkerError,
     QueueFullError,
     RunFinishedError,
     RunNotFoundError,
     TemporalUnavailableError,
+    is_unavailable,
     temporal_call,
 )
+from agent_runner.runs.pollers import pollers
 from agent_runner.status import ExecutionView, RunStatus, run_status
 from agent_runner.validation import InvalidRunInputError, checked_request
 
@@ -131,26 +138,50 @@ class Runs:
             on_busy=request.on_busy,
             idempotency_key=key,
             fingerprint=request.fingerprint if key else None,
+            not_after=datetime.now(UTC) + self.target.rpc_timeout,
         )
-        with temporal_call():
-            answer = await self._admissions.admit(scope, admit)
+        try:
+            with temporal_call():
+                answer = await self._admissions.admit(scope, admit)
+        except TemporalUnavailableError:
+            await self._no_worker_check()
+            raise
         return _outcome(answer, key)
+
+    async def _no_worker_check(self) -> None:
+        """Raise :class:`NoWorkerError` if nobody polls the task queue the coordinators run
+        on (the server answered; nothing else could)."""
+        try:
+            polling = await pollers(
+                self.client,
+                self.target,
+                self.target.task_queue,
+                TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
+        except RPCError:
+            return
+        if polling == 0:
+            raise NoWorkerError(
+                f"No worker polls task queue {self.target.task_queue!r}: a start is decided by "
+                "its scope's coordinator, which runs on the workers. Start a worker."
+            )
 
     async def _send_admits(
         self, scope: Scope, requests: list[AdmitRequest], update_id: str
     ) -> list[AdmitAnswer]:
         for tries_left in (2, 1, 0):
+            start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
+                SCOPE_WORKFLOW,
+                id=scope.id,
+                task_queue=self.target.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                static_summary=f"The coordinator of scope {scope.label}",
+            )
             try:
                 answers: list[AdmitAnswer] = await self.client.execute_update_with_start_workflow(
                     ADMIT.name,
                     requests,
-                    start_workflow_operation=WithStartWorkflowOperation(
-                        SCOPE_WORKFLOW,
-                        id=scope.id,
-                        task_queue=self.target.task_queue,
-                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                        static_summary=f"The coordinator of scope {scope.label}",
-                    ),
+                    start_workflow_operation=start,
                     id=update_id,
                     result_type=ADMIT.result_type,
                     rpc_timeout=self.target.rpc_timeout,
@@ -164,6 +195,8 @@ class Runs:
             except WorkflowUpdateFailedError:
                 if not tries_left:
                     raise
+            finally:
+                await _settled(start)
         raise AssertionError("unreachable")
 
     # --- reads ----------------------------------------------------------------------------------
@@ -179,7 +212,16 @@ class Runs:
         """The run's status, read from the server and its scope's coordinator."""
         ref = self.locate(run_id)
         with temporal_call():
-            record = await self.record(ref)
+            try:
+                record = await self.record(ref)
+            except RPCError as err:
+                if not is_unavailable(err):
+                    raise
+                # The coordinator did not answer (no worker, say): the server alone knows the
+                # run once its workflow started on a slot.
+                record = None
+                if await self.execution_of(ref, None) is None:
+                    raise
             execution = await self.execution_of(ref, record)
         status = run_status(ref.run_id, record, execution)
         if status is None:
@@ -310,6 +352,42 @@ class Runs:
         return answer
 
 
+async def start_agent_run(
+    client: Client,
+    agent_type: str,
+    user_id: str | uuid.UUID,
+    *,
+    target: RunTarget,
+    policy: RunPolicy | None = None,
+    params: Mapping[str, Any] | None = None,
+    idempotency_key: str | None = None,
+    on_busy: OnBusy = OnBusy.REJECT,
+) -> str:
+    """Start a run and return its id: :func:`start_request`, then :meth:`Runs.start` (on one
+    :class:`Runs` per client and target, so concurrent starts share its updates)."""
+    request = start_request(
+        agent_type,
+        user_id,
+        policy=policy,
+        params=params,
+        idempotency_key=idempotency_key,
+        on_busy=on_busy,
+    )
+    services = _SERVICES.setdefault(client, {})
+    runs = services.get(target) or services.setdefault(target, Runs(client, target))
+    return (await runs.start(request)).run_id
+
+
+_SERVICES: weakref.WeakKeyDictionary[Client, dict[RunTarget, Runs]] = weakref.WeakKeyDictionary()
+
+
+async def _settled(start: WithStartWorkflowOperation[Any, Any]) -> None:
+    """Take the start operation's own answer too (the SDK sets it, failed, when the call
+    failed), so nothing is left unretrieved."""
+    with contextlib.suppress(BaseException):
+        await asyncio.wait_for(start.workflow_handle(), timeout=0.001)
+
+
 def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
     if answer.admission in (Admission.STARTED, Admission.QUEUED):
         assert answer.run_id is not None
@@ -318,6 +396,8 @@ def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
         raise AgentBusyError(answer.holder_run_id, answer.holder_granted_at)
     if answer.admission == Admission.FULL:
         raise QueueFullError()
+    if answer.admission == Admission.EXPIRED:
+        raise TemporalUnavailableError("the coordinator answered after the call's budget")
     if answer.admission == Admission.KEY_REUSED:
         raise IdempotencyKeyReusedError(
             f"Idempotency-Key {key!r} was already used with a different request"
