@@ -75,7 +75,7 @@ async def describe_view(client: Client, description: WorkflowExecutionDescriptio
     attempts = [
         (int(match["n"]), pending)
         for pending in description.raw_description.pending_activities
-        if (match := _ATTEMPT_ID.match(pending.activity_id))
+        if (match := _ATTEMPT_ID.fullmatch(pending.activity_id))
     ]
     if not attempts:
         attempt = view.last_failure.attempt if view.last_failure else 0
@@ -162,7 +162,7 @@ class ExecutionHistory:
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             view = replace(view, started_at=event.event_time.ToDatetime(tzinfo=UTC))
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            match = _ATTEMPT_ID.match(event.activity_task_scheduled_event_attributes.activity_id)
+            match = _ATTEMPT_ID.fullmatch(event.activity_task_scheduled_event_attributes.activity_id)
             if match:
                 view = replace(view, attempt=int(match["n"]), working=False, progress=None)
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:

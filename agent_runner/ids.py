@@ -100,8 +100,8 @@ def scope_named(base: str, kind: ScopeKind, label: str) -> Scope | None:
     if kind == ScopeKind.GLOBAL:
         return Scope(base) if label == "global" else None
     if kind == ScopeKind.USER_ID:
-        return Scope(base, kind, label) if _UUID.match(label) else None
-    return Scope(base, kind, label) if _AGENT_TYPE.match(label) else None
+        return Scope(base, kind, label) if _UUID.fullmatch(label) else None
+    return Scope(base, kind, label) if _AGENT_TYPE.fullmatch(label) else None
 
 
 def settings_id(base: str) -> str:
@@ -160,7 +160,7 @@ def parse_run_id(base: str, run_id: str) -> RunRef | None:
     """The run this id names; None for any text that is not exactly an id this deployment
     gives out (another spelling of a real id included)."""
     core, tilde, code = run_id.partition("~")
-    if not _UUID.match(core) or (tilde and not code):
+    if not _UUID.fullmatch(core) or (tilde and not code):
         return None
     scope: Scope | None = Scope(base)
     if code:
@@ -172,9 +172,9 @@ def parse_run_id(base: str, run_id: str) -> RunRef | None:
 
 
 def _scope_from_code(base: str, code: str) -> Scope | None:
-    if match := _USER_CODE.match(code):
+    if match := _USER_CODE.fullmatch(code):
         return Scope(base, ScopeKind.USER_ID, str(uuid.UUID(hex=match["hex"])))
-    if match := _TYPE_CODE.match(code):
+    if match := _TYPE_CODE.fullmatch(code):
         return Scope(base, ScopeKind.AGENT_TYPE, match["name"])
     return None
 
@@ -189,7 +189,7 @@ def place_of(workflow_id: str) -> WorkflowPlace | None:
     """:func:`parse_workflow_id` with the base read off the id itself (its part before the
     first ``:``; a base never contains one): for workflow code, which cannot read settings."""
     base = workflow_id.split(_SEP, 1)[0]
-    if not re.match(WORKFLOW_ID_PATTERN, base):
+    if not re.fullmatch(WORKFLOW_ID_PATTERN, base):
         return None
     return parse_workflow_id(base, workflow_id)
 

@@ -75,7 +75,7 @@ def checked_request(request: RunRequest, default_policy: RunPolicy) -> RunReques
     """The request with its policy filled in, or :class:`InvalidRunInputError` with a reason:
     the agent type's shape (whether such an agent exists is for the API and the workers to
     say), the user id (a UUID, made canonical) and every number of the policy."""
-    if not isinstance(request.agent_type, str) or not re.match(
+    if not isinstance(request.agent_type, str) or not re.fullmatch(
         AGENT_TYPE_PATTERN, request.agent_type
     ):
         raise UnsupportedAgentTypeError(

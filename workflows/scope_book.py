@@ -52,6 +52,8 @@ from agent_runner.validation import InvalidRunInputError, checked_request
 
 # How long a key (and the record of a run that ended without a slot) is kept.
 RETENTION = timedelta(hours=24)
+# How long the answer to a request without a key is kept for its repeats (a caller's retries).
+ANSWER_RETENTION = timedelta(minutes=10)
 # How long the record of a run that reached a slot is kept after it ended: its slot's
 # execution (found by visibility) tells its story after that.
 SLOT_RECORD_RETENTION = timedelta(minutes=10)
@@ -108,6 +110,7 @@ class KeyRecord:
     run_id: str
     fingerprint: str | None
     at: datetime
+    admission: Admission = Admission.STARTED
 
 
 @dataclass
@@ -177,18 +180,16 @@ class ScopeBook:
 
     def admit(self, request: AdmitRequest, now: datetime, mint: Callable[[], str]) -> AdmitAnswer:
         """Start the run on a free slot, queue it, or refuse it; remember the answer."""
-        earlier = self._answers.get(request.request_id)
-        if earlier is not None:
-            return self._again(earlier.answer)
-        if request.not_after is not None and now > request.not_after:
-            return AdmitAnswer(request.request_id, Admission.EXPIRED)
         key = request.idempotency_key
         if key is not None and (made := self._keys.get(key)) is not None:
             if made.fingerprint != request.fingerprint:
                 return AdmitAnswer(request.request_id, Admission.KEY_REUSED)
-            first = self._answers.get(f"key:{key}")
-            admission = first.answer.admission if first else Admission.STARTED
-            return self._again(AdmitAnswer(request.request_id, admission, made.run_id))
+            return self._again(AdmitAnswer(request.request_id, made.admission, made.run_id))
+        earlier = self._answers.get(request.request_id)
+        if key is None and earlier is not None:
+            return self._again(earlier.answer)
+        if request.not_after is not None and now > request.not_after:
+            return AdmitAnswer(request.request_id, Admission.EXPIRED)
         try:
             run = checked_request(request.run, self.default_policy)
         except InvalidRunInputError as err:
@@ -230,13 +231,14 @@ class ScopeBook:
         return replace(answer, queue_position=position, replayed=True)
 
     def _remember(self, request: AdmitRequest, answer: AdmitAnswer, now: datetime) -> None:
-        self._answers[request.request_id] = Answered(request.request_id, answer, now)
-        if request.idempotency_key is not None:
-            key = request.idempotency_key
-            self._answers[f"key:{key}"] = Answered(f"key:{key}", answer, now)
-            self._keys[key] = KeyRecord(key, str(answer.run_id), request.fingerprint, now)
-        _trim(self._answers, ANSWERS_KEPT)
-        _trim(self._keys, KEYS_KEPT)
+        key = request.idempotency_key
+        if key is None:
+            self._answers[request.request_id] = Answered(request.request_id, answer, now)
+            _trim(self._answers, ANSWERS_KEPT)
+        else:
+            run_id = str(answer.run_id)
+            self._keys[key] = KeyRecord(key, run_id, request.fingerprint, now, answer.admission)
+            _trim(self._keys, KEYS_KEPT)
 
     def _busy(self, request_id: str) -> AdmitAnswer:
         holders = [
@@ -483,6 +485,7 @@ class ScopeBook:
         times = [hold.free_at for hold in self._slots.values() if hold.free_at is not None]
         times += [expiry for entry in self._entries.values() if (expiry := _expiry(entry))]
         times += [record.at + RETENTION for record in self._keys.values()]
+        times += [answered.at + ANSWER_RETENTION for answered in self._answers.values()]
         return min(times, default=None)
 
     def expire(self, now: datetime) -> None:
@@ -500,7 +503,7 @@ class ScopeBook:
             if record.at + RETENTION <= now:
                 del self._keys[key]
         for request_id, answered in list(self._answers.items()):
-            if answered.at + RETENTION <= now:
+            if answered.at + ANSWER_RETENTION <= now:
                 del self._answers[request_id]
         self.grant_waiting(now)
 

@@ -55,7 +55,7 @@ CAUGHT_UP = CaughtUp()
 def event_order(event_id: str) -> tuple[int, int] | None:
     """Where an event id sits in a run's stream: queue events first (by queue version), then
     the execution's (by history event id); None for text that is not an id of ours."""
-    match = _EVENT_ID.match(event_id)
+    match = _EVENT_ID.fullmatch(event_id)
     if match is None:
         return None
     if match["q"] is not None:
