@@ -79,13 +79,21 @@ async def describe_view(client: Client, description: WorkflowExecutionDescriptio
     ]
     if not attempts:
         attempt = view.last_failure.attempt if view.last_failure else 0
-        return replace(view, attempt=attempt)
+        return replace(view, attempt=attempt, claimed=attempt > 0)
     attempt, pending = max(attempts, key=lambda pair: pair[0])
     working = pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+    claimed = working or attempt > 1 or view.last_failure is not None
     progress = None
     if working and pending.HasField("heartbeat_details"):
         progress = await _progress(client, pending.heartbeat_details.payloads, attempt)
-    return replace(view, attempt=attempt, working=working, paused=pending.paused, progress=progress)
+    return replace(
+        view,
+        attempt=attempt,
+        working=working,
+        claimed=claimed,
+        paused=pending.paused,
+        progress=progress,
+    )
 
 
 async def close_event(
@@ -172,7 +180,7 @@ class ExecutionHistory:
         elif kind == EventType.EVENT_TYPE_WORKFLOW_PROPERTIES_MODIFIED:
             view = await self._memo_changed(event, view)
         elif kind in _ATTEMPT_ENDS:
-            view = replace(view, working=False, progress=None)
+            view = replace(view, working=False)
         self.view = view
         return view
 
@@ -188,7 +196,7 @@ class ExecutionHistory:
             return view
         if claim.attempt != view.attempt:
             return view
-        return replace(view, working=True, progress=None, waiting_until=None)
+        return replace(view, working=True, claimed=True, progress=None, waiting_until=None)
 
     async def _signaled(self, event: HistoryEvent, view: ExecutionView) -> ExecutionView:
         attributes = event.workflow_execution_signaled_event_attributes
@@ -202,7 +210,7 @@ class ExecutionHistory:
         values = await self._client.data_converter.decode(list(fields.values()))
         memo = dict(zip(fields, values, strict=True))
         if "last_failure" in memo:
-            view = replace(view, last_failure=_failure(memo["last_failure"]))
+            view = replace(view, last_failure=_failure(memo["last_failure"]), progress=None)
         if "waiting_until" in memo:
             view = replace(view, waiting_until=_time(memo["waiting_until"]))
         return view

@@ -70,9 +70,11 @@ class ExecutionView:
     workflow_id: str
     temporal_run_id: str
     started_at: datetime | None = None
-    # The latest attempt scheduled, and whether a dispatch of it claimed it (its agent works).
+    # The latest attempt scheduled, whether a dispatch of it claimed it (its agent works), and
+    # whether any attempt ever did (the run has been RUNNING since).
     attempt: int = 0
     working: bool = False
+    claimed: bool = False
     # Its activity was paused from outside.
     paused: bool = False
     progress: Progress | None = None
@@ -126,7 +128,7 @@ def _from_execution(base: RunStatus, view: ExecutionView) -> RunStatus:
     where = {"workflow_id": view.workflow_id, "temporal_run_id": view.temporal_run_id}
     if view.outcome is not None:
         return _ended(base, view.outcome, view.workflow_id, view.temporal_run_id)
-    if view.attempt == 0 or (view.attempt == 1 and not view.working and not view.last_failure):
+    if not view.claimed:
         waiting = Waiting.WORKER if view.attempt else None
         return _with(base, waiting_for=waiting, **where)
     waiting = None
@@ -138,7 +140,7 @@ def _from_execution(base: RunStatus, view: ExecutionView) -> RunStatus:
         base,
         state=RunState.RUNNING,
         attempt=view.attempt,
-        progress=view.progress if view.working else None,
+        progress=view.progress,
         last_failure=view.last_failure,
         waiting_for=waiting,
         **where,
@@ -186,9 +188,11 @@ def event_name(before: RunStatus | None, after: RunStatus) -> str | None:
         return RUNNING
     if after.last_failure != before.last_failure:
         return ATTEMPT_FAILED
-    if after.progress != before.progress and after.progress is not None:
+    if after.progress is not None and after.progress != before.progress:
         return PROGRESS
-    return RUNNING
+    if after.waiting_for != before.waiting_for:
+        return RUNNING
+    return None
 
 
 def _visible(status: RunStatus) -> tuple[object, ...]:

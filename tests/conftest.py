@@ -19,7 +19,13 @@ from agent_runner.logs import HANDLER_NAME, configure_logging
 from agent_runner.settings import Settings
 from devtools.processes import DYNAMIC_CONFIG, temporal_cli
 from tests import measured
-from tests.helpers import ListHandler, LoggedProcess, app_client, make_settings
+from tests.helpers import (
+    ListHandler,
+    LoggedProcess,
+    app_client,
+    coordinating_worker,
+    make_settings,
+)
 
 
 @pytest.fixture(scope="session")
@@ -74,15 +80,20 @@ async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def idle_settings(temporal_address: str) -> Settings:
-    """A task queue of its own that no worker polls: runs stay PENDING until a test serves
-    them (with ``in_process_worker``)."""
+    """A task queue of its own whose agents no worker serves: runs stay PENDING until a test
+    serves them (with ``in_process_worker``)."""
     return make_settings(temporal_address, task_queue=f"idle-{uuid.uuid4()}")
 
 
 @pytest.fixture
-async def idle_api(idle_settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    async for client in app_client(idle_settings):
-        yield client
+async def idle_api(
+    temporal_client: Client, idle_settings: Settings
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on the idle task queue, with its workflows served (starts are decided there) but
+    no agent: runs wait until a test serves their agent."""
+    async with coordinating_worker(idle_settings):
+        async for client in app_client(idle_settings):
+            yield client
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ JSON log capture."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -67,6 +68,16 @@ def in_process_worker(
     duration = settings.agent_duration_seconds if duration_seconds is None else duration_seconds
     chosen = builtin_agents(duration) if agents is None else agents
     return build_workers(client, settings, AgentRegistry.of(chosen))
+
+
+@contextlib.asynccontextmanager
+async def coordinating_worker(settings: Settings) -> AsyncIterator[Workers]:
+    """The workflows' worker alone, serving no agent, on a client of its own (so a test may
+    start an :func:`in_process_worker` beside it): starts are decided (each scope's coordinator
+    runs here) and runs wait for a worker that has their agent."""
+    client = await Client.connect(settings.temporal_address)
+    async with build_workers(client, settings, AgentRegistry.of([])) as workers:
+        yield workers
 
 
 async def assert_eventually(

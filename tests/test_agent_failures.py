@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
 
 from agent_runner.agents import Agent, AgentContext, NoParams, PermanentError
 from agent_runner.settings import Settings
@@ -83,61 +84,77 @@ async def test_agent_that_always_fails_ends_error_with_reason_and_logged_stack(
         assert {"agent_type", "user_id", "run_id", "timestamp", "level"} <= line.keys()
 
 
-@pytest.mark.parametrize(
-    ("workflow_args", "reason"),
-    [
-        ([], "Invalid input"),
-        ([{"agent_type": "policy-checker"}], "user_id"),
-        ([{"agent_type": "Claims Bot!", "user_id": USER_ID}], "Unsupported agent_type"),
-        (
-            [{"agent_type": "policy-checker", "user_id": USER_ID, "params": {"x": 1}}],
-            "params.x: Extra inputs are not permitted",
+async def admit(client: Client, settings: Settings, request: object) -> Any:
+    """What another system sends to start a run: the scope's coordinator's update ``admit``,
+    with names and JSON only (no import of ours)."""
+    answers = await client.execute_update_with_start_workflow(
+        "admit",
+        [request],
+        start_workflow_operation=WithStartWorkflowOperation(
+            "AgentScopeWorkflow",
+            id=settings.workflow_id,
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         ),
-        ([{"agent_type": "policy-checker", "user_id": "bob"}], "user_id must be a UUID"),
-        (["just a string"], "Invalid input"),
+        result_type=list,
+    )
+    return answers[0]
+
+
+@pytest.mark.parametrize(
+    ("run", "reason"),
+    [
+        ({"agent_type": "Claims Bot!", "user_id": USER_ID}, "Unsupported agent_type"),
+        ({"agent_type": "policy-checker", "user_id": "bob"}, "user_id must be a UUID"),
         (
-            [{"agent_type": "policy-checker", "user_id": USER_ID, "policy": {"max_attempts": 0}}],
+            {"agent_type": "policy-checker", "user_id": USER_ID, "policy": {"max_attempts": 0}},
             "max_attempts",
+        ),
+        (
+            {"agent_type": "policy-checker", "user_id": USER_ID, "policy": {"timeout_seconds": 1e308}},
+            "timeout_seconds",
         ),
     ],
 )
-async def test_direct_start_with_bad_input_ends_error_with_a_reason(
+async def test_another_systems_start_with_bad_input_is_refused_with_a_reason(
     temporal_client: Client,
     idle_settings: Settings,
     idle_api: httpx.AsyncClient,
-    workflow_args: list[Any],
+    run: dict[str, Any],
     reason: str,
 ) -> None:
-    async with in_process_worker(temporal_client, idle_settings):
-        handle = await temporal_client.start_workflow(
-            "AgentRunWorkflow",
-            args=workflow_args,
-            id=idle_settings.workflow_id,
-            task_queue=idle_settings.task_queue,
-        )
-        assert handle.result_run_id is not None
-        body = await wait_for_state(idle_api, handle.result_run_id, "ERROR", "DONE")
+    answer = await admit(temporal_client, idle_settings, {"request_id": "erp-1", "run": run})
 
-    assert body["state"] == "ERROR"
-    assert reason in body["error"]
-    assert body["attempt"] == 0
+    assert answer["admission"] == "invalid"
+    assert reason in answer["reason"]
+    assert answer["run_id"] is None
 
 
-async def test_direct_start_with_good_input_is_visible_through_the_api(
+async def test_another_systems_start_whose_params_the_agent_refuses_ends_error_with_why(
     temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
+    run = {"agent_type": "policy-checker", "user_id": USER_ID, "params": {"x": 1}}
     async with in_process_worker(temporal_client, idle_settings):
-        handle = await temporal_client.start_workflow(
-            "AgentRunWorkflow",
-            {"agent_type": "document-extractor", "user_id": USER_ID},
-            id=idle_settings.workflow_id,
-            task_queue=idle_settings.task_queue,
-        )
-        assert handle.result_run_id is not None
-        body = await wait_for_state(idle_api, handle.result_run_id, "DONE")
+        answer = await admit(temporal_client, idle_settings, {"request_id": "erp-2", "run": run})
+        body = await wait_for_state(idle_api, answer["run_id"], "ERROR", "DONE")
+
+    assert body["state"] == "ERROR"
+    assert "params.x: Extra inputs are not permitted" in body["error"]
+
+
+async def test_another_systems_start_is_a_run_like_any_other(
+    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
+) -> None:
+    run = {"agent_type": "document-extractor", "user_id": USER_ID}
+    async with in_process_worker(temporal_client, idle_settings):
+        answer = await admit(temporal_client, idle_settings, {"request_id": "erp-3", "run": run})
+        assert answer["admission"] == "started"
+        body = await wait_for_state(idle_api, answer["run_id"], "DONE")
+        again = await admit(temporal_client, idle_settings, {"request_id": "erp-3", "run": run})
 
     assert body["agent_type"] == "document-extractor"
     assert body["user_id"] == USER_ID
+    assert (again["run_id"], again["replayed"]) == (answer["run_id"], True)
 
 
 async def test_agent_over_its_timeout_ends_error_with_a_reason_naming_the_timeout(

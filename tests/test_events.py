@@ -21,6 +21,7 @@ from devtools.processes import free_port
 from tests.helpers import (
     LoggedProcess,
     assert_eventually,
+    coordinating_worker,
     in_process_worker,
     make_settings,
     start_run,
@@ -102,11 +103,14 @@ def api_process(stream_settings: Settings, tmp_path: Path) -> Iterator[LoggedPro
 
 @pytest.fixture
 async def http(
-    stream_settings: Settings, api_process: LoggedProcess
+    temporal_client: Client, stream_settings: Settings, api_process: LoggedProcess
 ) -> AsyncIterator[httpx.AsyncClient]:
     base = f"http://127.0.0.1:{stream_settings.api_port}"
     await wait_http(f"{base}/healthz")
-    async with httpx.AsyncClient(base_url=base, timeout=15.0) as client:
+    async with (
+        coordinating_worker(stream_settings),
+        httpx.AsyncClient(base_url=base, timeout=15.0) as client,
+    ):
         yield client
 
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_runner.models import RunPolicy
 from temporalio.client import Client
 
-from agent_runner.models import RunPolicy
 from agent_runner.runs import start_agent_run
 from devtools.processes import temporal_cli
 from tests.helpers import USER_ID, assert_eventually, start_run

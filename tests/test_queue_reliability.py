@@ -35,11 +35,11 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_runner.models import RunPolicy
 from temporalio.api.enums.v1 import PendingActivityState, PendingWorkflowTaskState
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from agent_runner.models import RunPolicy
 from agent_runner.runs import OnBusy, start_request, start_run_detailed
 from devtools.processes import temporal_cli
 from tests.helpers import USER_ID, LoggedProcess, assert_eventually

@@ -19,6 +19,7 @@ from devtools.processes import free_port
 from tests.helpers import (
     LoggedProcess,
     app_client,
+    coordinating_worker,
     assert_eventually,
     make_settings,
     start_run,
@@ -36,16 +37,8 @@ ACCEPTED = (200, 200, 404)
 async def runs_of_each_kind(api: httpx.AsyncClient, client: Client, **auth: str) -> list[str]:
     """A finished run whose status this API has cached, an open run, an unknown run id."""
     finished = await start_run(api, headers=auth)
-
-    async def workflow_id() -> str:
-        # Visibility: the list may lag the start a little.
-        executions = [e async for e in client.list_workflows(f"RunId = '{finished}'")]
-        assert len(executions) == 1
-        return executions[0].id
-
-    await client.get_workflow_handle(
-        await assert_eventually(workflow_id), run_id=finished
-    ).terminate("test")
+    cancelled = await api.post(f"/agents/runs/{finished}/cancel", headers=auth)
+    assert cancelled.status_code == 200, cancelled.text
     for _ in range(2):  # the first read fills the cache, the second is answered from it
         response = await api.get(f"/agents/status/{finished}", headers=auth)
         assert response.status_code == 200
@@ -68,8 +61,9 @@ async def codes(
 @pytest.fixture
 async def secured(temporal_address: str) -> AsyncIterator[httpx.AsyncClient]:
     settings_ = make_settings(temporal_address, task_queue=f"idle-{uuid.uuid4()}", api_keys=API_KEY)
-    async for api in app_client(settings_):
-        yield api
+    async with coordinating_worker(settings_):
+        async for api in app_client(settings_):
+            yield api
 
 
 async def test_an_odd_wait_is_422_for_a_finished_a_running_and_an_unknown_run(
@@ -151,11 +145,17 @@ async def process_runs(
     temporal_env: WorkflowEnvironment,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[str, list[str]]]:
-    """A real API process (no worker polls its queue) and one run of each kind."""
+    """A real API process, a real worker whose agents work for ten minutes, and one run of
+    each kind (the test's reads block this event loop: what answers must be other processes)."""
     settings_ = make_settings(
-        temporal_address, task_queue=f"idle-{uuid.uuid4()}", api_port=free_port()
+        temporal_address,
+        task_queue=f"idle-{uuid.uuid4()}",
+        api_port=free_port(),
+        agent_duration_seconds=600.0,
     )
-    process = LoggedProcess.api(settings_, tmp_path_factory.mktemp("status") / "api.log")
+    logs = tmp_path_factory.mktemp("status")
+    worker = LoggedProcess.worker(settings_, logs / "worker.log")
+    process = LoggedProcess.api(settings_, logs / "api.log")
     url = f"http://127.0.0.1:{settings_.api_port}"
     try:
         await wait_http(f"{url}/healthz")
@@ -163,6 +163,7 @@ async def process_runs(
             yield url, await runs_of_each_kind(api, temporal_env.client)
     finally:
         process.stop()
+        worker.kill()
 
 
 def test_any_query_gets_the_same_answer_for_every_run(process_runs: tuple[str, list[str]]) -> None:

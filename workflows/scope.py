@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
     ApplicationError,
@@ -81,6 +82,8 @@ WORKER_WAIT = timedelta(minutes=5)
 _QUICK = timedelta(seconds=10)
 _QUICK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=2))
 _SHOWN_IN_DETAILS = 20
+# A start with no input (every start but a continue-as-new's).
+NO_INPUT = RawValue(Payload())
 
 
 @workflow.defn(name="AgentScopeWorkflow", failure_exception_types=[InvalidRunInputError])
@@ -134,7 +137,7 @@ class AgentScopeWorkflow:
     # --- the loop -------------------------------------------------------------------------------
 
     @workflow.run
-    async def run(self, carried: RawValue | None = None) -> None:
+    async def run(self, carried: RawValue = NO_INPUT) -> None:
         scope = _own_scope()
         settings = await self._read_settings()
         if settings.scope_kind != scope.kind:
@@ -443,10 +446,10 @@ def _own_scope() -> Scope:
     return place.scope
 
 
-def _carried_state(carried: RawValue | None) -> ScopeState | None:
+def _carried_state(carried: RawValue) -> ScopeState | None:
     """What the execution before handed on, trusted only when the server says this execution
     continued one (a client's start cannot say so)."""
-    if carried is None or workflow.info().continued_run_id is None:
+    if carried is NO_INPUT or workflow.info().continued_run_id is None:
         return None
     try:
         raw = workflow.payload_converter().from_payload(carried.payload)

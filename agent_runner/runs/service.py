@@ -25,6 +25,7 @@ from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
@@ -237,6 +238,8 @@ class Runs:
                 result_type=RUNS.result_type,
                 rpc_timeout=self.target.rpc_timeout,
             )
+        except WorkflowQueryFailedError:
+            return None  # what holds the scope's id is no coordinator of ours
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 return None
