@@ -97,6 +97,9 @@ class Lease:
         server asks the attempt to stop."""
         while True:
             await asyncio.sleep(self.renew_every)
+            # The SDK's own heartbeat too: its core cancels an attempt that does not heartbeat
+            # through it within the heartbeat timeout (it sends at most one per 0.8 of it).
+            activity.heartbeat(*(() if self.details is None else (self.details,)))
             try:
                 await self.confirm()
             except LeaseLostError:

@@ -201,10 +201,12 @@ async def _supervised(
     try:
         done, _ = await asyncio.wait({agent}, timeout=task.timeout_seconds)
     except asyncio.CancelledError:
-        # The SDK cancelled the activity: this worker is shutting down.
+        # The SDK cancelled the activity: this worker is shutting down, or the server asked.
         await _stopped(agent)
-        log.warning("agent_cancelled", message="The agent was stopped", reason="worker shutdown")
-        raise _failure(task, stop_key, "the worker shut down", ErrorType.LEASE_LOST) from None
+        reason = _sdk_cancel_reason()
+        log.warning("agent_cancelled", message="The agent was stopped", reason=reason)
+        kind = ErrorType.CANCELLED if reason == "cancelled" else ErrorType.LEASE_LOST
+        raise _failure(task, stop_key, reason, kind, final=kind == ErrorType.CANCELLED) from None
     finally:
         keeper.cancel()
         watch.cancel()
@@ -307,6 +309,21 @@ async def _reach(call: Any) -> Any:
                 raise _RefusedError(f"its run could not be reached: {err.message}") from None
         await asyncio.sleep(pause)
         pause = min(pause * 2, 2.0)
+
+
+def _sdk_cancel_reason() -> str:
+    details = activity.cancellation_details()
+    if details is None or details.worker_shutdown:
+        return "the worker shut down"
+    if details.cancel_requested:
+        return "cancelled"
+    if details.paused:
+        return "paused from outside (temporal activity pause)"
+    if details.reset:
+        return "reset from outside (temporal activity reset)"
+    if details.timed_out:
+        return "timed out"
+    return "the server no longer knows this attempt"
 
 
 def _holds(lease: Lease) -> bool:

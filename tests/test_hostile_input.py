@@ -36,6 +36,12 @@ API_KEY = "test-key-0123456789"
 
 
 def start_api(settings: Settings, log_path: Path) -> Iterator[str]:
+    """An API process and a worker process beside it (starts are decided on the workers), its
+    agents working for ten minutes unless cancelled."""
+    worker = LoggedProcess.worker(
+        settings.model_copy(update={"agent_duration_seconds": 600.0}),
+        log_path.with_name(f"{log_path.stem}-worker.log"),
+    )
     process = LoggedProcess.api(settings, log_path)
     url = f"http://127.0.0.1:{settings.api_port}"
     deadline = time.monotonic() + 30
@@ -49,6 +55,7 @@ def start_api(settings: Settings, log_path: Path) -> Iterator[str]:
             time.sleep(0.2)
     yield url
     process.stop()
+    worker.kill()
 
 
 @pytest.fixture(scope="module")
@@ -377,8 +384,8 @@ async def test_cached_finished_statuses_still_need_a_valid_key(
         )
         assert started.status_code == 202
         run_id = started.json()["run_id"]
-        [execution] = [e async for e in temporal_client.list_workflows(f"RunId = '{run_id}'")]
-        await temporal_client.get_workflow_handle(execution.id, run_id=run_id).terminate("test")
+        cancelled = await http.post(f"/agents/runs/{run_id}/cancel", headers=auth)
+        assert cancelled.status_code == 200, cancelled.text
 
         url = f"/agents/status/{run_id}"
         first = await http.get(url, headers=auth)  # reads Temporal, fills the cache

@@ -20,11 +20,13 @@ import pytest
 
 from devtools.processes import ROOT, ChildProcess, free_port
 from scripts.run_stack import MAX_RESTARTS, QUICK_EXITS, Restarts, supervise
+from agent_runner.settings import Settings
 from tests.helpers import (
     JsonLines,
     ListHandler,
     LoggedProcess,
     assert_eventually,
+    coordinating_worker,
     make_settings,
     start_run,
     wait_for_state,
@@ -40,11 +42,16 @@ EXIT_DEADLINE_SECONDS = 30.0
 async def test_sigterm_ends_an_open_events_stream_and_the_api_exits(
     temporal_address: str, tmp_path: Path
 ) -> None:
-    # A task queue no worker polls: the run stays PENDING, its stream would never end.
+    # No worker serves the agent: the run stays PENDING, its stream would never end.
     settings = make_settings(
         temporal_address, task_queue=f"shutdown-{uuid.uuid4()}", api_port=free_port()
     )
     api = LoggedProcess.api(settings, tmp_path / "api.log")
+    async with coordinating_worker(settings):
+        await _sigterm_ends_the_stream(api, settings)
+
+
+async def _sigterm_ends_the_stream(api: LoggedProcess, settings: Settings) -> None:
     try:
         base = f"http://127.0.0.1:{settings.api_port}"
         await wait_http(f"{base}/healthz")
