@@ -49,6 +49,11 @@ def check_bound(spans: Sequence[Span], slots: int, kind: ScopeKind) -> PropertyR
                     f"{scope}: {len(working)} agents at {stamp(at)} (N={slots}): {listed}"
                 )
     notes = [f"most agents at once in one scope: {peak}", f"scopes with agents: {len(by_scope)}"]
+    unended = [span for span in spans if span.ended_by.startswith("no end line")]
+    notes.append(
+        f"spans without an end line: {len(unended)} "
+        f"({sum(1 for span in unended if 'sigkill' in span.ended_by)} of a SIGKILLed worker)"
+    )
     notes += [f"span without duration: {span.describe()}" for span in empty[:3]]
     return PropertyResult(
         name=NAME, title=TITLE, checked=len(spans), violations=violations, notes=notes

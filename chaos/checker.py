@@ -19,16 +19,20 @@ from dataclasses import dataclass
 
 from chaos.check_api import check_errors, check_liveness
 from chaos.check_bound import check_bound
-from chaos.check_fifo import GrantOrder, check_fifo, grants_from_agent_starts
+from chaos.check_fifo import GrantOrder, check_fifo, grants_from_agent_starts, waited_until
 from chaos.check_keys import check_keys
 from chaos.check_runs import check_final, check_once
 from chaos.facts import Accepted, accepted_runs, status_reads, successful_cancels
-from chaos.history import History
+from chaos.history import History, Op
+from chaos.intervals import Interval, merged, overlaps
 from chaos.logs import LogLine
 from chaos.spans import agent_spans
-from chaos.verdicts import Verdict
+from chaos.verdicts import PropertyResult, Verdict
 
-GrantSource = Callable[[Mapping[str, Accepted], Sequence[LogLine]], GrantOrder]
+# (accepted runs, log lines, tolerance, unclean time) -> when each run got its slot.
+GrantSource = Callable[
+    [Mapping[str, Accepted], Sequence[LogLine], float, list[Interval]], GrantOrder
+]
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,7 @@ def check(
             check_bound(spans, config.slots, config.scope),
             check_final(accepted, reads),
             check_once(accepted, reads, lines),
-            check_fifo(
-                accepted,
-                options.grant_source(accepted, lines),
-                successful_cancels(history),
-                _fifo_tolerance(options, history),
-            ),
+            _fifo(history, lines, accepted, reads, options),
             check_keys(history, lines),
             check_errors(history, options.grace_seconds),
             check_liveness(accepted, reads, history),
@@ -69,7 +68,31 @@ def check(
     )
 
 
-def _fifo_tolerance(options: CheckerOptions, history: History) -> float:
-    if options.fifo_tolerance_seconds is not None:
-        return options.fifo_tolerance_seconds
-    return history.config.heartbeat_timeout_seconds + 1.0
+def _fifo(
+    history: History,
+    lines: Sequence[LogLine],
+    accepted: Mapping[str, Accepted],
+    reads: Mapping[str, list[Op]],
+    options: CheckerOptions,
+) -> PropertyResult:
+    tolerance = options.fifo_tolerance_seconds
+    if tolerance is None:
+        tolerance = history.config.heartbeat_timeout_seconds + 1.0
+    grace = options.grace_seconds
+    outages = [(w.started, w.ended + grace) for w in history.outages]
+    worker_faults = [
+        (f.started, f.ended + grace)
+        for f in history.faults
+        if any(name.startswith("worker") for name in f.affects)
+    ]
+    api_faults = [(f.started, f.ended + grace, f.affects) for f in history.faults]
+
+    def trusted(op: Op) -> bool:
+        stale = outages + [(s, e) for s, e, affects in api_faults if f"api{op.api}" in affects]
+        return not overlaps(stale, op.started, op.ended)
+
+    grants = options.grant_source(accepted, lines, tolerance, merged(outages + worker_faults))
+    waited = waited_until(accepted, grants, reads, successful_cancels(history), trusted)
+    result = check_fifo(accepted, grants, waited)
+    note = f"tolerance: {tolerance:g} s of time without outage or worker fault"
+    return result.model_copy(update={"notes": [note, *result.notes]})

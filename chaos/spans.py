@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from chaos.facts import stamp
 from chaos.history import ProcessLife
 from chaos.logs import END_EVENTS, LEASE_LOST_EVENT, START_EVENT, LogLine
 
@@ -33,7 +34,7 @@ class Span:
     def describe(self) -> str:
         return (
             f"{self.run_id} attempt {self.attempt} on {self.process} "
-            f"[{self.start:.3f}, {self.end:.3f}] ({self.ended_by})"
+            f"{stamp(self.start)}-{stamp(self.end)} ({self.ended_by})"
         )
 
 
