@@ -23,7 +23,9 @@ def parse(argv: list[str]) -> ChaosOptions:
     )
     parser.add_argument("--users", type=int, default=3, help="distinct user ids the clients use")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients")
-    parser.add_argument("--kinds", default="", help="fault kinds, comma-separated (default all)")
+    parser.add_argument(
+        "--kinds", default="", help='fault kinds, comma-separated (default: all; "none": no faults)'
+    )
     parser.add_argument(
         "--dir", type=Path, default=None, help="the run's directory (.data/chaos/<seed>-<time>)"
     )

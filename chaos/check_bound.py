@@ -29,6 +29,7 @@ def check_bound(spans: Sequence[Span], slots: int, kind: ScopeKind) -> PropertyR
         by_scope[scope_of(kind, span.agent_type, span.user_id)].append(span)
     violations: list[str] = []
     peak = 0
+    with_unended = 0
     for scope, scope_spans in sorted(by_scope.items()):
         # At one instant, ends before starts: touching spans are not at once.
         changes = sorted(
@@ -44,6 +45,7 @@ def check_bound(spans: Sequence[Span], slots: int, kind: ScopeKind) -> PropertyR
             working.append(span)
             peak = max(peak, len(working))
             if len(working) == slots + 1:
+                with_unended += any(other.ended_by.startswith("no end line") for other in working)
                 listed = "; ".join(other.describe() for other in working)
                 violations.append(
                     f"{scope}: {len(working)} agents at {stamp(at)} (N={slots}): {listed}"
@@ -51,6 +53,7 @@ def check_bound(spans: Sequence[Span], slots: int, kind: ScopeKind) -> PropertyR
     notes = [f"most agents at once in one scope: {peak}", f"scopes with agents: {len(by_scope)}"]
     unended = [span for span in spans if span.ended_by.startswith("no end line")]
     notes.append(
+        f"violations with a span that has no end line: {with_unended} of {len(violations)}; "
         f"spans without an end line: {len(unended)} "
         f"({sum(1 for span in unended if 'sigkill' in span.ended_by)} of a SIGKILLed worker)"
     )

@@ -10,7 +10,7 @@ is a violation too: a run that ended does not start again.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from chaos.facts import FINAL_STATES, Accepted, stamp, state_of
 from chaos.history import Op
@@ -23,8 +23,12 @@ ONCE_NAME = "once"
 ONCE_TITLE = "DONE completed exactly once, ERROR at most once"
 
 
-def check_final(accepted: Mapping[str, Accepted], reads: Mapping[str, list[Op]]) -> PropertyResult:
+def check_final(
+    accepted: Mapping[str, Accepted], reads: Mapping[str, list[Op]], cancelled: Collection[str]
+) -> PropertyResult:
+    """``cancelled``: the runs a cancel request was sent for (answered or not)."""
     violations: list[str] = []
+    uncancelled_errors: Counter[str] = Counter()
     for run_id, run in accepted.items():
         run_reads = reads.get(run_id, [])
         if not run_reads:
@@ -41,8 +45,16 @@ def check_final(accepted: Mapping[str, Accepted], reads: Mapping[str, list[Op]])
         changed = _changed_after_final(run_reads)
         if changed is not None:
             violations.append(f"{run_id}: {changed}")
+        if state_of(last) == "ERROR" and run_id not in cancelled:
+            uncancelled_errors[str(last.body.get("error"))[:80]] += 1
+    # Not judged: an ERROR may follow a terminate, attempts lost to faults, the watchdog...
+    notes = [f"ERROR runs no client cancelled, by error: {dict(uncancelled_errors) or 'none'}"]
     return PropertyResult(
-        name=FINAL_NAME, title=FINAL_TITLE, checked=len(accepted), violations=violations
+        name=FINAL_NAME,
+        title=FINAL_TITLE,
+        checked=len(accepted),
+        violations=violations,
+        notes=notes,
     )
 
 

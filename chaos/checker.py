@@ -22,7 +22,13 @@ from chaos.check_bound import check_bound
 from chaos.check_fifo import GrantOrder, check_fifo, grants_from_agent_starts, waited_until
 from chaos.check_keys import check_keys
 from chaos.check_runs import check_final, check_once
-from chaos.facts import Accepted, accepted_runs, status_reads, successful_cancels
+from chaos.facts import (
+    Accepted,
+    accepted_runs,
+    cancel_targets,
+    status_reads,
+    successful_cancels,
+)
 from chaos.history import History, Op
 from chaos.intervals import Interval, merged, overlaps
 from chaos.logs import LogLine
@@ -58,7 +64,7 @@ def check(
     return Verdict(
         properties=[
             check_bound(spans, config.slots, config.scope),
-            check_final(accepted, reads),
+            check_final(accepted, reads, cancel_targets(history)),
             check_once(accepted, reads, lines),
             _fifo(history, lines, accepted, reads, options),
             check_keys(history, lines),

@@ -120,3 +120,8 @@ def successful_cancels(history: History) -> dict[str, float]:
             run_id = str(op.request.get("run_id"))
             sent[run_id] = min(sent.get(run_id, op.started), op.started)
     return sent
+
+
+def cancel_targets(history: History) -> set[str]:
+    """Every run a cancel was sent for, whatever came back."""
+    return {str(op.request.get("run_id")) for op in history.ops if op.kind == "cancel"}

@@ -39,7 +39,7 @@ def plan(
         for number, kind in enumerate(order)
     ]
     at = rng.expovariate(1.0 / mean_gap_seconds)
-    while at < seconds * EXTRA_SHARE:
+    while kinds and at < seconds * EXTRA_SHARE:
         strikes.append(Strike(at=at, kind=rng.choice(list(kinds)), guaranteed=False))
         at += rng.expovariate(1.0 / mean_gap_seconds)
     return sorted(strikes, key=lambda strike: strike.at)

@@ -23,9 +23,12 @@ __all__ = ["ALL_KINDS", "Fault", "kinds_named"]
 
 
 def kinds_named(names: tuple[str, ...]) -> tuple[type[Fault], ...]:
-    """The kinds called ``names`` (all of them for none); an unknown name is an error."""
+    """The kinds called ``names`` (all of them for none, no kind at all for "none": a run
+    without faults); an unknown name is an error."""
     if not names:
         return ALL_KINDS
+    if names == ("none",):
+        return ()
     known = {kind.kind: kind for kind in ALL_KINDS}
     unknown = sorted(set(names) - set(known))
     if unknown:
