@@ -14,6 +14,7 @@ grant itself) and ``grace_seconds`` (a 503 just after an outage, while clients r
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -26,11 +27,12 @@ from chaos.facts import (
     Accepted,
     accepted_runs,
     cancel_targets,
+    fresh_reads,
     status_reads,
     successful_cancels,
 )
 from chaos.history import History, Op
-from chaos.intervals import Interval, merged, overlaps
+from chaos.intervals import Interval, merged
 from chaos.logs import LogLine
 from chaos.spans import agent_spans
 from chaos.verdicts import PropertyResult, Verdict
@@ -64,7 +66,13 @@ def check(
     return Verdict(
         properties=[
             check_bound(spans, config.slots, config.scope),
-            check_final(accepted, reads, cancel_targets(history)),
+            check_final(
+                accepted,
+                reads,
+                cancel_targets(history),
+                fresh_reads(history, options.grace_seconds),
+                _unanswered(history),
+            ),
             check_once(accepted, reads, lines),
             _fifo(history, lines, accepted, reads, options),
             check_keys(history, lines),
@@ -91,14 +99,18 @@ def _fifo(
         for f in history.faults
         if any(name.startswith("worker") for name in f.affects)
     ]
-    api_faults = [(f.started, f.ended + grace, f.affects) for f in history.faults]
-
-    def trusted(op: Op) -> bool:
-        stale = outages + [(s, e) for s, e, affects in api_faults if f"api{op.api}" in affects]
-        return not overlaps(stale, op.started, op.ended)
-
+    trusted = fresh_reads(history, grace)
     grants = options.grant_source(accepted, lines, tolerance, merged(outages + worker_faults))
     waited = waited_until(accepted, grants, reads, successful_cancels(history), trusted)
     result = check_fifo(accepted, grants, waited)
     note = f"tolerance: {tolerance:g} s of time without outage or worker fault"
     return result.model_copy(update={"notes": [note, *result.notes]})
+
+
+def _unanswered(history: History) -> dict[str, Counter[str]]:
+    """Per run, what its status reads got instead of a 200."""
+    answers: dict[str, Counter[str]] = defaultdict(Counter)
+    for op in history.ops:
+        if op.kind == "status" and op.status != 200:
+            answers[str(op.request.get("run_id"))][str(op.status or op.error)] += 1
+    return answers

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agent_runner.locations import ScopeKind
 from chaos.history import History, Op
+from chaos.intervals import overlaps
 
 FINAL_STATES = ("DONE", "ERROR")
 
@@ -125,3 +127,17 @@ def successful_cancels(history: History) -> dict[str, float]:
 def cancel_targets(history: History) -> set[str]:
     """Every run a cancel was sent for, whatever came back."""
     return {str(op.request.get("run_id")) for op in history.ops if op.kind == "cancel"}
+
+
+def fresh_reads(history: History, grace_seconds: float) -> Callable[[Op], bool]:
+    """Whether a status read is held to be current: it overlaps no server outage and no fault
+    of the API that answered it (nor the grace after one). In those, the README lets an API
+    answer a run's last known status."""
+    outages = [(w.started, w.ended + grace_seconds) for w in history.outages]
+    api_faults = [(f.started, f.ended + grace_seconds, f.affects) for f in history.faults]
+
+    def fresh(op: Op) -> bool:
+        stale = outages + [(s, e) for s, e, affects in api_faults if f"api{op.api}" in affects]
+        return not overlaps(stale, op.started, op.ended)
+
+    return fresh

@@ -104,6 +104,22 @@ def test_a_run_read_done_then_pending_fails_final() -> None:
     assert_only_fails(verdict_of(story), "final")
 
 
+def test_a_final_state_read_otherwise_later_fails_final_unless_the_read_may_be_stale() -> None:
+    story = clean()
+    story.read(10.0, "B", "RUNNING")  # within the grace after the outage: may be stale
+    story.read(30.0, "B", "DONE")
+    assert verdict_of(story).passed
+
+    story.read(20.0, "B", "RUNNING")
+    story.read(31.0, "B", "DONE")
+    verdict = verdict_of(story)
+    assert_only_fails(verdict, "final")
+    assert (
+        "read DONE at 08:00:09.050, then RUNNING in a read sent at 08:00:20.000"
+        in (verdict["final"].violations[0])
+    )
+
+
 def test_a_done_run_completed_twice_fails_once() -> None:
     story = clean()
     story.agent("A", 2.4, 2.9, attempt=2, worker="worker1-1", result="rejected", has_result=True)
