@@ -17,6 +17,7 @@ from typing import Literal
 
 from agent_runner.settings import Settings
 from chaos.history import ProcessLife, ProcessRole, Recorder
+from chaos.tail import WorkingAgents
 from devtools.processes import ChildProcess
 
 
@@ -38,6 +39,7 @@ class TrackedProcess:
         self.launch = launch
         self.process: ChildProcess | None = None
         self.life: ProcessLife | None = None
+        self.working: WorkingAgents | None = None
         self.paused = False
         self._starts = 0
 
@@ -66,6 +68,13 @@ class TrackedProcess:
             started=started,
         )
         self.recorder.process_started(self.life)
+        self.working = WorkingAgents(name, self.directory / log)
+
+    def agents_working(self) -> list[tuple[str, int | None]]:
+        """The agents working on this process now (none unless it runs)."""
+        if self.working is None or not self.running():
+            return []
+        return self.working.now()
 
     async def kill(self) -> float:
         """SIGKILL; returns when it was seen dead."""

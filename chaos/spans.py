@@ -82,14 +82,3 @@ def agent_spans(
                 )
             )
     return sorted(spans, key=lambda span: span.start)
-
-
-def open_attempts(lines: Iterable[LogLine]) -> list[tuple[str, int | None]]:
-    """The (run id, attempt) of agents that started in these lines and logged no end."""
-    working: dict[tuple[str, int | None], None] = {}
-    for line in lines:
-        if line.event == START_EVENT:
-            working[(line.run_id, line.attempt)] = None
-        elif line.event in END_EVENTS:
-            working.pop((line.run_id, line.attempt), None)
-    return list(working)

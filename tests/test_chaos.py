@@ -10,6 +10,7 @@ kept under pytest's tmp_path for whoever investigates a failure.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,10 @@ SEED = 17
 MINUTES = 1.5
 
 
-async def test_a_short_seeded_chaos_run_with_every_fault_kind_passes(tmp_path: Path) -> None:
+async def test_a_short_seeded_chaos_run_with_every_fault_kind_passes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="httpx")  # a line per request: the history has them
     options = ChaosOptions(
         minutes=MINUTES,
         seed=SEED,

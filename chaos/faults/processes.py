@@ -9,26 +9,18 @@ import time
 from typing import Any
 
 from chaos.faults.base import Fault, index_of
-from chaos.logs import read_lines
 from chaos.processes import TrackedProcess
-from chaos.spans import open_attempts
 from chaos.stack import ChaosStack
 
 # How long a worker fault waits for an agent to be working on its worker before striking.
 WAIT_FOR_AGENT_SECONDS = 10.0
 
 
-def agents_working(worker: TrackedProcess) -> list[tuple[str, int | None]]:
-    if worker.life is None or not worker.running():
-        return []
-    return open_attempts(read_lines(worker.life.name, worker.directory / worker.life.log))
-
-
 async def wait_for_agent(worker: TrackedProcess) -> dict[str, Any]:
     """Wait (a while) until an agent works on ``worker``; which one, for the record."""
     deadline = time.monotonic() + WAIT_FOR_AGENT_SECONDS
     while time.monotonic() < deadline:
-        working = agents_working(worker)
+        working = worker.agents_working()
         if working:
             return {"agent_working": [f"{run_id} attempt {attempt}" for run_id, attempt in working]}
         await asyncio.sleep(0.1)
@@ -39,7 +31,7 @@ class WorkerFault(Fault):
     @classmethod
     def targets(cls, stack: ChaosStack) -> list[str]:
         live = [w for w in stack.workers if w.running() and not w.paused]
-        busy = [w for w in live if agents_working(w)]
+        busy = [w for w in live if w.agents_working()]
         return [w.slot for w in busy or live]
 
     async def prepare(self, stack: ChaosStack) -> dict[str, Any]:
