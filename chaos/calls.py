@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,6 +19,17 @@ from chaos.history import Op, OpKind, Phase, Recorder
 
 # Beyond a long poll's own wait: the longest an answer may take before it counts as a timeout.
 REQUEST_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Asked:
+    """Who asks what of which API, as the history records it."""
+
+    client: str
+    kind: OpKind
+    phase: Phase
+    api: int
+    request: dict[str, Any]
 
 
 class Calls:
@@ -29,35 +41,26 @@ class Calls:
     async def start(
         self, client: str, phase: Phase, api: int, body: dict[str, Any], key: str | None
     ) -> Op:
+        asked = Asked(client, "start", phase, api, {"body": body, "key": key})
         headers = {"Idempotency-Key": key} if key is not None else {}
-        return await self._call(
-            client, "start", phase, api, {"body": body, "key": key},
-            "POST", "/agents/run", json=body, headers=headers,
-        )  # fmt: skip
+        return await self._call(asked, "POST", "/agents/run", json=body, headers=headers)
 
     async def status(
         self, client: str, phase: Phase, api: int, run_id: str, wait: float | None = None
     ) -> Op:
+        asked = Asked(client, "status", phase, api, {"run_id": run_id, "wait": wait})
         params = {"wait": f"{wait:g}"} if wait is not None else {}
-        return await self._call(
-            client, "status", phase, api, {"run_id": run_id, "wait": wait},
-            "GET", f"/agents/status/{run_id}", params=params,
-            timeout=REQUEST_TIMEOUT_SECONDS + (wait or 0.0),
-        )  # fmt: skip
+        timeout = REQUEST_TIMEOUT_SECONDS + (wait or 0.0)
+        path = f"/agents/status/{run_id}"
+        return await self._call(asked, "GET", path, params=params, timeout=timeout)
 
     async def cancel(self, client: str, phase: Phase, api: int, run_id: str) -> Op:
-        return await self._call(
-            client, "cancel", phase, api, {"run_id": run_id},
-            "POST", f"/agents/runs/{run_id}/cancel",
-        )  # fmt: skip
+        asked = Asked(client, "cancel", phase, api, {"run_id": run_id})
+        return await self._call(asked, "POST", f"/agents/runs/{run_id}/cancel")
 
     async def _call(
         self,
-        client: str,
-        kind: OpKind,
-        phase: Phase,
-        api: int,
-        request: dict[str, Any],
+        asked: Asked,
         method: str,
         path: str,
         *,
@@ -65,46 +68,38 @@ class Calls:
         **options: Any,
     ) -> Op:
         started = time.time()
-        status: int | None = None
-        body: Any = None
-        error: str | None = None
+        url = f"{self.urls[asked.api]}{path}"
         try:
-            response = await self.http.request(
-                method, f"{self.urls[api]}{path}", timeout=timeout, **options
-            )
-            status = response.status_code
-            try:
-                body = response.json()
-            except ValueError:
-                body = response.text
+            response = await self.http.request(method, url, timeout=timeout, **options)
         except httpx.TimeoutException:
-            error = "timeout"
+            return self._record(asked, started, error="timeout")
         except httpx.TransportError as err:
-            error = f"connection ({type(err).__name__})"
+            return self._record(asked, started, error=f"connection ({type(err).__name__})")
         except asyncio.CancelledError:
-            self._record(client, kind, phase, api, request, started, None, None, "abandoned")
+            self._record(asked, started, error="abandoned")
             raise
-        return self._record(client, kind, phase, api, request, started, status, body, error)
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        return self._record(asked, started, status=response.status_code, body=body)
 
     def _record(
         self,
-        client: str,
-        kind: OpKind,
-        phase: Phase,
-        api: int,
-        request: dict[str, Any],
+        asked: Asked,
         started: float,
-        status: int | None,
-        body: Any,
-        error: str | None,
+        *,
+        status: int | None = None,
+        body: Any = None,
+        error: str | None = None,
     ) -> Op:
         op = Op(
             index=self.recorder.next_op_index(),
-            client=client,
-            kind=kind,
-            phase=phase,
-            api=api,
-            request=request,
+            client=asked.client,
+            kind=asked.kind,
+            phase=asked.phase,
+            api=asked.api,
+            request=asked.request,
             started=started,
             ended=time.time(),
             status=status,

@@ -91,8 +91,9 @@ def check_liveness(
         if not run_ids:
             violations.append(f"{scope}: no probe run was accepted after healing")
             continue
-        states = {run_id: state_of(reads[run_id][-1]) if reads.get(run_id) else None
-                  for run_id in run_ids}  # fmt: skip
+        states = {
+            run_id: state_of(reads[run_id][-1]) if reads.get(run_id) else None for run_id in run_ids
+        }
         if "DONE" not in states.values():
             violations.append(f"{scope}: probe runs ended {states}")
     return PropertyResult(

@@ -70,10 +70,17 @@ async def _chaos_phase(
 ) -> None:
     known = Known()
     clients = [
-        Client(f"c{n}", derived_rng(options.seed, f"client-{n}"), calls, known, users,
-               AGENT_TYPES, options.seed)
+        Client(
+            name=f"c{n}",
+            rng=derived_rng(options.seed, f"client-{n}"),
+            calls=calls,
+            known=known,
+            users=users,
+            agent_types=AGENT_TYPES,
+            seed=options.seed,
+        )
         for n in range(options.clients)
-    ]  # fmt: skip
+    ]
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(client.run(stop)) for client in clients]
     strikes = plan(
@@ -101,9 +108,11 @@ async def _finale(
     await read_until_final(calls, list(accepted), "final")
     scopes = sorted({run.scope for run in accepted.values()})
     await asyncio.gather(
-        *(probe(calls, probe_body(scope, users), f"chaos-{options.seed}-probe-{number}")
-          for number, scope in enumerate(scopes))
-    )  # fmt: skip
+        *(
+            probe(calls, probe_body(scope, users), f"chaos-{options.seed}-probe-{number}")
+            for number, scope in enumerate(scopes)
+        )
+    )
 
 
 async def run_chaos(options: ChaosOptions) -> tuple[Verdict, Path]:

@@ -36,9 +36,14 @@ SERVER_ARGS = ("--dynamic-config-value", "limit.historyCount.suggestContinueAsNe
 
 class ChaosStack:
     def __init__(
-        self, directory: Path, overrides: dict[str, Any], recorder: Recorder, *, apis: int = 2,
+        self,
+        directory: Path,
+        overrides: dict[str, Any],
+        recorder: Recorder,
+        *,
+        apis: int = 2,
         workers: int = 2,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.directory = directory
         self.overrides = overrides
         self.recorder = recorder

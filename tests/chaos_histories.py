@@ -50,16 +50,34 @@ class Story:
         self.ops.append(
             Op.model_validate(
                 {
-                    "index": len(self.ops), "client": "c0", "kind": kind, "phase": phase,
-                    "api": 0, "request": request, "started": T0 + sent, "ended": T0 + answered,
-                    "status": status, "body": answer, "error": error,
+                    "index": len(self.ops),
+                    "client": "c0",
+                    "kind": kind,
+                    "phase": phase,
+                    "api": 0,
+                    "request": request,
+                    "started": T0 + sent,
+                    "ended": T0 + answered,
+                    "status": status,
+                    "body": answer,
+                    "error": error,
                 }
             )
-        )  # fmt: skip
+        )
 
-    def start(self, sent: float, answered: float, on_busy: str, run_id: str | None, *,
-              key: str | None = None, position: int | None = None, status: int = 202,
-              agent_type: str = POLICY, phase: str = "chaos") -> None:  # fmt: skip
+    def start(
+        self,
+        sent: float,
+        answered: float,
+        on_busy: str,
+        run_id: str | None,
+        *,
+        key: str | None = None,
+        position: int | None = None,
+        status: int = 202,
+        agent_type: str = POLICY,
+        phase: str = "chaos",
+    ) -> None:
         answer = {"run_id": run_id, "queue_position": position} if status == 202 else {"detail": ""}
         request = {"body": body(on_busy, agent_type), "key": key}
         self.op("start", sent, answered, request, status, answer, phase)
@@ -75,14 +93,29 @@ class Story:
     def log(self, process: str, event: str, at: float, run_id: str, **more: Any) -> None:
         self.lines.append(
             LogLine.model_validate(
-                {"process": process, "event": event, "at": T0 + at, "run_id": run_id,
-                 "agent_type": POLICY, "user_id": USER, **more}
+                {
+                    "process": process,
+                    "event": event,
+                    "at": T0 + at,
+                    "run_id": run_id,
+                    "agent_type": POLICY,
+                    "user_id": USER,
+                    **more,
+                }
             )
-        )  # fmt: skip
+        )
 
-    def agent(self, run_id: str, start: float, end: float | None, *, attempt: int = 1,
-              worker: str = "worker0-1", ended_by: str = "agent_complete",
-              **end_fields: Any) -> None:  # fmt: skip
+    def agent(
+        self,
+        run_id: str,
+        start: float,
+        end: float | None,
+        *,
+        attempt: int = 1,
+        worker: str = "worker0-1",
+        ended_by: str = "agent_complete",
+        **end_fields: Any,
+    ) -> None:
         self.log(worker, "agent_start", start, run_id, attempt=attempt, fencing_token=attempt)
         if end is None:
             return
@@ -90,25 +123,50 @@ class Story:
             end_fields = {"has_result": True, "result": RESULTS.get(run_id)}
         self.log(worker, ended_by, end, run_id, attempt=attempt, **end_fields)
 
-    def life(self, name: str, role: str, started: float, ended: float | None = None,
-             ended_by: str | None = None) -> None:  # fmt: skip
+    def life(
+        self,
+        name: str,
+        role: str,
+        started: float,
+        ended: float | None = None,
+        ended_by: str | None = None,
+    ) -> None:
         self.processes.append(
             ProcessLife.model_validate(
-                {"name": name, "role": role, "index": int(name[len(role)]), "pid": 100 +
-                 len(self.processes), "log": f"{name}.log", "started": T0 + started,
-                 "ended": None if ended is None else T0 + ended, "ended_by": ended_by}
+                {
+                    "name": name,
+                    "role": role,
+                    "index": int(name[len(role)]),
+                    "pid": 100 + len(self.processes),
+                    "log": f"{name}.log",
+                    "started": T0 + started,
+                    "ended": None if ended is None else T0 + ended,
+                    "ended_by": ended_by,
+                }
             )
-        )  # fmt: skip
+        )
 
     def history(self, slots: int = 1, scope: ScopeKind = ScopeKind.GLOBAL) -> History:
         config = RunConfig(
-            seed=1, minutes=0.2, slots=slots, scope=scope, users=[USER], agent_types=[POLICY],
-            agent_duration_seconds=1.0, heartbeat_timeout_seconds=3.0, workflow_id="chaos",
-        )  # fmt: skip
+            seed=1,
+            minutes=0.2,
+            slots=slots,
+            scope=scope,
+            users=[USER],
+            agent_types=[POLICY],
+            agent_duration_seconds=1.0,
+            heartbeat_timeout_seconds=3.0,
+            workflow_id="chaos",
+        )
         return History(
-            config=config, began=T0 - 1.0, finished=T0 + 12.0, ops=self.ops, faults=self.faults,
-            outages=self.outages, processes=self.processes,
-        )  # fmt: skip
+            config=config,
+            began=T0 - 1.0,
+            finished=T0 + 12.0,
+            ops=self.ops,
+            faults=self.faults,
+            outages=self.outages,
+            processes=self.processes,
+        )
 
 
 def clean(

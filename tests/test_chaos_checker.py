@@ -70,8 +70,9 @@ def test_a_span_without_end_line_lasts_until_its_worker_was_killed() -> None:
 def test_a_span_without_end_line_in_a_process_never_stopped_lasts_to_the_end() -> None:
     story = clean(b_agent=None)
     b_cut_short(story)
-    story.processes = [life.model_copy(update={"ended": None, "ended_by": None})
-                       for life in story.processes]  # fmt: skip
+    story.processes = [
+        life.model_copy(update={"ended": None, "ended_by": None}) for life in story.processes
+    ]
 
     assert_only_fails(verdict_of(story), "bound")
 
@@ -132,8 +133,9 @@ def test_a_done_run_completed_twice_fails_once() -> None:
 
 def test_a_done_result_other_than_the_one_logged_fails_once() -> None:
     story = clean()
-    story.ops = [op for op in story.ops if not (op.request.get("run_id") == "C" and
-                                               op.phase == "final")]  # fmt: skip
+    story.ops = [
+        op for op in story.ops if not (op.request.get("run_id") == "C" and op.phase == "final")
+    ]
     story.read(9.0, "C", "DONE", result="rejected")
 
     assert_only_fails(verdict_of(story), "once")
@@ -225,9 +227,14 @@ def test_a_503_far_from_any_outage_or_fault_fails_5xx() -> None:
 def test_a_503_to_an_enqueue_while_a_worker_is_down_is_excused_but_not_to_a_reject() -> None:
     story = clean()
     story.faults.append(
-        FaultRecord(kind="kill-worker", target="worker1", started=T0 + 20.0, ended=T0 + 22.0,
-                    affects=["worker1"])
-    )  # fmt: skip
+        FaultRecord(
+            kind="kill-worker",
+            target="worker1",
+            started=T0 + 20.0,
+            ended=T0 + 22.0,
+            affects=["worker1"],
+        )
+    )
     story.start(21.0, 21.5, "enqueue", None, status=503)
     assert verdict_of(story).passed
 
