@@ -2,9 +2,9 @@
 
 The rule: at most ``max_at_once`` faults at a time, never two on one target; each fault's record
 runs from just before its injection to just after its heal, and one that makes the server
-unavailable is also an outage window. A strike waits for a free target; the guaranteed ones
-always happen (the run's chaos phase lasts until they have), extra ones are dropped once the
-phase's time is up.
+unavailable is also an outage window; one that finds nothing to hit is recorded as skipped. A
+strike waits for a free target; the guaranteed ones always happen (the run's chaos phase lasts
+until they have), extra ones are dropped once the phase's time is up.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import traceback
 from typing import Any
 
 from chaos.faults import Fault
+from chaos.faults.base import NothingToStrike
 from chaos.history import FaultRecord, Recorder, Window
 from chaos.schedule import Strike
 from chaos.stack import ChaosStack
@@ -92,6 +93,9 @@ class Nemesis:
                 await asyncio.sleep(fault.hold_seconds)
             finally:
                 details["heal"] = await fault.heal(self.stack)
+        except NothingToStrike as err:
+            details["skipped"] = str(err)
+            started = None
         except Exception:
             details["failed"] = traceback.format_exc(limit=5)
             if started is not None:

@@ -15,6 +15,10 @@ from typing import Any, ClassVar
 from chaos.stack import ChaosStack
 
 
+class NothingToStrike(Exception):
+    """The fault found nothing to hit (no open run to terminate, say): recorded as skipped."""
+
+
 class Fault(ABC):
     kind: ClassVar[str]
     # How long the fault holds before it heals (seconds), drawn by the nemesis.
@@ -45,7 +49,7 @@ class Fault(ABC):
 
     @abstractmethod
     async def inject(self, stack: ChaosStack) -> dict[str, Any]:
-        """Do it; details for the record."""
+        """Do it; details for the record. Raises :class:`NothingToStrike` when it cannot."""
 
     async def heal(self, stack: ChaosStack) -> dict[str, Any]:
         """Undo it; details for the record."""

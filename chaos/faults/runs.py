@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from chaos.faults.base import Fault
+from chaos.faults.base import Fault, NothingToStrike
 from chaos.stack import ChaosStack
 from chaos.temporal_cli import open_agent_runs, terminate
 
@@ -42,4 +42,4 @@ class TerminateRun(Fault):
                     "cli_output": result.output.strip()[-300:],
                 }
             await asyncio.sleep(0.5)
-        return {"terminated": False, "open_runs": 0}
+        raise NothingToStrike(f"no open agent run in {FIND_SECONDS:g} s")
