@@ -1,0 +1,63 @@
+"""Property (a): never more than N agents at once in one scope, from the agents' spans.
+
+Spans that only touch (one ends at the instant the next starts) do not overlap. One violation
+per episode: each time a scope goes from N working agents to N + 1, with the spans open then.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from agent_runner.locations import ScopeKind
+from chaos.facts import scope_of, stamp
+from chaos.spans import Span
+from chaos.verdicts import PropertyResult
+
+NAME = "bound"
+TITLE = "at most N agents at once per scope"
+
+
+def check_bound(spans: Sequence[Span], slots: int, kind: ScopeKind) -> PropertyResult:
+    by_scope: dict[str, list[Span]] = defaultdict(list)
+    # A span that ends where it starts (a lease that ran out before the agent began) holds
+    # no instant: it overlaps nothing.
+    empty = [span for span in spans if span.end <= span.start]
+    for span in spans:
+        if span.end <= span.start:
+            continue
+        by_scope[scope_of(kind, span.agent_type, span.user_id)].append(span)
+    violations: list[str] = []
+    peak = 0
+    with_unended = 0
+    for scope, scope_spans in sorted(by_scope.items()):
+        # At one instant, ends before starts: touching spans are not at once.
+        changes = sorted(
+            [(span.start, 1, span) for span in scope_spans]
+            + [(span.end, 0, span) for span in scope_spans],
+            key=lambda change: (change[0], change[1]),
+        )
+        working: list[Span] = []
+        for at, is_start, span in changes:
+            if not is_start:
+                working.remove(span)
+                continue
+            working.append(span)
+            peak = max(peak, len(working))
+            if len(working) == slots + 1:
+                with_unended += any(other.ended_by.startswith("no end line") for other in working)
+                listed = "; ".join(other.describe() for other in working)
+                violations.append(
+                    f"{scope}: {len(working)} agents at {stamp(at)} (N={slots}): {listed}"
+                )
+    notes = [f"most agents at once in one scope: {peak}", f"scopes with agents: {len(by_scope)}"]
+    unended = [span for span in spans if span.ended_by.startswith("no end line")]
+    notes.append(
+        f"violations with a span that has no end line: {with_unended} of {len(violations)}; "
+        f"spans without an end line: {len(unended)} "
+        f"({sum(1 for span in unended if 'sigkill' in span.ended_by)} of a SIGKILLed worker)"
+    )
+    notes += [f"span without duration: {span.describe()}" for span in empty[:3]]
+    return PropertyResult(
+        name=NAME, title=TITLE, checked=len(spans), violations=violations, notes=notes
+    )

@@ -1,0 +1,97 @@
+"""The log lines the checker reads, parsed from the processes' JSON stdout: the agents' lives
+(``agent_start`` and the one end line of each attempt, from workers) and the runs the APIs
+accepted (``run_accepted``, with the Idempotency-Key, even when the answer never arrived).
+
+The rule: one line in, one :class:`LogLine` out, times as epoch seconds on the history's clock;
+a line that is not JSON, or not about one of these events, is skipped, never guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from chaos.history import ProcessLife
+
+START_EVENT = "agent_start"
+COMPLETE_EVENT = "agent_complete"
+LEASE_LOST_EVENT = "agent_lease_lost"
+END_EVENTS = frozenset(
+    {COMPLETE_EVENT, "agent_error", "agent_cancelled", "agent_timed_out", LEASE_LOST_EVENT}
+)
+ACCEPTED_EVENT = "run_accepted"
+READ_EVENTS = END_EVENTS | {START_EVENT, ACCEPTED_EVENT}
+
+
+class LogLine(BaseModel):
+    """One line about a run, from the process named ``process`` (a :class:`ProcessLife`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    process: str
+    event: str
+    at: float
+    run_id: str
+    attempt: int | None = None
+    agent_type: str | None = None
+    user_id: str | None = None
+    fencing_token: int | None = None
+    lease_expired_at: float | None = None
+    # agent_complete: whether the line carries the result, and which.
+    has_result: bool = False
+    result: Any = None
+    idempotency_key: str | None = None
+    queue_position: int | None = None
+
+
+def epoch(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def parse_line(process: str, text: str) -> LogLine | None:
+    try:
+        raw = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(raw, dict) or raw.get("event") not in READ_EVENTS:
+        return None
+    if not isinstance(raw.get("run_id"), str) or not isinstance(raw.get("timestamp"), str):
+        return None
+    expired = raw.get("lease_expired_at")
+    return LogLine(
+        process=process,
+        event=raw["event"],
+        at=epoch(raw["timestamp"]),
+        run_id=raw["run_id"],
+        attempt=raw.get("attempt"),
+        agent_type=raw.get("agent_type"),
+        user_id=raw.get("user_id"),
+        fencing_token=raw.get("fencing_token"),
+        lease_expired_at=epoch(expired) if isinstance(expired, str) else None,
+        has_result="result" in raw,
+        result=raw.get("result"),
+        idempotency_key=raw.get("idempotency_key"),
+        queue_position=raw.get("queue_position"),
+    )
+
+
+def read_lines(process: str, path: Path) -> list[LogLine]:
+    if not path.exists():
+        return []
+    parsed = (parse_line(process, text) for text in path.read_text(errors="replace").splitlines())
+    return [line for line in parsed if line is not None]
+
+
+def read_process_logs(processes: Iterable[ProcessLife], directory: Path) -> list[LogLine]:
+    """Every line of interest from the APIs and workers of a run, in file order per process."""
+    return [
+        line
+        for life in processes
+        if life.role in ("api", "worker")
+        for line in read_lines(life.name, directory / life.log)
+    ]

@@ -1,0 +1,152 @@
+"""One chaos run from start to verdict: start the stack, let the clients and the nemesis loose,
+heal, read every accepted run to its end, probe liveness, stop everything, check.
+
+The rule: every process this run starts is stopped before it returns, whatever happened; the
+history and the verdict are written to the run's directory even when the verdict fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chaos.calls import Calls
+from chaos.checker import check
+from chaos.clients import Client, Known
+from chaos.facts import accepted_runs
+from chaos.faults import kinds_named
+from chaos.finale import probe, read_until_final
+from chaos.history import Recorder, RunConfig, write_history
+from chaos.logs import read_process_logs
+from chaos.nemesis import Nemesis
+from chaos.options import (
+    AGENT_TYPES,
+    HEARTBEAT_TIMEOUT_SECONDS,
+    WORKFLOW_ID,
+    ChaosOptions,
+    derived_rng,
+)
+from chaos.report import table, write_verdict
+from chaos.schedule import plan
+from chaos.stack import ChaosStack
+from chaos.verdicts import Verdict
+
+# How long the clients get to finish the request they are making once told to stop.
+CLIENTS_STOP_SECONDS = 30.0
+
+
+def stack_settings(options: ChaosOptions) -> dict[str, Any]:
+    return {
+        "task_queue": WORKFLOW_ID,
+        "workflow_id": WORKFLOW_ID,
+        "agent_slots": options.slots,
+        "agent_scope": options.scope,
+        "agent_queue_max": 20,
+        "agent_duration_seconds": options.agent_duration_seconds(),
+        "agent_heartbeat_timeout_seconds": HEARTBEAT_TIMEOUT_SECONDS,
+        "agent_retry_initial_interval_seconds": 0.2,
+        "agent_max_attempts": 3,
+        "worker_graceful_shutdown_seconds": 3.0,
+        "log_level": "INFO",
+    }
+
+
+def probe_body(scope: str, users: list[str]) -> dict[str, str]:
+    """A run of ``scope`` ("global", "user:<id>", "type:<name>") that waits its turn."""
+    kind, _, key = scope.partition(":")
+    return {
+        "agent_type": key if kind == "type" else AGENT_TYPES[0],
+        "user_id": key if kind == "user" else users[0],
+        "on_busy": "enqueue",
+    }
+
+
+async def _chaos_phase(
+    options: ChaosOptions, stack: ChaosStack, calls: Calls, users: list[str]
+) -> None:
+    known = Known()
+    clients = [
+        Client(
+            name=f"c{n}",
+            rng=derived_rng(options.seed, f"client-{n}"),
+            calls=calls,
+            known=known,
+            users=users,
+            agent_types=AGENT_TYPES,
+            seed=options.seed,
+        )
+        for n in range(options.clients)
+    ]
+    stop = asyncio.Event()
+    tasks = [asyncio.ensure_future(client.run(stop)) for client in clients]
+    strikes = plan(
+        derived_rng(options.seed, "schedule"), kinds_named(options.kinds), options.seconds
+    )
+    nemesis = Nemesis(
+        stack, calls.recorder, derived_rng(options.seed, "nemesis"), strikes, options.seconds
+    )
+    try:
+        await nemesis.run()
+        await nemesis.drain()
+    finally:
+        stop.set()
+        _, late = await asyncio.wait(tasks, timeout=CLIENTS_STOP_SECONDS)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await nemesis.drain()
+
+
+async def _finale(
+    options: ChaosOptions, calls: Calls, recorder: Recorder, users: list[str]
+) -> None:
+    accepted = accepted_runs(recorder.history())
+    await read_until_final(calls, list(accepted), "final")
+    scopes = sorted({run.scope for run in accepted.values()})
+    await asyncio.gather(
+        *(
+            probe(calls, probe_body(scope, users), f"chaos-{options.seed}-probe-{number}")
+            for number, scope in enumerate(scopes)
+        )
+    )
+
+
+async def run_chaos(options: ChaosOptions) -> tuple[Verdict, Path]:
+    directory = options.run_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    users = options.user_ids()
+    config = RunConfig(
+        seed=options.seed,
+        minutes=options.minutes,
+        slots=options.slots,
+        scope=options.scope,
+        users=users,
+        agent_types=list(AGENT_TYPES),
+        agent_duration_seconds=options.agent_duration_seconds(),
+        heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS,
+        workflow_id=WORKFLOW_ID,
+    )
+    recorder = Recorder(config)
+    stack = ChaosStack(directory, stack_settings(options), recorder)
+    try:
+        await stack.start()
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        async with httpx.AsyncClient(limits=limits) as http:
+            calls = Calls(http, [stack.api_url(i) for i in range(len(stack.apis))], recorder)
+            await _chaos_phase(options, stack, calls, users)
+            await stack.heal()
+            await _finale(options, calls, recorder, users)
+    finally:
+        with contextlib.suppress(Exception):
+            await stack.heal()
+        await stack.stop()
+    history = recorder.history()
+    write_history(history, directory / "history.json")
+    verdict = check(history, read_process_logs(history.processes, directory))
+    write_verdict(verdict, history, directory / "verdict.json")
+    print(table(verdict))
+    return verdict, directory

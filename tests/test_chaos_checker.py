@@ -1,0 +1,270 @@
+"""The chaos checker, on synthetic histories (no server): the clean story passes every property,
+and each defect makes exactly the property it breaks fail, and no other."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_runner.locations import ScopeKind
+from chaos.checker import CheckerOptions, check
+from chaos.history import FaultRecord
+from chaos.intervals import merged, walk_back
+from chaos.verdicts import Verdict
+from tests.chaos_histories import T0, Story, clean
+
+PROPERTIES = ["bound", "final", "once", "fifo", "keys", "5xx", "liveness"]
+
+
+def verdict_of(story: Story, **options: object) -> Verdict:
+    return check(story.history(), story.lines, CheckerOptions(**options))  # type: ignore[arg-type]
+
+
+def assert_only_fails(verdict: Verdict, name: str) -> None:
+    assert verdict.failed() == [name], [(r.name, r.violations) for r in verdict.properties]
+
+
+def test_a_clean_history_passes_every_property() -> None:
+    verdict = verdict_of(clean())
+
+    assert [result.name for result in verdict.properties] == PROPERTIES
+    assert verdict.passed, [(r.name, r.violations) for r in verdict.properties]
+    assert all(result.checked > 0 for result in verdict.properties)
+
+
+def test_two_agents_at_once_in_one_scope_fail_the_bound() -> None:
+    story = clean()
+    story.agent("B", 1.8, 2.0, attempt=2, worker="worker1-1", ended_by="agent_error")
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "bound")
+    assert "B attempt 2" in verdict["bound"].violations[0]
+
+
+def b_cut_short(story: Story, **end: object) -> None:
+    """B's first attempt works on worker1 from 1.3 (how it ends: ``end``); attempt 2 completes
+    on worker0 after C's agent (3.2-4.2)."""
+    story.agent("B", 1.3, end.pop("at", None), worker="worker1-1", **end)  # type: ignore[arg-type]
+    story.agent("B", 4.3, 5.0, attempt=2)
+
+
+def killed_at(story: Story, process: str, at: float) -> None:
+    story.processes = [
+        life.model_copy(update={"ended": T0 + at, "ended_by": "sigkill"})
+        if life.name == process
+        else life
+        for life in story.processes
+    ]
+
+
+def test_a_span_without_end_line_lasts_until_its_worker_was_killed() -> None:
+    story = clean(b_agent=None)
+    b_cut_short(story)
+    killed_at(story, "worker1-1", 3.15)
+    assert verdict_of(story).passed, "killed before C's agent began"
+
+    killed_at(story, "worker1-1", 3.5)
+    assert_only_fails(verdict_of(story), "bound")
+
+
+def test_a_span_without_end_line_in_a_process_never_stopped_lasts_to_the_end() -> None:
+    story = clean(b_agent=None)
+    b_cut_short(story)
+    story.processes = [
+        life.model_copy(update={"ended": None, "ended_by": None}) for life in story.processes
+    ]
+
+    assert_only_fails(verdict_of(story), "bound")
+
+
+def test_a_lost_lease_ends_its_span_at_the_lease_expiry() -> None:
+    story = clean(b_agent=None)
+    b_cut_short(story, at=3.6, ended_by="agent_lease_lost", lease_expired_at=T0 + 3.1)
+    assert verdict_of(story).passed, "the lease ran out before C's agent began"
+
+    story = clean(b_agent=None)
+    b_cut_short(story, at=3.6, ended_by="agent_lease_lost", lease_expired_at=T0 + 3.3)
+    assert_only_fails(verdict_of(story), "bound")
+
+
+def test_a_run_whose_202_never_ends_fails_final() -> None:
+    story = clean(b_agent=None)
+    story.ops = [op for op in story.ops if op.request.get("run_id") != "B"]
+    story.read(9.0, "B", "PENDING", queue_position=1)
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "final")
+    assert "B" in verdict["final"].violations[0]
+
+
+def test_a_run_read_done_then_pending_fails_final() -> None:
+    story = clean()
+    story.read(11.0, "B", "PENDING", queue_position=1)
+
+    assert_only_fails(verdict_of(story), "final")
+
+
+def test_a_final_state_read_otherwise_later_fails_final_unless_the_read_may_be_stale() -> None:
+    story = clean()
+    story.read(10.0, "B", "RUNNING")  # within the grace after the outage: may be stale
+    story.read(30.0, "B", "DONE")
+    assert verdict_of(story).passed
+
+    story.read(20.0, "B", "RUNNING")
+    story.read(31.0, "B", "DONE")
+    verdict = verdict_of(story)
+    assert_only_fails(verdict, "final")
+    assert (
+        "read DONE at 08:00:09.050, then RUNNING in a read sent at 08:00:20.000"
+        in (verdict["final"].violations[0])
+    )
+
+
+def test_a_done_run_completed_twice_fails_once() -> None:
+    story = clean()
+    story.agent("A", 2.4, 2.9, attempt=2, worker="worker1-1", result="rejected", has_result=True)
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "once")
+    assert "A is DONE with 2 agent_complete" in verdict["once"].violations[0]
+
+
+def test_a_done_result_other_than_the_one_logged_fails_once() -> None:
+    story = clean()
+    story.ops = [
+        op for op in story.ops if not (op.request.get("run_id") == "C" and op.phase == "final")
+    ]
+    story.read(9.0, "C", "DONE", result="rejected")
+
+    assert_only_fails(verdict_of(story), "once")
+
+
+def test_a_run_granted_while_an_earlier_one_still_waited_fails_fifo() -> None:
+    story = clean(b_agent=(5.5, 6.5))
+    story.read(4.5, "B", "PENDING", phase="chaos", queue_position=1)
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "fifo")
+    assert verdict["fifo"].violations[0].startswith("C (reject, sent 08:00:03.000) had a slot by")
+    assert "still waited at 08:00:04.500 (read at position 1)" in verdict["fifo"].violations[0]
+
+
+def test_an_agent_start_lagging_within_the_tolerance_proves_no_inversion() -> None:
+    story = clean(b_agent=(5.5, 6.5))
+
+    verdict = verdict_of(story)
+
+    assert verdict.passed
+    assert any("not proven" in note for note in verdict["fifo"].notes)
+    assert verdict_of(story, fifo_tolerance_seconds=1.0).failed() == ["fifo"]
+
+
+def test_a_run_that_started_at_once_never_waited() -> None:
+    story = clean(a_agent=(5.5, 6.5), b_agent=(0.7, 1.7))  # A's 202 said: started at once
+
+    assert verdict_of(story, fifo_tolerance_seconds=0.0).passed
+
+
+def test_a_status_read_in_an_outage_is_no_evidence_of_waiting() -> None:
+    story = clean(b_agent=(5.5, 6.5))
+    story.read(6.2, "B", "PENDING", phase="chaos", queue_position=1)
+
+    assert verdict_of(story).passed
+
+
+def test_a_reject_granted_while_an_earlier_run_waited_fails_fifo() -> None:
+    story = clean(b_agent=None)
+    story.ops = [op for op in story.ops if op.request.get("run_id") != "B"]
+    story.read(9.0, "B", "ERROR", error="cancelled")
+    story.op("cancel", 3.5, 3.6, {"run_id": "B"}, 200, {"state": "ERROR"})
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "fifo")
+    assert verdict["fifo"].violations[0].startswith("C (reject")
+    assert "(a cancel that ended it was sent)" in verdict["fifo"].violations[0]
+
+
+def test_two_runs_for_one_key_fail_keys() -> None:
+    story = clean()
+    story.start(5.5, 5.6, "enqueue", "A2", key="key-a")
+    story.read(9.0, "A2", "ERROR", error="cancelled")
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "keys")
+    assert "key key-a: 202s with 2 run ids" in verdict["keys"].violations[0]
+
+
+def test_a_run_accepted_for_a_key_whose_answer_was_lost_that_also_ran_fails_keys() -> None:
+    story = clean()
+    story.log("api0-1", "run_accepted", 4.9, "A-lost", idempotency_key="key-a")
+    story.agent("A-lost", 4.5, 4.8)
+
+    assert_only_fails(verdict_of(story), "keys")
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_5xx_other_than_503_fails_5xx(status: int) -> None:
+    story = clean()
+    story.start(8.5, 8.6, "reject", None, status=status)
+
+    assert_only_fails(verdict_of(story), "5xx")
+
+
+def test_a_503_far_from_any_outage_or_fault_fails_5xx() -> None:
+    story = clean()
+    story.start(8.5, 8.6, "reject", None, status=503)
+    assert verdict_of(story).passed, "within the grace after the outage"
+
+    story.start(20.0, 20.1, "reject", None, status=503)
+    assert_only_fails(verdict_of(story), "5xx")
+
+
+def test_a_503_to_an_enqueue_while_a_worker_is_down_is_excused_but_not_to_a_reject() -> None:
+    story = clean()
+    story.faults.append(
+        FaultRecord(
+            kind="kill-worker",
+            target="worker1",
+            started=T0 + 20.0,
+            ended=T0 + 22.0,
+            affects=["worker1"],
+        )
+    )
+    story.start(21.0, 21.5, "enqueue", None, status=503)
+    assert verdict_of(story).passed
+
+    story.start(21.0, 21.5, "reject", None, status=503)
+    assert_only_fails(verdict_of(story), "5xx")
+
+
+def test_no_probe_after_healing_fails_liveness() -> None:
+    story = clean()
+    story.ops = [op for op in story.ops if op.phase != "probe"]
+    story.lines = [line for line in story.lines if line.run_id != "P"]
+
+    assert_only_fails(verdict_of(story), "liveness")
+
+
+def test_scopes_per_user_count_agents_and_probes_per_user() -> None:
+    story = clean()
+    other_user = "0c8d1b6e-7f1a-4a53-9a4e-3f1f1e0a2b7c"
+    story.log("worker1-1", "agent_start", 3.4, "D", attempt=1, user_id=other_user)
+    story.log("worker1-1", "agent_complete", 3.9, "D", attempt=1, user_id=other_user)
+
+    assert check(story.history(scope=ScopeKind.USER_ID), story.lines).passed
+    assert check(story.history(), story.lines).failed() == ["bound"]
+
+
+def test_walking_back_through_clean_time_skips_the_blocked_intervals() -> None:
+    blocked = merged([(8.0, 9.0), (2.0, 5.0), (4.0, 6.0)])
+
+    assert blocked == [(2.0, 6.0), (8.0, 9.0)]
+    assert walk_back(10.0, 0.5, blocked) == 9.5
+    assert walk_back(10.0, 2.0, blocked) == 7.0  # 1 s after the 8-9 block, 1 s before it
+    assert walk_back(10.0, 4.0, blocked) == 1.0  # and across 2-6
+    assert walk_back(8.5, 1.0, blocked) == 7.0  # from inside a block
