@@ -42,6 +42,7 @@ from agent_runner.contract import (
     CLAIM_ATTEMPT,
     REPORT_ATTEMPT,
     RUN_AGENT_ACTIVITY,
+    RUN_WORKFLOW,
     WATCH_ATTEMPT,
     AgentOutput,
     AgentTask,
@@ -52,6 +53,7 @@ from agent_runner.contract import (
     ErrorType,
     FailureDetails,
 )
+from agent_runner.ids import place_of
 from agent_runner.lease import commitment
 from agent_runner.logs import bind_run_context
 
@@ -76,6 +78,16 @@ class AgentActivities:
         info = activity.info()
         bind_run_context(agent_type=task.agent_type, user_id=task.user_id, run_id=task.run_id)
         log: Log = logger.bind(attempt=task.attempt)
+        place = place_of(info.workflow_id) if info.workflow_id else None
+        if info.workflow_type != RUN_WORKFLOW or place is None or place.slot is None:
+            # A standalone activity, or one another workflow scheduled: no run holds a slot for
+            # it, so it never starts an agent.
+            log.warning("agent_not_started", reason="not an attempt of a run on its slot")
+            raise ApplicationError(
+                f"{RUN_AGENT_ACTIVITY} runs only as an attempt of an {RUN_WORKFLOW} on its slot",
+                type=ErrorType.ATTEMPT_REFUSED,
+                non_retryable=True,
+            )
         agent, params = self._agent_and_params(task, log)
         assert info.workflow_id is not None
         run = activity.client().get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)

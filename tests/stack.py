@@ -18,6 +18,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from agent_runner.settings import Settings
+from chaos.proxy import PartitionableProxy
 from devtools.processes import DevServer, free_port, stop_in_order
 from tests.helpers import LoggedProcess, make_settings, wait_http
 from tests.spans import Span, agent_spans
@@ -44,6 +45,10 @@ class Stack:
         self.every_worker: list[LoggedProcess] = []
         self.killed_at: dict[Path, datetime] = {}
         self._log_counter = 0
+        # Each worker talks to the server through a proxy of its own, which a test can cut (a
+        # partition: silence both ways) and heal.
+        self.proxies: list[PartitionableProxy] = []
+        self.proxy_ports: list[int] = []
 
     def settings(self, **more: object) -> Settings:
         return make_settings(self.server.address, **{**self.overrides, **more})
@@ -56,6 +61,8 @@ class Stack:
         return f"http://127.0.0.1:{self.api_ports[index]}"
 
     async def start(self, apis: int = 2, workers: int = 2) -> None:
+        self.proxies = [PartitionableProxy("127.0.0.1", self.server.port) for _ in range(workers)]
+        self.proxy_ports = [await proxy.start() for proxy in self.proxies]
         self.server.start()
         self.api_ports = [free_port() for _ in range(apis)]
         self.apis = [None] * apis
@@ -71,7 +78,10 @@ class Stack:
         await wait_http(f"{self.api_url(index)}/healthz")
 
     def start_worker(self, index: int, **settings: object) -> LoggedProcess:
-        worker = LoggedProcess.worker(self.settings(**settings), self._log(f"worker{index}"))
+        through = {"temporal_address": f"127.0.0.1:{self.proxy_ports[index]}"}
+        worker = LoggedProcess.worker(
+            self.settings(**{**through, **settings}), self._log(f"worker{index}")
+        )
         self.workers[index] = worker
         self.every_worker.append(worker)
         return worker
@@ -95,6 +105,13 @@ class Stack:
         assert worker is not None
         worker.signal(signal.SIGCONT)
 
+    def cut_worker(self, index: int) -> None:
+        """Partition the worker from the server: nothing moves either way until healed."""
+        self.proxies[index].cut()
+
+    def heal_worker(self, index: int) -> None:
+        self.proxies[index].heal()
+
     def kill_api(self, index: int) -> None:
         api = self.apis[index]
         assert api is not None
@@ -109,6 +126,8 @@ class Stack:
         for index, api in enumerate(self.apis):
             if api is None or not api.running():
                 await self.start_api(index)
+        for proxy in self.proxies:
+            proxy.heal()
         restarted = False
         for index, worker in enumerate(self.workers):
             if worker is None or not worker.running():
@@ -177,6 +196,8 @@ class Stack:
         return None if latest is None else latest[0]
 
     def stop_all(self) -> None:
+        for proxy in self.proxies:
+            proxy.heal()
         stop_in_order([*self.apis, *self.workers], self.server)
         self.apis = [None] * len(self.apis)
         self.workers = [None] * len(self.workers)

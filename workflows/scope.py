@@ -70,7 +70,7 @@ with workflow.unsafe.imports_passed_through():
         SlotSurvey,
         ViewRequest,
     )
-    from agent_runner.ids import Scope, place_of, settings_id
+    from agent_runner.ids import RunRef, Scope, place_of, settings_id
     from agent_runner.lease import run_bound_seconds
     from agent_runner.validation import InvalidRunInputError, parse_as
 
@@ -394,7 +394,8 @@ class AgentScopeWorkflow:
                 book.draining(finding.slot, finding.free_at)
 
     def _new_run_id(self) -> str:
-        return str(workflow.uuid4())
+        """A run id that names its scope (see :mod:`agent_runner.ids`)."""
+        return RunRef(_own_scope(), str(workflow.uuid4())).run_id
 
     # --- where people look ----------------------------------------------------------------------
 
