@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     api_status_cache_size: int = Field(default=4096, ge=0)
     # Larger request bodies are refused with 413 before they are read.
     api_max_body_bytes: int = Field(default=65536, ge=1024)
+    # A client that sends a request's headers, or then its body, slower than this is
+    # disconnected (api/connections.py); an idle kept-alive connection is not timed by these.
+    api_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    api_body_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Connections one API process serves at once; a request on one more gets 503.
+    api_max_connections: int = Field(default=1000, ge=1)
     # Bearer keys for /agents/*, comma-separated, and/or a file with one key a line.
     # Neither set: the API is open (local use).
     api_keys: SecretStr | None = None

@@ -5,6 +5,10 @@ before it runs the app's lifespan shutdown; an events stream of an open run neve
 itself, so that wait had no end. Here the open streams end as soon as the shutdown starts
 (their clients reconnect, to another replica, with Last-Event-ID), and whatever request still
 holds a connection after ``GRACEFUL_SHUTDOWN_SECONDS`` is cancelled.
+
+A client must send a request's headers within API_HEADER_TIMEOUT_SECONDS and its body within
+API_BODY_TIMEOUT_SECONDS after them (api/connections.py), and the process serves at most
+API_MAX_CONNECTIONS connections at once: a request on one more is answered 503 and closed.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import uvicorn
 
 from agent_runner.process import exit_now
 from agent_runner.settings import get_settings
+from api.connections import request_deadlines
 from api.watchers import Watchers
 
 # The most open requests (long polls, say) get to finish once the shutdown starts: well within
@@ -53,6 +58,12 @@ def main() -> None:
         # request sent on a connection the server is closing fails with a reset (uvicorn's
         # default is 5 s).
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        http=request_deadlines(
+            header_timeout=settings.api_header_timeout_seconds,
+            body_timeout=settings.api_body_timeout_seconds,
+        ),
+        # uvicorn answers 503 once the connections, the asking one included, reach this.
+        limit_concurrency=settings.api_max_connections + 1,
     )
     server = Server(config, app.state.agent_runner.watchers)
     # uvicorn re-raises the SIGINT it stopped for: stopped as asked, no traceback.

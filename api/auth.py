@@ -1,5 +1,9 @@
 """Optional bearer API keys (API_KEYS / API_KEYS_FILE): the one rule, used by every route that
-needs a key and by the finished-status fast path alike."""
+needs a key and by the finished-status fast path alike.
+
+The key is checked before the body is read: FastAPI reads and parses a route's body before it
+runs any dependency, so without :class:`KeyBeforeBody` a body that is not JSON would be
+answered 422 to a client without a key, telling it how its body was wrong."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from typing import Annotated
 import structlog
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Reads the bearer credentials from Authorization, and declares the scheme in the OpenAPI doc.
 bearer = HTTPBearer(auto_error=False, description="One of the keys in API_KEYS / API_KEYS_FILE.")
@@ -49,3 +55,61 @@ async def require_api_key(
             # The key itself is never logged.
             logger.warning("api_key_rejected", path=request.url.path)
         raise
+
+
+class KeyBeforeBody:
+    """ASGI middleware, with API keys set: a request without a valid key reads as one without a
+    body. Its route's key dependency then refuses it (401 or 403, logged) as it refuses any
+    other request, before anything in the body counts; routes that need no key (the probes,
+    ``/metrics``) read no body. The refusal is the dependency's alone: this only keeps the body
+    from the app.
+
+    The body is still read and dropped (as far as the body size limit and the body deadline
+    let it come), so that a client that sends its whole body before it reads can read the
+    refusal; one that sent ``Expect: 100-continue`` is never asked for it.
+    """
+
+    def __init__(self, app: ASGIApp, keys: frozenset[str]) -> None:
+        self.app = app
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope) or await self._key_valid(scope):
+            await self.app(scope, receive, send)
+            return
+        asked_first = (b"expect", b"100-continue") in (
+            (name, value.lower()) for name, value in scope["headers"]
+        )
+        withheld = False
+
+        async def without_body() -> Message:
+            nonlocal withheld
+            if not withheld:
+                withheld = True
+                message: Message = {"type": "http.request", "more_body": not asked_first}
+                while message["type"] == "http.request" and message.get("more_body", False):
+                    message = await receive()
+                if message["type"] != "http.request":
+                    return message  # the client has gone
+                return {"type": "http.request", "body": b"", "more_body": False}
+            while True:  # what the app awaits now is the client going away
+                message = await receive()
+                if message["type"] != "http.request":
+                    return message
+
+        await self.app(scope, without_body, send)
+
+    async def _key_valid(self, scope: Scope) -> bool:
+        try:
+            check_credentials(await bearer(HTTPConnection(scope)), self.keys)
+        except HTTPException:
+            return False
+        return True
+
+
+def _has_body(scope: Scope) -> bool:
+    """Whether the request has a body at all (HTTP/1.1: a length or a transfer coding)."""
+    return any(
+        (name == b"content-length" and value.strip() != b"0") or name == b"transfer-encoding"
+        for name, value in scope["headers"]
+    )

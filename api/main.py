@@ -17,7 +17,7 @@ from agent_runner.logs import configure_logging, redact_access_log_queries
 from agent_runner.settings import Settings, get_settings
 from agent_runner.tracing import tracing_interceptors
 from api.agent_docs import describe_agents
-from api.auth import require_api_key
+from api.auth import KeyBeforeBody, require_api_key
 from api.body_limit import BodySizeLimit
 from api.deps import AppState
 from api.errors import install_error_handlers
@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None, agents: AgentRegistry | None = 
         redoc_url=None,
     )
     app.state.agent_runner = state
+    if state.api_keys:
+        app.add_middleware(KeyBeforeBody, keys=state.api_keys)
     app.add_middleware(ClearLogContext)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)

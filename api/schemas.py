@@ -15,12 +15,15 @@ SAFE_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
 
 class RunRequest(BaseModel):
+    # These four fields are the whole contract: any other (a typo such as "on-busy") is a 422
+    # naming it, not a request quietly taken for another.
     model_config = ConfigDict(
+        extra="forbid",
         json_schema_extra={
             "examples": [
                 {"agent_type": "policy-checker", "user_id": "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"}
             ]
-        }
+        },
     )
 
     # A plain string, not an enum, so an unknown type is the contract's 400, not a 422. The

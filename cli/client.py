@@ -37,6 +37,24 @@ class Connection:
             )
 
 
+def api_key_to_send(given: str | None) -> str | None:
+    """The key as ``--api-key`` or AGENT_RUNNER_API_KEY gave it, without the whitespace around
+    it: the API strips its own keys, so that is never part of one (``$(cat keyfile)`` with a
+    trailing space, a ``.env`` with Windows line ends). A key with anything else than printable
+    ASCII (a control character, a line break inside it) cannot be sent in a header: a usage
+    error, which never shows the key."""
+    if given is None:
+        return None
+    key = given.strip()
+    if not all(" " <= char <= "~" for char in key):
+        raise CliError(
+            f"the API key has a control character or a character that is not ASCII: check "
+            f"{API_KEY_ENV} (or --api-key); the key is not shown",
+            ExitCode.USAGE,
+        )
+    return key
+
+
 def run_path(run_id: str, *suffix: str) -> str:
     """``/agents/runs/<id>/...``, the id quoted so that it stays one path segment."""
     return "/".join(["/agents/runs", quote(run_id, safe=""), *suffix])
@@ -94,10 +112,13 @@ class ApiClient:
 
     # The endpoints.
 
-    def start_run(self, body: dict[str, Any], *, idempotency_key: str | None) -> httpx.Response:
-        """202, or the 409 of a busy API (the caller words it: it knows about --enqueue)."""
-        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-        return self.request("POST", "/agents/run", json=body, headers=headers, ok=(202, 409))
+    def start_run(self, body: bytes, *, idempotency_key: str | None) -> httpx.Response:
+        """202, or the 409 of a busy API (the caller words it: it knows about --enqueue).
+        ``body``: the request's JSON, already written."""
+        headers = {"Content-Type": "application/json"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return self.request("POST", "/agents/run", content=body, headers=headers, ok=(202, 409))
 
     def status(self, run_id: str, *, wait: float = 0) -> Any:
         options: dict[str, Any] = {}

@@ -1,246 +1,39 @@
-"""``agent-runner``: start, follow, list and cancel agent runs through the REST API."""
+"""The ``agent-runner`` console script.
+
+Ctrl-C ends it with one line and exit code 130, never a traceback, at any moment: while Python
+still imports the command line (a few hundred milliseconds, before any command code runs), and
+until a command takes the interrupt over as it reaches the API (it then says what the interrupt
+left: a followed run goes on). So this module imports only the standard library before it sets
+that up, and imports the commands after.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib.metadata import version
-from typing import Annotated, Any
-from uuid import UUID
+from types import FrameType
+from typing import NoReturn
 
-import httpx
-import typer
-
-from cli import render
-from cli.client import DEFAULT_URL, ApiClient, Connection
-from cli.errors import EXIT_CODES_HELP, CliError, ExitCode
-from cli.models import RunStatus
-from cli.options import (
-    AgentTypeArgument,
-    ApiKeyOption,
-    EnqueueOption,
-    IdempotencyKeyOption,
-    JsonOption,
-    ParamOption,
-    ParamsJsonOption,
-    RunIdArgument,
-    State,
-    UrlOption,
-    UserOption,
-    WaitOption,
-    parse_params,
-)
-from cli.watch import follow
-
-app = typer.Typer(
-    help="Run agents and follow their runs through the agent-runner REST API.",
-    epilog=EXIT_CODES_HELP,
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_show_locals=False,
-)
-
-
-@contextmanager
-def api_for(url: str, api_key: str | None) -> Iterator[ApiClient]:
-    """An API client for the command; a failure ends the command with its message and code,
-    never a traceback."""
-    try:
-        with ApiClient(Connection(url, api_key)) as api:
-            yield api
-    except CliError as failure:
-        if failure.code == ExitCode.INTERRUPTED:
-            render.note(failure.message)
-        else:
-            render.print_error(failure.message)
-        raise typer.Exit(failure.code) from None
-    except KeyboardInterrupt:
-        render.note("interrupted")
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
-    except (httpx.InvalidURL, UnicodeEncodeError) as err:
-        # A URL that does not parse; a key or an Idempotency-Key that is not ASCII.
-        render.print_error(f"cannot send that: {err}")
-        raise typer.Exit(ExitCode.USAGE) from None
-
-
-def version_callback(value: bool) -> None:
-    if value:
-        render.out.print(f"agent-runner {version('agent-runner')}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    show_version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=version_callback, is_eager=True, help="Print the version."
-        ),
-    ] = False,
-) -> None:
-    """Run agents and follow their runs through the agent-runner REST API."""
-
-
-@app.command(epilog=EXIT_CODES_HELP)
-def run(
-    agent_type: AgentTypeArgument,
-    user: UserOption,
-    param: ParamOption = None,
-    params_json: ParamsJsonOption = None,
-    enqueue: EnqueueOption = False,
-    wait: WaitOption = False,
-    idempotency_key: IdempotencyKeyOption = None,
-    as_json: JsonOption = False,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """Start a run of an agent; print its run id, or with --wait follow it to its end."""
-    params = parse_params(param or [], params_json)
-    body: dict[str, Any] = {
-        "agent_type": agent_type,
-        "user_id": str(user),
-        "on_busy": "enqueue" if enqueue else "reject",
-    }
-    if params is not None:
-        body["params"] = params
-    # Always a key: after a 503 or a lost answer the run may have started, and a retry with
-    # the same key finds it instead of starting a second one.
-    key = idempotency_key or f"cli-{uuid.uuid4()}"
-    with api_for(url, api_key) as api:
-        try:
-            response = api.start_run(body, idempotency_key=key)
-        except CliError as failed:
-            if failed.code != ExitCode.UNAVAILABLE:
-                raise
-            retry = (
-                "if the request reached the API, the run may have started: retry with "
-                f"--idempotency-key {key}"
-            )
-            raise CliError(f"{failed.message}\n{retry}", failed.code) from None
-        if response.status_code == 409:
-            raise api.busy(response, enqueue=enqueue)
-        accepted = api.json(response, "run_id")
-        run_id = str(accepted["run_id"])
-        if wait:
-            raise typer.Exit(follow(api, run_id, as_json=as_json, started=True))
-        if as_json:
-            render.print_json(accepted)
-            return
-        render.out.print(run_id, markup=False)
-        position = accepted.get("queue_position")
-        if position is not None:
-            render.note(f"queued at position {position}")
-        render.note(f"follow it with: agent-runner status {run_id} --wait")
-
-
-@app.command(epilog=EXIT_CODES_HELP)
-def status(
-    run_id: RunIdArgument,
-    wait: WaitOption = False,
-    as_json: JsonOption = False,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """Show a run's status, or with --wait follow it to its end."""
-    with api_for(url, api_key) as api:
-        if wait:
-            raise typer.Exit(follow(api, run_id, as_json=as_json))
-        body = api.status(run_id)
-        if as_json:
-            render.print_json(body)
-        else:
-            render.print_status(RunStatus.of(body))
-
-
-@app.command(epilog=EXIT_CODES_HELP)
-def runs(
-    agent_type: Annotated[
-        str | None, typer.Option("--agent-type", help="Only runs of this agent type.")
-    ] = None,
-    user: Annotated[UUID | None, typer.Option("--user", help="Only runs for this user.")] = None,
-    state: Annotated[
-        State | None, typer.Option("--state", help="Only runs in this state.", case_sensitive=False)
-    ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", min=1, max=100, help="Runs per page (the API's limit).")
-    ] = 20,
-    all_pages: Annotated[
-        bool, typer.Option("--all", help="Follow next_page_token through every page.")
-    ] = False,
-    as_json: JsonOption = False,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """List runs, newest first (the queued ones first)."""
-    query: dict[str, str | int] = {"limit": limit}
-    if agent_type:
-        query["agent_type"] = agent_type
-    if user:
-        query["user_id"] = str(user)
-    if state:
-        query["state"] = state.value
-    listed: list[dict[str, Any]] = []
-    with api_for(url, api_key) as api:
-        page = api.runs(query)
-        listed.extend(page["runs"])
-        seen: set[str] = set()
-        while all_pages and (token := page.get("next_page_token")) and token not in seen:
-            seen.add(token)
-            page = api.runs({**query, "page_token": token})
-            listed.extend(page["runs"])
-    if as_json:
-        render.print_json({"runs": listed, "next_page_token": page.get("next_page_token")})
-    else:
-        render.print_runs(listed)
-        if page.get("next_page_token"):
-            render.note("more runs: add --all (or raise --limit)")
-
-
-@app.command(epilog=EXIT_CODES_HELP)
-def cancel(
-    run_id: RunIdArgument,
-    as_json: JsonOption = False,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """Cancel an open run: its agent stops at its next heartbeat and the run ends ERROR."""
-    with api_for(url, api_key) as api:
-        code, body = api.cancel(run_id)
-    if as_json:
-        render.print_json(body)
-    elif code == 200:
-        render.out.print(f"run {run_id} cancelled: it ended {body.get('state')}", markup=False)
-    else:
-        render.out.print(
-            f"cancel requested; run {run_id} is {body.get('state')} while its agent stops",
-            markup=False,
-        )
-        render.note(f"see it end with: agent-runner status {run_id} --wait")
-
-
-@app.command(epilog=EXIT_CODES_HELP)
-def types(
-    as_json: JsonOption = False,
-    url: UrlOption = DEFAULT_URL,
-    api_key: ApiKeyOption = None,
-) -> None:
-    """List the agent types the API runs: parameters, and workers polling for each."""
-    with api_for(url, api_key) as api:
-        body = api.types()
-    if as_json:
-        render.print_json(body)
-    else:
-        render.print_types(body["agents"])
+from cli.errors import ExitCode
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, _interrupted)
     try:
+        from cli.commands import app
+
         app()
     except BrokenPipeError:
         # Output piped into `head`, say: stop quietly, as well-behaved CLIs do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(ExitCode.OK)
+
+
+def _interrupted(signum: int, frame: FrameType | None) -> NoReturn:
+    sys.stderr.write("interrupted\n")
+    sys.stderr.flush()
+    # SystemExit, not KeyboardInterrupt: nothing on the way (typer turns a KeyboardInterrupt
+    # into a silent exit) mistakes it for an interrupt it handles.
+    raise SystemExit(ExitCode.INTERRUPTED)

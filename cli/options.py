@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
@@ -78,15 +77,20 @@ RunIdArgument = Annotated[
 def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any] | None:
     """``--params-json`` first, then each ``--param key=value`` over it. A value is read as
     JSON when it is JSON (``pages=3``, ``strict=true``, ``tags=["a"]``), else as text. None
-    when neither is given (the request then has no ``params``)."""
+    when neither is given (the request then has no ``params``). What JSON cannot carry (a
+    number out of range, such as 1e400, which reads as infinity; nesting deeper than the
+    parser goes) is a usage error."""
     params: dict[str, Any] = {}
     if params_json is not None:
         try:
             loaded = json.loads(params_json, parse_constant=_not_json)
+        except RecursionError:
+            raise typer.BadParameter(TOO_DEEP, param_hint="--params-json") from None
         except ValueError as bad:
             raise typer.BadParameter(f"not JSON: {bad}", param_hint="--params-json") from None
         if not isinstance(loaded, dict):
             raise typer.BadParameter("must be a JSON object", param_hint="--params-json")
+        _check_sendable(loaded, "", "--params-json")
         params.update(loaded)
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -94,12 +98,37 @@ def parse_params(pairs: list[str], params_json: str | None) -> dict[str, Any] | 
             raise typer.BadParameter(f"{pair!r} is not key=value", param_hint="--param")
         try:
             value = json.loads(text, parse_constant=_not_json)
+        except RecursionError:
+            raise typer.BadParameter(f"{key}: {TOO_DEEP}", param_hint="--param") from None
         except ValueError:
             value = text  # not JSON (NaN and Infinity neither): the text itself
-        if isinstance(value, float) and not math.isfinite(value):
-            raise typer.BadParameter(f"{pair!r}: the number is out of range", param_hint="--param")
+        _check_sendable(value, f"{key}: ", "--param")
         params[key] = value
     return params if params or params_json is not None else None
+
+
+TOO_DEEP = "nested too deeply"
+
+
+def request_json(body: dict[str, Any]) -> bytes:
+    """The request's body, written once here: it is what parse_params checked, and a body its
+    checks let through but that JSON cannot carry after all (nesting at the very limit) is a
+    usage error here too, never a failure while sending."""
+    try:
+        return json.dumps(body, allow_nan=False).encode()
+    except ValueError:
+        raise typer.BadParameter("a number is out of range", param_hint="params") from None
+    except RecursionError:
+        raise typer.BadParameter(TOO_DEEP, param_hint="params") from None
+
+
+def _check_sendable(value: Any, prefix: str, option: str) -> None:
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError:
+        raise typer.BadParameter(f"{prefix}a number is out of range", param_hint=option) from None
+    except RecursionError:
+        raise typer.BadParameter(f"{prefix}{TOO_DEEP}", param_hint=option) from None
 
 
 def _not_json(constant: str) -> object:

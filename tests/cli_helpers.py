@@ -12,7 +12,7 @@ import sys
 import termios
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +45,14 @@ class Result:
         return f"exit {self.code}\n--- stdout\n{self.out}--- stderr\n{self.err}"
 
 
-def cli_env(url: str, api_key: str | None) -> dict[str, str]:
+def cli_env(
+    url: str, api_key: str | None, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENT_RUNNER_")}
     env["AGENT_RUNNER_URL"] = url
     if api_key is not None:
         env["AGENT_RUNNER_API_KEY"] = api_key
-    return env
+    return {**env, **(extra or {})}
 
 
 class CliProcess:
@@ -63,15 +65,21 @@ class CliProcess:
 
     @classmethod
     async def start(
-        cls, *args: str, url: str, api_key: str | None = None, stderr: int | None = None
+        cls,
+        *args: str,
+        url: str,
+        api_key: str | None = None,
+        stderr: int | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> CliProcess:
-        """``stderr``: a file descriptor to write it to (a terminal) instead of reading it."""
+        """``stderr``: a file descriptor to write it to (a terminal) instead of reading it;
+        ``env``: more environment variables."""
         process = await asyncio.create_subprocess_exec(
             str(AGENT_RUNNER),
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE if stderr is None else stderr,
-            env=cli_env(url, api_key),
+            env=cli_env(url, api_key, env),
         )
         return cls(process)
 

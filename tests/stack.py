@@ -51,7 +51,9 @@ class Stack:
         self.proxy_ports: list[int] = []
 
     def settings(self, **more: object) -> Settings:
-        return make_settings(self.server.address, **{**self.overrides, **more})
+        values = {**self.overrides, **more}
+        address = str(values.pop("temporal_address", self.server.address))
+        return make_settings(address, **values)
 
     def _log(self, name: str) -> Path:
         self._log_counter += 1
@@ -71,6 +73,7 @@ class Stack:
             await self.start_api(index)
         for index in range(workers):
             self.start_worker(index)
+        await self.workers_polling()
 
     async def start_api(self, index: int) -> None:
         settings = self.settings(api_port=self.api_ports[index])
@@ -79,8 +82,9 @@ class Stack:
 
     def start_worker(self, index: int, **settings: object) -> LoggedProcess:
         through = {"temporal_address": f"127.0.0.1:{self.proxy_ports[index]}"}
+        # Not waited for here: this event loop relays its proxy (see workers_polling).
         worker = LoggedProcess.worker(
-            self.settings(**{**through, **settings}), self._log(f"worker{index}")
+            self.settings(**{**through, **settings}), self._log(f"worker{index}"), ready=False
         )
         self.workers[index] = worker
         self.every_worker.append(worker)

@@ -9,6 +9,7 @@ run goes on is asserted without guessing at timings."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import uuid
 from collections import defaultdict
@@ -28,6 +29,7 @@ from agent_runner.settings import Settings
 from cli.models import RunStatus, transitions
 from devtools.processes import free_port
 from tests.cli_helpers import (
+    COMMAND_TIMEOUT,
     ApiProcess,
     CliProcess,
     Result,
@@ -48,6 +50,11 @@ EXIT_CONFLICT = 4
 EXIT_NOT_FOUND = 5
 EXIT_AUTH = 6
 EXIT_INTERRUPTED = 130
+
+
+# JSON nested deeper than any parser allows.
+DEEP_JSON = "[" * 20_000 + "]" * 20_000
+SOME_USER = str(uuid.UUID(int=1))
 
 
 def new_user() -> str:
@@ -282,6 +289,13 @@ async def test_params_that_do_not_fit_are_named_field_by_field(served: ApiProces
             "cannot send that",
         ),
         (["runs", "--url", "http://[::1"], "cannot send that"),
+        # Failed before: tracebacks (exit 1), when the body was written.
+        (["run", "x", "--user", SOME_USER, "--params-json", '{"a": 1e400}'], "out of range"),
+        (["run", "x", "--user", SOME_USER, "--params-json", '{"a": [{"b": -1e400}]}'], "range"),
+        (["run", "x", "--user", SOME_USER, "-p", "n=[1e999]"], "out of range"),
+        (["run", "x", "--user", SOME_USER, "--params-json", DEEP_JSON], "nested too deeply"),
+        (["run", "x", "--user", SOME_USER, "--params-json", f'{{"a": {DEEP_JSON}}}'], "nested"),
+        (["run", "x", "--user", SOME_USER, "-p", f"n={DEEP_JSON}"], "nested too deeply"),
     ],
 )
 async def test_a_usage_error_is_exit_2_before_any_request(args: list[str], message: str) -> None:
@@ -350,6 +364,67 @@ async def test_a_missing_or_wrong_api_key_is_exit_6(scripted: ScriptedApi) -> No
     clean(wrong)
     assert "refused the API key" in wrong.err
     assert by_option.code == 0, by_option
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [f"{API_KEY}\n", f"{API_KEY} ", f" {API_KEY}\r\n", f"\t{API_KEY}"],
+    ids=["newline", "space", "crlf", "tab"],
+)
+async def test_whitespace_around_the_api_key_is_not_part_of_it(
+    scripted: ScriptedApi, sent: str
+) -> None:
+    """Failed before: "cannot reach the API" (exit 3), with the key written out on stderr."""
+    by_environment = await agent_runner("types", url=scripted.url, api_key=sent)
+    by_option = await agent_runner("types", "--api-key", sent, url=scripted.url)
+
+    for result in (by_environment, by_option):
+        assert result.code == 0, result
+        assert API_KEY not in result.err, result
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [f"{API_KEY[:4]}\x01{API_KEY[4:]}", f"{API_KEY[:4]}\n{API_KEY[4:]}", f"{API_KEY}é"],
+    ids=["control", "line-break", "not-ascii"],
+)
+async def test_an_api_key_that_cannot_be_sent_is_a_usage_error_never_echoed(sent: str) -> None:
+    result = await agent_runner("types", url=f"http://127.0.0.1:{free_port()}", api_key=sent)
+
+    assert result.code == EXIT_USAGE, result
+    clean(result)
+    assert "AGENT_RUNNER_API_KEY" in result.err
+    assert API_KEY[4:] not in result.err, result
+    assert len(result.err.strip().splitlines()) == 1, result
+
+
+@pytest.mark.parametrize("moment", ["importing", "connecting"])
+async def test_ctrl_c_during_start_up_is_130_with_one_line(moment: str) -> None:
+    """Failed before, while Python imported the command line: a KeyboardInterrupt traceback."""
+    # An API that takes the connection and never answers.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(COMMAND_TIMEOUT)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    args = ["run", "policy-checker", "--user", SOME_USER, "--wait"]
+    taken: list[socket.socket] = []
+    try:
+        if moment == "importing":
+            # Python writes a line per module imported: interrupt once the heavy ones begin.
+            command = await CliProcess.start(*args, url=url, env={"PYTHONPROFILEIMPORTTIME": "1"})
+            await command.line(lambda line: "import time:" in line and "httpx" in line)
+        else:
+            command = await CliProcess.start(*args, url=url)
+            taken.append((await asyncio.to_thread(listener.accept))[0])
+        command.interrupt()
+        result = await command.finish()
+    finally:
+        for connection in (*taken, listener):
+            connection.close()
+
+    assert result.code == EXIT_INTERRUPTED, result
+    clean(result)
+    said = [line for line in result.err.splitlines() if not line.startswith("import time:")]
+    assert said == ["interrupted"], result
 
 
 # Runs the test drives.

@@ -110,14 +110,16 @@ def lines(stack: Stack, event: str, run_id: str) -> list[dict[str, Any]]:
 
 
 async def agent_working(stack: Stack, run_id: str, attempt: int = 1, timeout: float = 60) -> int:
-    """Wait until attempt ``attempt`` of the run's agent has started; its worker's index."""
+    """Wait until an attempt of the run's agent, ``attempt`` or a later one, has started (a
+    retry handed to a worker that is cut off or paused times out, and the next goes elsewhere);
+    its worker's index."""
 
     async def started() -> int:
         for index, worker in enumerate(stack.workers):
             if worker is None:
                 continue
             for line in worker.log.events("agent_start"):
-                if line.get("run_id") == run_id and line.get("attempt") == attempt:
+                if line.get("run_id") == run_id and line.get("attempt", 0) >= attempt:
                     return index
         raise AssertionError(f"attempt {attempt} of {run_id} has not started")
 
@@ -186,7 +188,9 @@ async def test_a_worker_cut_off_mid_agent_never_overlaps_the_retry(
     assert body["state"] == "DONE"
     spans = spans_of(stack, run_id)
     assert overlapping(spans) == [], spans
-    assert [line["attempt"] for line in lines(stack, "agent_complete", run_id)] == [2]
+    assert [line["attempt"] for line in lines(stack, "agent_complete", run_id)] == [
+        body["attempt"]
+    ]
 
 
 async def test_a_paused_worker_resumed_never_completes_its_run_twice(
@@ -268,7 +272,7 @@ async def test_a_forged_activity_completion_is_not_a_result_and_shortens_no_wait
 
     assert body["state"] == "DONE"
     assert body["result"] != "forged"
-    assert body["attempt"] == 2
+    assert body["attempt"] >= 2
     assert (await final(http, after))["state"] == "DONE"
     spans = spans_of(stack, run_id, after)
     assert overlapping(spans) == [], spans

@@ -229,12 +229,16 @@ def test_a_413_with_expect_100_continue_is_answered_before_the_body(api_url: str
         assert "Request body too large" in json.loads(answer.read())["detail"]
 
 
-def test_extra_fields_are_ignored(http: httpx.Client) -> None:
+def test_extra_fields_are_refused_by_name(http: httpx.Client) -> None:
     response = http.post(
         "/agents/run",
         json={"agent_type": "nope", "user_id": USER_ID, "admin": True, "__proto__": {}},
     )
-    assert_clear_4xx(response, 400)
+    assert_clear_4xx(response, 422)
+    assert [problem["loc"] for problem in response.json()["detail"]] == [
+        ["body", "admin"],
+        ["body", "__proto__"],
+    ]
 
 
 @pytest.mark.parametrize(

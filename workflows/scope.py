@@ -176,7 +176,10 @@ class AgentScopeWorkflow:
         wakeup = book.next_wakeup()
         timeout = (wakeup - workflow.now()).total_seconds() if wakeup else None
         if timeout is None or timeout > 0:
-            await workflow.wait_condition(lambda: self._dirty or self._may_end(), timeout=timeout)
+            with contextlib.suppress(TimeoutError):  # the book changes by itself then
+                await workflow.wait_condition(
+                    lambda: self._dirty or self._may_end(), timeout=timeout
+                )
         self._dirty = False
         if book.to_start() or book.queue_length:
             await self._fresh_settings()
