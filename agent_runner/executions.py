@@ -170,7 +170,8 @@ class ExecutionHistory:
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED:
             view = replace(view, started_at=event.event_time.ToDatetime(tzinfo=UTC))
         elif kind == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            match = _ATTEMPT_ID.fullmatch(event.activity_task_scheduled_event_attributes.activity_id)
+            scheduled = event.activity_task_scheduled_event_attributes
+            match = _ATTEMPT_ID.fullmatch(scheduled.activity_id)
             if match:
                 view = replace(view, attempt=int(match["n"]), working=False, progress=None)
         elif kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:

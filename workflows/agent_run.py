@@ -207,7 +207,9 @@ class AgentRunWorkflow:
             ),
             activity_id=f"attempt-{attempt}",
             task_queue=agent_task_queue(workflow.info().task_queue, run_input.agent_type),
-            result_type=AgentOutput,
+            # Our attempts never complete this way (their result is reported first): a
+            # completion is another client's, and must not fail the workflow task to decode.
+            result_type=RawValue,
             schedule_to_start_timeout=timedelta(seconds=run_input.worker_wait_seconds),
             # The activity stops its agent at timeout_seconds itself; the server's limit is a
             # backstop one heartbeat timeout later.
@@ -306,12 +308,16 @@ async def _settled(activity: asyncio.Task[Any], reported: Callable[[], bool], gr
 
 
 def _end_of(activity: asyncio.Task[Any]) -> AttemptEnd:
-    if not activity.done():
-        return attempt_end(None)
-    if activity.cancelled():
+    if not activity.done() or activity.cancelled():
         return attempt_end(None)
     error = activity.exception()
-    return attempt_end(error if error is not None else activity.result())
+    if error is not None:
+        return attempt_end(error)
+    return AttemptEnd(
+        EndKind.FAILED,
+        "the attempt was completed by another client (temporal activity complete), not by "
+        "its agent: its result is ignored",
+    )
 
 
 def _reason(end: AttemptEnd, proven: bool) -> str:

@@ -28,6 +28,7 @@ from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import (
+    ActivityError,
     ApplicationError,
     CancelledError,
     ChildWorkflowError,
@@ -86,7 +87,7 @@ _SHOWN_IN_DETAILS = 20
 NO_INPUT = RawValue(Payload())
 
 
-@workflow.defn(name="AgentScopeWorkflow", failure_exception_types=[InvalidRunInputError])
+@workflow.defn(name="AgentScopeWorkflow", failure_exception_types=[InvalidRunInputError, TypeError])
 class AgentScopeWorkflow:
     def __init__(self) -> None:
         self._book: ScopeBook | None = None
@@ -286,10 +287,10 @@ class AgentScopeWorkflow:
         assert book is not None
 
         async def watch() -> None:
-            holder: ExecutionRef | None = await workflow.execute_activity(
+            holder: ExecutionRef | None = await _checked_activity(
                 REMOVE_SQUATTER,
                 SlotHolder(workflow_id, workflow.info().task_queue),
-                result_type=ExecutionRef | None,  # type: ignore[arg-type]
+                ExecutionRef | None,
                 start_to_close_timeout=_QUICK,
                 retry_policy=_QUICK_RETRY,
             )
@@ -310,10 +311,10 @@ class AgentScopeWorkflow:
         task.add_done_callback(self._tasks.discard)
 
     async def _closed(self, ref: ExecutionRef) -> ExecutionClosed:
-        closed: ExecutionClosed = await workflow.execute_activity(
+        closed: ExecutionClosed = await _checked_activity(
             WATCH_EXECUTION,
             ref,
-            result_type=ExecutionClosed,
+            ExecutionClosed,
             start_to_close_timeout=timedelta(days=3650),
             heartbeat_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
@@ -438,6 +439,23 @@ class AgentScopeWorkflow:
 
 
 _POLICY = RunPolicy()
+
+
+async def _checked_activity(name: str, arg: object, kind: Any, **options: Any) -> Any:
+    """An activity's result as ``kind``. Another client can complete or fail any activity
+    (`temporal activity complete`): an answer that is not ``kind``, or a failure, is not the
+    activity's own, and it is run again (a bad payload must never fail the workflow task)."""
+    while True:
+        try:
+            raw: RawValue = await workflow.execute_activity(
+                name, arg, result_type=RawValue, **options
+            )
+            return parse_as(kind, workflow.payload_converter().from_payload(raw.payload), name)
+        except (ActivityError, InvalidRunInputError, ValueError, TypeError) as err:
+            workflow.logger.warning(
+                "activity_answer_refused", extra={"activity": name, "reason": str(err)[:200]}
+            )
+        await workflow.sleep(1.0)
 
 
 def _own_scope() -> Scope:

@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
 MAX_QUEUE = 100_000
 
 
-@workflow.defn(name=SETTINGS_WORKFLOW, failure_exception_types=[InvalidRunInputError])
+@workflow.defn(name=SETTINGS_WORKFLOW, failure_exception_types=[InvalidRunInputError, TypeError])
 class AgentRunnerSettingsWorkflow:
     def __init__(self) -> None:
         self._record: DeploymentSettings | None = None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.client import (
     Client,
@@ -68,6 +69,8 @@ from agent_runner.runs.errors import (
 from agent_runner.runs.pollers import pollers
 from agent_runner.status import ExecutionView, RunStatus, run_status
 from agent_runner.validation import InvalidRunInputError, checked_request
+
+logger = structlog.stdlib.get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -146,8 +149,42 @@ class Runs:
                 answer = await self._admissions.admit(scope, admit)
         except TemporalUnavailableError:
             await self._no_worker_check()
+            if await self._evict_squatter(scope):
+                with temporal_call():
+                    answer = await self._admissions.admit(scope, admit)
+                return _outcome(answer, key)
             raise
         return _outcome(answer, key)
+
+    async def _evict_squatter(self, scope: Scope) -> bool:
+        """Terminate what holds the scope's coordinator id if it is not one of ours (another
+        type or task queue), or was started with an input by another client (only a
+        coordinator's own continue-as-new hands one on): such an execution can never answer
+        its updates. True if one was terminated."""
+        handle = self.client.get_workflow_handle(scope.id)
+        try:
+            description = await handle.describe(rpc_timeout=self.target.rpc_timeout)
+            if description.status != WorkflowExecutionStatus.RUNNING:
+                return False
+            ours = (
+                description.workflow_type == SCOPE_WORKFLOW
+                and description.task_queue == self.target.task_queue
+            )
+            if ours:
+                async for event in handle.fetch_history_events(rpc_timeout=self.target.rpc_timeout):
+                    started = event.workflow_execution_started_event_attributes
+                    ours = not started.input.payloads or bool(started.continued_execution_run_id)
+                    break
+            if ours:
+                return False
+            await handle.terminate(
+                "not agent-runner's coordinator: another client started it",
+                rpc_timeout=self.target.rpc_timeout,
+            )
+        except RPCError:
+            return False
+        logger.warning("coordinator_squatter_terminated", scope=scope.id)
+        return True
 
     async def _no_worker_check(self) -> None:
         """Raise :class:`NoWorkerError` if nobody polls the task queue the coordinators run
