@@ -47,6 +47,7 @@ from agent_runner.contract import (
     AgentOutput,
     AgentTask,
     AttemptClaim,
+    AttemptEndKind,
     AttemptGo,
     AttemptReport,
     AttemptWatch,
@@ -113,6 +114,9 @@ class AgentActivities:
         )
         try:
             result = await _supervised(agent.run(context, params), lease, run, task, stop_key, log)
+        except ApplicationError as failure:
+            await _told(run, task, stop_key, failure)
+            raise
         finally:
             events.close()
         await _reported(run, task, stop_key, result, log)
@@ -293,6 +297,28 @@ async def _reported(
         message=f"The {task.agent_type} agent finished for {task.user_id}",
         result=result,
     )
+
+
+async def _told(
+    run: WorkflowHandle[Any, Any], task: AgentTask, stop_key: str, failure: ApplicationError
+) -> None:
+    """Tell the run how the attempt ended, with the stop key, before failing the activity:
+    best effort (the failure carries the key too), but the one way the run learns of an attempt
+    stopped from outside (paused, reset), whose failure the server holds back."""
+    kind = AttemptEndKind.FAILED
+    if failure.type == ErrorType.CANCELLED:
+        kind = AttemptEndKind.CANCELLED
+    elif failure.non_retryable:
+        kind = AttemptEndKind.FINAL
+    report = AttemptReport(task.attempt, stop_key, kind=kind, reason=failure.message)
+    with contextlib.suppress(Exception):
+        await run.execute_update(
+            REPORT_ATTEMPT.name,
+            report,
+            id=f"report-{stop_key[:32]}",
+            result_type=type(None),
+            rpc_timeout=timedelta(seconds=2),
+        )
 
 
 class _RefusedError(Exception):

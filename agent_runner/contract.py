@@ -296,15 +296,25 @@ class AttemptGo:
     fencing_token: int
 
 
+class AttemptEndKind(StrEnum):
+    DONE = "done"
+    FAILED = "failed"  # another attempt may follow
+    FINAL = "final"  # the run ends ERROR (a PermanentError, params the agent refuses)
+    CANCELLED = "cancelled"
+
+
 @dataclass(frozen=True)
 class AttemptReport:
-    """A dispatch's result, reported to its run before the dispatch says it completed, with its
-    stop key: the run holds it once the update is accepted, so the agent's ``agent_complete``
-    line is written only for a result its run has."""
+    """How a dispatch's attempt ended, told to its run with the dispatch's stop key, before
+    the dispatch completes its activity: the run holds a result once the update is accepted, so
+    ``agent_complete`` is written only for a result its run has; and an attempt stopped from
+    outside (paused, reset) is over for its run even when the server holds its completion."""
 
     attempt: int
     stop_key: str
     result: Any = None
+    kind: AttemptEndKind = AttemptEndKind.DONE
+    reason: str = ""
 
 
 @dataclass(frozen=True)

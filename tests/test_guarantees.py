@@ -335,8 +335,9 @@ async def test_forged_messages_to_a_run_change_nothing_but_its_pace(
             json.dumps(value),
         )
 
-    report = update("report_attempt", {"attempt": 1, "stop_key": "0" * 64, "result": "forged"})
+    # The claim first: it holds the run open one lease more, so the report reaches a live run.
     claim = update("claim_attempt", {"attempt": 1, "commitment": "a" * 64})
+    report = update("report_attempt", {"attempt": 1, "stop_key": "0" * 64, "result": "forged"})
     signalled = cli(
         stack,
         "workflow",

@@ -238,7 +238,8 @@ class AgentRunWorkflow:
         if reported():
             report = self._reports[attempt]
             return AttemptEnd(
-                EndKind.DONE,
+                report.kind,
+                report.reason,
                 output=AgentOutput(report.result, attempt, report.stop_key),
                 stop_key=report.stop_key,
             )

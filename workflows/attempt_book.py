@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from temporalio.exceptions import (
     ActivityError,
@@ -33,6 +32,7 @@ from temporalio.exceptions import (
 from agent_runner.contract import (
     AgentOutput,
     AttemptClaim,
+    AttemptEndKind,
     AttemptGo,
     ErrorType,
     FailureDetails,
@@ -121,11 +121,7 @@ class AttemptBook:
         return max(0.0, (self.not_before - now).total_seconds())
 
 
-class EndKind(StrEnum):
-    DONE = "done"
-    FAILED = "failed"  # another attempt may follow
-    FINAL = "final"  # the run ends ERROR
-    CANCELLED = "cancelled"
+EndKind = AttemptEndKind
 
 
 @dataclass(frozen=True)
