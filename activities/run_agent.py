@@ -274,17 +274,21 @@ async def _reported(
 ) -> None:
     """Hand the result to the run; log ``agent_complete`` only once it has it."""
     report = AttemptReport(task.attempt, stop_key, result)
+    update_id = f"report-{stop_key[:32]}"
     try:
         await _reach(
             lambda: run.execute_update(
                 REPORT_ATTEMPT.name,
                 report,
-                id=f"report-{stop_key[:32]}",
+                id=update_id,
                 result_type=type(None),
                 rpc_timeout=timedelta(seconds=5),
             )
         )
     except _RefusedError as err:
+        if err.after_doubt and await _accepted(run, update_id):
+            _log_complete(task, result, log)
+            return
         log.warning(
             "agent_lease_lost",
             message="The agent finished, but its run no longer takes its result",
@@ -292,11 +296,33 @@ async def _reported(
             stopped_at=datetime.now(UTC).isoformat(),
         )
         raise _failure(task, stop_key, f"LeaseLost: {err}", ErrorType.LEASE_LOST) from None
+    _log_complete(task, result, log)
+
+
+def _log_complete(task: AgentTask, result: object, log: Log) -> None:
     log.info(
         "agent_complete",
         message=f"The {task.agent_type} agent finished for {task.user_id}",
         result=result,
     )
+
+
+async def _accepted(run: WorkflowHandle[Any, Any], update_id: str) -> bool:
+    """Whether the run's history holds the acceptance of our update (a try whose answer was
+    lost may have been accepted before the run closed). Read until the server answers."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _REACH_FOR.total_seconds()
+    while True:
+        try:
+            async for event in run.fetch_history_events():
+                accepted = event.workflow_execution_update_accepted_event_attributes
+                if accepted.accepted_request.meta.update_id == update_id:
+                    return True
+            return False
+        except RPCError:
+            if loop.time() > deadline:
+                return False
+        await asyncio.sleep(1.0)
 
 
 async def _told(
@@ -322,7 +348,12 @@ async def _told(
 
 
 class _RefusedError(Exception):
-    """The run said no, or is gone."""
+    """The run said no, or is gone. ``after_doubt``: an earlier try's answer never came (it
+    may have been taken)."""
+
+    def __init__(self, reason: str, *, after_doubt: bool = False) -> None:
+        super().__init__(reason)
+        self.after_doubt = after_doubt
 
 
 async def _reach(call: Any) -> Any:
@@ -332,19 +363,28 @@ async def _reach(call: Any) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _REACH_FOR.total_seconds()
     pause = 0.1
+    doubt = False
     while True:
         try:
             return await call()
         except WorkflowUpdateFailedError as err:
-            raise _RefusedError(str(err.cause or err)) from None
+            raise _RefusedError(str(err.cause or err), after_doubt=doubt) from None
         except WorkflowUpdateRPCTimeoutOrCancelledError:
+            doubt = True
             if loop.time() > deadline:
-                raise _RefusedError("its run could not be reached in time") from None
+                raise _RefusedError(
+                    "its run could not be reached in time", after_doubt=doubt
+                ) from None
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-                raise _RefusedError(f"its run has ended ({err.message})") from None
+                raise _RefusedError(
+                    f"its run has ended ({err.message})", after_doubt=doubt
+                ) from None
+            doubt = True
             if loop.time() > deadline:
-                raise _RefusedError(f"its run could not be reached: {err.message}") from None
+                raise _RefusedError(
+                    f"its run could not be reached: {err.message}", after_doubt=doubt
+                ) from None
         await asyncio.sleep(pause)
         pause = min(pause * 2, 2.0)
 
