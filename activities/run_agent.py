@@ -60,6 +60,8 @@ from agent_runner.logs import bind_run_context
 
 logger = structlog.stdlib.get_logger(__name__)
 Log = structlog.stdlib.BoundLogger
+# The server no longer knows the attempt: its run was closed, or the attempt timed out there.
+_GONE = "the server no longer knows this attempt"
 # How long a dispatch keeps trying to reach its run (to claim, or to report) before giving up.
 _REACH_FOR = timedelta(minutes=2)
 
@@ -217,9 +219,14 @@ async def _supervised(
     try:
         done, _ = await asyncio.wait({agent}, timeout=task.timeout_seconds)
     except asyncio.CancelledError:
-        # The SDK cancelled the activity: this worker is shutting down, or the server asked.
+        # The SDK cancelled the activity: this worker is shutting down, the server asked, or
+        # it no longer knows the attempt (its run was closed).
         await _stopped(agent)
         reason = _sdk_cancel_reason()
+        if reason == _GONE:
+            lease.lost_reason = reason
+            _log_lease_lost(lease, log)
+            raise _failure(task, stop_key, f"LeaseLost: {reason}", ErrorType.LEASE_LOST) from None
         log.warning("agent_cancelled", message="The agent was stopped", reason=reason)
         kind = ErrorType.CANCELLED if reason == "cancelled" else ErrorType.LEASE_LOST
         raise _failure(task, stop_key, reason, kind, final=kind == ErrorType.CANCELLED) from None
@@ -399,9 +406,8 @@ def _sdk_cancel_reason() -> str:
         return "paused from outside (temporal activity pause)"
     if details.reset:
         return "reset from outside (temporal activity reset)"
-    if details.timed_out:
-        return "timed out"
-    return "the server no longer knows this attempt"
+    return _GONE
+
 
 
 def _holds(lease: Lease) -> bool:

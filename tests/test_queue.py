@@ -1,6 +1,6 @@
-"""The queue, N slots and scopes, through the Python API other services use, against the
-session's real Temporal server with a real worker in the test process (so its agents' log
-lines can be read)."""
+"""The queue, N slots and scopes, through the Python API other services use (the Runs service),
+against the session's real Temporal server with a real worker in the test process (so its
+agents' log lines can be read)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,15 @@ import pytest
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 
+from agent_runner.deployment import join_deployment
 from agent_runner.runs import (
     AgentBusyError,
     OnBusy,
     QueueFullError,
+    Runs,
     RunState,
     RunStatus,
-    cancel_run,
-    get_run_status,
     start_request,
-    start_run_detailed,
 )
 from agent_runner.settings import Settings
 from devtools.processes import temporal_cli
@@ -40,6 +39,17 @@ def queue_settings(temporal_address: str, **more: Any) -> Settings:
     return make_settings(temporal_address, task_queue=f"queue-{uuid.uuid4()}", **values)
 
 
+_SERVICES: dict[str, Runs] = {}
+
+
+async def runs_of(client: Client, settings: Settings) -> Runs:
+    """The Runs service of the test's deployment (its record seeded from ``settings``)."""
+    if settings.workflow_id not in _SERVICES:
+        await join_deployment(client, settings, role="a test")
+        _SERVICES[settings.workflow_id] = Runs(client, settings.run_target())
+    return _SERVICES[settings.workflow_id]
+
+
 async def start(
     client: Client,
     settings: Settings,
@@ -49,12 +59,17 @@ async def start(
     agent_type: str = "policy-checker",
 ) -> tuple[str, int | None]:
     request = start_request(agent_type, user_id, policy=settings.run_policy(), on_busy=on_busy)
-    outcome = await start_run_detailed(client, request, target=settings.run_target())
+    outcome = await (await runs_of(client, settings)).start(request)
     return outcome.run_id, outcome.queue_position
 
 
 async def status(client: Client, settings: Settings, run_id: str) -> RunStatus:
-    return await get_run_status(client, run_id, target=settings.run_target())
+    return await (await runs_of(client, settings)).status(run_id)
+
+
+async def cancel_run(client: Client, settings: Settings, run_id: str) -> RunStatus:
+    await (await runs_of(client, settings)).cancel(run_id)
+    return await status(client, settings, run_id)
 
 
 async def all_final(client: Client, settings: Settings, run_ids: list[str]) -> list[RunStatus]:
@@ -107,7 +122,7 @@ async def test_runs_wait_in_order_and_each_runs_exactly_once(
     assert most_at_once(spans(log_lines, run_ids)) == 1
     assert all(s.queue_position is None for s in finals)
     assert finals[1].temporal_run_id != finals[1].run_id
-    assert finals[1].workflow_id == settings.workflow_id
+    assert finals[1].workflow_id == f"{settings.workflow_id}:slot-0"
 
 
 async def test_a_queued_run_is_cancelled_at_once_and_those_behind_move_up(
@@ -118,7 +133,7 @@ async def test_a_queued_run_is_cancelled_at_once_and_those_behind_move_up(
         [first, second, third] = [(await start(temporal_client, settings))[0] for _ in range(3)]
         assert (await status(temporal_client, settings, third)).queue_position == 2
 
-        cancelled = await cancel_run(temporal_client, second, target=settings.run_target())
+        cancelled = await cancel_run(temporal_client, settings, second)
 
         assert cancelled.state == RunState.ERROR
         assert cancelled.error == "cancelled"
@@ -167,7 +182,7 @@ async def test_a_full_queue_refuses_more(temporal_client: Client, temporal_addre
         with pytest.raises(QueueFullError):
             await start(temporal_client, settings)
         for run_id in reversed(run_ids):
-            await cancel_run(temporal_client, run_id, target=settings.run_target())
+            await cancel_run(temporal_client, settings, run_id)
 
 
 async def test_n_slots_run_n_agents_at_once_and_never_more(
@@ -183,7 +198,7 @@ async def test_n_slots_run_n_agents_at_once_and_never_more(
     assert [position for _, position in accepted] == [None, None, 1, 2, 3]
     assert all(s.state == RunState.DONE for s in finals)
     assert {s.workflow_id for s in finals} == {
-        settings.workflow_id,
+        f"{settings.workflow_id}:slot-0",
         f"{settings.workflow_id}:slot-1",
     }
     assert most_at_once(spans(log_lines, [s.run_id for s in finals])) == 2
@@ -206,7 +221,8 @@ async def test_user_scope_runs_each_user_on_their_own_slots(
     assert second[1] is None
     assert queued[1] == 1
     assert [s.user_id for s in finals] == [alice, bob, alice]
-    assert finals[0].workflow_id == f"{settings.workflow_id}:user:{alice}"
+    assert finals[0].workflow_id == f"{settings.workflow_id}:user:{alice}:slot-0"
+    assert finals[0].run_id.endswith(f"~u{uuid.UUID(alice).hex}")
     assert all(s.state == RunState.DONE for s in finals)
 
 
@@ -220,10 +236,14 @@ async def test_a_terminated_run_hands_its_slot_to_the_queue_once_its_agent_stopp
         assert position == 1
         await assert_eventually(lambda: _agent_started(log_lines, running))
 
-        handle = temporal_client.get_workflow_handle(settings.workflow_id, run_id=running)
+        holding = await status(temporal_client, settings, running)
+        assert holding.workflow_id is not None
+        handle = temporal_client.get_workflow_handle(
+            holding.workflow_id, run_id=holding.temporal_run_id
+        )
         await handle.terminate("operator")
         await assert_eventually(lambda: _agent_started(log_lines, queued), timeout=30)
-        await cancel_run(temporal_client, queued, target=settings.run_target())
+        await cancel_run(temporal_client, settings, queued)
 
     stopped = [line for line in log_lines.events("agent_lease_lost") if line["run_id"] == running]
     [next_start] = [line for line in log_lines.events("agent_start") if line["run_id"] == queued]
@@ -239,8 +259,8 @@ async def test_other_systems_enqueue_with_the_cli_and_a_plain_temporal_client(
     temporal_client: Client, temporal_address: str
 ) -> None:
     settings = queue_settings(temporal_address, agent_duration_seconds=1.0)
-    queue_id = f"{settings.workflow_id}:queue"
-    request = {"request_id": f"crm-{uuid.uuid4()}", "agent_type": "policy-checker"}
+    coordinator = settings.workflow_id
+    run = {"agent_type": "policy-checker", "user_id": USER_ID}
     async with in_process_worker(temporal_client, settings):
         holder, _ = await start(temporal_client, settings)
         # In a thread: the worker in this process must go on answering while the CLI waits.
@@ -249,11 +269,12 @@ async def test_other_systems_enqueue_with_the_cli_and_a_plain_temporal_client(
             [
                 str(temporal_cli()), "workflow", "execute-update-with-start",
                 "--address", temporal_address,
-                "--workflow-id", queue_id, "--type", "AgentQueueWorkflow",
+                "--workflow-id", coordinator, "--type", "AgentScopeWorkflow",
                 "--task-queue", settings.task_queue, "--id-conflict-policy", "UseExisting",
-                "--input", json.dumps({"scope": {"base": settings.workflow_id}}),
-                "--update-name", "enqueue",
-                "--update-input", json.dumps([{**request, "user_id": USER_ID}]),
+                "--update-name", "admit",
+                "--update-input", json.dumps(
+                    [{"request_id": f"crm-{uuid.uuid4()}", "run": run, "on_busy": "enqueue"}]
+                ),
                 "--output", "json",
             ],
             capture_output=True, text=True, timeout=60, check=False,
@@ -264,12 +285,11 @@ async def test_other_systems_enqueue_with_the_cli_and_a_plain_temporal_client(
         # Another Temporal client, knowing only names and JSON: no agent_runner package.
         plain = await Client.connect(temporal_address)
         [by_plain] = await plain.execute_update_with_start_workflow(
-            "enqueue",
-            [{"request_id": f"erp-{uuid.uuid4()}", "agent_type": "document-extractor",
-              "user_id": USER_ID}],
+            "admit",
+            [{"request_id": f"erp-{uuid.uuid4()}", "on_busy": "enqueue",
+              "run": {"agent_type": "document-extractor", "user_id": USER_ID}}],
             start_workflow_operation=WithStartWorkflowOperation(
-                "AgentQueueWorkflow", {"scope": {"base": settings.workflow_id}},
-                id=queue_id, task_queue=settings.task_queue,
+                "AgentScopeWorkflow", id=coordinator, task_queue=settings.task_queue,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             ),
         )  # fmt: skip
@@ -277,8 +297,8 @@ async def test_other_systems_enqueue_with_the_cli_and_a_plain_temporal_client(
             temporal_client, settings, [holder, by_cli["run_id"], by_plain["run_id"]]
         )
 
-    assert by_cli["queue_position"] == 1
-    assert by_plain["queue_position"] == 2
+    assert (by_cli["admission"], by_cli["queue_position"]) == ("queued", 1)
+    assert (by_plain["admission"], by_plain["queue_position"]) == ("queued", 2)
     assert [s.agent_type for s in finals] == [
         "policy-checker",
         "policy-checker",
@@ -297,10 +317,12 @@ async def test_a_long_queue_continues_as_new_and_loses_nothing(
         finals = await all_final(temporal_client, settings, [run_id for run_id, _ in accepted])
 
     assert all(s.state == RunState.DONE for s in finals)
-    queue_runs = [
+    started = [s.started_at for s in finals]
+    assert started == sorted(started), "runs kept their order across continue-as-new"
+    coordinators = [
         execution
         async for execution in temporal_client.list_workflows(
-            f"WorkflowId = '{settings.workflow_id}:queue'"
+            f"WorkflowId = '{settings.workflow_id}'"
         )
     ]
-    assert len(queue_runs) > 1, "the queue continued as new"
+    assert len(coordinators) > 1, "the coordinator continued as new"

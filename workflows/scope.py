@@ -126,13 +126,14 @@ class AgentScopeWorkflow:
 
     @workflow.query(name=RUNS.name)
     def runs(self, run_ids: list[str]) -> list[RunRecord]:
-        if self._book is None:
-            return []
+        if self._book is None or not self._ready:
+            raise NotReadyError("the coordinator is starting: ask again in a moment")
         return [record for run_id in run_ids[:1000] if (record := self._book.record(run_id))]
 
     @workflow.query(name=VIEW.name)
     def view(self, request: ViewRequest) -> ScopeView:
-        assert self._book is not None, "queried before its first task"
+        if self._book is None or not self._ready:
+            raise NotReadyError("the coordinator is starting: ask again in a moment")
         return self._book.view(request.offset, min(request.limit, 1000))
 
     # --- the loop -------------------------------------------------------------------------------
@@ -140,14 +141,18 @@ class AgentScopeWorkflow:
     @workflow.run
     async def run(self, carried: RawValue = NO_INPUT) -> None:
         scope = _own_scope()
+        state = _carried_state(carried)
+        if state is not None:
+            # What it carries is known from its first moment: its queries answer for it.
+            self._book = ScopeBook(scope, state, _POLICY)
         settings = await self._read_settings()
         if settings.scope_kind != scope.kind:
             raise InvalidRunInputError(
                 f"{scope.id} is not a scope of this deployment, whose scopes are "
                 f"{settings.scope_kind.value}"
             )
-        state = _carried_state(carried)
-        self._book = ScopeBook(scope, state or ScopeState(limits=settings.limits), _POLICY)
+        if self._book is None:
+            self._book = ScopeBook(scope, ScopeState(limits=settings.limits), _POLICY)
         self._book.limits = settings.limits
         if state is None:
             await self._survey(scope, settings)
@@ -456,6 +461,10 @@ async def _checked_activity(name: str, arg: object, kind: Any, **options: Any) -
                 "activity_answer_refused", extra={"activity": name, "reason": str(err)[:200]}
             )
         await workflow.sleep(1.0)
+
+
+class NotReadyError(RuntimeError):
+    """A query before the coordinator knows its book (it reads its settings first)."""
 
 
 def _own_scope() -> Scope:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import random
 import uuid
 import weakref
 from collections.abc import Mapping
@@ -27,7 +28,6 @@ from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -207,7 +207,13 @@ class Runs:
     async def _send_admits(
         self, scope: Scope, requests: list[AdmitRequest], update_id: str
     ) -> list[AdmitAnswer]:
-        for tries_left in (2, 1, 0):
+        """One update-with-start on the scope's coordinator (started if none runs). A
+        coordinator closing (idle) or continuing as new as the update reaches it answers
+        NOT_FOUND or RESOURCE_EXHAUSTED: the call is made again, within the budget, and reaches
+        the next execution (the update's id keeps it from being applied twice)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.target.rpc_timeout.total_seconds()
+        while True:
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 SCOPE_WORKFLOW,
                 id=scope.id,
@@ -222,20 +228,16 @@ class Runs:
                     start_workflow_operation=start,
                     id=update_id,
                     result_type=ADMIT.result_type,
-                    rpc_timeout=self.target.rpc_timeout,
+                    rpc_timeout=timedelta(seconds=max(0.1, deadline - loop.time())),
                 )
                 return answers
             except RPCError as err:
-                # The coordinator closed (idle) just as the update reached it: the next try
-                # starts a new one.
-                if err.status != RPCStatusCode.NOT_FOUND or not tries_left:
-                    raise
-            except WorkflowUpdateFailedError:
-                if not tries_left:
+                passing = err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.RESOURCE_EXHAUSTED)
+                if not passing or loop.time() > deadline:
                     raise
             finally:
                 await _settled(start)
-        raise AssertionError("unreachable")
+            await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -276,12 +278,20 @@ class Runs:
                 rpc_timeout=self.target.rpc_timeout,
             )
         except WorkflowQueryFailedError:
+            if await self._is_coordinator(ref.scope):
+                raise TemporalUnavailableError("the scope's coordinator did not answer") from None
             return None  # what holds the scope's id is no coordinator of ours
         except RPCError as err:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 return None
             raise
         return next((record for record in records if record.run_id == ref.run_id), None)
+
+    async def _is_coordinator(self, scope: Scope) -> bool:
+        description = await self.client.get_workflow_handle(scope.id).describe(
+            rpc_timeout=self.target.rpc_timeout
+        )
+        return description.workflow_type == SCOPE_WORKFLOW
 
     async def execution_of(self, ref: RunRef, record: RunRecord | None) -> ExecutionView | None:
         """The run's execution on its slot: the one its record names, or (for a run its
