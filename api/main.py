@@ -29,7 +29,7 @@ from api.routes import status as status_routes
 logger = structlog.stdlib.get_logger(__name__)
 # How long the API waits at start, when connected, to read the deployment's record before it
 # serves (503 meanwhile otherwise).
-JOIN_WAIT_SECONDS = 10.0
+JOIN_WAIT_SECONDS = 3.0
 
 
 class ClearLogContext:

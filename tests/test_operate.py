@@ -17,13 +17,7 @@ import pytest
 from temporalio.client import Client
 
 from agent_runner import search_attributes
-from agent_runner.runs import (
-    AgentBusyError,
-    OnBusy,
-    start_agent_run,
-    start_request,
-    start_run_detailed,
-)
+from agent_runner.runs import AgentBusyError, OnBusy, Runs, start_agent_run, start_request
 from agent_runner.settings import Settings
 from devtools.processes import free_port, temporal_cli
 from tests.helpers import (
@@ -45,58 +39,54 @@ async def test_runs_carry_search_attributes_and_a_summary(
     temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
     run_id = await start_run(idle_api, "document-extractor")
+    body = await wait_for_state(idle_api, run_id, "PENDING")
 
-    handle = temporal_client.get_workflow_handle(idle_settings.workflow_id, run_id=run_id)
-    description = await handle.describe()
-    assert description.typed_search_attributes.get(search_attributes.AGENT_TYPE) == (
-        "document-extractor"
+    handle = temporal_client.get_workflow_handle(
+        body["workflow_id"], run_id=body["temporal_run_id"]
     )
-    assert description.typed_search_attributes.get(search_attributes.USER_ID) == USER_ID
+    description = await handle.describe()
+    attributes = description.typed_search_attributes
+    assert attributes.get(search_attributes.AGENT_TYPE) == "document-extractor"
+    assert attributes.get(search_attributes.USER_ID) == USER_ID
+    assert attributes.get(search_attributes.AGENT_RUN_ID) == run_id
     assert await description.static_summary() == f"document-extractor for {USER_ID}"
-    await handle.terminate("test cleanup")
-
-
-async def test_runs_started_elsewhere_get_search_attributes_from_the_workflow(
-    temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
-) -> None:
-    handle = await temporal_client.start_workflow(
-        "AgentRunWorkflow",
-        {"agent_type": "policy-checker", "user_id": USER_ID},
-        id=idle_settings.workflow_id,
-        task_queue=idle_settings.task_queue,
-    )
-    async with in_process_worker(temporal_client, idle_settings, duration_seconds=0.2):
-        await wait_for_state(idle_api, handle.result_run_id or "", "DONE")
-
-    description = await handle.describe()
-    assert description.typed_search_attributes.get(search_attributes.AGENT_TYPE) == (
-        "policy-checker"
-    )
-    assert description.typed_search_attributes.get(search_attributes.USER_ID) == USER_ID
+    assert body["workflow_id"] == f"{idle_settings.workflow_id}:slot-0"
+    await idle_api.post(f"/agents/runs/{run_id}/cancel")
 
 
 # --- Programmatic starts ----------------------------------------------------------------------
 
 
-def cli_start(address: str, settings: Settings, *extra: str) -> subprocess.CompletedProcess[str]:
+def cli_admit(
+    address: str, settings: Settings, on_busy: str = "reject"
+) -> subprocess.CompletedProcess[str]:
+    """What another system runs: an update-with-start of the scope's coordinator."""
+    request = {
+        "request_id": f"crm-{uuid.uuid4()}",
+        "run": {"agent_type": "policy-checker", "user_id": USER_ID},
+        "on_busy": on_busy,
+    }
     return subprocess.run(
         [
             str(temporal_cli()),
             "workflow",
-            "start",
+            "execute-update-with-start",
             "--address",
             address,
             "--type",
-            "AgentRunWorkflow",
+            "AgentScopeWorkflow",
             "--task-queue",
             settings.task_queue,
             "--workflow-id",
             settings.workflow_id,
-            "--input",
-            json.dumps({"agent_type": "policy-checker", "user_id": USER_ID}),
+            "--id-conflict-policy",
+            "UseExisting",
+            "--update-name",
+            "admit",
+            "--update-input",
+            json.dumps([request]),
             "--output",
             "json",
-            *extra,
         ],
         capture_output=True,
         text=True,
@@ -109,34 +99,40 @@ def cli_start(address: str, settings: Settings, *extra: str) -> subprocess.Compl
 async def test_cli_start_when_idle_runs_and_is_visible_through_the_api(
     temporal_address: str, settings: Settings, api: httpx.AsyncClient
 ) -> None:
-    result = cli_start(temporal_address, settings, "--fail-existing")
+    result = await asyncio.to_thread(cli_admit, temporal_address, settings)
 
     assert result.returncode == 0, result.stderr
-    run_id = json.loads(result.stdout)["runId"]
-    body = await wait_for_state(api, run_id, "DONE")
+    [answer] = json.loads(result.stdout)["updateResult"]
+    assert answer["admission"] == "started"
+    body = await wait_for_state(api, answer["run_id"], "DONE")
     assert body["agent_type"] == "policy-checker"
     assert body["result"] in ("approved", "rejected")
-    listed = (await api.get("/agents/runs")).json()["runs"]
-    assert [run["run_id"] for run in listed] == [run_id]
+
+    async def listed() -> None:
+        runs = (await api.get("/agents/runs")).json()["runs"]
+        assert [run["run_id"] for run in runs] == [answer["run_id"]]
+
+    await assert_eventually(listed)
 
 
-async def test_cli_start_while_busy_fails_with_the_conflict_policy(
+async def test_cli_start_while_busy_is_refused_naming_the_holder(
     temporal_address: str, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
     holder = await start_run(idle_api)
 
-    refused = cli_start(temporal_address, idle_settings, "--fail-existing")
-    # Without it the CLI reports success and drops the new input: the README warns of this.
-    dropped = cli_start(temporal_address, idle_settings)
+    refused = await asyncio.to_thread(cli_admit, temporal_address, idle_settings)
+    queued = await asyncio.to_thread(cli_admit, temporal_address, idle_settings, "enqueue")
 
-    assert refused.returncode != 0
-    assert "already" in (refused.stderr + refused.stdout).lower()
-    assert dropped.returncode == 0
-    assert json.loads(dropped.stdout)["runId"] == holder
-    runs = (await idle_api.get("/agents/runs")).json()["runs"]
-    assert [run["run_id"] for run in runs] == [holder]
+    assert refused.returncode == 0, refused.stderr
+    [busy] = json.loads(refused.stdout)["updateResult"]
+    assert (busy["admission"], busy["run_id"], busy["holder_run_id"]) == ("busy", None, holder)
+    [waiting] = json.loads(queued.stdout)["updateResult"]
+    assert (waiting["admission"], waiting["queue_position"]) == ("queued", 1)
+    for run_id in (waiting["run_id"], holder):
+        await idle_api.post(f"/agents/runs/{run_id}/cancel")
 
 
+@pytest.mark.usefixtures("idle_api")
 async def test_python_helper_raises_busy_with_the_holder(
     temporal_client: Client, idle_settings: Settings
 ) -> None:
@@ -215,7 +211,7 @@ async def test_current_is_the_open_run_or_404(
     assert current.json()["run_id"] == run_id
     assert current.json()["state"] == "PENDING"
 
-    await temporal_client.get_workflow_handle(idle_settings.workflow_id).terminate("cleanup")
+    await idle_api.post(f"/agents/runs/{run_id}/cancel")
     assert (await idle_api.get("/agents/current")).status_code == 404
 
 
@@ -340,11 +336,12 @@ async def test_worker_serves_sdk_metrics_with_the_time_runs_waited_in_the_queue(
     client = await Client.connect(temporal_address)
     try:
         # One run holds the slot, a second waits for it in the queue, then runs.
+        runs = Runs(client, settings.run_target())
         for _ in range(2):
             request = start_request(
                 "policy-checker", USER_ID, policy=settings.run_policy(), on_busy=OnBusy.ENQUEUE
             )
-            queued = await start_run_detailed(client, request, target=settings.run_target())
+            queued = await runs.start(request)
         assert queued.queue_position == 1
 
         async def scraped() -> None:
@@ -400,7 +397,12 @@ async def test_tracing_exports_spans_of_the_api_and_the_worker(
         async def exported() -> None:
             assert {path for path, _ in OtlpReceiver.exports} == {"/v1/traces"}
             spans = b"".join(body for _, body in OtlpReceiver.exports)
-            for name in (b"StartWorkflow:AgentRunWorkflow", b"RunActivity:run_agent"):
+            for name in (
+                b"StartUpdateWithStartWorkflow:AgentScopeWorkflow",  # the API's start
+                b"HandleUpdate:admit",  # the coordinator decides
+                b"StartChildWorkflow:AgentRunWorkflow",  # and starts the run on its slot
+                b"RunActivity:run_agent",  # which runs the agent
+            ):
                 assert name in spans
             for service in (b"agent-runner-api", b"agent-runner-worker"):
                 assert service in spans

@@ -100,6 +100,9 @@ class AgentScopeWorkflow:
         self._published: tuple[int, int] | None = None
         self._refreshing: asyncio.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waited = workflow.metric_meter().create_histogram_float(
+            "agent_runner_queue_wait_seconds", "Time runs waited in a queue for a slot.", "s"
+        )
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -213,6 +216,9 @@ class AgentScopeWorkflow:
         book, scope = self._book, _own_scope()
         assert book is not None
         slot_id = scope.slot_id(grant.slot)
+        if grant.queued_at is not None:
+            waited = (workflow.now() - grant.queued_at).total_seconds()
+            self._waited.record(max(0.0, waited), {"scope_kind": scope.kind.value})
         policy = grant.request.policy or _POLICY
         try:
             handle = await workflow.start_child_workflow(
