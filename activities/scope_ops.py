@@ -15,6 +15,8 @@ from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExec
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.contract import (
+    ADOPT_PREDECESSOR,
+    CARRY,
     READ_SETTINGS,
     REMOVE_SQUATTER,
     RUN_WORKFLOW,
@@ -69,13 +71,44 @@ async def _finding(client: Client, scope: Scope, slot: int) -> SlotFinding:
     floor = memo.get("fence_base")
     fence_floor = floor if isinstance(floor, int) and not isinstance(floor, bool) else 0
     if description.status == WorkflowExecutionStatus.RUNNING:
-        return SlotFinding(slot, SlotState.FOREIGN, description.run_id, fence_floor=fence_floor)
+        holder = memo.get("run_id")
+        return SlotFinding(
+            slot,
+            SlotState.FOREIGN,
+            description.run_id,
+            fence_floor=fence_floor,
+            holder_run_id=holder if isinstance(holder, str) else None,
+        )
     if description.status in CLEAN_CLOSES or description.close_time is None:
         return SlotFinding(slot, SlotState.FREE, fence_floor=fence_floor)
     free_at = description.close_time + timedelta(seconds=drain_lease(memo))
     if free_at <= datetime.now(UTC):
         return SlotFinding(slot, SlotState.FREE, fence_floor=fence_floor)
     return SlotFinding(slot, SlotState.DRAINING, free_at=free_at, fence_floor=fence_floor)
+
+
+@activity.defn(name=ADOPT_PREDECESSOR)
+async def adopt_predecessor(scope_id: str) -> object:
+    """What the coordinator before this one carried, when it was ended from outside
+    (terminated, timed out, failed): asked of its closed execution (a query replays it), so its
+    successor loses no queued run, key or record. None when the one before closed by itself
+    (it had nothing to hand on) or there was none."""
+    client = activity.client()
+    query = f"WorkflowId = '{scope_id}' AND ExecutionStatus != 'Running'"
+    async for execution in client.list_workflows(query, limit=1):
+        if execution.status not in _ENDED_FROM_OUTSIDE:
+            return None
+        handle = client.get_workflow_handle(scope_id, run_id=execution.run_id)
+        carried: object = await handle.query(CARRY)
+        return carried
+    return None
+
+
+_ENDED_FROM_OUTSIDE = {
+    WorkflowExecutionStatus.TERMINATED,
+    WorkflowExecutionStatus.TIMED_OUT,
+    WorkflowExecutionStatus.FAILED,
+}
 
 
 @activity.defn(name=WATCH_EXECUTION)
@@ -132,6 +165,7 @@ async def _describe(client: Client, workflow_id: str) -> WorkflowExecutionDescri
 
 
 SCOPE_ACTIVITIES: list[Callable[..., Any]] = [
+    adopt_predecessor,
     read_settings,
     survey_slots,
     watch_execution,

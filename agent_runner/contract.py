@@ -409,6 +409,8 @@ class SlotFinding:
     run_id: str | None = None
     free_at: datetime | None = None
     fence_floor: int = 0
+    # The open execution's own run id (its memo), when it is one of our runs.
+    holder_run_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -437,6 +439,10 @@ class ExecutionClosed:
 
 
 SURVEY_SLOTS = "survey_slots"
+ADOPT_PREDECESSOR = "adopt_predecessor"
+# The coordinator's query of everything it carries: how a successor takes over a coordinator
+# that was terminated (queries replay a closed execution).
+CARRY = "carry"
 WATCH_EXECUTION = "watch_execution"
 REMOVE_SQUATTER = "remove_squatter"
 READ_SETTINGS = "read_settings"

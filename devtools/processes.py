@@ -28,10 +28,9 @@ SEARCH_ATTRIBUTES = {
     key.name: "Int" if key.indexed_value_type.name == "INT" else "Keyword"
     for key in search_attributes.ALL
 }
-# Server settings for every server started for us (docker-compose.yml sets the same):
-# Temporal delays a workflow that continues as new less than this long after its run started
-# (1 s by default); a queue hands a slot to the next run by continuing as new, so queued runs
-# shorter than that would wait for it. See the README ("Running in production").
+# Server settings for every server started for us (docker-compose.yml sets the same): Temporal
+# delays a start on a workflow id reused less than this long after its last run (1 s by
+# default); a coordinator starts the next run on a slot's id the moment the last one closed.
 DYNAMIC_CONFIG = {"history.workflowIdReuseMinimalInterval": "0"}
 # The user id the examples, the tests and the benchmarks start runs for.
 EXAMPLE_USER_ID = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +43,9 @@ with workflow.unsafe.imports_passed_through():
     from agent_runner import search_attributes
     from agent_runner.contract import (
         ADMIT,
+        ADOPT_PREDECESSOR,
         CANCEL,
+        CARRY,
         READ_SETTINGS,
         REMOVE_SQUATTER,
         RUN_WORKFLOW,
@@ -67,7 +70,6 @@ with workflow.unsafe.imports_passed_through():
         SlotFinding,
         SlotHolder,
         SlotRunInput,
-        SlotState,
         SlotSurvey,
         ViewRequest,
     )
@@ -129,13 +131,21 @@ class AgentScopeWorkflow:
 
     @workflow.query(name=RUNS.name)
     def runs(self, run_ids: list[str]) -> list[RunRecord]:
-        if self._book is None or not self._ready:
+        if self._book is None:
             raise NotReadyError("the coordinator is starting: ask again in a moment")
         return [record for run_id in run_ids[:1000] if (record := self._book.record(run_id))]
 
+    @workflow.query(name=CARRY)
+    def carry(self) -> ScopeState:
+        """Everything it carries (a successor's take-over of a coordinator ended from outside
+        asks a closed execution this)."""
+        if self._book is None:
+            raise NotReadyError("the coordinator is starting: ask again in a moment")
+        return self._book.carried()
+
     @workflow.query(name=VIEW.name)
     def view(self, request: ViewRequest) -> ScopeView:
-        if self._book is None or not self._ready:
+        if self._book is None:
             raise NotReadyError("the coordinator is starting: ask again in a moment")
         return self._book.view(request.offset, min(request.limit, 1000))
 
@@ -145,19 +155,18 @@ class AgentScopeWorkflow:
     async def run(self, carried: RawValue = NO_INPUT) -> None:
         scope = _own_scope()
         state = _carried_state(carried)
-        if state is not None:
-            # What it carries is known from its first moment: its queries answer for it.
-            self._book = ScopeBook(scope, state, _POLICY)
+        # Known from its first moment, so its queries always answer: what the execution before
+        # carried over, or nothing (a coordinator starting afresh knows no run yet).
+        self._book = ScopeBook(scope, state or ScopeState(), _POLICY)
         settings = await self._read_settings()
         if settings.scope_kind != scope.kind:
             raise InvalidRunInputError(
                 f"{scope.id} is not a scope of this deployment, whose scopes are "
                 f"{settings.scope_kind.value}"
             )
-        if self._book is None:
-            self._book = ScopeBook(scope, ScopeState(limits=settings.limits), _POLICY)
         self._book.limits = settings.limits
         if state is None:
+            await self._adopt(scope)
             await self._survey(scope, settings)
         self._ready = True
         for slot, run_id, temporal_run_id in self._book.held():
@@ -386,6 +395,26 @@ class AgentScopeWorkflow:
             self._refreshing = asyncio.ensure_future(self._load_settings())
         await self._refreshing
 
+    async def _adopt(self, scope: Scope) -> None:
+        """Starting afresh: take over what a coordinator ended from outside carried."""
+        raw: RawValue = await workflow.execute_local_activity(
+            ADOPT_PREDECESSOR,
+            scope.id,
+            result_type=RawValue,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=_QUICK_RETRY,
+        )
+        carried = workflow.payload_converter().from_payload(raw.payload)
+        if carried is None:
+            return
+        state: ScopeState = parse_as(ScopeState, carried, "a predecessor's state")
+        limits = self._book.limits if self._book else state.limits
+        self._book = ScopeBook(scope, replace(state, limits=limits), _POLICY)
+        workflow.logger.warning(
+            "coordinator_adopted",
+            extra={"scope": scope.id, "queued": self._book.queue_length},
+        )
+
     async def _survey(self, scope: Scope, settings: DeploymentSettings) -> None:
         """Starting afresh: what holds each slot this deployment ever used, from the server."""
         book = self._book
@@ -401,12 +430,7 @@ class AgentScopeWorkflow:
             start_to_close_timeout=_QUICK,
             retry_policy=_QUICK_RETRY,
         )
-        for finding in findings:
-            book.raise_fence_floor(finding.slot, finding.fence_floor)
-            if finding.state == SlotState.FOREIGN and finding.run_id:
-                book.held_by_foreign(finding.slot, finding.run_id)
-            elif finding.state == SlotState.DRAINING and finding.free_at:
-                book.draining(finding.slot, finding.free_at)
+        book.survey(findings, workflow.now())
 
     def _new_run_id(self) -> str:
         """A run id that names its scope (see :mod:`agent_runner.ids`)."""

@@ -42,6 +42,7 @@ from agent_runner.contract import (
     RunState,
     ScopeLimits,
     ScopeView,
+    SlotFinding,
     SlotState,
     SlotView,
     Waiting,
@@ -316,14 +317,50 @@ class ScopeBook:
         entry = self._entries[run_id]
         assert entry.slot is not None
         self._slots[entry.slot] = SlotHold(entry.slot, foreign=True, foreign_run_id=holder_run_id)
+        self._requeue(entry, now)
+        self.grant_waiting(now)
+
+    def _requeue(self, entry: Entry, now: datetime) -> None:
+        """A granted run whose workflow never started goes back to the head of the queue."""
         entry.phase, entry.slot, entry.granted_at = RunPhase.QUEUED, None, None
         if entry.cancel_requested:
             self._end(entry, RunOutcome(RunState.ERROR, error=CANCELLED), now)
-        else:
-            entry.queued_at = entry.queued_at or now
-            self._queue.insert(0, run_id)
-            self._queue_bytes += entry.size
-            self.queue_version += 1
+            return
+        entry.queued_at = entry.queued_at or now
+        self._queue.insert(0, entry.run_id)
+        self._queue_bytes += entry.size
+        self.queue_version += 1
+
+    def survey(self, findings: list[SlotFinding], now: datetime) -> None:
+        """Starting afresh, perhaps with what a coordinator ended from outside carried: square
+        the book with what holds each slot now (the server's word). A run of the book found
+        running on its slot is watched; one whose start never happened waits at the head of
+        the queue again; every other slot is what the server says."""
+        by_slot = {finding.slot: finding for finding in findings}
+        for finding in findings:
+            self.raise_fence_floor(finding.slot, finding.fence_floor)
+        for slot, hold in list(self._slots.items()):
+            found = by_slot.get(slot)
+            entry = self._entries.get(hold.run_id) if hold.run_id else None
+            if entry is None:
+                del self._slots[slot]  # foreign or draining: as the server says below
+                continue
+            runs_there = found is not None and found.state == SlotState.FOREIGN
+            if runs_there and found is not None and found.holder_run_id == entry.run_id:
+                entry.temporal_run_id = found.run_id
+                by_slot.pop(slot)
+            elif entry.temporal_run_id is None:
+                del self._slots[slot]
+                self._requeue(entry, now)
+            else:
+                by_slot.pop(slot, None)  # it ran and closed: its watcher reads how
+        for slot, finding in by_slot.items():
+            if slot in self._slots:
+                continue
+            if finding.state == SlotState.FOREIGN and finding.run_id:
+                self.held_by_foreign(slot, finding.run_id)
+            elif finding.state == SlotState.DRAINING and finding.free_at:
+                self.draining(slot, finding.free_at)
         self.grant_waiting(now)
 
     def closed(self, run_id: str, outcome: RunOutcome, *, clean: bool, now: datetime) -> None:

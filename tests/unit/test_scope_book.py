@@ -290,3 +290,29 @@ def test_random_schedules_keep_the_bound_the_order_and_the_keys(schedule: list[S
     # Runs were granted in the order they were accepted (a run granted at once included).
     order = {run_id: index for index, run_id in enumerate(accepted)}
     assert [order[run] for run in granted] == sorted(order[run] for run in granted)
+
+
+def test_a_successor_squares_what_it_took_over_with_the_slots():
+    """A coordinator ended from outside: its successor takes over what it carried, then asks
+    the server what holds each slot."""
+    from agent_runner.contract import SlotFinding, SlotState
+
+    scope = book(slots=2)
+    running = start(scope)
+    starting = scope.admit(request(), T0, mint).run_id
+    waiting = scope.admit(request(OnBusy.ENQUEUE), T0, mint).run_id
+    taken_over = ScopeBook(scope.scope, scope.carried(), POLICY)
+
+    taken_over.survey(
+        [
+            SlotFinding(0, SlotState.FOREIGN, f"temporal-{running}", holder_run_id=running),
+            SlotFinding(1, SlotState.FREE),
+        ],
+        T0,
+    )
+
+    assert taken_over.held() == [(0, running, f"temporal-{running}")]
+    # The start that never happened waits again, first; the slot it had is free for it.
+    [grant] = taken_over.to_start()
+    assert grant.run_id == starting
+    assert taken_over.record(str(waiting)).queue_position == 1
