@@ -311,8 +311,9 @@ def test_a_successor_squares_what_it_took_over_with_the_slots():
         T0,
     )
 
-    assert taken_over.held() == [(0, running, f"temporal-{running}")]
-    # The start that never happened waits again, first; the slot it had is free for it.
+    assert taken_over.held()[0] == (0, running, f"temporal-{running}")
+    # The start that never happened went back to the head of the queue, and so gets the slot
+    # that is free again before the run that waited behind it.
     [grant] = taken_over.to_start()
-    assert grant.run_id == starting
+    assert (grant.run_id, grant.slot) == (starting, 1)
     assert taken_over.record(str(waiting)).queue_position == 1
