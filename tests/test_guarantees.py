@@ -587,6 +587,39 @@ async def test_a_replica_with_another_n_follows_the_deployment_and_another_scope
         wrong_worker.kill()
 
 
+async def test_a_terminated_coordinators_queue_is_taken_over_by_its_successor(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    """Terminating a scope's coordinator loses nothing: the next start's coordinator takes over
+    what the terminated one carried (its queue, keys and records), and the run it had started
+    goes on on its slot."""
+    first = await start_run(http)
+    behind = [await enqueue(http) for _ in range(2)]
+    await agent_working(stack, first)
+
+    terminated = await cli(stack, "workflow", "terminate", "--workflow-id", WORKFLOW_ID)
+    assert terminated.returncode == 0, terminated.stderr
+    after = await enqueue(http)  # reaches a new coordinator, which takes over
+
+    runs = [first, *behind, after]
+    finals = [await final(http, run_id) for run_id in runs]
+    assert [body["state"] for body in finals] == ["DONE"] * 4
+    starts = [body["started_at"] for body in finals]
+    assert starts == sorted(starts), "the queue kept its order"
+    assert overlapping(spans_of(stack, *runs)) == []
+
+
+async def test_a_cancel_of_a_coordinator_is_ignored(stack: Stack, http: httpx.AsyncClient) -> None:
+    first = await start_run(http)
+    waiting = await enqueue(http)
+
+    cancelled = await cli(stack, "workflow", "cancel", "--workflow-id", WORKFLOW_ID)
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert (await final(http, first))["state"] == "DONE"
+    assert (await final(http, waiting))["state"] == "DONE"
+
+
 # --- cancels --------------------------------------------------------------------------------------
 
 
