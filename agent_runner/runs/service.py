@@ -17,7 +17,7 @@ import random
 import uuid
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -142,7 +142,6 @@ class Runs:
             on_busy=request.on_busy,
             idempotency_key=key,
             fingerprint=request.fingerprint if key else None,
-            not_after=datetime.now(UTC) + self.target.rpc_timeout,
         )
         try:
             with temporal_call():
@@ -213,6 +212,10 @@ class Runs:
         the next execution (the update's id keeps it from being applied twice)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.target.rpc_timeout.total_seconds()
+        # Past this the call below has given up (and its callers heard 503): the coordinator
+        # must not start a run it decides on later.
+        not_after = datetime.now(UTC) + self.target.rpc_timeout
+        requests = [replace(request, not_after=not_after) for request in requests]
         while True:
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 SCOPE_WORKFLOW,
