@@ -1,9 +1,10 @@
-"""``make histories``: record one workflow history per kind of ending into tests/histories/.
+"""``make histories``: record the histories of every workflow of ours, in every kind of ending,
+into tests/histories/.
 
 tests/test_replay.py replays each with ``temporalio.worker.Replayer``: a change to the workflows
-that would break the runs open when it is deployed fails CI. Record again (and commit) only
-when a change is meant to be incompatible and is deployed as such (see README, "Changing the
-workflows safely").
+that would break the executions open when it is deployed fails CI. Record again (and commit)
+only when a change is meant to be incompatible and is deployed as such (see docs/operations.md,
+"Changing the workflows safely").
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ from activities.builtin_agents import PolicyChecker
 from agent_runner import search_attributes
 from agent_runner.agent_registry import AgentRegistry
 from agent_runner.agents import Agent, AgentContext, NoParams
+from agent_runner.deployment import join_deployment
 from agent_runner.logs import configure_logging
-from agent_runner.models import WORKFLOW_TYPE
-from agent_runner.runs import OnBusy, cancel_run, start_request, start_run_detailed
-from agent_runner.runs.types import RunTarget
-from agent_runner.runs.waiting import wait_for_end
+from agent_runner.runs import OnBusy, Runs, RunStatus, start_request
 from agent_runner.settings import Settings
 from devtools.processes import DYNAMIC_CONFIG, EXAMPLE_USER_ID, ROOT, temporal_cli
 from worker import build_workers
 
 HISTORIES = ROOT / "tests" / "histories"
 WAIT = timedelta(seconds=60)
+Scenario = Callable[[Runs, Settings], Awaitable[None]]
 
 
 class AlwaysFails(Agent[NoParams]):
@@ -42,7 +42,7 @@ class AlwaysFails(Agent[NoParams]):
         raise RuntimeError("scanner offline")
 
 
-def settings_for(address: str, name: str) -> Settings:
+def settings_for(address: str, name: str, **more: Any) -> Settings:
     return Settings(
         _env_file=None,
         temporal_address=address,
@@ -52,123 +52,147 @@ def settings_for(address: str, name: str) -> Settings:
         agent_heartbeat_timeout_seconds=3.0,
         agent_retry_initial_interval_seconds=0.1,
         worker_graceful_shutdown_seconds=1.0,
+        **more,
     )
 
 
-async def start(client: Client, settings: Settings, agent_type: str, on_busy: OnBusy) -> str:
+async def start(runs: Runs, settings: Settings, agent_type: str, on_busy: OnBusy) -> str:
     request = start_request(
         agent_type, EXAMPLE_USER_ID, policy=settings.run_policy(), on_busy=on_busy
     )
-    outcome = await start_run_detailed(client, request, target=settings.run_target())
-    return outcome.run_id
+    return (await runs.start(request)).run_id
 
 
-async def record(client: Client, name: str, handles: list[WorkflowHandle[object, object]]) -> None:
-    for index, handle in enumerate(handles):
+async def ended(runs: Runs, run_id: str) -> RunStatus:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT.total_seconds()
+    while loop.time() < deadline:
+        status = await runs.status(run_id)
+        if status.is_final:
+            return status
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{run_id} did not end")
+
+
+async def done(runs: Runs, settings: Settings) -> None:
+    await ended(runs, await start(runs, settings, "policy-checker", OnBusy.REJECT))
+
+
+async def error_after_retries(runs: Runs, settings: Settings) -> None:
+    await ended(runs, await start(runs, settings, "document-extractor", OnBusy.REJECT))
+
+
+async def cancelled(runs: Runs, settings: Settings) -> None:
+    """A working run cancelled, and a waiting one."""
+    working = await start(runs, settings, "policy-checker", OnBusy.REJECT)
+    waiting = await start(runs, settings, "policy-checker", OnBusy.ENQUEUE)
+    await asyncio.sleep(1.0)
+    await runs.cancel(waiting)
+    await runs.cancel(working)
+    await ended(runs, working)
+
+
+async def terminated(runs: Runs, settings: Settings) -> None:
+    """A run terminated while its agent works, its slot handed to the next once it drained."""
+    first = await start(runs, settings, "policy-checker", OnBusy.REJECT)
+    second = await start(runs, settings, "policy-checker", OnBusy.ENQUEUE)
+    await asyncio.sleep(1.0)
+    status = await runs.status(first)
+    assert status.workflow_id is not None
+    handle = runs.client.get_workflow_handle(status.workflow_id, run_id=status.temporal_run_id)
+    await handle.terminate("recorded for the replay tests")
+    await runs.cancel(second)
+    await ended(runs, second)
+
+
+async def queue(runs: Runs, settings: Settings) -> None:
+    """Runs that wait their turn, over the coordinator's continue-as-new (the recording
+    server suggests it early), one refused start and a repeated key."""
+    run_ids = [await start(runs, settings, "policy-checker", OnBusy.ENQUEUE) for _ in range(4)]
+    keyed = start_request(
+        "policy-checker",
+        EXAMPLE_USER_ID,
+        policy=settings.run_policy(),
+        idempotency_key="history-key",
+        on_busy=OnBusy.ENQUEUE,
+    )
+    for _ in range(2):
+        run_ids.append((await runs.start(keyed)).run_id)
+    for run_id in run_ids:
+        await ended(runs, run_id)
+
+
+async def not_granted(runs: Runs, settings: Settings) -> None:
+    """Starts another client makes of our workflows on their own: each ends at once."""
+    client = runs.client
+    for workflow_type, workflow_id in (
+        ("AgentRunWorkflow", f"{settings.workflow_id}:slot-0"),
+        ("AgentScopeWorkflow", f"{settings.workflow_id}:slot-1"),
+    ):
+        handle = await client.start_workflow(
+            workflow_type,
+            {"agent_type": "policy-checker", "user_id": EXAMPLE_USER_ID},
+            id=workflow_id,
+            task_queue=settings.task_queue,
+        )
+        await _closed(handle)
+
+
+async def _closed(handle: WorkflowHandle[Any, Any]) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT.total_seconds()
+    while loop.time() < deadline:
+        if (await handle.describe()).close_time is not None:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{handle.id} still open after {WAIT}")
+
+
+async def record(client: Client, name: str, settings: Settings) -> None:
+    """Every execution of the scenario's deployment, one file each."""
+    base = settings.workflow_id
+    executions = [
+        execution
+        async for execution in client.list_workflows(f"WorkflowId STARTS_WITH '{base}'")
+        if execution.close_time is not None
+    ]
+    executions.sort(key=lambda execution: (execution.workflow_type, execution.start_time))
+    for index, execution in enumerate(executions):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         history = await handle.fetch_history()
-        suffix = f"-{index}" if len(handles) > 1 else ""
-        path = HISTORIES / f"{name}{suffix}.json"
+        path = HISTORIES / f"{name}-{execution.workflow_type}-{index}.json"
         path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
         print(f"wrote {path.relative_to(ROOT)} ({len(history.events)} events)")
 
 
 async def scenario(
-    client: Client,
-    name: str,
-    agents: Sequence[Agent[Any]],
-    act: Callable[[Client, Settings, RunTarget], Awaitable[list[WorkflowHandle[object, object]]]],
+    client: Client, name: str, agents: Sequence[Agent[Any]], act: Scenario
 ) -> None:
     address = client.service_client.config.target_host
     settings = settings_for(address, name)
+    await join_deployment(client, settings, role="make histories")
     async with build_workers(client, settings, AgentRegistry.of(agents)):
-        handles = await act(client, settings, settings.run_target())
-    await record(client, name, handles)
-
-
-def slot(client: Client, target: RunTarget, run_id: str) -> WorkflowHandle[object, object]:
-    return client.get_workflow_handle(target.workflow_id, run_id=run_id)
-
-
-async def _to_its_end(
-    client: Client, settings: Settings, target: RunTarget, agent_type: str
-) -> list[WorkflowHandle[object, object]]:
-    run_id = await start(client, settings, agent_type, OnBusy.REJECT)
-    await wait_for_end(client, run_id, wait=WAIT, target=target)
-    return [slot(client, target, run_id)]
-
-
-async def done(
-    client: Client, settings: Settings, target: RunTarget
-) -> list[WorkflowHandle[object, object]]:
-    return await _to_its_end(client, settings, target, "policy-checker")
-
-
-async def error_after_retries(
-    client: Client, settings: Settings, target: RunTarget
-) -> list[WorkflowHandle[object, object]]:
-    return await _to_its_end(client, settings, target, "document-extractor")
-
-
-async def cancelled(
-    client: Client, settings: Settings, target: RunTarget
-) -> list[WorkflowHandle[object, object]]:
-    run_id = await start(client, settings, "policy-checker", OnBusy.REJECT)
-    await asyncio.sleep(1.0)
-    await cancel_run(client, run_id, target=target)
-    await wait_for_end(client, run_id, wait=WAIT, target=target)
-    return [slot(client, target, run_id)]
-
-
-async def terminated(
-    client: Client, settings: Settings, target: RunTarget
-) -> list[WorkflowHandle[object, object]]:
-    run_id = await start(client, settings, "policy-checker", OnBusy.REJECT)
-    await asyncio.sleep(1.0)
-    await slot(client, target, run_id).terminate("recorded for the replay tests")
-    return [slot(client, target, run_id)]
-
-
-async def cli_inputs(
-    client: Client, settings: Settings, target: RunTarget
-) -> list[WorkflowHandle[object, object]]:
-    """What the `temporal` CLI starts: bad input (ERROR at once), then good input (a run that
-    waits one lease for a predecessor nobody saw stop, then runs)."""
-    handles = []
-    for payload in (
-        {"agent_type": "policy-checker", "user_id": "bob"},
-        {"agent_type": "policy-checker", "user_id": EXAMPLE_USER_ID},
-    ):
-        handle = await client.start_workflow(
-            WORKFLOW_TYPE, payload, id=target.workflow_id, task_queue=target.task_queue
-        )
-        await wait_for_end(client, handle.result_run_id or "", wait=WAIT, target=target)
-        handles.append(slot(client, target, handle.result_run_id or ""))
-    return handles
-
-
-async def queue(
-    client: Client, settings: Settings, target: RunTarget
-) -> list[WorkflowHandle[object, object]]:
-    """Three runs for one slot: the second and third wait in the queue and get the slot by
-    continue-as-new."""
-    run_ids = [await start(client, settings, "policy-checker", OnBusy.ENQUEUE) for _ in range(3)]
-    for run_id in run_ids:
-        await wait_for_end(client, run_id, wait=WAIT, target=target)
-    handles: list[WorkflowHandle[object, object]] = []
-    async for execution in client.list_workflows(f"WorkflowId STARTS_WITH '{target.workflow_id}'"):
-        handles.append(client.get_workflow_handle(execution.id, run_id=execution.run_id))
-    return sorted(handles, key=lambda handle: (handle.id, handle.run_id or ""))
+        await act(Runs(client, settings.run_target()), settings)
+        # The coordinators close once idle and retention passes; terminate them to record them.
+        async for execution in client.list_workflows(
+            f"WorkflowId STARTS_WITH '{settings.workflow_id}' AND ExecutionStatus = 'Running'"
+        ):
+            await client.get_workflow_handle(execution.id).terminate("recorded")
+    await record(client, name, settings)
 
 
 async def main() -> None:
     configure_logging("INFO", "json")
     HISTORIES.mkdir(parents=True, exist_ok=True)
+    for old in HISTORIES.glob("*.json"):
+        old.unlink()
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(temporal_cli()),
         search_attributes=list(search_attributes.ALL),
         dev_server_log_level="error",
         dev_server_extra_args=[
-            f"--dynamic-config-value={k}={v}" for k, v in DYNAMIC_CONFIG.items()
+            *(f"--dynamic-config-value={k}={v}" for k, v in DYNAMIC_CONFIG.items()),
+            "--dynamic-config-value=limit.historyCount.suggestContinueAsNew=40",
         ],
     )
     async with env:
@@ -178,8 +202,8 @@ async def main() -> None:
         await scenario(client, "error-after-retries", [AlwaysFails()], error_after_retries)
         await scenario(client, "cancelled", [PolicyChecker(30)], cancelled)
         await scenario(client, "terminated", [PolicyChecker(30)], terminated)
-        await scenario(client, "cli-inputs", quick, cli_inputs)
         await scenario(client, "queue", quick, queue)
+        await scenario(client, "not-granted", quick, not_granted)
     print("recorded: run `pytest tests/test_replay.py`, then commit tests/histories/")
 
 

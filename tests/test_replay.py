@@ -1,8 +1,11 @@
-"""Recorded histories of every kind of ending, replayed against today's workflow code: a change
-that would break the runs open when it is deployed (a non-deterministic change) fails here.
-Record them again with `make histories` only for a change meant to be incompatible."""
+"""Recorded histories of all three workflows in every kind of ending, replayed against today's
+workflow code: a change that would break the executions open when it is deployed (a
+non-deterministic change) fails here. Record them again with `make histories` only for a change
+meant to be incompatible."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -10,23 +13,16 @@ from temporalio.worker import Replayer
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from devtools.processes import ROOT
-from workflows import AgentQueueWorkflow, AgentRunWorkflow
+from workflows import AgentRunnerSettingsWorkflow, AgentRunWorkflow, AgentScopeWorkflow
 
 HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
 
 
-def test_every_kind_of_ending_has_a_history() -> None:
-    names = {
-        path.stem.rsplit("-", 1)[0] if path.stem[-1].isdigit() else path.stem for path in HISTORIES
-    }
-    assert {
-        "done",
-        "error-after-retries",
-        "cancelled",
-        "terminated",
-        "cli-inputs",
-        "queue",
-    } <= names
+def test_every_kind_of_ending_has_a_history_of_each_workflow() -> None:
+    recorded = {tuple(path.stem.rsplit("-", 2)[:2]) for path in HISTORIES}
+    endings = {"done", "error-after-retries", "cancelled", "terminated", "queue", "not-granted"}
+    workflows = {"AgentRunWorkflow", "AgentScopeWorkflow", "AgentRunnerSettingsWorkflow"}
+    assert {(ending, workflow) for ending in endings for workflow in workflows} <= recorded
 
 
 @pytest.mark.parametrize(
@@ -35,9 +31,11 @@ def test_every_kind_of_ending_has_a_history() -> None:
     ids=[path.stem for path in HISTORIES],
 )
 async def test_a_recorded_history_replays_on_todays_code(name: str, text: str) -> None:
-    history = WorkflowHistory.from_json(name, text)
+    # The workflows read their own id (a slot's, a scope's), so replay under the recorded one.
+    started = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
+    history = WorkflowHistory.from_json(started["workflowId"], text)
     replayer = Replayer(
-        workflows=[AgentRunWorkflow, AgentQueueWorkflow],
+        workflows=[AgentRunWorkflow, AgentScopeWorkflow, AgentRunnerSettingsWorkflow],
         # As in worker.py: the tracing interceptor may import opentelemetry in the sandbox.
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
