@@ -87,8 +87,13 @@ def build_workers(client: Client, settings: Settings, agents: AgentRegistry) -> 
     return Workers([main, *per_agent])
 
 
-async def main(settings: Settings) -> None:
-    agents = AgentRegistry.installed_or_exit(only=settings.worker_agents)
+async def main(settings: Settings, agents: AgentRegistry | None = None) -> None:
+    """Join the deployment, then serve its workflows and ``agents`` (by default the installed
+    ones ``WORKER_AGENTS`` names) until SIGTERM or SIGINT."""
+    if agents is None:
+        agents = AgentRegistry.installed_or_exit(only=settings.worker_agents)
+    # Our log lines carry the run's keys as fields; keep the workflow logger's message clean.
+    workflow.logger.workflow_info_on_message = False
     interceptors, flush_traces = tracing_interceptors(settings, "worker")
     connector = Connector(
         settings, runtime=create_runtime(settings.worker_metrics_address), interceptors=interceptors
@@ -124,8 +129,6 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    # Our log lines carry the run's keys as fields; keep the workflow logger's message clean.
-    workflow.logger.workflow_info_on_message = False
     asyncio.run(main(settings))
     exit_now(0)
     sys.exit(0)

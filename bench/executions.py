@@ -13,8 +13,8 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner.contract import CLAIM_ATTEMPT, REPORT_ATTEMPT, RUN_WORKFLOW
 from bench.raw_worker import RawAgentWorkflow, RawQueueWorkflow, RawRun
 
 
@@ -95,10 +95,19 @@ async def execution_times(client: Client, workflow_id: str, run_id: str) -> Exec
     assert description.close_time is not None, f"{workflow_id} {run_id} is still open"
     agent_started = agent_ended = None
     async for event in handle.fetch_history_events():
+        at = event.event_time.ToDatetime(tzinfo=UTC)
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
-            agent_started = event.event_time.ToDatetime(tzinfo=UTC)
+            agent_started = agent_started or at
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
-            agent_ended = event.event_time.ToDatetime(tzinfo=UTC)
+            agent_ended = at
+        elif event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
+            # Ours: an agent works from its attempt's claim to its report (the activity itself
+            # completes asynchronously, after the report, or never).
+            name = event.workflow_execution_update_accepted_event_attributes.accepted_request
+            if name.input.name == CLAIM_ATTEMPT.name:
+                agent_started = agent_started or at
+            elif name.input.name == REPORT_ATTEMPT.name:
+                agent_ended = at
     assert agent_started is not None, f"{workflow_id} {run_id}: no agent started"
     assert agent_ended is not None, f"{workflow_id} {run_id}: no agent ended"
     return Execution(
@@ -110,26 +119,17 @@ async def execution_times(client: Client, workflow_id: str, run_id: str) -> Exec
 
 
 def _open_on(task_queue: str) -> str:
-    return f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running"'
+    """The runs open on ``task_queue`` (not our coordinators and settings record, which stay)."""
+    return (
+        f'TaskQueue = "{task_queue}" AND ExecutionStatus = "Running" AND '
+        f'WorkflowType IN ("{RUN_WORKFLOW}", "RawAgentWorkflow")'
+    )
 
 
 async def wait_drained(client: Client, task_queue: str, timeout: float = 300.0) -> None:
-    """Until no execution on ``task_queue`` is open (the runs a burst started have ended)."""
+    """Until no run on ``task_queue`` is open (the runs a burst started have ended)."""
     deadline = time.monotonic() + timeout
     while (await client.count_workflows(_open_on(task_queue))).count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"executions on {task_queue} still open after {timeout:g} s")
         await asyncio.sleep(0.5)
-
-
-async def terminate_open(client: Client, task_queue: str) -> None:
-    """End every open execution on ``task_queue`` (runs left waiting by a scenario)."""
-    while (await client.count_workflows(_open_on(task_queue))).count:
-        async for execution in client.list_workflows(_open_on(task_queue)):
-            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-            try:
-                await handle.terminate("benchmark cleanup")
-            except RPCError as err:
-                if err.status != RPCStatusCode.NOT_FOUND:  # else: it closed meanwhile
-                    raise
-        await asyncio.sleep(0.2)

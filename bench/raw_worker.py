@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.client import Client
     from temporalio.worker import Worker
 
-    from agent_runner.models import RunPolicy
+    from agent_runner.contract import RunPolicy
     from agent_runner.process import exit_now
     from agent_runner.settings import Settings
 

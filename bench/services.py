@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent_runner.locations import ScopeKind
+from agent_runner.ids import ScopeKind
 from agent_runner.settings import Settings
 from bench.measure import rss_mib, say
 from devtools.processes import ChildProcess, DevServer, free_port, stop_in_order, wait_until_serving

@@ -165,9 +165,7 @@ async def record(client: Client, name: str, settings: Settings) -> None:
         print(f"wrote {path.relative_to(ROOT)} ({len(history.events)} events)")
 
 
-async def scenario(
-    client: Client, name: str, agents: Sequence[Agent[Any]], act: Scenario
-) -> None:
+async def scenario(client: Client, name: str, agents: Sequence[Agent[Any]], act: Scenario) -> None:
     address = client.service_client.config.target_host
     settings = settings_for(address, name)
     await join_deployment(client, settings, role="make histories")

@@ -111,7 +111,11 @@ async def admit(client: Client, settings: Settings, request: object) -> Any:
             "max_attempts",
         ),
         (
-            {"agent_type": "policy-checker", "user_id": USER_ID, "policy": {"timeout_seconds": 1e308}},
+            {
+                "agent_type": "policy-checker",
+                "user_id": USER_ID,
+                "policy": {"timeout_seconds": 1e308},
+            },
             "timeout_seconds",
         ),
     ],

@@ -118,7 +118,9 @@ async def test_1_burst_across_replicas_accepts_exactly_one(
         answers = [r for r in responses if isinstance(r, httpx.Response)]
         codes = [r.status_code for r in answers]
         assert codes.count(202) == 1, sorted(set(codes))
-        assert codes.count(409) == 199, [(r.status_code, r.text[:100]) for r in answers if r.status_code not in (202, 409)][:3]
+        assert codes.count(409) == 199, [
+            (r.status_code, r.text[:100]) for r in answers if r.status_code not in (202, 409)
+        ][:3]
         assert all(r.json()["detail"] == BUSY for r in answers if r.status_code == 409)
         [accepted] = [r.json()["run_id"] for r in answers if r.status_code == 202]
         await wait_state(http, stack.api_url(0), accepted, "DONE")

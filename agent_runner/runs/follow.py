@@ -12,6 +12,7 @@ event's name is the change between two statuses (:func:`agent_runner.status.even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from agent_runner.contract import RunRecord
 from agent_runner.executions import ExecutionHistory
 from agent_runner.ids import RunRef
-from agent_runner.runs.errors import RunNotFoundError
+from agent_runner.runs.errors import RunNotFoundError, TemporalUnavailableError
 from agent_runner.runs.service import Runs
 from agent_runner.status import ExecutionView, RunStatus, event_name, run_status
 
@@ -86,6 +88,10 @@ async def follow_run(runs: Runs, run_id: str) -> AsyncIterator[RunEvent | Caught
         return
     where = await _execution(runs, ref, record)
     async for item in _follow_execution(runs.client, ref, record, where, last):
+        if isinstance(item, RunEvent) and item.status.is_final:
+            # Tell the end once the slot is free, as a status read does.
+            with contextlib.suppress(RPCError, TemporalUnavailableError):
+                await runs.slot_freed(ref, await runs.record(ref))
         yield item
 
 

@@ -71,6 +71,10 @@ from agent_runner.status import ExecutionView, RunStatus, run_status
 from agent_runner.validation import InvalidRunInputError, checked_request
 
 logger = structlog.stdlib.get_logger(__name__)
+# A run's execution closes moments before its coordinator frees its slot: how long a read that
+# tells the run's end waits for that (see Runs.slot_freed), and how often it looks.
+SLOT_FREED_WAIT = timedelta(seconds=2)
+SLOT_FREED_POLL = timedelta(milliseconds=20)
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,8 @@ class Runs:
                 if await self.execution_of(ref, None) is None:
                     raise
             execution = await self.execution_of(ref, record)
+            if record is not None and execution is not None and execution.outcome is not None:
+                record = await self.slot_freed(ref, record)
         status = run_status(ref.run_id, record, execution)
         if status is None:
             raise RunNotFoundError(run_id)
@@ -289,6 +295,21 @@ class Runs:
                 return None
             raise
         return next((record for record in records if record.run_id == ref.run_id), None)
+
+    async def slot_freed(self, ref: RunRef, record: RunRecord | None) -> RunRecord | None:
+        """For a run whose execution has closed: its record once its coordinator has recorded
+        the end (and so freed its slot), so that a client told the run ended can start the
+        next at once. Waits :data:`SLOT_FREED_WAIT` at most (a coordinator without a worker
+        frees nothing: the end is then told as the execution says it)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SLOT_FREED_WAIT.total_seconds()
+        while record is not None and record.outcome is None and loop.time() < deadline:
+            await asyncio.sleep(SLOT_FREED_POLL.total_seconds())
+            try:
+                record = await self.record(ref)
+            except (RPCError, TemporalUnavailableError):
+                return record
+        return record
 
     async def _is_coordinator(self, scope: Scope) -> bool:
         description = await self.client.get_workflow_handle(scope.id).describe(

@@ -15,7 +15,6 @@ from bench.executions import (
     execution_times,
     raw_enqueue,
     start_raw,
-    terminate_open,
 )
 from bench.measure import burst_summary, http_burst, say, summary
 
@@ -103,7 +102,9 @@ async def enqueue_answers(bench: Bench) -> dict[str, Any]:
         queued = await http_burst(
             port, "/agents/run", [sleeper(HOLD_SECONDS, on_busy="enqueue")] * size
         )
-    await terminate_open(bench.client, agents.settings.task_queue)
+        for answer in queued:
+            await cancel(http, agents.url, answer.body["run_id"])
+        await wait_idle(http, agents.url)
     # The engine's floor for what the queued ones needed after their refused start: one
     # update-with-start creating a queue and putting them in it.
     raw_queue = bench.services["raw"].settings.task_queue

@@ -58,7 +58,11 @@ def test_a_run_that_ended_in_the_queue_says_how():
     )
     status = run_status(RUN, ended, None)
     assert status is not None
-    assert (status.state, status.error, status.queue_position) == (RunState.ERROR, "cancelled", None)
+    assert (status.state, status.error, status.queue_position) == (
+        RunState.ERROR,
+        "cancelled",
+        None,
+    )
 
 
 def test_its_execution_says_how_it_goes():
@@ -72,7 +76,9 @@ def test_its_execution_says_how_it_goes():
     assert (running.state, running.attempt, running.progress) == (RunState.RUNNING, 1, progress)
     paused = run_status(RUN, GRANTED, replace(working, paused=True))
     assert paused is not None and paused.waiting_for == Waiting.PAUSED
-    done = replace(working, outcome=RunOutcome(RunState.DONE, "approved", attempt=1, finished_at=T0))
+    done = replace(
+        working, outcome=RunOutcome(RunState.DONE, "approved", attempt=1, finished_at=T0)
+    )
     final = run_status(RUN, GRANTED, done)
     assert final is not None
     assert (final.state, final.result, final.finished_at) == (RunState.DONE, "approved", T0)
@@ -91,7 +97,9 @@ def test_a_stream_shows_each_change_once_and_names_it():
         RUN, GRANTED, replace(working, attempt=2, working=False, last_failure=failure)
     )
     done = run_status(
-        RUN, GRANTED, replace(working, outcome=RunOutcome(RunState.DONE, "ok", attempt=2, finished_at=T0))
+        RUN,
+        GRANTED,
+        replace(working, outcome=RunOutcome(RunState.DONE, "ok", attempt=2, finished_at=T0)),
     )
     statuses = [queued, queued, moved_up, pending, running, reading, failed, second, done]
     names = [
