@@ -18,7 +18,7 @@ fixed id. An *attempt* of the run's agent is one execution of the ``run_agent`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
@@ -489,5 +489,8 @@ PROGRESS: Message[Progress, None] = Message("progress", Progress, type(None))
 CHANGE_SETTINGS: Message[SettingsChange, DeploymentSettings] = Message(
     "change_settings", SettingsChange, DeploymentSettings
 )
+# A coordinator reads the settings record again before a decision once what it read is older
+# than this: a change of the limits is followed everywhere this long after it was made.
+SETTINGS_FRESH = timedelta(seconds=1)
 # The memo key the settings workflow publishes its record under (read with one describe).
 SETTINGS_MEMO = "settings"

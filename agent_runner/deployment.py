@@ -10,16 +10,21 @@ logs ``deployment_settings_differ`` and follows the record: changing N is an ope
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.contract import (
+    CHANGE_SETTINGS,
+    SETTINGS_FRESH,
     SETTINGS_MEMO,
     SETTINGS_WORKFLOW,
     DeploymentSettings,
     ScopeLimits,
+    SettingsChange,
 )
 from agent_runner.ids import settings_id
 from agent_runner.settings import Settings
@@ -90,4 +95,39 @@ async def join_deployment(client: Client, settings: Settings, *, role: str) -> D
             environment_slots=wanted.slots,
             environment_queue_max=wanted.queue_max,
         )
+    return record
+
+
+async def change_limits(
+    client: Client, settings: Settings, limits: ScopeLimits, *, changed_by: str
+) -> DeploymentSettings:
+    """Change the deployment's N and queue size (an update of its record, in its history with
+    ``changed_by``); the record as it is now, once every coordinator follows it (a second
+    later). A lower N lets the agents at work finish and grants nothing until fewer than N
+    work."""
+    base = settings.workflow_id
+    change = SettingsChange(limits=limits, changed_by=changed_by)
+    handle = client.get_workflow_handle(settings_id(base))
+    try:
+        record: DeploymentSettings = await handle.execute_update(
+            CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        # Its workflow was ended from outside: start it again from its last record, then change.
+        await join_deployment(client, settings, role=f"a change by {changed_by}")
+        record = await handle.execute_update(
+            CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
+        )
+    # Every coordinator reads the record again before a decision once its read is this old:
+    # answer once the change is what every one of them follows.
+    await asyncio.sleep(SETTINGS_FRESH.total_seconds() + 0.1)
+    logger.info(
+        "limits_changed",
+        slots=record.limits.slots,
+        queue_max=record.limits.queue_max,
+        version=record.version,
+        changed_by=changed_by,
+    )
     return record

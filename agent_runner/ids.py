@@ -34,6 +34,8 @@ WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9._\-]{1,100}$"
 AGENT_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 # Slot numbers are below this, whatever N is (the settings refuse more).
 MAX_SLOTS = 100
+# The largest queue a scope may be given (AGENT_QUEUE_MAX, PUT /agents/limits).
+MAX_QUEUE = 100_000
 _SEP = ":"
 _SLOT = "slot-"
 _SETTINGS = "settings"

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_runner.agents import AgentDefaults
 from agent_runner.contract import RunPolicy
-from agent_runner.ids import MAX_SLOTS, WORKFLOW_ID_PATTERN, RunTarget, ScopeKind
+from agent_runner.ids import MAX_QUEUE, MAX_SLOTS, WORKFLOW_ID_PATTERN, RunTarget, ScopeKind
 from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
 from agent_runner.validation import (
     MAX_ATTEMPTS,
@@ -22,9 +22,8 @@ from agent_runner.validation import (
 )
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-# The run policy's defaults are RunPolicy's own: written once, in agent_runner/models.py.
+# The run policy's defaults are RunPolicy's own: written once, in agent_runner/contract.py.
 _POLICY = RunPolicy()
-MAX_QUEUE = 100_000
 
 
 class Settings(BaseSettings):

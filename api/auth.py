@@ -7,6 +7,7 @@ answered 422 to a client without a key, telling it how its body was wrong."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated
 
@@ -55,6 +56,23 @@ async def require_api_key(
             # The key itself is never logged.
             logger.warning("api_key_rejected", path=request.url.path)
         raise
+    assert credentials is not None
+    request.state.caller = key_id(credentials.credentials)
+
+
+def key_id(key: str) -> str:
+    """How logs and records name an API key without telling it: ``key-`` and 12 hex digits of
+    its SHA-256 (``printf %s "$KEY" | sha256sum`` finds whose it is)."""
+    return "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def caller(request: Request) -> str:
+    """Who sent the request: its API key's id, or its address when the API needs no key."""
+    found: str | None = getattr(request.state, "caller", None)
+    if found is not None:
+        return found
+    host = request.client.host if request.client else "unknown"
+    return f"no API key (API_KEYS unset), from {host}"
 
 
 class KeyBeforeBody:

@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 
 from agent_runner.agent_registry import AgentRegistry
 from agent_runner.connector import Connector
-from agent_runner.contract import DeploymentSettings, RunPolicy
+from agent_runner.contract import RunPolicy
 from agent_runner.deployment import DeploymentMismatchError, join_deployment
 from agent_runner.process import exit_now
 from agent_runner.runs import Runs, TemporalUnavailableError
@@ -43,7 +43,6 @@ class AppState:
     temporal_requests: TemporalRequests = field(init=False)
     queue_gauges: QueueGauges = field(init=False)
     connector: Connector | None = None
-    deployment: DeploymentSettings | None = None
     _runs: Runs | None = None
 
     @classmethod
@@ -75,7 +74,7 @@ class AppState:
         client = await self.connector.wait_connected()
         while self._runs is None:
             try:
-                self.deployment = await join_deployment(client, self.settings, role="an API")
+                deployment = await join_deployment(client, self.settings, role="an API")
             except DeploymentMismatchError as err:
                 logger.error("deployment_mismatch", message=str(err))
                 exit_now(2)
@@ -83,7 +82,7 @@ class AppState:
                 logger.warning("deployment_unreadable", error=str(err))
                 await asyncio.sleep(1.0)
                 continue
-            target = self.settings.run_target(self.deployment.scope_kind)
+            target = self.settings.run_target(deployment.scope_kind)
             self._runs = Runs(client, target)
 
     def policy_for(self, agent_type: str) -> RunPolicy:

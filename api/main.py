@@ -23,7 +23,7 @@ from api.deps import AppState
 from api.errors import install_error_handlers
 from api.metrics import MetricsMiddleware
 from api.routes import agents as agent_routes
-from api.routes import docs, events, health, runs, start
+from api.routes import docs, events, health, limits, runs, start
 from api.routes import status as status_routes
 
 logger = structlog.stdlib.get_logger(__name__)
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None, agents: AgentRegistry | None = 
         runs.router,
         events.router,
         agent_routes.router,
+        limits.router,
     )
     for router in routers:
         app.include_router(router, dependencies=protected)

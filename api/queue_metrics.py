@@ -10,7 +10,8 @@ import structlog
 from temporalio.service import RPCError
 
 from agent_runner import search_attributes
-from agent_runner.contract import SCOPE_WORKFLOW, DeploymentSettings
+from agent_runner.contract import SCOPE_WORKFLOW
+from agent_runner.deployment import read_deployment
 from agent_runner.runs import Runs
 from api.metrics import ApiMetrics
 
@@ -26,11 +27,17 @@ class QueueGauges:
         self._metrics = metrics
         self._read_at = float("-inf")
 
-    async def refresh(self, runs: Runs, deployment: DeploymentSettings | None) -> None:
+    async def refresh(self, runs: Runs) -> None:
         if time.monotonic() - self._read_at < REFRESH_SECONDS:
             return
         self._read_at = time.monotonic()
         target = runs.target
+        try:
+            # N as the deployment's record says now (another replica may have changed it).
+            deployment, _ = await read_deployment(runs.client, target.workflow_id)
+        except RPCError as err:
+            logger.warning("queue_gauges_unavailable", error=err.message)
+            return
         query = (
             f"WorkflowType = '{SCOPE_WORKFLOW}' AND ExecutionStatus = 'Running' AND "
             f"WorkflowId STARTS_WITH '{target.workflow_id}'"

@@ -8,6 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_runner.ids import MAX_QUEUE, MAX_SLOTS
 from agent_runner.runs import OnBusy, RunState
 
 # What an Idempotency-Key may contain: it is quoted into visibility queries as it is.
@@ -208,3 +209,22 @@ class AgentTypeResponse(BaseModel):
 
 class AgentTypesResponse(BaseModel):
     agents: list[AgentTypeResponse] = Field(description="By name.")
+
+
+class LimitsResponse(BaseModel):
+    """The deployment's bound, as every replica follows it."""
+
+    scope_kind: str = Field(description="`global`, `user_id` or `agent_type`: one of each.")
+    slots: int = Field(description="N: agents of one scope that may work at once.")
+    queue_max: int = Field(description="Runs that may wait in one scope's queue.")
+    version: int = Field(description="Counts the changes since the record was seeded.")
+    changed_by: str = Field(description="Who made the last change (an API key's id).")
+    changed_at: datetime | None
+
+
+class LimitsChangeRequest(BaseModel):
+    """The limits to change (one or both)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"slots": 2}]})
+    slots: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
+    queue_max: int | None = Field(default=None, ge=1, le=MAX_QUEUE)

@@ -152,6 +152,13 @@ class ApiClient:
     def types(self) -> Any:
         return self.json(self.request("GET", "/agents/types"), "agents")
 
+    def limits(self) -> Any:
+        return self.json(self.request("GET", "/agents/limits"), "slots", "queue_max")
+
+    def set_limits(self, change: dict[str, int]) -> Any:
+        response = self.request("PUT", "/agents/limits", json=change)
+        return self.json(response, "slots", "queue_max")
+
     # Failures, in words.
 
     def no_such_run(self, run_id: str) -> str:

@@ -238,3 +238,62 @@ def types(
         render.print_json(body)
     else:
         render.print_types(body["agents"])
+
+
+limits_app = typer.Typer(
+    help="Show or change the deployment's bound: N (slots per scope) and the queue's size.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=False,
+    invoke_without_command=True,
+)
+app.add_typer(limits_app, name="limits")
+
+
+@limits_app.callback()
+def limits(
+    context: typer.Context,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Show the limits every replica follows (or change them: ``limits set``)."""
+    if context.invoked_subcommand is not None:
+        return
+    with api_for(url, api_key) as api:
+        body = api.limits()
+    if as_json:
+        render.print_json(body)
+    else:
+        render.print_limits(body)
+
+
+@limits_app.command("set", epilog=EXIT_CODES_HELP)
+def set_limits(
+    slots: Annotated[
+        int | None,
+        typer.Option("--slots", min=1, help="N: agents of one scope that may work at once."),
+    ] = None,
+    queue_max: Annotated[
+        int | None,
+        typer.Option("--queue-max", min=1, help="Runs that may wait in one scope's queue."),
+    ] = None,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Change N or the queue's size for every scope, on every replica within a second. Lowering
+    N lets the agents at work finish; nothing new starts until fewer than N work."""
+    change = {
+        name: value
+        for name, value in (("slots", slots), ("queue_max", queue_max))
+        if value is not None
+    }
+    if not change:
+        render.print_error("give --slots, --queue-max or both")
+        raise typer.Exit(ExitCode.USAGE)
+    with api_for(url, api_key) as api:
+        body = api.set_limits(change)
+    if as_json:
+        render.print_json(body)
+    else:
+        render.print_limits(body)

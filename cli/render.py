@@ -209,3 +209,20 @@ def print_types(agents: list[dict[str, Any]]) -> None:
     out.print(table)
     if any(agent.get("workers_polling") == 0 for agent in agents):
         note("WORKERS 0: no worker has that agent; its runs wait PENDING until one starts")
+
+
+def print_limits(limits: dict[str, Any]) -> None:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column()
+    rows = [
+        ("scope kind", limits.get("scope_kind")),
+        ("slots (N)", limits.get("slots")),
+        ("queue max", limits.get("queue_max")),
+        ("version", limits.get("version")),
+        ("changed by", limits.get("changed_by")),
+        ("changed at", limits.get("changed_at")),
+    ]
+    for name, value in rows:
+        table.add_row(name, escape(str(value if value is not None else "-")))
+    out.print(table)

@@ -188,6 +188,8 @@ async def main() -> None:
         dev_server_existing_path=str(temporal_cli()),
         search_attributes=list(search_attributes.ALL),
         dev_server_log_level="error",
+        # The SDK's default (5 s) is too short for a loaded machine.
+        dev_server_startup_timeout=timedelta(seconds=60),
         dev_server_extra_args=[
             *(f"--dynamic-config-value={k}={v}" for k, v in DYNAMIC_CONFIG.items()),
             "--dynamic-config-value=limit.historyCount.suggestContinueAsNew=40",

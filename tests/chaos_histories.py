@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runner.locations import ScopeKind
+
 from chaos.history import FaultRecord, History, Op, ProcessLife, RunConfig, Window
 from chaos.logs import LogLine
 

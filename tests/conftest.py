@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,8 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=str(temporal_cli()),
         search_attributes=list(search_attributes.ALL),
         dev_server_log_level="error",
+        # The SDK's default (5 s) is too short for a loaded machine.
+        dev_server_startup_timeout=timedelta(seconds=60),
         # Queues continue as new after a few hundred events instead of thousands, so a test
         # sees it happen.
         dev_server_extra_args=[

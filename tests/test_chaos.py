@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from agent_runner.locations import ScopeKind
+
 from chaos.faults import ALL_KINDS
 from chaos.history import read_history
 from chaos.options import ChaosOptions

@@ -4,8 +4,8 @@ and each defect makes exactly the property it breaks fail, and no other."""
 from __future__ import annotations
 
 import pytest
-
 from agent_runner.locations import ScopeKind
+
 from chaos.checker import CheckerOptions, check
 from chaos.history import FaultRecord
 from chaos.intervals import merged, walk_back

@@ -682,6 +682,29 @@ async def test_a_server_that_is_not_the_api_is_named(tmp_path: Path) -> None:
         assert "is AGENT_RUNNER_URL the agent-runner API?" in result.err
 
 
+async def test_limits_are_shown_and_changed_by_an_api_keys_id(scripted: ScriptedApi) -> None:
+    shown = await scripted.cli("limits", "--json")
+    assert shown.code == 0, shown
+    assert (shown.json()["scope_kind"], shown.json()["slots"]) == ("user_id", 1)
+    try:
+        changed = await scripted.cli("limits", "set", "--slots", "2", "--json")
+        assert changed.code == 0, changed
+        assert changed.json()["slots"] == 2
+        assert changed.json()["changed_by"].startswith("key-")
+        assert API_KEY not in changed.out
+        table = await scripted.cli("limits")
+        assert "slots (N)" in table.out
+    finally:
+        restored = await scripted.cli("limits", "set", "--slots", "1")
+        assert restored.code == 0, restored
+    nothing = await scripted.cli("limits", "set")
+    assert nothing.code == EXIT_USAGE, nothing
+    clean(nothing)
+    zero = await scripted.cli("limits", "set", "--slots", "0")
+    assert zero.code == EXIT_USAGE, zero
+    clean(zero)
+
+
 def test_a_poll_that_sees_a_new_state_and_progress_at_once_tells_both() -> None:
     """Failed before (a hang in CI): following by long polls, the first RUNNING status already
     carried the agent's progress; only `running` was printed, and whoever waited for the

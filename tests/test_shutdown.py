@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
+from agent_runner.settings import Settings
 from devtools.processes import ROOT, ChildProcess, free_port
 from scripts.run_stack import MAX_RESTARTS, QUICK_EXITS, Restarts, supervise
-from agent_runner.settings import Settings
 from tests.helpers import (
     JsonLines,
     ListHandler,

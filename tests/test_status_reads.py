@@ -20,7 +20,6 @@ from tests.helpers import (
     LoggedProcess,
     app_client,
     coordinating_worker,
-    assert_eventually,
     make_settings,
     start_run,
     wait_http,

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         REMOVE_SQUATTER,
         RUN_WORKFLOW,
         RUNS,
+        SETTINGS_FRESH,
         SURVEY_SLOTS,
         VIEW,
         WATCH_EXECUTION,
@@ -77,9 +78,6 @@ with workflow.unsafe.imports_passed_through():
     from agent_runner.lease import run_bound_seconds
     from agent_runner.validation import InvalidRunInputError, parse_as
 
-# Settings read longer ago than this are read again before a decision: a change of N takes
-# effect within about this long.
-SETTINGS_FRESH = timedelta(seconds=1)
 # A run's agent may wait this long for a worker that has it (then that attempt fails).
 WORKER_WAIT = timedelta(minutes=5)
 _QUICK = timedelta(seconds=10)
@@ -372,6 +370,8 @@ class AgentScopeWorkflow:
         return self._settings
 
     async def _load_settings(self) -> None:
+        # The read happens after this instant: a change made before it is in what it finds.
+        reading_since = workflow.now()
         found: DeploymentSettings | None = await workflow.execute_local_activity(
             READ_SETTINGS,
             settings_id(_own_scope().base),
@@ -379,7 +379,7 @@ class AgentScopeWorkflow:
             start_to_close_timeout=_QUICK,
             retry_policy=_QUICK_RETRY,
         )
-        self._settings_read_at = workflow.now()
+        self._settings_read_at = reading_since
         if found is not None:
             self._settings = found
             if self._book is not None:

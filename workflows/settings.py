@@ -24,10 +24,8 @@ with workflow.unsafe.imports_passed_through():
         ScopeLimits,
         SettingsChange,
     )
-    from agent_runner.ids import MAX_SLOTS, settings_id
+    from agent_runner.ids import MAX_QUEUE, MAX_SLOTS, settings_id
     from agent_runner.validation import InvalidRunInputError, parse_as
-
-MAX_QUEUE = 100_000
 
 
 @workflow.defn(name=SETTINGS_WORKFLOW, failure_exception_types=[InvalidRunInputError, TypeError])

@@ -56,7 +56,7 @@ async def readyz(state: StateDep) -> HealthResponse | JSONResponse:
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics of this API process."""
     with contextlib.suppress(TemporalUnavailableError):
-        await state.queue_gauges.refresh(state.runs, state.deployment)
+        await state.queue_gauges.refresh(state.runs)
     state.temporal_requests.drain()
     state.metrics.watched_runs.set(state.watchers.count())
     state.metrics.stream_subscribers.set(state.watchers.subscribers())

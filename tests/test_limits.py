@@ -1,0 +1,130 @@
+"""Changing N is an operation (issue 18): GET and PUT /agents/limits against a real server and
+a real worker, the agents' own work measured in the agent. A raised N grants at once; a lowered
+N lets the agents at work finish and grants nothing until fewer than N work; every change is
+logged with who made it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+from temporalio.client import Client
+
+from agent_runner.agents import Agent, AgentContext, NoParams
+from agent_runner.settings import Settings
+from tests.helpers import (
+    USER_ID,
+    ListHandler,
+    app_client,
+    assert_eventually,
+    in_process_worker,
+    post_run,
+    start_run,
+    wait_for_state,
+)
+
+
+@dataclass
+class Gated(Agent[NoParams]):
+    """A policy checker that works until the test releases its run, and records when each of
+    its attempts worked."""
+
+    name = "policy-checker"
+    released: defaultdict[str, asyncio.Event] = field(
+        default_factory=lambda: defaultdict(asyncio.Event)
+    )
+    worked: dict[str, tuple[float, float]] = field(default_factory=dict)
+    working: set[str] = field(default_factory=set)
+    most_at_once: int = 0
+
+    async def run(self, ctx: AgentContext, params: NoParams) -> str:
+        began = time.monotonic()
+        self.working.add(ctx.run_id)
+        self.most_at_once = max(self.most_at_once, len(self.working))
+        try:
+            await self.released[ctx.run_id].wait()
+        finally:
+            self.working.discard(ctx.run_id)
+            self.worked[ctx.run_id] = (began, time.monotonic())
+        return "approved"
+
+
+@pytest.fixture
+async def gated(
+    temporal_client: Client, settings: Settings
+) -> AsyncIterator[tuple[httpx.AsyncClient, Gated]]:
+    agent = Gated()
+    async with in_process_worker(temporal_client, settings, [agent]):
+        async for api in app_client(settings):
+            yield api, agent
+
+
+async def working(agent: Gated, *run_ids: str) -> None:
+    async def check() -> None:
+        assert set(run_ids) <= agent.working, agent.working
+
+    await assert_eventually(check, timeout=60)
+
+
+async def test_raising_n_grants_at_once_and_lowering_it_never_stops_or_exceeds(
+    gated: tuple[httpx.AsyncClient, Gated], log_lines: ListHandler
+) -> None:
+    api, agent = gated
+    seeded = (await api.get("/agents/limits")).json()
+    assert (seeded["scope_kind"], seeded["slots"]) == ("global", 1)
+
+    first = await start_run(api)
+    await working(agent, first)
+    assert (await post_run(api)).status_code == 409
+
+    raised = await api.put("/agents/limits", json={"slots": 2})
+    assert raised.status_code == 200, raised.text
+    assert (raised.json()["slots"], raised.json()["version"]) == (2, seeded["version"] + 1)
+    assert raised.json()["changed_by"].startswith("no API key")
+    second = await start_run(api)
+    await working(agent, first, second)
+
+    lowered = await api.put("/agents/limits", json={"slots": 1})
+    assert lowered.json()["slots"] == 1
+    third = await _enqueue(api)
+    agent.released[first].set()
+    await wait_for_state(api, first, "DONE")
+    # One agent still works, and N is 1 now: the third waits for the second.
+    assert (await api.get(f"/agents/status/{third}")).json()["state"] == "PENDING"
+    agent.released[second].set()
+    agent.released[third].set()
+    await wait_for_state(api, third, "DONE")
+
+    assert agent.worked[third][0] >= max(agent.worked[first][1], agent.worked[second][1])
+    assert agent.most_at_once == 2
+    changes = log_lines.events("limits_changed")
+    assert [line["slots"] for line in changes] == [2, 1], changes
+    assert all(line["changed_by"].startswith("no API key") for line in changes)
+
+
+async def _enqueue(api: httpx.AsyncClient) -> str:
+    response = await api.post(
+        "/agents/run",
+        json={"agent_type": "policy-checker", "user_id": USER_ID, "on_busy": "enqueue"},
+    )
+    assert response.status_code == 202, response.text
+    run_id: str = response.json()["run_id"]
+    return run_id
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"slots": 0}, {"slots": 101}, {"queue_max": 0}, {"slot": 2}, {"slots": "two"}],
+)
+async def test_a_bad_change_is_a_422_and_changes_nothing(
+    api: httpx.AsyncClient, body: object
+) -> None:
+    before = (await api.get("/agents/limits")).json()
+    answer = await api.put("/agents/limits", json=body)
+    assert answer.status_code == 422, answer.text
+    assert (await api.get("/agents/limits")).json() == before
