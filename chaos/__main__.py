@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from agent_runner.locations import ScopeKind
+
 from chaos.options import ChaosOptions
 from chaos.run import run_chaos
 

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from agent_runner.locations import ScopeKind
+
 from chaos.facts import scope_of, stamp
 from chaos.spans import Span
 from chaos.verdicts import PropertyResult

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent_runner.locations import ScopeKind
+
 from chaos.history import History, Op
 from chaos.intervals import overlaps
 

@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from agent_runner.locations import ScopeKind
+from pydantic import BaseModel, ConfigDict, Field
 
 OpKind = Literal["start", "status", "cancel"]
 # "chaos": while faults are injected; "final": the end-of-run reads of every accepted run;

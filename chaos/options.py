@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent_runner.locations import ScopeKind
+
 from devtools.processes import ROOT
 
 AGENT_TYPES = ("policy-checker", "document-extractor")

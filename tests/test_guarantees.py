@@ -152,7 +152,8 @@ async def slot_execution(http: httpx.AsyncClient, run_id: str) -> tuple[str, str
 
     async def started() -> tuple[str, str]:
         body = await status(http, run_id)
-        assert body["temporal_run_id"] and body["workflow_id"] != WORKFLOW_ID, body
+        assert body["temporal_run_id"], body
+        assert body["workflow_id"] != WORKFLOW_ID, body
         return body["workflow_id"], body["temporal_run_id"]
 
     return await assert_eventually(started, timeout=30)
@@ -579,7 +580,8 @@ async def test_a_replica_with_another_n_follows_the_deployment_and_another_scope
             )
         assert [answer.status_code for answer in answers].count(202) == 1, answers
         differ = other_api.log.events("deployment_settings_differ")
-        assert differ and differ[0]["deployment_slots"] == 1
+        assert differ
+        assert differ[0]["deployment_slots"] == 1
         assert wrong_worker.process.wait(timeout=60) == 2
         assert wrong_worker.log.events("deployment_mismatch")
     finally:

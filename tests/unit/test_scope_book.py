@@ -123,7 +123,8 @@ def test_a_queued_run_cancelled_ends_at_once_and_the_next_moves_up():
     second = scope.admit(request(OnBusy.ENQUEUE), T0, mint)
     answer, stop = scope.cancel(str(first.run_id), T0)
     assert (answer.effect, stop) == (CancelEffect.REMOVED, False)
-    assert answer.record is not None and answer.record.outcome is not None
+    assert answer.record is not None
+    assert answer.record.outcome is not None
     assert answer.record.outcome.error == "cancelled"
     assert scope.record(str(second.run_id)).queue_position == 1
     again, _ = scope.cancel(str(first.run_id), T0)
@@ -166,7 +167,8 @@ def test_a_repeated_request_gets_its_first_answer_and_no_second_run():
     first = request(OnBusy.ENQUEUE)
     answers = [scope.admit(first, T0, mint) for _ in range(3)]
     assert {answer.run_id for answer in answers} == {answers[0].run_id}
-    assert scope.busy_slots() == 1 and scope.queue_length == 0
+    assert scope.busy_slots() == 1
+    assert scope.queue_length == 0
 
 
 def test_a_request_that_arrives_after_its_caller_gave_up_is_not_started():

@@ -75,7 +75,8 @@ def test_its_execution_says_how_it_goes():
     assert running is not None
     assert (running.state, running.attempt, running.progress) == (RunState.RUNNING, 1, progress)
     paused = run_status(RUN, GRANTED, replace(working, paused=True))
-    assert paused is not None and paused.waiting_for == Waiting.PAUSED
+    assert paused is not None
+    assert paused.waiting_for == Waiting.PAUSED
     done = replace(
         working, outcome=RunOutcome(RunState.DONE, "approved", attempt=1, finished_at=T0)
     )
