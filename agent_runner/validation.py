@@ -9,6 +9,7 @@ scheduled.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import uuid
@@ -57,11 +58,17 @@ def unsupported_agent_type_message(agent_type: object, supported: Iterable[str])
     )
 
 
+@functools.cache
+def _adapter(kind: Any) -> TypeAdapter[Any]:
+    """Built once per type (a build costs milliseconds; a coordinator decodes on every step)."""
+    return TypeAdapter(kind)
+
+
 def parse_as(kind: Any, raw: object, what: str) -> Any:
     """Decoded JSON as ``kind`` (a dataclass, say), or :class:`InvalidRunInputError` saying
     which fields are wrong."""
     try:
-        value = TypeAdapter(kind).validate_python(raw, strict=False)
+        value = _adapter(kind).validate_python(raw, strict=False)
     except ValidationError as err:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or what}: {error['msg']}"

@@ -10,10 +10,12 @@ import json
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from devtools.processes import ROOT
-from workflows import AgentRunnerSettingsWorkflow, AgentRunWorkflow, AgentScopeWorkflow
+from worker import WORKFLOW_RUNNER
+from workflows.agent_run import AgentRunWorkflow
+from workflows.scope import AgentScopeWorkflow
+from workflows.settings import AgentRunnerSettingsWorkflow
 
 HISTORIES = sorted((ROOT / "tests" / "histories").glob("*.json"))
 
@@ -36,10 +38,8 @@ async def test_a_recorded_history_replays_on_todays_code(name: str, text: str) -
     history = WorkflowHistory.from_json(started["workflowId"], text)
     replayer = Replayer(
         workflows=[AgentRunWorkflow, AgentScopeWorkflow, AgentRunnerSettingsWorkflow],
-        # As in worker.py: the tracing interceptor may import opentelemetry in the sandbox.
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("opentelemetry")
-        ),
+        # The sandbox as the workers run it.
+        workflow_runner=WORKFLOW_RUNNER,
     )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

@@ -1,8 +1,4 @@
-"""Deterministic workflow code only: a run on its slot, a scope's coordinator, the deployment's
-settings record, and the pure decision code they use."""
-
-from workflows.agent_run import AgentRunWorkflow
-from workflows.scope import AgentScopeWorkflow
-from workflows.settings import AgentRunnerSettingsWorkflow
-
-__all__ = ["AgentRunWorkflow", "AgentRunnerSettingsWorkflow", "AgentScopeWorkflow"]
+"""Deterministic workflow code only: a run on its slot (agent_run), a scope's coordinator
+(scope), the deployment's settings record (settings), and the pure decision code they use
+(scope_book, attempt_book). Nothing is imported here: the workflow sandbox imports a run's
+module afresh for every execution, and should import only that one."""
