@@ -8,7 +8,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agent_runner.locations import ScopeKind
+from agent_runner.ids import ScopeKind
 from chaos.options import ChaosOptions
 from chaos.run import run_chaos
 

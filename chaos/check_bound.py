@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from agent_runner.locations import ScopeKind
+from agent_runner.ids import ScopeKind
 from chaos.facts import scope_of, stamp
 from chaos.spans import Span
 from chaos.verdicts import PropertyResult

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent_runner.locations import ScopeKind
+from agent_runner.ids import ScopeKind
 
 OpKind = Literal["start", "status", "cancel"]
 # "chaos": while faults are injected; "final": the end-of-run reads of every accepted run;
@@ -91,6 +91,8 @@ class RunConfig(_Record):
     agent_duration_seconds: float
     heartbeat_timeout_seconds: float
     workflow_id: str
+    # The stack's own workers (worker0 ..), each behind a proxy of its own.
+    workers: int = 2
 
 
 class History(_Record):

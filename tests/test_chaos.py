@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_runner.locations import ScopeKind
+from agent_runner.ids import ScopeKind
 from chaos.faults import ALL_KINDS
 from chaos.history import read_history
 from chaos.options import ChaosOptions
