@@ -4,10 +4,11 @@ was unavailable; (g) after healing, a new run in every scope used got a slot and
 A 503, on any route, is excused when its request overlaps, or started within a grace after,
 one of: a server outage (down or paused: every request needs the server), ``grace_seconds``;
 a fault of the API it was sent to (a paused API's calls overrun their budget), the same grace;
-a time when every worker was unavailable (dead, paused or cut off: starts, cancels and reads of
-open runs are answered by a coordinator, which is workflow code on a worker),
-``worker_grace_seconds``. A 503 while only one worker was unavailable is not excused: the other
-must take over within the API's budget. Client timeouts and refused connections are counted,
+a time when every worker was unavailable (dead, paused or cut off, or within
+``worker_grace_seconds`` after it came back: starts, cancels and reads of open runs are answered
+by a coordinator, which is workflow code on a worker), the same grace. A 503 while only one
+worker was unavailable is not excused (the other must take over within the API's budget) unless
+``one_worker`` says so. Client timeouts and refused connections are counted,
 not judged: a dead or paused API causes them.
 """
 
@@ -27,12 +28,13 @@ LIVE_NAME = "liveness"
 LIVE_TITLE = "after healing, a new run per scope ends DONE"
 
 
-def workers_down(history: History) -> list[Interval]:
-    """When every one of the stack's workers was unavailable (a fault affected it)."""
+def workers_down(history: History, recovery: float) -> list[Interval]:
+    """When every one of the stack's workers was unavailable: a fault affected it, or it came
+    back less than ``recovery`` seconds before."""
     down: list[Interval] | None = None
     for index in range(history.config.workers):
         name = f"worker{index}"
-        mine = merged((f.started, f.ended) for f in history.faults if name in f.affects)
+        mine = merged((f.started, f.ended + recovery) for f in history.faults if name in f.affects)
         if down is None:
             down = mine
             continue
@@ -48,8 +50,8 @@ def _windows(
     for fault in history.faults:
         if f"api{op.api}" in fault.affects:
             yield fault.started, fault.ended + grace, fault.kind
-    for started, ended in workers_down(history):
-        yield started, ended + worker_grace, "all-workers-down"
+    for started, ended in workers_down(history, worker_grace):
+        yield started, ended, "all-workers-down"
 
 
 def _one_worker_down(history: History, op: Op, worker_grace: float) -> str | None:
@@ -61,7 +63,7 @@ def _one_worker_down(history: History, op: Op, worker_grace: float) -> str | Non
 
 
 def check_errors(
-    history: History, grace_seconds: float, worker_grace_seconds: float
+    history: History, grace_seconds: float, worker_grace_seconds: float, one_worker: bool = False
 ) -> PropertyResult:
     violations: list[str] = []
     excused: Counter[str] = Counter()
@@ -87,6 +89,9 @@ def check_errors(
             excused[cause] += 1
             continue
         single = _one_worker_down(history, op, worker_grace_seconds)
+        if single is not None and one_worker:
+            excused["one-worker-down"] += 1
+            continue
         around = f"only {single} around it" if single else "no outage or fault around it"
         violations.append(f"{described} ({around})")
     answered = sum(1 for op in history.ops if op.status is not None)
