@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from chaos.facts import FINAL_STATES, Accepted, stamp, state_of
+from chaos.facts import FINAL_STATES, Accepted, stamp, state_of, terminated_between
 from chaos.history import Op
 from chaos.logs import COMPLETE_EVENT, LogLine
 from chaos.verdicts import PropertyResult
@@ -28,27 +28,31 @@ def check_final(
     reads: Mapping[str, list[Op]],
     cancelled: Collection[str],
     fresh: Callable[[Op], bool],
-    unanswered: Mapping[str, Counter[str]],
+    unanswered: Mapping[str, list[Op]],
+    terminated: dict[str, list[float]],
 ) -> PropertyResult:
     """``cancelled``: the runs a cancel request was sent for (answered or not); ``fresh``:
-    whether a read is held to be current; ``unanswered``: what reads got instead of a 200."""
+    whether a read is held to be current; ``unanswered``: each run's reads that got no 200;
+    ``terminated``: when each scope's coordinator was terminated."""
     violations: list[str] = []
     uncancelled_errors: Counter[str] = Counter()
     for run_id, run in accepted.items():
         run_reads = reads.get(run_id, [])
+        cause = terminated_between(terminated, run.scope, run.sent, float("inf"))
         if not run_reads:
-            got = dict(unanswered.get(run_id, {}))
+            got = _got(unanswered.get(run_id, []), 0.0)
             violations.append(
                 f"{run_id}: accepted at {stamp(run.answered)}, no status ever read; its reads "
-                f"got {got}"
+                f"got {got}{cause}"
             )
             continue
         last = run_reads[-1]
         if state_of(last) not in FINAL_STATES:
+            then = _got(unanswered.get(run_id, []), last.ended)
             violations.append(
                 f"{run_id} ({run.on_busy}, queue_position {run.queue_position}, accepted at "
                 f"{stamp(run.answered)}): last read at {stamp(last.ended)} says "
-                f"{state_of(last)}, {_brief(last)}"
+                f"{state_of(last)}, {_brief(last)}; later reads got {then}{cause}"
             )
             continue
         changed = _changed_after_final(run_reads, fresh)
@@ -81,6 +85,11 @@ def _changed_after_final(run_reads: Sequence[Op], fresh: Callable[[Op], bool]) -
                 f"{state_of(later)} in a read sent at {stamp(later.started)}"
             )
     return None
+
+
+def _got(ops: Sequence[Op], after: float) -> dict[str, int]:
+    """What the reads sent after ``after`` got instead of a 200."""
+    return dict(Counter(str(op.status or op.error) for op in ops if op.started >= after))
 
 
 def _brief(op: Op) -> str:

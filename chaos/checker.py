@@ -16,7 +16,7 @@ agent's start may lag the grant itself).
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +33,7 @@ from chaos.facts import (
     fresh_reads,
     status_reads,
     successful_cancels,
+    terminations,
 )
 from chaos.grants import FifoGrants, grants_from_agent_starts, grants_from_started_at
 from chaos.history import History, Op
@@ -79,6 +80,7 @@ def check(
                 cancel_targets(history),
                 fresh_reads(history, options.grace_seconds),
                 _unanswered(history),
+                terminations(history),
             ),
             check_once(accepted, reads, lines),
             _fifo(history, lines, accepted, reads, options),
@@ -128,10 +130,10 @@ def _fifo(
     return result.model_copy(update={"notes": [note, *result.notes]})
 
 
-def _unanswered(history: History) -> dict[str, Counter[str]]:
-    """Per run, what its status reads got instead of a 200."""
-    answers: dict[str, Counter[str]] = defaultdict(Counter)
+def _unanswered(history: History) -> dict[str, list[Op]]:
+    """Per run, its status reads that got no 200."""
+    answers: dict[str, list[Op]] = defaultdict(list)
     for op in history.ops:
         if op.kind == "status" and op.status != 200:
-            answers[str(op.request.get("run_id"))][str(op.status or op.error)] += 1
+            answers[str(op.request.get("run_id"))].append(op)
     return answers

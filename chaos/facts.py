@@ -104,6 +104,29 @@ def accepted_runs(history: History) -> dict[str, Accepted]:
     return runs
 
 
+def terminations(history: History) -> dict[str, list[float]]:
+    """When each scope's coordinator was terminated (by the nemesis, with the CLI's success),
+    by scope ("global", "user:<id>", "type:<name>")."""
+    base = history.config.workflow_id
+    found: dict[str, list[float]] = defaultdict(list)
+    for fault in history.faults:
+        inject = fault.details.get("inject") or {}
+        if fault.kind == "terminate-coordinator" and inject.get("exit") == 0:
+            scope = str(inject.get("scope_id", "")).removeprefix(base).lstrip(":") or "global"
+            found[scope].append(fault.started)
+    return dict(found)
+
+
+def terminated_between(
+    found: dict[str, list[float]], scope: str, after: float, before: float
+) -> str:
+    """ " (its scope's coordinator was terminated at ...)" when that happened in between."""
+    times = [at for at in found.get(scope, []) if after <= at <= before]
+    if not times:
+        return ""
+    return f" (its scope's coordinator was terminated at {', '.join(map(stamp, times))})"
+
+
 def named_runs(history: History) -> set[str]:
     """Every run id an answer named: a start's 202 (a client's, or the coordinator's answer to
     the nemesis's own ``admit``), a status or a cancel answered 200 or 202."""
