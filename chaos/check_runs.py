@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from chaos.facts import FINAL_STATES, Accepted, stamp, state_of, terminated_between
 from chaos.history import Op
-from chaos.logs import COMPLETE_EVENT, LogLine
+from chaos.logs import COMPLETE_EVENT, END_EVENTS, LogLine
 from chaos.verdicts import PropertyResult
 
 FINAL_NAME = "final"
@@ -102,9 +102,12 @@ def check_once(
     accepted: Mapping[str, Accepted], reads: Mapping[str, list[Op]], lines: Sequence[LogLine]
 ) -> PropertyResult:
     completes: dict[str, list[LogLine]] = defaultdict(list)
+    ends: dict[str, list[LogLine]] = defaultdict(list)
     for line in lines:
         if line.event == COMPLETE_EVENT:
             completes[line.run_id].append(line)
+        elif line.event in END_EVENTS:
+            ends[line.run_id].append(line)
     violations: list[str] = []
     checked = 0
     for run_id in accepted:
@@ -120,6 +123,15 @@ def check_once(
                 f"{stamp(line.at)} result {line.result!r}"
                 for line in done
             )
+            if not done:
+                listed = "its attempts ended " + (
+                    "; ".join(
+                        f"{line.event} (attempt {line.attempt} on {line.process} at "
+                        f"{stamp(line.at)})"
+                        for line in ends[run_id]
+                    )
+                    or "without an end line"
+                )
             violations.append(f"{run_id} is {final} with {len(done)} agent_complete: {listed}")
             continue
         if final == "DONE" and done[0].has_result:

@@ -73,7 +73,7 @@ def check(
     spans = agent_spans(lines, history.processes, history.finished)
     return Verdict(
         properties=[
-            check_bound(spans, config.slots, config.scope),
+            check_bound(spans, config.slots, config.scope, config.workflow_id),
             check_final(
                 accepted,
                 reads,

@@ -5,11 +5,14 @@ runs and coordinators.
 
 A plausible ``admit`` is another system starting a run: the coordinator's answer is recorded as
 a start (client ``nemesis``, api -1, the scope it was sent to), so the run is judged like any
-other; one in a per-user scope names another user than its coordinator's.
+other. With more than one scope, one user's run is also sent to every other scope's coordinator
+at once: a coordinator that takes a run of another scope's user could let that user have more
+than N agents.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -102,7 +105,6 @@ class ForgeAdmit(Fault):
         config = stack.recorder.config
         scope_id = self.rng.choice(scope_ids(stack))
         user = user_of_scope(stack, scope_id, self.rng)
-        others = [other for other in config.users if other != user] or [user]
         agent_type = self.rng.choice(config.agent_types)
         policy = {
             "max_attempts": 2,
@@ -110,21 +112,32 @@ class ForgeAdmit(Fault):
             "heartbeat_timeout_seconds": 1.0,
             "retry_initial_interval_seconds": 0.2,
         }
-        plausible: list[tuple[dict[str, Any], str]] = [
-            ({"agent_type": agent_type, "user_id": user}, "enqueue"),
-            ({"agent_type": agent_type, "user_id": self.rng.choice(others)}, "enqueue"),
-            ({"agent_type": agent_type, "user_id": user, "policy": policy}, "enqueue"),
-            ({"agent_type": agent_type, "user_id": user}, "reject"),
+        plausible: list[tuple[str, dict[str, Any], str]] = [
+            (scope_id, {"agent_type": agent_type, "user_id": user}, "enqueue"),
+            (scope_id, {"agent_type": agent_type, "user_id": user, "policy": policy}, "enqueue"),
+            (scope_id, {"agent_type": agent_type, "user_id": user}, "reject"),
         ]
         sent = []
         for garbage in ("garbage", [{"request_id": 5}], [{"request_id": "x", "run": {}}]):
             sent.append((await self._admit(stack, scope_id, garbage)).record())
-        for run, on_busy in plausible:
-            request = {"request_id": f"nemesis-{secrets.token_hex(8)}", "run": run}
-            result = await self._admit(stack, scope_id, [{**request, "on_busy": on_busy}])
-            sent.append(result.record())
-            self._record(stack, scope_id, run, on_busy, result)
+        for target, run, on_busy in plausible:
+            sent.append(await self._plausible(stack, target, run, on_busy))
+        # The same user's runs sent to every other scope's coordinator at once: if they take
+        # them, that user may get more than N agents.
+        others = [other for other in scope_ids(stack) if other != scope_id]
+        victim = {"agent_type": agent_type, "user_id": user}
+        sent += await asyncio.gather(
+            *(self._plausible(stack, other, victim, "enqueue") for other in others)
+        )
         return {"scope_id": scope_id, "sent": sent}
+
+    async def _plausible(
+        self, stack: ChaosStack, scope_id: str, run: dict[str, Any], on_busy: str
+    ) -> dict[str, Any]:
+        request = {"request_id": f"nemesis-{secrets.token_hex(8)}", "run": run}
+        result = await self._admit(stack, scope_id, [{**request, "on_busy": on_busy}])
+        self._record(stack, scope_id, run, on_busy, result)
+        return result.record()
 
     async def _admit(self, stack: ChaosStack, scope_id: str, value: Any) -> CliResult:
         return await run_cli(
