@@ -390,3 +390,20 @@ def test_walking_back_through_clean_time_skips_the_blocked_intervals() -> None:
     assert walk_back(10.0, 2.0, blocked) == 7.0  # 1 s after the 8-9 block, 1 s before it
     assert walk_back(10.0, 4.0, blocked) == 1.0  # and across 2-6
     assert walk_back(8.5, 1.0, blocked) == 7.0  # from inside a block
+
+
+def test_a_run_granted_by_another_scopes_coordinator_is_noted_and_counted_where_it_worked() -> None:
+    story = clean()
+    other_user = "0c8d1b6e-7f1a-4a53-9a4e-3f1f1e0a2b7c"
+    # A run of USER's scope (its id says so) whose agent worked for other_user.
+    run_id = "5f0f3a4e-1c2b-4d5e-8f90-123456789abc~u9b64a3a7f8e44f068e5773b50b042f29"
+    story.log("worker1-1", "agent_start", 3.4, run_id, attempt=1, user_id=other_user)
+    story.log("worker1-1", "agent_error", 3.9, run_id, attempt=1, user_id=other_user)
+    story.op("status", 9.0, 9.1, {"run_id": run_id, "wait": None}, 200, {"run_id": run_id})
+
+    verdict = check(story.history(scope=ScopeKind.USER_ID), story.lines)
+
+    assert verdict.passed, "other_user had one agent at a time"
+    assert verdict["bound"].notes[-1] == (
+        f"runs granted by another scope's coordinator: 1 ({run_id} worked in user:{other_user})"
+    )
