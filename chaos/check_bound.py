@@ -4,6 +4,9 @@ Spans that only touch (one ends at the instant the next starts) do not overlap. 
 per episode: each time a scope goes from N working agents to N + 1, with the spans open then.
 A span counts in the scope of the agent it ran (its log line's user or agent type); a run whose
 id names another scope (its coordinator took a run of another scope's user) is listed in a note.
+An agent that started after its lease had already run out (its ``agent_lease_lost`` line says
+the lease expired before its ``agent_start``) worked without a lease, however briefly: a
+violation too, whatever else worked then.
 """
 
 from __future__ import annotations
@@ -42,7 +45,12 @@ def check_bound(
         if span.end <= span.start:
             continue
         by_scope[scope_of(kind, span.agent_type, span.user_id)].append(span)
-    violations: list[str] = []
+    violations = [
+        f"{span.run_id} attempt {span.attempt} on {span.process}: agent_start at "
+        f"{stamp(span.start)}, after its lease had expired at {stamp(span.end)}"
+        for span in empty
+        if span.end < span.start
+    ]
     peak = 0
     with_unended = 0
     for scope, scope_spans in sorted(by_scope.items()):
@@ -72,7 +80,9 @@ def check_bound(
         f"spans without an end line: {len(unended)} "
         f"({sum(1 for span in unended if 'sigkill' in span.ended_by)} of a SIGKILLed worker)"
     )
-    notes += [f"span without duration: {span.describe()}" for span in empty[:3]]
+    notes += [
+        f"span without duration: {span.describe()}" for span in empty[:3] if span.end == span.start
+    ]
     elsewhere = _granted_elsewhere(spans, kind, base)
     notes.append(
         f"runs granted by another scope's coordinator: {len(elsewhere)}"

@@ -49,9 +49,10 @@ def check_keys(history: History, lines: Sequence[LogLine]) -> PropertyResult:
         if problem is not None:
             body = start_body(ops[0])
             scope = scope_of(history.config.scope, body.get("agent_type"), body.get("user_id"))
-            answered = [op.ended for op in ops if accepted_id(op) is not None]
-            if len(answered) > 1:
-                problem += terminated_between(terminated, scope, answered[0], answered[-1])
+            first = min((op.ended for op in ops if accepted_id(op) is not None), default=None)
+            if first is not None:
+                last = max(op.started for op in ops)
+                problem += terminated_between(terminated, scope, first, last)
             violations.append(problem)
     return PropertyResult(name=NAME, title=TITLE, checked=len(by_key), violations=violations)
 

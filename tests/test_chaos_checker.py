@@ -89,6 +89,19 @@ def test_a_lost_lease_ends_its_span_at_the_lease_expiry() -> None:
     assert_only_fails(verdict_of(story), "bound")
 
 
+def test_an_agent_started_after_its_lease_expired_fails_the_bound() -> None:
+    story = clean(b_agent=None)
+    b_cut_short(story, at=1.31, ended_by="agent_lease_lost", lease_expired_at=T0 + 1.25)
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "bound")
+    assert verdict["bound"].violations == [
+        "B attempt 1 on worker1-1: agent_start at 08:00:01.300, after its lease had expired at "
+        "08:00:01.250"
+    ]
+
+
 def test_a_run_whose_202_never_ends_fails_final() -> None:
     story = clean(b_agent=None)
     story.ops = [op for op in story.ops if op.request.get("run_id") != "B"]
