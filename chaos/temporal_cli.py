@@ -185,10 +185,13 @@ async def start_workflow(
     )
 
 
-def update_result(result: CliResult) -> Any:
-    """The decoded answer of an update sent with ``-o json`` (None when it has none)."""
+def update_answer(result: CliResult) -> Any:
+    """The decoded answer of an update sent with ``-o json`` (``update execute`` or
+    ``execute-update-with-start``); None when it has none."""
     try:
         document = json.loads(result.output)
     except ValueError:
         return None
-    return document.get("result") if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    return document.get("result", document.get("updateResult"))

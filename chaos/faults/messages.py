@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import secrets
 from typing import Any
 
@@ -23,7 +22,7 @@ from chaos.faults.base import Fault
 from chaos.faults.places import base_id, scope_ids, user_of_scope
 from chaos.history import Op
 from chaos.stack import ChaosStack
-from chaos.temporal_cli import CliResult, as_json, run_cli, signal, update
+from chaos.temporal_cli import CliResult, as_json, run_cli, signal, update, update_answer
 
 MESSAGES = "messages"
 # Admission -> the status the API would have answered it with.
@@ -203,10 +202,7 @@ class ForgeAdmit(Fault):
 
 
 def _answer(result: CliResult) -> dict[str, Any]:
-    """The one answer of an update-with-start's ``admit`` (empty when there is none)."""
-    try:
-        document = json.loads(result.output)
-        answers = document.get("updateResult") or []
-    except (ValueError, AttributeError):
-        return {}
-    return answers[0] if answers and isinstance(answers[0], dict) else {}
+    """The one answer of an ``admit`` of one request (empty when there is none)."""
+    answers = update_answer(result)
+    first = answers[0] if isinstance(answers, list) and answers else None
+    return first if isinstance(first, dict) else {}
