@@ -8,13 +8,13 @@ import asyncio
 import sys
 from pathlib import Path
 
-from agent_runner.locations import ScopeKind
-
+from agent_runner.ids import ScopeKind
 from chaos.options import ChaosOptions
+from chaos.recheck import checker_arguments, checker_options
 from chaos.run import run_chaos
 
 
-def parse(argv: list[str]) -> ChaosOptions:
+def parse(argv: list[str]) -> tuple[argparse.Namespace, ChaosOptions]:
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--minutes", type=float, required=True, help="how long faults go on")
     parser.add_argument("--seed", type=int, required=True, help="the seed of every choice")
@@ -30,8 +30,9 @@ def parse(argv: list[str]) -> ChaosOptions:
     parser.add_argument(
         "--dir", type=Path, default=None, help="the run's directory (.data/chaos/<seed>-<time>)"
     )
+    checker_arguments(parser)
     args = parser.parse_args(argv)
-    return ChaosOptions(
+    return args, ChaosOptions(
         minutes=args.minutes,
         seed=args.seed,
         slots=args.slots,
@@ -44,8 +45,8 @@ def parse(argv: list[str]) -> ChaosOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = parse(sys.argv[1:] if argv is None else argv)
-    verdict, directory = asyncio.run(run_chaos(options))
+    args, options = parse(sys.argv[1:] if argv is None else argv)
+    verdict, directory = asyncio.run(run_chaos(options, checker_options(args)))
     print(f"history and verdict: {directory}")
     return 0 if verdict.passed else 1
 

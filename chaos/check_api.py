@@ -1,12 +1,15 @@
 """Properties of the API's answers: (f) no 5xx but 503, and a 503 only when something it needs
 was unavailable; (g) after healing, a new run in every scope used got a slot and finished.
 
-A 503 is excused when its request overlaps, or started within ``grace_seconds`` after, one of:
-a server outage (down or paused: every request needs the server); a fault of the API it was
-sent to (a paused API's calls overrun their budget); for an enqueue or a cancel, a fault of a
-worker (the queue's updates are answered by workflow code on a worker, as the README says for
-enqueue). Client timeouts and refused connections are counted, not judged: a dead or paused API
-causes them.
+A 503, on any route, is excused when its request overlaps, or started within a grace after,
+one of: a server outage (down or paused: every request needs the server), ``grace_seconds``;
+a fault of the API it was sent to (a paused API's calls overrun their budget), the same grace;
+a time when every worker was unavailable (dead, paused or cut off, or within
+``worker_grace_seconds`` after it came back: starts, cancels and reads of open runs are answered
+by a coordinator, which is workflow code on a worker), the same grace. A 503 while only one
+worker was unavailable is not excused (the other must take over within the API's budget) unless
+``one_worker`` says so. Client timeouts and refused connections are counted,
+not judged: a dead or paused API causes them.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 
-from chaos.facts import Accepted, accepted_id, stamp, start_body, state_of
+from chaos.facts import Accepted, accepted_id, stamp, state_of
 from chaos.history import History, Op
+from chaos.intervals import Interval, merged
 from chaos.verdicts import PropertyResult
 
 ERRORS_NAME = "5xx"
@@ -24,23 +28,43 @@ LIVE_NAME = "liveness"
 LIVE_TITLE = "after healing, a new run per scope ends DONE"
 
 
-def _needs_a_worker(op: Op) -> bool:
-    return op.kind == "cancel" or (
-        op.kind == "start" and start_body(op).get("on_busy") == "enqueue"
-    )
+def workers_down(history: History, recovery: float) -> list[Interval]:
+    """When every one of the stack's workers was unavailable: a fault affected it, or it came
+    back less than ``recovery`` seconds before."""
+    down: list[Interval] | None = None
+    for index in range(history.config.workers):
+        name = f"worker{index}"
+        mine = merged((f.started, f.ended + recovery) for f in history.faults if name in f.affects)
+        if down is None:
+            down = mine
+            continue
+        down = [(max(a, c), min(b, d)) for a, b in down for c, d in mine if max(a, c) < min(b, d)]
+    return down or []
 
 
-def _windows(history: History, op: Op) -> Iterable[tuple[float, float, str]]:
+def _windows(
+    history: History, op: Op, grace: float, worker_grace: float
+) -> Iterable[tuple[float, float, str]]:
     for outage in history.outages:
-        yield outage.started, outage.ended, f"server {outage.cause}"
+        yield outage.started, outage.ended + grace, "server"
     for fault in history.faults:
-        if f"api{op.api}" in fault.affects or (
-            _needs_a_worker(op) and any(name.startswith("worker") for name in fault.affects)
-        ):
-            yield fault.started, fault.ended, f"{fault.kind} {fault.target}"
+        if f"api{op.api}" in fault.affects:
+            yield fault.started, fault.ended + grace, fault.kind
+    for started, ended in workers_down(history, worker_grace):
+        yield started, ended, "all-workers-down"
 
 
-def check_errors(history: History, grace_seconds: float) -> PropertyResult:
+def _one_worker_down(history: History, op: Op, worker_grace: float) -> str | None:
+    for fault in history.faults:
+        near = op.started <= fault.ended + worker_grace and op.ended >= fault.started
+        if near and any(name.startswith("worker") for name in fault.affects):
+            return f"{fault.kind} {fault.target}"
+    return None
+
+
+def check_errors(
+    history: History, grace_seconds: float, worker_grace_seconds: float, one_worker: bool = False
+) -> PropertyResult:
     violations: list[str] = []
     excused: Counter[str] = Counter()
     transport: Counter[str] = Counter()
@@ -56,18 +80,20 @@ def check_errors(history: History, grace_seconds: float) -> PropertyResult:
         if op.status != 503:
             violations.append(described)
             continue
+        windows = _windows(history, op, grace_seconds, worker_grace_seconds)
         cause = next(
-            (
-                why
-                for started, ended, why in _windows(history, op)
-                if op.started <= ended + grace_seconds and op.ended >= started
-            ),
+            (why for started, ended, why in windows if op.started <= ended and op.ended >= started),
             None,
         )
-        if cause is None:
-            violations.append(f"{described} (no outage or fault around it)")
-        else:
-            excused[cause.split(" ")[0]] += 1
+        if cause is not None:
+            excused[cause] += 1
+            continue
+        single = _one_worker_down(history, op, worker_grace_seconds)
+        if single is not None and one_worker:
+            excused["one-worker-down"] += 1
+            continue
+        around = f"only {single} around it" if single else "no outage or fault around it"
+        violations.append(f"{described} ({around})")
     answered = sum(1 for op in history.ops if op.status is not None)
     notes = [f"503 excused by: {dict(excused) or 'none'}"]
     notes.append(f"no answer (not judged): {dict(transport) or 'none'}")

@@ -12,7 +12,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from chaos.facts import accepted_id, stamp, start_body, start_key
+from chaos.facts import (
+    accepted_id,
+    scope_of,
+    stamp,
+    start_body,
+    start_key,
+    terminated_between,
+    terminations,
+)
 from chaos.history import History, Op
 from chaos.logs import ACCEPTED_EVENT, START_EVENT, LogLine
 from chaos.verdicts import PropertyResult
@@ -34,10 +42,17 @@ def check_keys(history: History, lines: Sequence[LogLine]) -> PropertyResult:
         if line.event == ACCEPTED_EVENT and line.idempotency_key is not None:
             logged[line.idempotency_key].add(line.run_id)
     started = {line.run_id for line in lines if line.event == START_EVENT}
+    terminated = terminations(history)
     violations: list[str] = []
     for key, ops in by_key.items():
         problem = _key_problem(key, ops, logged[key], started)
         if problem is not None:
+            body = start_body(ops[0])
+            scope = scope_of(history.config.scope, body.get("agent_type"), body.get("user_id"))
+            first = min((op.ended for op in ops if accepted_id(op) is not None), default=None)
+            if first is not None:
+                last = max(op.started for op in ops)
+                problem += terminated_between(terminated, scope, first, last)
             violations.append(problem)
     return PropertyResult(name=NAME, title=TITLE, checked=len(by_key), violations=violations)
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 
-from chaos.facts import FINAL_STATES, Accepted, stamp, state_of
+from chaos.facts import FINAL_STATES, Accepted, stamp, state_of, terminated_between
 from chaos.history import Op
-from chaos.logs import COMPLETE_EVENT, LogLine
+from chaos.logs import COMPLETE_EVENT, END_EVENTS, LogLine
 from chaos.verdicts import PropertyResult
 
 FINAL_NAME = "final"
@@ -28,27 +28,31 @@ def check_final(
     reads: Mapping[str, list[Op]],
     cancelled: Collection[str],
     fresh: Callable[[Op], bool],
-    unanswered: Mapping[str, Counter[str]],
+    unanswered: Mapping[str, list[Op]],
+    terminated: dict[str, list[float]],
 ) -> PropertyResult:
     """``cancelled``: the runs a cancel request was sent for (answered or not); ``fresh``:
-    whether a read is held to be current; ``unanswered``: what reads got instead of a 200."""
+    whether a read is held to be current; ``unanswered``: each run's reads that got no 200;
+    ``terminated``: when each scope's coordinator was terminated."""
     violations: list[str] = []
     uncancelled_errors: Counter[str] = Counter()
     for run_id, run in accepted.items():
         run_reads = reads.get(run_id, [])
+        cause = terminated_between(terminated, run.scope, run.sent, float("inf"))
         if not run_reads:
-            got = dict(unanswered.get(run_id, {}))
+            got = _got(unanswered.get(run_id, []), 0.0)
             violations.append(
                 f"{run_id}: accepted at {stamp(run.answered)}, no status ever read; its reads "
-                f"got {got}"
+                f"got {got}{cause}"
             )
             continue
         last = run_reads[-1]
         if state_of(last) not in FINAL_STATES:
+            then = _got(unanswered.get(run_id, []), last.ended)
             violations.append(
                 f"{run_id} ({run.on_busy}, queue_position {run.queue_position}, accepted at "
                 f"{stamp(run.answered)}): last read at {stamp(last.ended)} says "
-                f"{state_of(last)}, {_brief(last)}"
+                f"{state_of(last)}, {_brief(last)}; later reads got {then}{cause}"
             )
             continue
         changed = _changed_after_final(run_reads, fresh)
@@ -83,6 +87,11 @@ def _changed_after_final(run_reads: Sequence[Op], fresh: Callable[[Op], bool]) -
     return None
 
 
+def _got(ops: Sequence[Op], after: float) -> dict[str, int]:
+    """What the reads sent after ``after`` got instead of a 200."""
+    return dict(Counter(str(op.status or op.error) for op in ops if op.started >= after))
+
+
 def _brief(op: Op) -> str:
     body = op.body if isinstance(op.body, dict) else {}
     shown = {key: body.get(key) for key in ("attempt", "queue_position", "waiting_for", "error")}
@@ -93,9 +102,12 @@ def check_once(
     accepted: Mapping[str, Accepted], reads: Mapping[str, list[Op]], lines: Sequence[LogLine]
 ) -> PropertyResult:
     completes: dict[str, list[LogLine]] = defaultdict(list)
+    ends: dict[str, list[LogLine]] = defaultdict(list)
     for line in lines:
         if line.event == COMPLETE_EVENT:
             completes[line.run_id].append(line)
+        elif line.event in END_EVENTS:
+            ends[line.run_id].append(line)
     violations: list[str] = []
     checked = 0
     for run_id in accepted:
@@ -111,6 +123,15 @@ def check_once(
                 f"{stamp(line.at)} result {line.result!r}"
                 for line in done
             )
+            if not done:
+                listed = "its attempts ended " + (
+                    "; ".join(
+                        f"{line.event} (attempt {line.attempt} on {line.process} at "
+                        f"{stamp(line.at)})"
+                        for line in ends[run_id]
+                    )
+                    or "without an end line"
+                )
             violations.append(f"{run_id} is {final} with {len(done)} agent_complete: {listed}")
             continue
         if final == "DONE" and done[0].has_result:

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent_runner.locations import ScopeKind
-
+from agent_runner.ids import ScopeKind
 from chaos.history import History, Op
 from chaos.intervals import overlaps
 
@@ -88,9 +87,13 @@ def accepted_runs(history: History) -> dict[str, Accepted]:
         sent = op.started
         if key is not None:
             sent = first_sent[(key, repr(sorted(body.items())))]
+        # A start sent to a coordinator directly names the scope it was sent to.
+        scope = op.request.get("scope")
         runs[run_id] = Accepted(
             run_id=run_id,
-            scope=scope_of(kind, body.get("agent_type"), body.get("user_id")),
+            scope=scope
+            if isinstance(scope, str)
+            else scope_of(kind, body.get("agent_type"), body.get("user_id")),
             on_busy=str(body.get("on_busy", "reject")),
             queue_position=op.body.get("queue_position") if isinstance(op.body, dict) else None,
             sent=sent,
@@ -99,6 +102,41 @@ def accepted_runs(history: History) -> dict[str, Accepted]:
             phase=op.phase,
         )
     return runs
+
+
+def terminations(history: History) -> dict[str, list[float]]:
+    """When each scope's coordinator was terminated (by the nemesis, with the CLI's success),
+    by scope ("global", "user:<id>", "type:<name>")."""
+    base = history.config.workflow_id
+    found: dict[str, list[float]] = defaultdict(list)
+    for fault in history.faults:
+        inject = fault.details.get("inject") or {}
+        if fault.kind == "terminate-coordinator" and inject.get("exit") == 0:
+            scope = str(inject.get("scope_id", "")).removeprefix(base).lstrip(":") or "global"
+            found[scope].append(fault.started)
+    return dict(found)
+
+
+def terminated_between(
+    found: dict[str, list[float]], scope: str, after: float, before: float
+) -> str:
+    """ " (its scope's coordinator was terminated at ...)" when that happened in between."""
+    times = [at for at in found.get(scope, []) if after <= at <= before]
+    if not times:
+        return ""
+    return f" (its scope's coordinator was terminated at {', '.join(map(stamp, times))})"
+
+
+def named_runs(history: History) -> set[str]:
+    """Every run id an answer named: a start's 202 (a client's, or the coordinator's answer to
+    the nemesis's own ``admit``), a status or a cancel answered 200 or 202."""
+    named: set[str] = set()
+    for op in history.ops:
+        if op.status in (200, 202) and isinstance(op.body, dict):
+            run_id = op.body.get("run_id")
+            if isinstance(run_id, str):
+                named.add(run_id)
+    return named
 
 
 def status_reads(history: History) -> dict[str, list[Op]]:

@@ -3,7 +3,9 @@ ERROR, then probe liveness (a new run in every scope used must get a slot and fi
 
 The rule: no fixed wait. Reads go on while runs keep finishing and stop only after
 ``stall_seconds`` without any run finishing (or at ``cap_seconds``): a slow machine gets the
-time it needs, a stuck queue does not hang the run. Every request is in the history.
+time it needs, a stuck queue does not hang the run. A run read ``NOT_FOUND_ROUNDS`` times in a
+row as 404 (everything healed: the deployment has no such run) is read no more. Every request is
+in the history.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ STALL_SECONDS = 120.0
 CAP_SECONDS = 900.0
 PROBE_START_SECONDS = 90.0
 READS_AT_ONCE = 16
+NOT_FOUND_ROUNDS = 3
 
 
 async def read_until_final(
@@ -31,6 +34,7 @@ async def read_until_final(
 ) -> dict[str, str | None]:
     """Each run's last state read; all DONE or ERROR unless some stalled."""
     last: dict[str, str | None] = dict.fromkeys(run_ids)
+    missing: dict[str, int] = dict.fromkeys(run_ids, 0)
     pending = list(run_ids)
     gate = asyncio.Semaphore(READS_AT_ONCE)
     began = progressed = time.monotonic()
@@ -46,7 +50,12 @@ async def read_until_final(
         for run_id, op in zip(pending, ops, strict=True):
             if op.status == 200:
                 last[run_id] = state_of(op)
-        finished = [run_id for run_id in pending if last[run_id] in FINAL_STATES]
+            missing[run_id] = missing[run_id] + 1 if op.status == 404 else 0
+        finished = [
+            run_id
+            for run_id in pending
+            if last[run_id] in FINAL_STATES or missing[run_id] >= NOT_FOUND_ROUNDS
+        ]
         if finished:
             progressed = time.monotonic()
         pending = [run_id for run_id in pending if run_id not in finished]

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from agent_runner.locations import ScopeKind
 from pydantic import BaseModel, ConfigDict, Field
+
+from agent_runner.ids import ScopeKind
 
 OpKind = Literal["start", "status", "cancel"]
 # "chaos": while faults are injected; "final": the end-of-run reads of every accepted run;
@@ -90,6 +91,8 @@ class RunConfig(_Record):
     agent_duration_seconds: float
     heartbeat_timeout_seconds: float
     workflow_id: str
+    # The stack's own workers (worker0 ..), each behind a proxy of its own.
+    workers: int = 2
 
 
 class History(_Record):

@@ -13,8 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent_runner.locations import ScopeKind
-
+from agent_runner.ids import ScopeKind
 from devtools.processes import ROOT
 
 AGENT_TYPES = ("policy-checker", "document-extractor")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from chaos.calls import Calls
-from chaos.checker import check
+from chaos.checker import CheckerOptions, check
 from chaos.clients import Client, Known
 from chaos.facts import accepted_runs
 from chaos.faults import kinds_named
@@ -115,7 +115,9 @@ async def _finale(
     )
 
 
-async def run_chaos(options: ChaosOptions) -> tuple[Verdict, Path]:
+async def run_chaos(
+    options: ChaosOptions, checking: CheckerOptions | None = None
+) -> tuple[Verdict, Path]:
     directory = options.run_directory()
     directory.mkdir(parents=True, exist_ok=True)
     users = options.user_ids()
@@ -136,7 +138,7 @@ async def run_chaos(options: ChaosOptions) -> tuple[Verdict, Path]:
         await stack.start()
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(limits=limits) as http:
-            calls = Calls(http, [stack.api_url(i) for i in range(len(stack.apis))], recorder)
+            calls = Calls(http, stack.api_urls, recorder)
             await _chaos_phase(options, stack, calls, users)
             await stack.heal()
             await _finale(options, calls, recorder, users)
@@ -146,7 +148,7 @@ async def run_chaos(options: ChaosOptions) -> tuple[Verdict, Path]:
         await stack.stop()
     history = recorder.history()
     write_history(history, directory / "history.json")
-    verdict = check(history, read_process_logs(history.processes, directory))
+    verdict = check(history, read_process_logs(history.processes, directory), checking)
     write_verdict(verdict, history, directory / "verdict.json")
     print(table(verdict))
     return verdict, directory

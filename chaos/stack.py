@@ -4,8 +4,10 @@ to it through a proxy of its own that the nemesis can cut.
 
 The rule: the stack only does what it is told (start, kill, pause, cut, heal) and records each
 process's life in the history; it decides nothing. :meth:`ChaosStack.heal` brings everything
-back (server up, every process running and resumed, every proxy healed) and is a no-op on a
-healthy stack.
+back (server up, every process running and resumed, every proxy healed, every extra replica
+stopped) and is a no-op on a healthy stack. Extra replicas (an API or a worker started for a
+while with other settings) talk to the server directly; an extra API's URL is in
+:attr:`ChaosStack.api_urls`, the clients' pool, while it lives.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from agent_runner.settings import Settings
-from chaos.history import ProcessLife, Recorder
+from chaos.history import ProcessLife, ProcessRole, Recorder
 from chaos.processes import TrackedProcess
 from chaos.proxy import PartitionableProxy
 from devtools.processes import ChildProcess, DevServer, free_port
@@ -62,6 +64,9 @@ class ChaosStack:
         self.proxies = [PartitionableProxy("127.0.0.1", self.server.port) for _ in range(workers)]
         self.proxy_ports: list[int] = []
         self._client: Client | None = None
+        # The APIs the clients draw from (the stack's own, and an extra one while it lives).
+        self.api_urls = [self.api_url(index) for index in range(apis)]
+        self.extras: dict[str, TrackedProcess] = {}
 
     def settings(self, **more: Any) -> Settings:
         values = {"temporal_address": self.server.address, **self.overrides, **more}
@@ -178,9 +183,33 @@ class ChaosStack:
             await asyncio.sleep(0.2)
         return False
 
+    # --- extra replicas ---------------------------------------------------------------------
+
+    def start_extra(self, role: ProcessRole, index: int, **settings: Any) -> TrackedProcess:
+        """Start an extra API or worker (``api2``...) with these settings, on the server
+        directly; the same slot name is the same :class:`TrackedProcess` across strikes."""
+        slot = f"{role}{index}"
+        if slot not in self.extras:
+            launch = ChildProcess.api if role == "api" else ChildProcess.worker
+            self.extras[slot] = TrackedProcess(role, index, self.directory, self.recorder, launch)
+        extra = self.extras[slot]
+        extra.start(self.settings(**settings))
+        return extra
+
+    async def stop_extra(self, extra: TrackedProcess, url: str | None = None) -> float:
+        if url in self.api_urls:
+            self.api_urls.remove(url)
+        if not extra.running():
+            extra.note_exit()
+            return time.time()
+        return await extra.stop(timeout=10.0)
+
     # --- healing and stopping ---------------------------------------------------------------
 
     async def heal(self) -> None:
+        self.api_urls[:] = [self.api_url(index) for index in range(len(self.apis))]
+        for extra in self.extras.values():
+            await self.stop_extra(extra)
         if self.server_paused:
             self.resume_server()
         if not self.server_running():
@@ -202,6 +231,8 @@ class ChaosStack:
 
     async def stop(self) -> None:
         """Everything stopped: APIs, then workers (gracefully), then the server and proxies."""
+        for extra in self.extras.values():
+            await self.stop_extra(extra)
         for api in self.apis:
             await api.stop(timeout=10.0)
         await asyncio.gather(*(worker.stop(timeout=30.0) for worker in self.workers))

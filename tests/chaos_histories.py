@@ -1,10 +1,11 @@
 """Synthetic chaos histories for the checker's tests: a clean one (every property holds), and a
 builder to give it exactly one defect.
 
-The clean story, one slot, global scope, times in seconds after T0:
-  A  enqueue with key "key-a"  sent 0.0, 202 at 0.1 (starts at once)  agent 0.2-1.2 DONE
-  B  enqueue, no key           sent 0.5, 202 at 0.6 (queue_position 1) agent 1.3-2.3 DONE
-  C  reject, no key            sent 3.0, 202 at 3.1                   agent 3.2-4.2 DONE
+The clean story, one slot, global scope, times in seconds after T0 (granted: the coordinator's
+grant time, each run's status ``started_at``):
+  A  enqueue with key "key-a"  sent 0.0, 202 at 0.1 (starts at once)  granted 0.05, agent 0.2-1.2
+  B  enqueue, no key           sent 0.5, 202 at 0.6 (queue_position 1) granted 1.25, agent 1.3-2.3
+  C  reject, no key            sent 3.0, 202 at 3.1                   granted 3.05, agent 3.2-4.2
   key-a repeated (same body) -> A; with another body -> 422; a reject while busy -> 409;
   a 503 during a server outage 6-8; a client timeout; after healing the probe P: 10.2-11.2.
 """
@@ -12,10 +13,10 @@ The clean story, one slot, global scope, times in seconds after T0:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from agent_runner.locations import ScopeKind
-
+from agent_runner.ids import ScopeKind
 from chaos.history import FaultRecord, History, Op, ProcessLife, RunConfig, Window
 from chaos.logs import LogLine
 
@@ -23,6 +24,12 @@ T0 = 1_800_000_000.0
 USER = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"
 POLICY = "policy-checker"
 RESULTS = {"A": "approved", "B": "rejected", "C": "approved", "P": "approved"}
+GRANTED = {"A": 0.05, "B": 1.25, "C": 3.05, "P": 10.05}
+
+
+def iso(at: float) -> str:
+    """A time after T0 as the API writes it."""
+    return datetime.fromtimestamp(T0 + at, UTC).isoformat().replace("+00:00", "Z")
 
 
 def body(on_busy: str, agent_type: str = POLICY) -> dict[str, str]:
@@ -36,6 +43,10 @@ class Story:
     faults: list[FaultRecord] = field(default_factory=list)
     outages: list[Window] = field(default_factory=list)
     processes: list[ProcessLife] = field(default_factory=list)
+    # When each run was granted its slot, and whether its reads say so from the coordinator's
+    # record (with its slot) or only from its execution's start.
+    granted: dict[str, float] = field(default_factory=lambda: dict(GRANTED))
+    recorded: bool = True
 
     def op(
         self,
@@ -89,7 +100,28 @@ class Story:
         answer = {"run_id": run_id, "state": state, "queue_position": None, **more}
         if state == "DONE" and "result" not in more:
             answer["result"] = RESULTS.get(run_id)
+        if run_id in self.granted and not answer.get("queue_position"):
+            answer.setdefault("started_at", iso(self.granted[run_id]))
+            answer.setdefault("slot", 0 if self.recorded else None)
         self.op("status", at, at + 0.05, {"run_id": run_id, "wait": None}, 200, answer, phase)
+
+    def regrant(self, run_id: str, at: float | None, *, recorded: bool = True) -> None:
+        """Say in every read of ``run_id`` that it was granted at ``at`` (None: never), from
+        the coordinator's record or (``recorded`` False) only from its execution's start."""
+        if at is None:
+            self.granted.pop(run_id, None)
+        else:
+            self.granted[run_id] = at
+        for index, op in enumerate(self.ops):
+            if op.kind != "status" or op.request.get("run_id") != run_id or op.status != 200:
+                continue
+            body = dict(op.body)
+            body.pop("started_at", None)
+            body.pop("slot", None)
+            if at is not None and not body.get("queue_position"):
+                body["started_at"] = iso(at)
+                body["slot"] = 0 if recorded else None
+            self.ops[index] = op.model_copy(update={"body": body})
 
     def log(self, process: str, event: str, at: float, run_id: str, **more: Any) -> None:
         self.lines.append(

@@ -4,15 +4,17 @@ and each defect makes exactly the property it breaks fail, and no other."""
 from __future__ import annotations
 
 import pytest
-from agent_runner.locations import ScopeKind
 
+from agent_runner.ids import ScopeKind
 from chaos.checker import CheckerOptions, check
 from chaos.history import FaultRecord
 from chaos.intervals import merged, walk_back
 from chaos.verdicts import Verdict
-from tests.chaos_histories import T0, Story, clean
+from tests.chaos_histories import T0, Story, body, clean
 
-PROPERTIES = ["bound", "final", "once", "fifo", "keys", "5xx", "liveness"]
+EXTRACTOR = "document-extractor"
+
+PROPERTIES = ["bound", "final", "once", "fifo", "keys", "5xx", "liveness", "granted"]
 
 
 def verdict_of(story: Story, **options: object) -> Verdict:
@@ -87,6 +89,19 @@ def test_a_lost_lease_ends_its_span_at_the_lease_expiry() -> None:
     assert_only_fails(verdict_of(story), "bound")
 
 
+def test_an_agent_started_after_its_lease_expired_fails_the_bound() -> None:
+    story = clean(b_agent=None)
+    b_cut_short(story, at=1.31, ended_by="agent_lease_lost", lease_expired_at=T0 + 1.25)
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "bound")
+    assert verdict["bound"].violations == [
+        "B attempt 1 on worker1-1: agent_start at 08:00:01.300, after its lease had expired at "
+        "08:00:01.250"
+    ]
+
+
 def test_a_run_whose_202_never_ends_fails_final() -> None:
     story = clean(b_agent=None)
     story.ops = [op for op in story.ops if op.request.get("run_id") != "B"]
@@ -144,40 +159,90 @@ def test_a_done_result_other_than_the_one_logged_fails_once() -> None:
 def test_a_run_granted_while_an_earlier_one_still_waited_fails_fifo() -> None:
     story = clean(b_agent=(5.5, 6.5))
     story.read(4.5, "B", "PENDING", phase="chaos", queue_position=1)
+    story.regrant("B", 5.45)  # after C (granted 3.05), which was sent after B's 202
 
     verdict = verdict_of(story)
 
     assert_only_fails(verdict, "fifo")
-    assert verdict["fifo"].violations[0].startswith("C (reject, sent 08:00:03.000) had a slot by")
-    assert "still waited at 08:00:04.500 (read at position 1)" in verdict["fifo"].violations[0]
+    assert (
+        verdict["fifo"]
+        .violations[0]
+        .startswith("C (reject, sent 08:00:03.000) had a slot by 08:00:03.050")
+    )
+    assert "still waited at 08:00:05.450 (its grant)" in verdict["fifo"].violations[0]
 
 
-def test_an_agent_start_lagging_within_the_tolerance_proves_no_inversion() -> None:
-    story = clean(b_agent=(5.5, 6.5))
+def with_d(story: Story, granted: float) -> None:
+    """D: enqueued after B's 202 (so after B in line), granted at ``granted``."""
+    story.start(0.7, 0.8, "enqueue", "D", position=2)
+    story.read(9.0, "D", "DONE", result=None)
+    story.regrant("D", granted)
+
+
+def test_runs_granted_in_one_coordinator_task_may_share_their_grant_time() -> None:
+    story = clean()
+    with_d(story, 1.25)  # granted with B (1.25), in one coordinator task: two slots
+
+    assert verdict_of(story)["fifo"].passed
+    assert verdict_of(story)["fifo"].checked > 0
+
+
+def test_a_later_run_granted_before_an_earlier_one_fails_fifo_whatever_the_agents_did() -> None:
+    story = clean()
+    with_d(story, 1.0)  # before B (1.25), whose 202 came before D was asked for
 
     verdict = verdict_of(story)
 
-    assert verdict.passed
+    assert verdict["fifo"].violations == [
+        "D (enqueue, sent 08:00:00.700) had a slot by 08:00:01.000 while B (enqueue, 202 at "
+        "08:00:00.600, queue_position 1) still waited at 08:00:01.250 (its grant)"
+    ]
+
+
+def test_a_grant_known_only_from_the_execution_start_proves_no_inversion() -> None:
+    story = clean()
+    with_d(story, 1.3)
+    story.regrant("B", 1.4, recorded=False)  # B's execution started at 1.4: granted by then
+
+    verdict = verdict_of(story)
+
+    assert verdict["fifo"].passed
     assert any("not proven" in note for note in verdict["fifo"].notes)
-    assert verdict_of(story, fifo_tolerance_seconds=1.0).failed() == ["fifo"]
+    assert (
+        'grants by source: {"the coordinator\'s record": 4, "the slot execution\'s start": 1}'
+        in (verdict["fifo"].notes)
+    )
+
+
+def test_the_old_approximation_from_agent_starts_is_still_an_option() -> None:
+    story = clean(b_agent=(5.5, 6.5))  # B's agent started late; its grant (1.25) was not
+
+    assert verdict_of(story).passed
+    fallback = verdict_of(story, fifo_grants="agent_start")
+    assert fallback.passed
+    assert any("not proven" in note for note in fallback["fifo"].notes)
+    assert verdict_of(story, fifo_grants="agent_start", fifo_tolerance_seconds=1.0).failed() == [
+        "fifo"
+    ]
 
 
 def test_a_run_that_started_at_once_never_waited() -> None:
     story = clean(a_agent=(5.5, 6.5), b_agent=(0.7, 1.7))  # A's 202 said: started at once
 
-    assert verdict_of(story, fifo_tolerance_seconds=0.0).passed
+    assert verdict_of(story, fifo_grants="agent_start", fifo_tolerance_seconds=0.0).passed
 
 
 def test_a_status_read_in_an_outage_is_no_evidence_of_waiting() -> None:
     story = clean(b_agent=(5.5, 6.5))
     story.read(6.2, "B", "PENDING", phase="chaos", queue_position=1)
 
-    assert verdict_of(story).passed
+    assert verdict_of(story, fifo_grants="agent_start").passed
 
 
 def test_a_reject_granted_while_an_earlier_run_waited_fails_fifo() -> None:
     story = clean(b_agent=None)
     story.ops = [op for op in story.ops if op.request.get("run_id") != "B"]
+    story.regrant("B", None)
     story.read(9.0, "B", "ERROR", error="cancelled")
     story.op("cancel", 3.5, 3.6, {"run_id": "B"}, 200, {"state": "ERROR"})
 
@@ -204,7 +269,10 @@ def test_a_run_accepted_for_a_key_whose_answer_was_lost_that_also_ran_fails_keys
     story.log("api0-1", "run_accepted", 4.9, "A-lost", idempotency_key="key-a")
     story.agent("A-lost", 4.5, 4.8)
 
-    assert_only_fails(verdict_of(story), "keys")
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "keys")
+    assert "1 logged accepted by an API" in verdict["granted"].notes[0]
 
 
 @pytest.mark.parametrize("status", [500, 502])
@@ -224,22 +292,88 @@ def test_a_503_far_from_any_outage_or_fault_fails_5xx() -> None:
     assert_only_fails(verdict_of(story), "5xx")
 
 
-def test_a_503_to_an_enqueue_while_a_worker_is_down_is_excused_but_not_to_a_reject() -> None:
-    story = clean()
+def worker_fault(story: Story, worker: str, started: float, ended: float) -> None:
     story.faults.append(
         FaultRecord(
-            kind="kill-worker",
-            target="worker1",
-            started=T0 + 20.0,
-            ended=T0 + 22.0,
-            affects=["worker1"],
+            kind="pause-worker",
+            target=worker,
+            started=T0 + started,
+            ended=T0 + ended,
+            affects=[worker],
         )
     )
-    story.start(21.0, 21.5, "enqueue", None, status=503)
-    assert verdict_of(story).passed
 
-    story.start(21.0, 21.5, "reject", None, status=503)
+
+def test_a_503_on_any_route_is_excused_while_every_worker_is_down_not_while_one_is() -> None:
+    story = clean()
+    worker_fault(story, "worker1", 20.0, 24.0)
+    story.start(21.0, 21.5, "enqueue", None, status=503)
+
+    verdict = verdict_of(story)
+    assert_only_fails(verdict, "5xx")
+    assert "(only pause-worker worker1 around it)" in verdict["5xx"].violations[0]
+
+    worker_fault(story, "worker0", 21.2, 22.0)  # both down from 21.2 to 22.0
+    story.op("status", 30.0, 31.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
+    story.op("cancel", 21.0, 21.3, {"run_id": "A"}, 503, {"detail": ""})
+    assert verdict_of(story).passed, "within the worker grace after 22.0"
+
+    story.op("status", 40.0, 41.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
     assert_only_fails(verdict_of(story), "5xx")
+
+
+def test_an_agent_of_no_run_an_answer_named_fails_granted() -> None:
+    story = clean()
+    story.agent("X", 8.5, 8.7, worker="worker1-1")  # between C and the probe: no overlap
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "granted")
+    assert verdict["granted"].violations == [
+        "X: 1 agent_start no answer named, first on worker1-1 at 08:00:08.500 (attempt 1, token 1)"
+    ]
+
+
+def lost_agent(story: Story, run_id: str, at: float) -> None:
+    """An agent of ``run_id`` (a document-extractor) that works 0.1 s from ``at``."""
+    for event, when in (("agent_start", at), ("agent_error", at + 0.1)):
+        story.log("worker1-1", event, when, run_id, attempt=1, agent_type=EXTRACTOR)
+
+
+def test_an_agent_of_a_run_whose_unkeyed_start_got_no_answer_is_granted_but_noted() -> None:
+    story = clean()
+    request = {"body": body("reject", EXTRACTOR), "key": None}
+    story.op("start", 8.0, 18.0, request, None, error="timeout")
+    lost_agent(story, "5f0f3a4e-1c2b-4d5e-8f90-123456789abc", 8.5)
+
+    verdict = verdict_of(story)
+    assert verdict.passed
+    assert "1 explained by a start that got no answer" in verdict["granted"].notes[0]
+
+    lost_agent(story, "5f0f3a4e-1c2b-4d5e-8f90-123456789abd", 8.7)
+    assert_only_fails(verdict_of(story), "granted")  # one lost start explains one run
+
+
+def test_a_run_the_nemesis_admitted_itself_is_named_and_judged_like_any() -> None:
+    story = clean()
+    story.ops.append(
+        story.ops[0].model_copy(
+            update={
+                "index": len(story.ops),
+                "client": "nemesis",
+                "api": -1,
+                "request": {"body": body("enqueue"), "key": None, "scope": "global"},
+                "started": T0 + 8.4,
+                "ended": T0 + 8.45,
+                "body": {"run_id": "N", "queue_position": None},
+            }
+        )
+    )
+    story.agent("N", 8.5, 8.7, result=None, has_result=True)
+    story.read(9.0, "N", "DONE", result=None)
+    story.regrant("N", 8.42)
+
+    assert verdict_of(story).passed
 
 
 def test_no_probe_after_healing_fails_liveness() -> None:
@@ -255,6 +389,7 @@ def test_scopes_per_user_count_agents_and_probes_per_user() -> None:
     other_user = "0c8d1b6e-7f1a-4a53-9a4e-3f1f1e0a2b7c"
     story.log("worker1-1", "agent_start", 3.4, "D", attempt=1, user_id=other_user)
     story.log("worker1-1", "agent_complete", 3.9, "D", attempt=1, user_id=other_user)
+    story.op("status", 9.0, 9.1, {"run_id": "D", "wait": None}, 200, {"run_id": "D"})
 
     assert check(story.history(scope=ScopeKind.USER_ID), story.lines).passed
     assert check(story.history(), story.lines).failed() == ["bound"]
@@ -268,3 +403,20 @@ def test_walking_back_through_clean_time_skips_the_blocked_intervals() -> None:
     assert walk_back(10.0, 2.0, blocked) == 7.0  # 1 s after the 8-9 block, 1 s before it
     assert walk_back(10.0, 4.0, blocked) == 1.0  # and across 2-6
     assert walk_back(8.5, 1.0, blocked) == 7.0  # from inside a block
+
+
+def test_a_run_granted_by_another_scopes_coordinator_is_noted_and_counted_where_it_worked() -> None:
+    story = clean()
+    other_user = "0c8d1b6e-7f1a-4a53-9a4e-3f1f1e0a2b7c"
+    # A run of USER's scope (its id says so) whose agent worked for other_user.
+    run_id = "5f0f3a4e-1c2b-4d5e-8f90-123456789abc~u9b64a3a7f8e44f068e5773b50b042f29"
+    story.log("worker1-1", "agent_start", 3.4, run_id, attempt=1, user_id=other_user)
+    story.log("worker1-1", "agent_error", 3.9, run_id, attempt=1, user_id=other_user)
+    story.op("status", 9.0, 9.1, {"run_id": run_id, "wait": None}, 200, {"run_id": run_id})
+
+    verdict = check(story.history(scope=ScopeKind.USER_ID), story.lines)
+
+    assert verdict.passed, "other_user had one agent at a time"
+    assert verdict["bound"].notes[-1] == (
+        f"runs granted by another scope's coordinator: 1 ({run_id} worked in user:{other_user})"
+    )
