@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format tools openapi histories bench reliability-report clean
+.PHONY: install run test test-fast lint format tools openapi histories bench chaos reliability-report clean
 
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
@@ -45,6 +45,10 @@ tools:
 test: lint tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# The tests that need no process of their own to be killed: under 3 minutes (see docs/testing.md).
+test-fast: install
+	$(BIN)/pytest -q -m "not reliability" $(PYTEST_ARGS)
+
 openapi: install
 	$(BIN)/python -m scripts.export_openapi
 
@@ -59,6 +63,13 @@ reliability-report: install
 
 bench: install tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# One seeded randomized fault run against a real stack (2 APIs, 2 workers, a real server) and its
+# verdict: `make chaos MINUTES=30 SEED=7 CHAOS_ARGS="--slots 2 --scope user_id"`.
+MINUTES ?= 5
+SEED ?= $(shell date +%s)
+chaos: install
+	$(BIN)/python -m chaos --minutes $(MINUTES) --seed $(SEED) $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
