@@ -19,9 +19,9 @@ import socket
 import uvicorn
 
 from agent_runner.process import exit_now
+from agent_runner.runs.watchers import Watchers
 from agent_runner.settings import get_settings
 from api.connections import request_deadlines
-from api.watchers import Watchers
 
 # The most open requests (long polls, say) get to finish once the shutdown starts: well within
 # Docker's default 10 s between SIGTERM and SIGKILL, and Kubernetes' 30 s.

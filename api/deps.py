@@ -17,13 +17,13 @@ from agent_runner.deployment import DeploymentMismatchError, join_deployment
 from agent_runner.process import exit_now
 from agent_runner.runs import Runs, TemporalUnavailableError
 from agent_runner.runs.listing import token_key_from
+from agent_runner.runs.watchers import Watchers
 from agent_runner.settings import Settings
 from api.coalesce import Recent
 from api.finished_runs import FinishedRuns
 from api.metrics import ApiMetrics, TemporalRequests
 from api.queue_metrics import QueueGauges
 from api.rendering import render_status
-from api.watchers import Watchers
 
 logger = structlog.stdlib.get_logger(__name__)
 

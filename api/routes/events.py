@@ -10,10 +10,10 @@ from fastapi.responses import Response, StreamingResponse
 
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import RunNotFoundError
+from agent_runner.runs.watchers import RunWatch
 from agent_runner.status import EVENT_NAMES
 from api.deps import StateDep
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router
-from api.watchers import RunWatch
 
 # A comment line this often keeps idle connections (and the proxies between) open.
 KEEPALIVE_SECONDS = 15.0
