@@ -8,21 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+# The server's own types: the command line reads the same shapes the API writes.
+from agent_runner.contract import Progress
+from agent_runner.status import AttemptFailure
+
 FINAL_STATES = ("DONE", "ERROR")
-
-
-@dataclass(frozen=True)
-class Progress:
-    fraction: float
-    message: str
-    attempt: int
-
-
-@dataclass(frozen=True)
-class AttemptFailure:
-    attempt: int
-    reason: str
-    retrying: bool
 
 
 @dataclass(frozen=True)
@@ -52,18 +42,18 @@ class RunStatus:
             waiting_for=body.get("waiting_for"),
             progress=(
                 Progress(
-                    float(progress.get("fraction", 0)),
-                    str(progress.get("message", "")),
-                    int(progress.get("attempt", 0)),
+                    attempt=int(progress.get("attempt", 0)),
+                    fraction=float(progress.get("fraction", 0)),
+                    message=str(progress.get("message", "")),
                 )
                 if isinstance(progress, dict)
                 else None
             ),
             last_failure=(
                 AttemptFailure(
-                    int(failure.get("attempt", 0)),
-                    str(failure.get("reason", "")),
-                    bool(failure.get("retrying")),
+                    attempt=int(failure.get("attempt", 0)),
+                    reason=str(failure.get("reason", "")),
+                    retrying=bool(failure.get("retrying")),
                 )
                 if isinstance(failure, dict)
                 else None

@@ -14,10 +14,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Self
 
 from pydantic import SecretStr
+from temporalio.testing import WorkflowEnvironment
 
 from agent_runner import search_attributes
 from agent_runner.settings import Settings
@@ -278,3 +280,21 @@ def stop_in_order(
             child.stop(timeout=timeout)
     if server is not None:
         server.stop(timeout=timeout)
+
+
+async def in_process_dev_server(suggest_continue_as_new: int) -> WorkflowEnvironment:
+    """A dev server the SDK starts and stops (``async with``), for the tests and for recording
+    histories: our search attributes and server settings, and coordinators that continue as new
+    after ``suggest_continue_as_new`` events instead of thousands, so a short run sees it."""
+    return await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(temporal_cli()),
+        search_attributes=list(search_attributes.ALL),
+        dev_server_log_level="error",
+        # The SDK's default (5 s) is too short for a loaded machine.
+        dev_server_startup_timeout=timedelta(seconds=60),
+        dev_server_extra_args=[
+            *(f"--dynamic-config-value={key}={value}" for key, value in DYNAMIC_CONFIG.items()),
+            "--dynamic-config-value=limit.historyCount.suggestContinueAsNew="
+            f"{suggest_continue_as_new}",
+        ],
+    )

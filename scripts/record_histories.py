@@ -16,17 +16,15 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
-from temporalio.testing import WorkflowEnvironment
 
 from activities.builtin_agents import PolicyChecker
-from agent_runner import search_attributes
 from agent_runner.agent_registry import AgentRegistry
 from agent_runner.agents import Agent, AgentContext, NoParams
 from agent_runner.deployment import join_deployment
 from agent_runner.logs import configure_logging
 from agent_runner.runs import OnBusy, Runs, RunStatus, start_request
 from agent_runner.settings import Settings
-from devtools.processes import DYNAMIC_CONFIG, EXAMPLE_USER_ID, ROOT, temporal_cli
+from devtools.processes import EXAMPLE_USER_ID, ROOT, in_process_dev_server
 from worker import build_workers
 
 HISTORIES = ROOT / "tests" / "histories"
@@ -184,17 +182,7 @@ async def main() -> None:
     HISTORIES.mkdir(parents=True, exist_ok=True)
     for old in HISTORIES.glob("*.json"):
         old.unlink()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_cli()),
-        search_attributes=list(search_attributes.ALL),
-        dev_server_log_level="error",
-        # The SDK's default (5 s) is too short for a loaded machine.
-        dev_server_startup_timeout=timedelta(seconds=60),
-        dev_server_extra_args=[
-            *(f"--dynamic-config-value={k}={v}" for k, v in DYNAMIC_CONFIG.items()),
-            "--dynamic-config-value=limit.historyCount.suggestContinueAsNew=40",
-        ],
-    )
+    env = await in_process_dev_server(suggest_continue_as_new=40)
     async with env:
         client = env.client
         quick = [PolicyChecker(0.3)]

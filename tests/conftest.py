@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,10 +14,9 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from agent_runner import search_attributes
 from agent_runner.logs import HANDLER_NAME, configure_logging
 from agent_runner.settings import Settings
-from devtools.processes import DYNAMIC_CONFIG, temporal_cli
+from devtools.processes import in_process_dev_server
 from tests import measured
 from tests.helpers import (
     ListHandler,
@@ -31,19 +29,8 @@ from tests.helpers import (
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=str(temporal_cli()),
-        search_attributes=list(search_attributes.ALL),
-        dev_server_log_level="error",
-        # The SDK's default (5 s) is too short for a loaded machine.
-        dev_server_startup_timeout=timedelta(seconds=60),
-        # Queues continue as new after a few hundred events instead of thousands, so a test
-        # sees it happen.
-        dev_server_extra_args=[
-            *(f"--dynamic-config-value={key}={value}" for key, value in DYNAMIC_CONFIG.items()),
-            "--dynamic-config-value=limit.historyCount.suggestContinueAsNew=150",
-        ],
-    )
+    # Queues continue as new after a few hundred events instead of thousands, so a test sees it.
+    env = await in_process_dev_server(suggest_continue_as_new=150)
     async with env:
         yield env
 
