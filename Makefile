@@ -45,7 +45,7 @@ tools:
 test: lint tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-# The tests that need no process of their own to be killed: under 3 minutes (see docs/testing.md).
+# The tests that kill no process (pytest -m "not reliability"), see docs/RELIABILITY.md.
 test-fast: install
 	$(BIN)/pytest -q -m "not reliability" $(PYTEST_ARGS)
 
@@ -53,7 +53,7 @@ openapi: install
 	$(BIN)/python -m scripts.export_openapi
 
 # Record the workflow histories tests/test_replay.py replays (only for a change meant to be
-# incompatible; see README, "Changing the workflows safely").
+# incompatible; see docs/operations.md, "Changing the workflows safely").
 histories: install
 	$(BIN)/python -m scripts.record_histories
 

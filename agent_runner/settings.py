@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     temporal_api_key: SecretStr | None = None
     temporal_rpc_timeout_seconds: float = Field(default=2.0, gt=0)
 
-    # The singleton: one workflow id, one task queue.
+    # The base of every workflow id (coordinators, slots, the record) and the task queue.
     task_queue: str = Field(default="agent-runner", min_length=1, max_length=255)
     workflow_id: str = Field(default="agent-runner", pattern=WORKFLOW_ID_PATTERN)
     # How many agents may work at once per scope (each slot is one fixed workflow id), what a

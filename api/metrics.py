@@ -65,7 +65,7 @@ class ApiMetrics:
         )
         self.slots_total = Gauge(
             "agent_runner_slots_per_scope",
-            "AGENT_SLOTS: how many agents may work at once in one scope.",
+            "How many agents may work at once in one scope (N, from the deployment's record).",
             ["scope_kind"],
             registry=self.registry,
         )
