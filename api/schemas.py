@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from agent_runner.ids import MAX_QUEUE, MAX_SLOTS
 from agent_runner.runs import OnBusy, RunState
@@ -225,6 +226,9 @@ class LimitsResponse(BaseModel):
 class LimitsChangeRequest(BaseModel):
     """The limits to change (one or both)."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"slots": 2}]})
-    slots: int | None = Field(default=None, ge=1, le=MAX_SLOTS)
-    queue_max: int | None = Field(default=None, ge=1, le=MAX_QUEUE)
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"slots": 2}], "minProperties": 1}
+    )
+    # Left out, not null: the document asks for at least one of the two.
+    slots: Annotated[int, Field(ge=1, le=MAX_SLOTS)] | SkipJsonSchema[None] = None
+    queue_max: Annotated[int, Field(ge=1, le=MAX_QUEUE)] | SkipJsonSchema[None] = None

@@ -314,6 +314,8 @@ def secured_url(
         ("GET", "/agents/runs"),
         ("POST", "/agents/run"),
         ("POST", "/agents/runs/x/cancel"),
+        ("GET", "/agents/limits"),
+        ("PUT", "/agents/limits"),
     ],
 )
 def test_agents_endpoints_need_a_valid_key(secured_url: str, method: str, path: str) -> None:
@@ -421,6 +423,8 @@ ROUTES = [
     ("POST", "/agents/runs/{run_id}/cancel"),
     ("GET", "/agents/queue"),
     ("GET", "/agents/types"),
+    ("GET", "/agents/limits"),
+    ("PUT", "/agents/limits"),
     ("GET", "/agents/runs/{run_id}/events"),
     ("GET", "/healthz"),
     ("HEAD", "/healthz"),

@@ -56,11 +56,13 @@ class Gated(Agent[NoParams]):
 
 @pytest.fixture
 async def gated(
-    temporal_client: Client, settings: Settings
+    temporal_client: Client, idle_settings: Settings
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Gated]]:
+    # A task queue of its own: on the shared one, the session's worker process could take an
+    # agent this test means to hold.
     agent = Gated()
-    async with in_process_worker(temporal_client, settings, [agent]):
-        async for api in app_client(settings):
+    async with in_process_worker(temporal_client, idle_settings, [agent]):
+        async for api in app_client(idle_settings):
             yield api, agent
 
 

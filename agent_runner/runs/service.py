@@ -212,8 +212,9 @@ class Runs:
     ) -> list[AdmitAnswer]:
         """One update-with-start on the scope's coordinator (started if none runs). A
         coordinator closing (idle) or continuing as new as the update reaches it answers
-        NOT_FOUND or RESOURCE_EXHAUSTED: the call is made again, within the budget, and reaches
-        the next execution (the update's id keeps it from being applied twice)."""
+        NOT_FOUND, RESOURCE_EXHAUSTED or "not ready" (its closing workflow task was refused
+        because the update came): the call is made again, within the budget, and reaches the
+        next execution (the update's id keeps it from being applied twice)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.target.rpc_timeout.total_seconds()
         # Past this the call below has given up (and its callers heard 503): the coordinator
@@ -239,8 +240,7 @@ class Runs:
                 )
                 return answers
             except RPCError as err:
-                passing = err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.RESOURCE_EXHAUSTED)
-                if not passing or loop.time() > deadline:
+                if not _passing(err) or loop.time() > deadline:
                     raise
             finally:
                 await _settled(start)
@@ -480,3 +480,13 @@ def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
 
 
 __all__ = ["TemporalUnavailableError", "timedelta"]
+
+
+def _passing(err: RPCError) -> bool:
+    """Whether an admit met a coordinator on its way out (closing or continuing as new), so the
+    same call, made again, reaches the execution after it."""
+    if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.RESOURCE_EXHAUSTED):
+        return True
+    # The server aborts an update whose workflow task failed; a coordinator's closing task
+    # fails when an update arrives during it (WorkflowNotReadyFailure, FAILED_PRECONDITION).
+    return err.status == RPCStatusCode.FAILED_PRECONDITION and "workflow task" in err.message
