@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from chaos.check_api import check_errors, check_liveness
 from chaos.check_bound import check_bound
+from chaos.check_faults import check_faults
 from chaos.check_fifo import check_fifo, waited_until
 from chaos.check_granted import check_granted
 from chaos.check_keys import check_keys
@@ -93,6 +94,7 @@ def check(
             ),
             check_liveness(accepted, reads, history),
             check_granted(history, lines),
+            check_faults(history),
         ]
     )
 

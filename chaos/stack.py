@@ -32,7 +32,7 @@ from chaos.proxy import PartitionableProxy
 from devtools.processes import ChildProcess, DevServer, free_port
 
 # The dev server suggests continue-as-new after this many events (Temporal's default: 4 Ki), so
-# the queue workflow does it often during a run, as in tests/test_queue_reliability.py.
+# the coordinators do it often during a run, as in tests/test_queue.py.
 SERVER_ARGS = ("--dynamic-config-value", "limit.historyCount.suggestContinueAsNew=150")
 
 

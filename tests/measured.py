@@ -1,5 +1,6 @@
-"""What the real-process scenarios measured, written once the session ends to
-.data/reliability/last-run.json; `make reliability-report` turns it into docs/RELIABILITY.md."""
+"""What the real-process scenarios measured (tests/test_reliability.py fills ``RESULTS``),
+written once the session ends to .data/reliability/last-run.json; `make reliability-report`
+turns it into docs/RELIABILITY.md."""
 
 from __future__ import annotations
 
@@ -10,11 +11,6 @@ from devtools.processes import ROOT
 
 RESULTS_FILE = ROOT / ".data" / "reliability" / "last-run.json"
 RESULTS: dict[str, dict[str, Any]] = {}
-
-
-def record(key: str, scenario: str, outcome: str, runs_lost: int = 0, **figures: Any) -> None:
-    """``key`` orders the report: a two-digit number, then a name."""
-    RESULTS[key] = {"scenario": scenario, "outcome": outcome, "runs_lost": runs_lost, **figures}
 
 
 def write() -> None:

@@ -142,22 +142,6 @@ class Stack:
         if restarted:
             await self.workers_polling()
 
-    async def reconfigure(self, *, apis: bool = True, **overrides: object) -> None:
-        """Every worker (and API, unless ``apis`` is False) restarted with ``overrides`` on top
-        of the stack's settings, which they then stay part of. For an idle stack: workers are
-        SIGKILLed (an idle worker has nothing to finish; a SIGTERM waits out its long polls)."""
-        self.overrides = {**self.overrides, **overrides}
-        for index, worker in enumerate(self.workers):
-            if worker is not None and worker.running():
-                self.kill_worker(index)
-            self.start_worker(index)
-        if apis:
-            for index, api in enumerate(self.apis):
-                if api is not None:
-                    api.stop()
-                await self.start_api(index)
-        await self.workers_polling()
-
     async def workers_polling(self, timeout: float = 60.0) -> None:
         """Wait until every live worker polls the task queue for workflow tasks (the server
         lists it among the pollers, by its default identity ``<pid>@<host>``): until then a

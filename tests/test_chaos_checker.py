@@ -14,7 +14,7 @@ from tests.chaos_histories import T0, Story, body, clean
 
 EXTRACTOR = "document-extractor"
 
-PROPERTIES = ["bound", "final", "once", "fifo", "keys", "5xx", "liveness", "granted"]
+PROPERTIES = ["bound", "final", "once", "fifo", "keys", "5xx", "liveness", "granted", "faults"]
 
 
 def verdict_of(story: Story, **options: object) -> Verdict:
@@ -30,7 +30,8 @@ def test_a_clean_history_passes_every_property() -> None:
 
     assert [result.name for result in verdict.properties] == PROPERTIES
     assert verdict.passed, [(r.name, r.violations) for r in verdict.properties]
-    assert all(result.checked > 0 for result in verdict.properties)
+    # A clean history has no faults to check; every other property looked at something.
+    assert all(result.checked > 0 for result in verdict.properties if result.name != "faults")
 
 
 def test_two_agents_at_once_in_one_scope_fail_the_bound() -> None:
@@ -420,3 +421,45 @@ def test_a_run_granted_by_another_scopes_coordinator_is_noted_and_counted_where_
     assert verdict["bound"].notes[-1] == (
         f"runs granted by another scope's coordinator: 1 ({run_id} worked in user:{other_user})"
     )
+
+
+def test_a_fault_that_failed_or_a_replica_that_kept_quiet_fails_faults() -> None:
+    story = clean()
+    story.faults.append(
+        FaultRecord(
+            kind="forged-signal",
+            target="run",
+            started=T0 + 20.0,
+            ended=T0 + 21.0,
+            details={"skipped": "no open run"},
+        )
+    )
+    verdict = verdict_of(story)
+    assert verdict.passed
+    assert verdict["faults"].notes == ["1 skipped (nothing to strike at the time)"]
+
+    story.faults.append(
+        FaultRecord(
+            kind="other-slots-api",
+            target="api2",
+            started=T0 + 22.0,
+            ended=T0 + 30.0,
+            details={"heal": {"logged_settings_differ": False}},
+        )
+    )
+    story.faults.append(
+        FaultRecord(
+            kind="cli-terminate",
+            target="run",
+            started=T0 + 31.0,
+            ended=T0 + 32.0,
+            details={"failed": "Traceback ...\nRuntimeError: the CLI timed out"},
+        )
+    )
+    verdict = verdict_of(story)
+    assert_only_fails(verdict, "faults")
+    assert verdict["faults"].violations == [
+        f"other-slots-api on api2 at {T0 + 22.0:.3f}: the replica never logged "
+        "deployment_settings_differ",
+        f"cli-terminate on run at {T0 + 31.0:.3f} failed: RuntimeError: the CLI timed out",
+    ]

@@ -449,8 +449,15 @@ ODD_STARTS = {
     ),
     "another type": (["--type", "ClaimsWorkflow", "--workflow-id", SLOT], "Unsupported"),
 }
+# A user of its own, so any agent these starts ran would be told apart in the workers' logs.
+FORGED_USER = "0f0f0f0f-0000-4000-8000-0000000f0f0f"
 OLD_INPUT = json.dumps(
-    {"agent_type": "policy-checker", "user_id": USER_ID, "handoff": {}, "scope": {"base": "evil"}}
+    {
+        "agent_type": "policy-checker",
+        "user_id": FORGED_USER,
+        "handoff": {},
+        "scope": {"base": "evil"},
+    }
 )
 
 
@@ -501,7 +508,8 @@ async def test_a_start_that_is_not_its_coordinators_grant_never_runs_an_agent(
     run_id = await start_run(http)
     assert (await final(http, run_id))["state"] == "DONE"
     every_start = [line for w in stack.every_worker for line in w.log.events("agent_start")]
-    assert all(line["run_id"] for line in every_start)
+    assert run_id in {line["run_id"] for line in every_start}
+    assert not [line for line in every_start if line["user_id"] == FORGED_USER]
 
 
 async def test_a_standalone_run_agent_activity_never_runs_an_agent(stack: Stack) -> None:

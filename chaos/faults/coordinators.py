@@ -1,7 +1,8 @@
 """An operator's ``temporal workflow cancel`` and ``terminate`` of a scope's coordinator. A
 cancel is logged and ignored by the coordinator. A terminate runs no workflow code: the runs on
 its slots go on (they were started to outlive it), the next start makes a new coordinator, which
-finds them on its slots; what the old one alone knew (its queue, its keys) is gone with it.
+finds them on its slots and takes over the old one's queue and keys (it queries the terminated
+execution, see docs/design.md).
 """
 
 from __future__ import annotations
