@@ -7,19 +7,21 @@ export UV_PYTHON_DOWNLOADS := never
 
 .PHONY: install run test test-fast lint format tools openapi histories bench chaos reliability-report clean
 
+# Installing writes to stderr only, so the first line `make run` prints is the stack's JSON.
 $(BIN)/uv:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is needed, found " + sys.version.split()[0]'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet uv==$(UV_VERSION)
+	@echo "creating $(VENV)" >&2
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet uv==$(UV_VERSION) >&2
 
 $(VENV)/.synced: uv.lock pyproject.toml | $(BIN)/uv
-	$(BIN)/uv sync --frozen --extra dev --inexact --python $(BIN)/python
+	@$(BIN)/uv sync --frozen --extra dev --inexact --python $(BIN)/python >&2
 	@touch $@
 
 install: $(VENV)/.synced
 
 run: install
-	$(BIN)/python -m scripts.run_stack
+	@$(BIN)/python -m scripts.run_stack
 
 lint: install
 	$(BIN)/ruff check .

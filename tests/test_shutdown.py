@@ -6,6 +6,7 @@ but gives up on a child that keeps dying right after its start."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -138,11 +139,8 @@ def _workers(stack: subprocess.Popen[bytes]) -> set[int]:
     return {pid for pid, args in _children(stack.pid).items() if "worker.py" in args}
 
 
-@pytest.fixture
-def run_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
-    """``python -m scripts.run_stack`` on free ports and a data dir of its own; its output (and
-    its children's) in a log file. Killed with everything it started if a test leaves it up."""
-    api_port = free_port()
+def _stack_env(tmp_path: Path, api_port: int) -> dict[str, str]:
+    """The environment of a stack of its own: free ports, a data dir in ``tmp_path``."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -161,6 +159,15 @@ def run_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Pa
         AGENT_RETRY_INITIAL_INTERVAL_SECONDS="0.2",
         WORKER_GRACEFUL_SHUTDOWN_SECONDS="5",
     )
+    return env
+
+
+@pytest.fixture
+def run_stack(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+    """``python -m scripts.run_stack`` on free ports and a data dir of its own; its output (and
+    its children's) in a log file. Killed with everything it started if a test leaves it up."""
+    api_port = free_port()
+    env = _stack_env(tmp_path, api_port)
     log_path = tmp_path / "stack.log"
     with log_path.open("ab") as log:
         stack = subprocess.Popen(
@@ -273,3 +280,29 @@ def test_a_child_that_crashes_slowly_is_restarted_only_so_often() -> None:
         restarts.restart(child)
     restarts.started[child] -= 60
     assert not restarts.may_restart(child)
+
+
+def test_make_run_prints_json_from_its_first_line(tmp_path: Path) -> None:
+    """`make run`'s first line on stdout is the stack's JSON, not make's echo of a command
+    (installing, when it happens, writes to stderr)."""
+    env = _stack_env(tmp_path, free_port())
+    stack = subprocess.Popen(
+        ["make", "--no-print-directory", "run"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert stack.stdout is not None
+        first = stack.stdout.readline()
+        assert json.loads(first)["event"], first
+    finally:
+        # Ctrl-C, as a person at the terminal would stop it: to the whole process group.
+        os.killpg(stack.pid, signal.SIGINT)
+        try:
+            stack.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(stack.pid, signal.SIGKILL)
+            stack.wait()
