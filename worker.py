@@ -81,7 +81,8 @@ def build_workers(client: Client, settings: Settings, agents: AgentRegistry) -> 
         workflow_runner=WORKFLOW_RUNNER,
         **common,
     )
-    run_agent = AgentActivities(agents).run_agent
+    deployment = None if settings.worker_any_deployment else settings.workflow_id
+    run_agent = AgentActivities(agents, deployment).run_agent
     per_agent = [
         Worker(
             client,

@@ -32,14 +32,16 @@ logger = structlog.stdlib.get_logger(__name__)
 
 
 class AgentActivities:
-    """Holds what the activity needs from the worker: the agents it serves.
+    """Holds what the activity needs from the worker: the agents it serves, and the deployment
+    (base workflow id) whose runs it serves them to; None: any deployment's.
 
     Tests construct it with other agents registered under the real names; the activity code
     that claims, holds the lease, logs and reports stays the real one.
     """
 
-    def __init__(self, agents: AgentRegistry) -> None:
+    def __init__(self, agents: AgentRegistry, deployment: str | None) -> None:
         self._agents = agents
+        self._deployment = deployment
 
     @activity.defn(name=RUN_AGENT_ACTIVITY)
     async def run_agent(self, task: AgentTask) -> AgentOutput:
@@ -51,6 +53,16 @@ class AgentActivities:
             log.warning("agent_not_started", reason="not an attempt of a run on its slot")
             raise ApplicationError(
                 f"{RUN_AGENT_ACTIVITY} runs only as an attempt of an {RUN_WORKFLOW} on its slot",
+                type=ErrorType.ATTEMPT_REFUSED,
+                non_retryable=True,
+            )
+        if self._deployment is not None and place.scope.base != self._deployment:
+            # Another deployment on our task queue, made up by another client: its record's N
+            # is not ours to trust, and its runs are not ours to count.
+            log.warning("agent_not_started", reason=f"a run of deployment {place.scope.base!r}")
+            raise ApplicationError(
+                f"this worker runs agents for deployment {self._deployment!r} only, not for "
+                f"{place.scope.base!r}",
                 type=ErrorType.ATTEMPT_REFUSED,
                 non_retryable=True,
             )

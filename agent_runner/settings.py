@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         default=_POLICY.retry_initial_interval_seconds, gt=0, le=MAX_RETRY_INTERVAL_SECONDS
     )
     worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
+    # A worker runs agents only for the runs of its own deployment (WORKFLOW_ID): a deployment
+    # another client made up on the same task queue (its own settings record, its own N) gets
+    # no agent from it. True: any deployment's runs, for a test harness that runs many
+    # deployments, each with its own WORKFLOW_ID, on one worker.
+    worker_any_deployment: bool = False
     # The agents a worker serves, comma-separated; empty: every agent installed beside it. Heavy
     # agents can run on machines of their own: WORKER_AGENTS=claim-form-extractor there.
     worker_agents: str = Field(default="", max_length=4096)

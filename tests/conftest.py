@@ -56,7 +56,9 @@ def shared_worker(
 ) -> Iterator[LoggedProcess]:
     """One real `python worker.py` for the tests that just need runs to complete."""
     log_path = tmp_path_factory.mktemp("shared-worker") / "worker.log"
-    worker = LoggedProcess.worker(make_settings(temporal_address), log_path)
+    # Each test is a deployment of its own (its own WORKFLOW_ID) on this one worker.
+    settings = make_settings(temporal_address, worker_any_deployment=True)
+    worker = LoggedProcess.worker(settings, log_path)
     yield worker
     worker.stop()
 

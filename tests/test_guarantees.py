@@ -512,6 +512,50 @@ async def test_a_start_that_is_not_its_coordinators_grant_never_runs_an_agent(
     assert not [line for line in every_start if line["user_id"] == FORGED_USER]
 
 
+async def test_a_deployment_made_up_on_our_task_queue_gets_no_agent_from_our_workers(
+    stack: Stack,
+) -> None:
+    """Another client writes a settings record of its own (N=3) and admits runs to its own
+    coordinator on our task queue: the coordinator grants them, but our workers run agents
+    only for their own deployment (WORKFLOW_ID), so no agent works beyond our N."""
+    evil = f"evil{uuid.uuid4().hex[:8]}"
+    record = {"scope_kind": "global", "limits": {"slots": 3, "queue_max": 10}}
+    requests = [
+        {"request_id": f"evil-{i}", "run": {"agent_type": "policy-checker", "user_id": FORGED_USER}}
+        for i in range(3)
+    ]
+    try:
+        seeded = await cli(
+            stack, "workflow", "start", "--type", "AgentRunnerSettingsWorkflow",
+            "--task-queue", TASK_QUEUE, "--workflow-id", f"{evil}:settings",
+            "--input", json.dumps(record),
+        )  # fmt: skip
+        assert seeded.returncode == 0, seeded.stderr
+        admitted = await cli(
+            stack, "workflow", "execute-update-with-start", "--workflow-id", evil,
+            "--type", "AgentScopeWorkflow", "--task-queue", TASK_QUEUE,
+            "--id-conflict-policy", "UseExisting", "--update-name", "admit",
+            "--update-input", json.dumps(requests), "-o", "json",
+        )  # fmt: skip
+        assert admitted.returncode == 0, admitted.stderr
+        answers = json.loads(admitted.stdout)["updateResult"]
+        assert {answer["admission"] for answer in answers} == {"started"}
+
+        def refusals() -> list[dict[str, Any]]:
+            lines = [w.log.events("agent_not_started") for w in stack.every_worker]
+            return [line for found in lines for line in found if evil in line["reason"]]
+
+        async def refused() -> None:
+            assert len({line["run_id"] for line in refusals()}) == 3, refusals()
+
+        await assert_eventually(refused, timeout=60)
+    finally:
+        for workflow_id in (evil, f"{evil}:settings", *(f"{evil}:slot-{k}" for k in range(3))):
+            await cli(stack, "workflow", "terminate", "--workflow-id", workflow_id)
+    every_start = [line for w in stack.every_worker for line in w.log.events("agent_start")]
+    assert not [line for line in every_start if line["user_id"] == FORGED_USER]
+
+
 async def test_a_standalone_run_agent_activity_never_runs_an_agent(stack: Stack) -> None:
     """`temporal activity start` (a standalone activity) of our agents' activity, on an agent's
     own task queue: no run holds a slot for it, so it starts no agent."""
