@@ -14,14 +14,13 @@ from temporalio import activity
 from temporalio.client import Client
 
 from activities.lease import Lease
-from agent_runner.contract import PROGRESS, Progress
+from agent_runner.contract import MAX_PROGRESS_MESSAGE, PROGRESS, Progress
 from agent_runner.validation import shortened
 
 # Progress reports closer together than this are merged into the next one; a long attempt's
 # reports are spaced by a hundredth of its age, so its history grows with the log of its length.
 PROGRESS_EVERY_SECONDS = 0.5
 PROGRESS_REPORTS_PER_AGE = 100
-MAX_PROGRESS_MESSAGE = 200
 
 
 @dataclass

@@ -44,6 +44,8 @@ RUN_WORKFLOW = "AgentRunWorkflow"
 SCOPE_WORKFLOW = "AgentScopeWorkflow"
 SETTINGS_WORKFLOW = "AgentRunnerSettingsWorkflow"
 RUN_AGENT_ACTIVITY = "run_agent"
+# The longest progress message an agent can send (a longer one is shortened).
+MAX_PROGRESS_MESSAGE = 200
 
 
 class ErrorType(StrEnum):
@@ -332,6 +334,12 @@ class Progress:
     attempt: int
     fraction: float
     message: str = ""
+
+    @property
+    def valid(self) -> bool:
+        """Whether it is one an agent could have sent (the SDK keeps ``fraction`` in 0..1 and
+        the message short): anyone can signal a run, so readers drop any other."""
+        return 0.0 <= self.fraction <= 1.0 and len(self.message) <= MAX_PROGRESS_MESSAGE
 
 
 @dataclass(frozen=True)

@@ -231,7 +231,9 @@ async def _progress(client: Client, payloads: Any, attempt: int) -> Progress | N
         [reported] = await client.data_converter.decode(payloads)
         if not isinstance(reported, dict) or reported.get("attempt") != attempt:
             return None
-        return Progress(attempt, float(reported["fraction"]), str(reported.get("message", "")))
+        progress = Progress(attempt, float(reported["fraction"]), str(reported.get("message", "")))
+        # Anyone can signal a run: a report no agent could have sent is not shown.
+        return progress if progress.valid else None
     except (ValueError, TypeError, KeyError):
         return None
     except Exception:

@@ -245,3 +245,49 @@ async def watching(http: httpx.AsyncClient, run_id: str, subscribers: int) -> No
     text = (await http.get("/metrics")).text
     [line] = [line for line in text.splitlines() if line.startswith("agent_runner_stream_subs")]
     assert float(line.rsplit(" ", 1)[1]) >= subscribers
+
+
+class Held(Agent[NoParams]):
+    """Reports one honest progress, then works until the test lets it finish."""
+
+    name = "policy-checker"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def run(self, ctx: AgentContext, params: NoParams) -> str:
+        await ctx.report_progress(0.5, "half way")
+        await self.release.wait()
+        return "approved"
+
+
+async def test_a_forged_progress_report_is_not_shown_and_the_stream_still_ends(
+    temporal_client: Client, stream_settings: Settings, http: httpx.AsyncClient
+) -> None:
+    """Anyone can signal a run: a progress no agent could send (fraction 7.5, a huge message)
+    used to make every reader of the run fail its response model, so a stream never ended."""
+    agent = Held()
+    async with in_process_worker(temporal_client, stream_settings, [agent]):
+        run_id = await start_run(http)
+
+        async def half_way() -> dict[str, Any]:
+            body: dict[str, Any] = (await http.get(f"/agents/status/{run_id}")).json()
+            assert (body.get("progress") or {}).get("message") == "half way", body
+            return body
+
+        status = await assert_eventually(half_way, timeout=60)
+        run = temporal_client.get_workflow_handle(status["workflow_id"])
+        for forged in (
+            {"attempt": 1, "fraction": 7.5, "message": "x"},
+            {"attempt": 1, "fraction": 0.9, "message": "y" * 5000},
+        ):
+            await run.signal("progress", forged)
+        stream = asyncio.ensure_future(read_events(http, run_id))
+        await asyncio.sleep(1.0)
+        agent.release.set()
+        events = await asyncio.wait_for(stream, 60)
+
+    assert events[-1].name == "done", [event.name for event in events]
+    shown = [event.data["progress"] for event in events if event.data.get("progress")]
+    assert all(progress["message"] == "half way" for progress in shown), shown
+    assert (await http.get(f"/agents/status/{run_id}")).json()["state"] == "DONE"

@@ -132,7 +132,12 @@ class AgentRunWorkflow:
     def progress(self, report: RawValue) -> None:
         """How far the working attempt is: shown in the Web UI (and read from the history)."""
         value = _decoded(report, Progress)
-        if isinstance(value, Progress) and self._book and value.attempt == self._book.current:
+        if (
+            isinstance(value, Progress)
+            and value.valid
+            and self._book
+            and value.attempt == self._book.current
+        ):
             self._progress = value
             self._show()
 
