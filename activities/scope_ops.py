@@ -12,6 +12,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.contract import (
@@ -99,7 +100,18 @@ async def adopt_predecessor(scope_id: str) -> object:
         if execution.status not in _ENDED_FROM_OUTSIDE:
             return None
         handle = client.get_workflow_handle(scope_id, run_id=execution.run_id)
-        carried: object = await handle.query(CARRY)
+        try:
+            carried: object = await handle.query(CARRY)
+        except RPCError as err:
+            if "failed state" not in err.message:
+                raise
+            # The server refuses for good: the execution's last workflow task failed, so its
+            # history does not replay. Asking again would hold the scope for ever.
+            raise ApplicationError(
+                f"the coordinator before this one ({execution.run_id}) cannot be asked what it "
+                f"carried: {err.message}",
+                non_retryable=True,
+            ) from err
         return carried
     return None
 

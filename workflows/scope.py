@@ -372,7 +372,7 @@ class AgentScopeWorkflow:
     async def _load_settings(self) -> None:
         # The read happens after this instant: a change made before it is in what it finds.
         reading_since = workflow.now()
-        found: DeploymentSettings | None = await workflow.execute_local_activity(
+        found: DeploymentSettings | None = await workflow.execute_activity(
             READ_SETTINGS,
             settings_id(_own_scope().base),
             result_type=DeploymentSettings | None,  # type: ignore[arg-type]
@@ -397,13 +397,22 @@ class AgentScopeWorkflow:
 
     async def _adopt(self, scope: Scope) -> None:
         """Starting afresh: take over what a coordinator ended from outside carried."""
-        raw: RawValue = await workflow.execute_local_activity(
-            ADOPT_PREDECESSOR,
-            scope.id,
-            result_type=RawValue,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=_QUICK_RETRY,
-        )
+        try:
+            raw: RawValue = await workflow.execute_activity(
+                ADOPT_PREDECESSOR,
+                scope.id,
+                result_type=RawValue,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=_QUICK_RETRY,
+            )
+        except ActivityError as err:
+            # Its predecessor cannot be asked (its history no longer replays): start afresh
+            # rather than never; what holds the slots is still found by the survey.
+            workflow.logger.error(
+                "coordinator_predecessor_unreadable",
+                extra={"scope": scope.id, "error": str(err.cause)},
+            )
+            return
         carried = workflow.payload_converter().from_payload(raw.payload)
         if carried is None:
             return
@@ -419,7 +428,7 @@ class AgentScopeWorkflow:
         """Starting afresh: what holds each slot this deployment ever used, from the server."""
         book = self._book
         assert book is not None
-        findings: list[SlotFinding] = await workflow.execute_local_activity(
+        findings: list[SlotFinding] = await workflow.execute_activity(
             SURVEY_SLOTS,
             SlotSurvey(
                 scope.id,
