@@ -92,13 +92,13 @@ class AgentScopeWorkflow:
     def __init__(self) -> None:
         self._book: ScopeBook | None = None
         self._settings: DeploymentSettings | None = None
-        self._settings_read_at: datetime | None = None
         self._ready = False
         self._dirty = True
         self._starting: set[str] = set()
         self._watching: set[str] = set()
         self._published: tuple[int, int] | None = None
-        self._refreshing: asyncio.Future[None] | None = None
+        # When the loop last started a read of the settings of its own.
+        self._loop_read_at: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._waited = workflow.metric_meter().create_histogram_float(
             "agent_runner_queue_wait_seconds", "Time runs waited in a queue for a slot.", "s"
@@ -110,7 +110,9 @@ class AgentScopeWorkflow:
     async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
         """Start, queue or refuse each request, in order."""
         book = await self._ready_book()
-        await self._fresh_settings()
+        # A read of its own, started now, so the bound it decides with is fresh; never one
+        # another handler started (see _load_settings).
+        await self._load_settings()
         now = workflow.now()
         answers = [book.admit(request, now, self._new_run_id) for request in requests]
         self._dirty = True
@@ -123,7 +125,8 @@ class AgentScopeWorkflow:
         book = await self._ready_book()
         answer, stop = book.cancel(run_id, workflow.now())
         if stop:
-            await self._stop(run_id)
+            # Passed on without waiting: the handler ends in the task it began in.
+            self._spawn(self._stop(run_id))
         self._dirty = True
         return answer
 
@@ -164,8 +167,13 @@ class AgentScopeWorkflow:
             )
         self._book.limits = settings.limits
         if state is None:
-            await self._adopt(scope)
-            await self._survey(scope, settings)
+            # Both asked at once (one round trip, not two); the survey is squared with what
+            # was adopted, as it was found.
+            taken_over, findings = await asyncio.gather(
+                self._predecessor(scope), self._slots(scope, settings)
+            )
+            self._adopt(scope, taken_over)
+            self._book.survey(findings, workflow.now())
         self._ready = True
         for slot, run_id, temporal_run_id in self._book.held():
             if temporal_run_id is not None:  # inherited from the execution before
@@ -198,7 +206,10 @@ class AgentScopeWorkflow:
                 )
         self._dirty = False
         if book.to_start() or book.queue_length:
-            await self._fresh_settings()
+            now = workflow.now()
+            if self._loop_read_at is None or now - self._loop_read_at >= SETTINGS_FRESH:
+                self._loop_read_at = now
+                await self._load_settings()
         book.expire(workflow.now())
         for grant in book.to_start():
             if grant.run_id not in self._starting:
@@ -370,8 +381,13 @@ class AgentScopeWorkflow:
         return self._settings
 
     async def _load_settings(self) -> None:
-        # The read happens after this instant: a change made before it is in what it finds.
-        reading_since = workflow.now()
+        """One read of the deployment's record, awaited only by whoever started it.
+
+        Never shared: a read's result can arrive in the same workflow task as an update, and
+        Temporal's SDK may hand the two to the workflow in one order when it runs and in the
+        other when it replays (temporalio/sdk-python#673, #1591). A handler that waited on a
+        read another one started would then end in one task on first run and in another on
+        replay, a history that no longer replays (found by the randomized run)."""
         found: DeploymentSettings | None = await workflow.execute_activity(
             READ_SETTINGS,
             settings_id(_own_scope().base),
@@ -379,24 +395,13 @@ class AgentScopeWorkflow:
             start_to_close_timeout=_QUICK,
             retry_policy=_QUICK_RETRY,
         )
-        self._settings_read_at = reading_since
         if found is not None:
             self._settings = found
             if self._book is not None:
                 self._book.limits = found.limits
 
-    async def _fresh_settings(self) -> None:
-        """Read the settings again if they are older than :data:`SETTINGS_FRESH` (one read at a
-        time, shared by whoever asks meanwhile)."""
-        read_at = self._settings_read_at
-        if read_at is not None and workflow.now() - read_at < SETTINGS_FRESH:
-            return
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._load_settings())
-        await self._refreshing
-
-    async def _adopt(self, scope: Scope) -> None:
-        """Starting afresh: take over what a coordinator ended from outside carried."""
+    async def _predecessor(self, scope: Scope) -> object:
+        """Starting afresh: what a coordinator ended from outside carried (None if nothing)."""
         try:
             raw: RawValue = await workflow.execute_activity(
                 ADOPT_PREDECESSOR,
@@ -412,8 +417,11 @@ class AgentScopeWorkflow:
                 "coordinator_predecessor_unreadable",
                 extra={"scope": scope.id, "error": str(err.cause)},
             )
-            return
-        carried = workflow.payload_converter().from_payload(raw.payload)
+            return None
+        return workflow.payload_converter().from_payload(raw.payload)
+
+    def _adopt(self, scope: Scope, carried: object) -> None:
+        """Take over what the predecessor carried."""
         if carried is None:
             return
         state: ScopeState = parse_as(ScopeState, carried, "a predecessor's state")
@@ -424,10 +432,8 @@ class AgentScopeWorkflow:
             extra={"scope": scope.id, "queued": self._book.queue_length},
         )
 
-    async def _survey(self, scope: Scope, settings: DeploymentSettings) -> None:
+    async def _slots(self, scope: Scope, settings: DeploymentSettings) -> list[SlotFinding]:
         """Starting afresh: what holds each slot this deployment ever used, from the server."""
-        book = self._book
-        assert book is not None
         findings: list[SlotFinding] = await workflow.execute_activity(
             SURVEY_SLOTS,
             SlotSurvey(
@@ -439,7 +445,7 @@ class AgentScopeWorkflow:
             start_to_close_timeout=_QUICK,
             retry_policy=_QUICK_RETRY,
         )
-        book.survey(findings, workflow.now())
+        return findings
 
     def _new_run_id(self) -> str:
         """A run id that names its scope (see :mod:`agent_runner.ids`)."""
