@@ -47,7 +47,7 @@ from agent_runner.contract import (
     SlotView,
     Waiting,
 )
-from agent_runner.ids import Scope
+from agent_runner.ids import Scope, scope_for
 from agent_runner.lease import FENCE_STRIDE, fence_base, lease_seconds
 from agent_runner.validation import InvalidRunInputError, checked_request
 
@@ -195,6 +195,17 @@ class ScopeBook:
             run = checked_request(request.run, self.default_policy)
         except InvalidRunInputError as err:
             return AdmitAnswer(request.request_id, Admission.INVALID, reason=str(err))
+        belongs = scope_for(
+            self.scope.base, self.scope.kind, agent_type=run.agent_type, user_id=run.user_id
+        )
+        if belongs != self.scope:
+            # Sent to another scope's coordinator (by another client): run here, its agent
+            # would work beside its own scope's N.
+            return AdmitAnswer(
+                request.request_id,
+                Admission.INVALID,
+                reason=f"this run belongs to scope {belongs.label}, not {self.scope.label}",
+            )
         slot = None if self._queue else self._free_slot()
         size = _size(run)
         if slot is None and request.on_busy == OnBusy.REJECT:

@@ -22,7 +22,7 @@ from agent_runner.contract import (
     RunState,
     ScopeLimits,
 )
-from agent_runner.ids import Scope
+from agent_runner.ids import Scope, ScopeKind
 from agent_runner.lease import lease_seconds
 from workflows.scope_book import ScopeBook, ScopeState
 
@@ -319,3 +319,15 @@ def test_a_successor_squares_what_it_took_over_with_the_slots():
     [grant] = taken_over.to_start()
     assert (grant.run_id, grant.slot) == (starting, 1)
     assert taken_over.record(str(waiting)).queue_position == 1
+
+
+def test_a_run_of_another_scope_is_refused_and_takes_no_slot():
+    """Found by the randomized run: one user's run admitted by another user's coordinator
+    worked on that user's slot, beside its own user's N."""
+    mine = ScopeBook(Scope("base", ScopeKind.USER_ID, USER), ScopeState(), RunPolicy())
+    other = "0f0f0f0f-0000-4000-8000-0000000f0f0f"
+    stray = AdmitRequest("request:stray", RunRequest("policy-checker", other))
+    answer = mine.admit(stray, T0, mint)
+    assert answer.admission == Admission.INVALID
+    assert answer.reason == f"this run belongs to scope {other}, not {USER}"
+    assert mine.admit(request(), T0, mint).admission == Admission.STARTED
