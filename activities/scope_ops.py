@@ -103,10 +103,11 @@ async def adopt_predecessor(scope_id: str) -> object:
         try:
             carried: object = await handle.query(CARRY)
         except RPCError as err:
-            if "failed state" not in err.message:
+            if not any(reason in err.message for reason in _UNASKABLE):
                 raise
-            # The server refuses for good: the execution's last workflow task failed, so its
-            # history does not replay. Asking again would hold the scope for ever.
+            # The server refuses for good (its last workflow task failed, so its history does
+            # not replay; or it was ended before its last task started): asking again would
+            # hold the scope for ever.
             raise ApplicationError(
                 f"the coordinator before this one ({execution.run_id}) cannot be asked what it "
                 f"carried: {err.message}",
@@ -116,7 +117,10 @@ async def adopt_predecessor(scope_id: str) -> object:
     return None
 
 
+# What the server answers, for good, a query of a closed execution it cannot replay.
+_UNASKABLE = ("failed state", "closed before WorkflowTaskStarted")
 _ENDED_FROM_OUTSIDE = {
+    WorkflowExecutionStatus.CANCELED,
     WorkflowExecutionStatus.TERMINATED,
     WorkflowExecutionStatus.TIMED_OUT,
     WorkflowExecutionStatus.FAILED,

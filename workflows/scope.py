@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
@@ -78,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
     from agent_runner.lease import run_bound_seconds
     from agent_runner.validation import InvalidRunInputError, parse_as
 
+T = TypeVar("T")
 # A run's agent may wait this long for a worker that has it (then that attempt fails).
 WORKER_WAIT = timedelta(minutes=5)
 _QUICK = timedelta(seconds=10)
@@ -159,7 +160,7 @@ class AgentScopeWorkflow:
         # Known from its first moment, so its queries always answer: what the execution before
         # carried over, or nothing (a coordinator starting afresh knows no run yet).
         self._book = ScopeBook(scope, state or ScopeState(), _POLICY)
-        settings = await self._read_settings()
+        settings = await self._despite_cancel(self._read_settings)
         if settings.scope_kind != scope.kind:
             raise InvalidRunInputError(
                 f"{scope.id} is not a scope of this deployment, whose scopes are "
@@ -169,8 +170,8 @@ class AgentScopeWorkflow:
         if state is None:
             # Both asked at once (one round trip, not two); the survey is squared with what
             # was adopted, as it was found.
-            taken_over, findings = await asyncio.gather(
-                self._predecessor(scope), self._slots(scope, settings)
+            taken_over, findings = await self._despite_cancel(
+                lambda: asyncio.gather(self._predecessor(scope), self._slots(scope, settings))
             )
             self._adopt(scope, taken_over)
             self._book.survey(findings, workflow.now())
@@ -365,6 +366,23 @@ class AgentScopeWorkflow:
 
     # --- startup and settings ---------------------------------------------------------------------
 
+    async def _despite_cancel(self, step: Callable[[], Awaitable[T]]) -> T:
+        """A step of the start-up, done again when a cancel of the coordinator cut it short: a
+        coordinator ignores cancels (terminate it to stop its queue), and one that ended
+        cancelled while starting would leave its queue to nobody."""
+        while True:
+            try:
+                return await step()
+            except (asyncio.CancelledError, CancelledError):
+                pass
+            except ActivityError as err:
+                if not isinstance(err.cause, CancelledError):
+                    raise
+            workflow.logger.warning(
+                "coordinator_cancel_ignored",
+                extra={"scope": _own_scope().id, "reason": "terminate it to stop its queue"},
+            )
+
     async def _ready_book(self) -> ScopeBook:
         await workflow.wait_condition(lambda: self._ready)
         assert self._book is not None
@@ -411,6 +429,8 @@ class AgentScopeWorkflow:
                 retry_policy=_QUICK_RETRY,
             )
         except ActivityError as err:
+            if isinstance(err.cause, CancelledError):
+                raise  # a cancel of the coordinator: asked again (see _despite_cancel)
             # Its predecessor cannot be asked (its history no longer replays): start afresh
             # rather than never; what holds the slots is still found by the survey.
             workflow.logger.error(
