@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner.runs.errors import is_unavailable, temporal_call
+from agent_runner.settings import Settings
+from api.errors import RETRY_AFTER_UNAVAILABLE_SECONDS, UNAVAILABLE_DETAIL
+from api.main import create_app
 from devtools.processes import free_port
 from tests.helpers import USER_ID, ListHandler, app_client, make_settings
 
@@ -66,6 +72,33 @@ async def test_unreachable_temporal_is_503_with_a_clear_detail() -> None:
     for response in (started, status):
         assert response.status_code == 503
         assert response.json() == {"detail": "Temporal is unavailable, please retry later"}
+
+
+async def test_a_server_too_busy_for_a_read_is_503_with_retry_after_never_500(
+    settings: Settings,
+) -> None:
+    """Scale issue, finding 4: status reads under contention answered 500 for the server's
+    RESOURCE_EXHAUSTED ("Workflow is busy."). Every read calls Temporal inside temporal_call();
+    here the real RPCError goes through it and the app's real error handlers."""
+    busy = RPCError("Workflow is busy.", RPCStatusCode.RESOURCE_EXHAUSTED, b"")
+    update_cut_short = WorkflowUpdateRPCTimeoutOrCancelledError()
+    update_cut_short.__cause__ = busy
+    assert is_unavailable(busy)
+    assert is_unavailable(update_cut_short)
+    app = create_app(settings)
+
+    @app.get("/busy-read")
+    async def busy_read() -> None:
+        with temporal_call():
+            raise busy
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent-runner") as http:
+        response = await http.get("/busy-read")
+
+    assert response.status_code == 503, response.text
+    assert response.json() == {"detail": UNAVAILABLE_DETAIL}
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_UNAVAILABLE_SECONDS)
 
 
 # What JSON can carry and Python mishandles: every such body is a 422 whose detail is JSON.
