@@ -101,6 +101,7 @@ async def test_without_a_valid_key_a_body_with_bad_fields_is_refused_for_the_key
     }
 
 
+@pytest.mark.usefixtures("shared_worker")  # a start is decided on a worker
 async def test_with_a_valid_key_a_run_starts_and_the_probes_need_none(
     keyed_api: httpx.AsyncClient,
 ) -> None:
