@@ -10,10 +10,12 @@ from fastapi.responses import Response, StreamingResponse
 
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import RunNotFoundError
+from agent_runner.runs.follow import event_order
 from agent_runner.runs.watchers import RunWatch
 from agent_runner.status import EVENT_NAMES
 from api.deps import StateDep
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router
+from api.schemas import ErrorResponse
 
 # A comment line this often keeps idle connections (and the proxies between) open.
 KEEPALIVE_SECONDS = 15.0
@@ -23,6 +25,7 @@ RECONNECT_MILLISECONDS = 1000
 FIRST_EVENT_SECONDS = 10.0
 # The last line of a stream ended because this API process shuts down.
 SHUTDOWN_COMMENT = b": server shutting down; reconnect with Last-Event-ID\n\n"
+BAD_EVENT_ID_DETAIL = "Last-Event-ID is not an event id: send back the id of an event it sent"
 
 router = agents_router()
 
@@ -46,6 +49,10 @@ router = agents_router()
                 "come (an EventSource stops reconnecting)"
             )
         },
+        400: {
+            "model": ErrorResponse,
+            "description": "`Last-Event-ID` is no event id (a sign, a leading zero, too long)",
+        },
         **ERRORS,
     },
 )
@@ -56,7 +63,10 @@ async def run_events(
         str | None,
         Header(
             max_length=64,
-            description="Resume after this event: the events after it, none again.",
+            description=(
+                "Resume after this event: the events after it, none again. An id past the "
+                "run's last event gets that event again."
+            ),
         ),
     ] = None,
 ) -> Response:
@@ -64,6 +74,7 @@ async def run_events(
     attempt with its reason and whether it is retried, progress reports, and its end. Any API
     replica serves any stream."""
     bind_run_context(agent_type=None, user_id=None, run_id=run_id)
+    resume_after = _resumed_after(last_event_id)
     runs = state.runs
     try:
         runs.locate(run_id)
@@ -80,14 +91,29 @@ async def run_events(
         await watch.first(FIRST_EVENT_SECONDS)
     except RunNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
-    if watch.final and last_event_id == watch.published[-1].event.id:
+    if resume_after is not None:
+        # Where to resume is decided on every change recorded so far (this process may have
+        # just started following the run), so an id from another replica is placed right.
+        await watch.caught_up(FIRST_EVENT_SECONDS)
+    if watch.final and resume_after == watch.published[-1].event.id:
         # The client saw the end: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return StreamingResponse(
-        _stream(watch, last_event_id),
+        _stream(watch, resume_after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _resumed_after(last_event_id: str | None) -> str | None:
+    """The event id a client resumes after (None: it does not resume); 400 for text that is
+    no event id. Space around it is not part of it (HTTP parsers strip it; not every one)."""
+    event_id = (last_event_id or "").strip(" \t")
+    if not event_id:
+        return None
+    if event_order(event_id) is None:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, BAD_EVENT_ID_DETAIL)
+    return event_id
 
 
 async def _stream(watch: RunWatch, last_event_id: str | None) -> AsyncIterator[bytes]:
