@@ -110,6 +110,7 @@ class Attempt:
             await asyncio.wait({task})
         finally:
             keeper.cancel()
+        _error_of(task)
         if task.cancelled() or self.lease.stop_reason is not None:
             raise LeaseLostError(self.lease.lost_reason or self.lease.stop_reason or "stopped")
         return task.result()
@@ -135,6 +136,7 @@ class Attempt:
             watch.cancel()
         if not done:
             await _stopped(agent)
+        error = _error_of(agent)
         if not _holds(lease):
             self.lease_lost()
             raise self.failure(f"LeaseLost: {lease.lost_reason}", ErrorType.LEASE_LOST)
@@ -149,7 +151,6 @@ class Attempt:
             self.end("error", "agent_timed_out", timeout_seconds=limit)
             message = f"TimeoutError: the agent ran longer than its timeout of {limit:g} s"
             raise self.failure(message, ErrorType.AGENT_TIMED_OUT)
-        error = agent.exception()
         if error is not None:
             permanent = isinstance(error, PermanentError)
             message = f"{type(error).__name__}: {error}"
@@ -279,3 +280,11 @@ async def _stopped(task: asyncio.Future[object]) -> None:
     """Cancel the agent and wait until it has really stopped."""
     task.cancel()
     await asyncio.wait({task})
+    _error_of(task)
+
+
+def _error_of(task: asyncio.Future[Any]) -> BaseException | None:
+    """What a finished task raised (None if it returned or was cancelled), read in every case:
+    asyncio logs a task whose exception nobody read as an error ("Task exception was never
+    retrieved"), and an agent's LeaseLostError after its lease ran out is no news."""
+    return None if task.cancelled() else task.exception()

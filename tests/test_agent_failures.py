@@ -7,7 +7,12 @@ failure reporting) runs them.
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -204,3 +209,63 @@ async def test_a_permanent_error_ends_the_run_at_its_first_attempt(
     assert body["error"] == "PermanentError: no document named 'claim.pdf'"
     assert body["attempt"] == 1
     assert agent.calls == 1
+
+
+class OutlivesItsLease(Agent[NoParams]):
+    """Its first attempt blocks its event loop past its lease (as a long CPU-bound step does),
+    then checks its lease before going on: ``checkpoint()`` raises LeaseLostError, and the
+    agent lets it end its work, as agents are told to."""
+
+    name = "policy-checker"
+
+    def __init__(self, block_seconds: float) -> None:
+        self.block_seconds = block_seconds
+
+    async def run(self, ctx: AgentContext, params: NoParams) -> str:
+        if ctx.attempt == 1:
+            time.sleep(self.block_seconds)  # noqa: ASYNC251 (the point: a blocked loop)
+            ctx.checkpoint()
+        return "approved"
+
+
+async def test_an_agent_ended_by_its_lost_lease_leaves_no_unretrieved_task_exception(
+    temporal_client: Client, temporal_address: str, log_lines: ListHandler
+) -> None:
+    """Scale issue, finding 7: the worker logged `Task exception was never retrieved ...
+    LeaseLostError` (at error level) for each agent that raised LeaseLostError, and its run's
+    workflow `_ActivityHandle exception was never retrieved` for each attempt that reported its
+    end before failing its activity."""
+    settings = make_settings(
+        temporal_address,
+        task_queue=f"lease-{uuid.uuid4()}",
+        agent_heartbeat_timeout_seconds=2.0,
+    )
+    agent = OutlivesItsLease(block_seconds=2.0)
+    with records_of_failed_activities_not_kept():
+        async for api in app_client(settings):
+            async with in_process_worker(temporal_client, settings, [agent]):
+                run_id = await start_run(api)
+                body = await wait_for_state(api, run_id, "DONE", "ERROR", timeout=60)
+        gc.collect()  # a task dropped with its exception unread says so when it is collected
+
+    assert (body["state"], body["attempt"]) == ("DONE", 2), body
+    [lost] = [line for line in log_lines.events("agent_lease_lost") if line["run_id"] == run_id]
+    assert lost["attempt"] == 1
+    unretrieved = [line for line in log_lines.lines if "never retrieved" in line["event"]]
+    assert unretrieved == []
+
+
+@contextlib.contextmanager
+def records_of_failed_activities_not_kept() -> Iterator[None]:
+    """The SDK logs a failed activity with its exception, whose traceback holds the attempt's
+    frames (and so its agent's task); pytest keeps every record it captures until the test
+    ends, and the task with them. Not propagated meanwhile, those records are let go."""
+    sdk = logging.getLogger("temporalio.activity")
+    dropped = logging.NullHandler()
+    sdk.addHandler(dropped)
+    sdk.propagate = False
+    try:
+        yield
+    finally:
+        sdk.propagate = True
+        sdk.removeHandler(dropped)

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from urllib.parse import quote
+
 import httpx
 import pytest
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner.runs.errors import is_unavailable, temporal_call
+from agent_runner.settings import Settings
+from api.errors import RETRY_AFTER_UNAVAILABLE_SECONDS, UNAVAILABLE_DETAIL
+from api.main import create_app
 from devtools.processes import free_port
-from tests.helpers import USER_ID, ListHandler, app_client, make_settings
+from tests.helpers import USER_ID, ListHandler, app_client, make_settings, start_run
 
 
 async def test_unknown_agent_type_is_400_and_logged(
@@ -55,6 +64,40 @@ async def test_unknown_or_malformed_run_id_is_404(api: httpx.AsyncClient, run_id
     assert response.json() == {"detail": "No run with this run_id"}
 
 
+# Other spellings of a run's id (scale issue, finding 5): each resolved to the run, with a
+# watcher of its own; the Unicode digits were a 500.
+ALIASES = ["{}_1", "{}_01", "{}\n", "{}~_\u0661", "{}~_\u00b2", "{}~_\u2460", "{}\u2460", " {}"]
+
+
+async def test_only_the_run_id_given_out_names_the_run(idle_api: httpx.AsyncClient) -> None:
+    run_id = await start_run(idle_api)
+    read = await idle_api.get(f"/agents/status/{run_id}")  # a read of an open run watches it
+    assert read.status_code == 200, read.text
+    assert await watched_runs(idle_api) == 1
+
+    for alias in [spelling.format(run_id) for spelling in ALIASES] + [run_id.upper()]:
+        path = quote(alias, safe="")
+        answers = [
+            await idle_api.get(f"/agents/status/{path}"),
+            await idle_api.get(f"/agents/status/{path}?wait=1"),
+            # The open run's own stream would never end: an alias taken for it fails here.
+            await asyncio.wait_for(idle_api.get(f"/agents/runs/{path}/events"), 10),
+            await idle_api.post(f"/agents/runs/{path}/cancel"),
+        ]
+        for answer in answers:
+            assert answer.status_code == 404, (alias, answer.request.url, answer.text)
+            assert answer.json() == {"detail": "No run with this run_id"}
+
+    assert await watched_runs(idle_api) == 1, "no alias got a watcher of its own"
+    assert (await idle_api.get(f"/agents/status/{run_id}")).json()["state"] == "PENDING"
+
+
+async def watched_runs(api: httpx.AsyncClient) -> float:
+    text = (await api.get("/metrics")).text
+    [line] = [line for line in text.splitlines() if line.startswith("agent_runner_watched_runs ")]
+    return float(line.rsplit(" ", 1)[1])
+
+
 async def test_unreachable_temporal_is_503_with_a_clear_detail() -> None:
     settings = make_settings(f"127.0.0.1:{free_port()}", temporal_rpc_timeout_seconds=1.0)
     async for api in app_client(settings):
@@ -66,6 +109,33 @@ async def test_unreachable_temporal_is_503_with_a_clear_detail() -> None:
     for response in (started, status):
         assert response.status_code == 503
         assert response.json() == {"detail": "Temporal is unavailable, please retry later"}
+
+
+async def test_a_server_too_busy_for_a_read_is_503_with_retry_after_never_500(
+    settings: Settings,
+) -> None:
+    """Scale issue, finding 4: status reads under contention answered 500 for the server's
+    RESOURCE_EXHAUSTED ("Workflow is busy."). Every read calls Temporal inside temporal_call();
+    here the real RPCError goes through it and the app's real error handlers."""
+    busy = RPCError("Workflow is busy.", RPCStatusCode.RESOURCE_EXHAUSTED, b"")
+    update_cut_short = WorkflowUpdateRPCTimeoutOrCancelledError()
+    update_cut_short.__cause__ = busy
+    assert is_unavailable(busy)
+    assert is_unavailable(update_cut_short)
+    app = create_app(settings)
+
+    @app.get("/busy-read")
+    async def busy_read() -> None:
+        with temporal_call():
+            raise busy
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://agent-runner") as http:
+        response = await http.get("/busy-read")
+
+    assert response.status_code == 503, response.text
+    assert response.json() == {"detail": UNAVAILABLE_DETAIL}
+    assert response.headers["Retry-After"] == str(RETRY_AFTER_UNAVAILABLE_SECONDS)
 
 
 # What JSON can carry and Python mishandles: every such body is a 422 whose detail is JSON.

@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,69 @@ async def test_a_forged_progress_report_is_not_shown_and_the_stream_still_ends(
     shown = [event.data["progress"] for event in events if event.data.get("progress")]
     assert all(progress["message"] == "half way" for progress in shown), shown
     assert (await http.get(f"/agents/status/{run_id}")).json()["state"] == "DONE"
+
+
+# Last-Event-ID values no stream sends: a sign, a leading zero, more digits than an event id has,
+# not a number.
+MALFORMED_EVENT_IDS = ["+35", "1" + "0" * 30, "035", "-1", "q", "q+1", "abc", "35.0"]
+
+
+async def test_a_last_event_id_the_stream_never_sent_gets_an_answer_never_an_empty_stream(
+    temporal_client: Client, stream_settings: Settings, http: httpx.AsyncClient
+) -> None:
+    """Scale issue, finding 7: on a finished run these got an empty 200 stream, which an
+    EventSource reconnects to every second for ever."""
+    run_id = await start_run(http)
+    async with in_process_worker(temporal_client, stream_settings, [FailsOnceWithProgress()]):
+        everything = await asyncio.wait_for(read_events(http, run_id), 60)
+    final = everything[-1]
+    assert final.name == "done"
+
+    for malformed in MALFORMED_EVENT_IDS:
+        answer = await http.get(
+            f"/agents/runs/{run_id}/events", headers={"Last-Event-ID": malformed}
+        )
+        assert answer.status_code == 422, (malformed, answer.text)
+        [problem] = answer.json()["detail"]
+        assert problem["loc"] == ["header", "last-event-id"]
+    # Past the end: the run's final event again (an EventSource then sends its id: 204).
+    past = str(int(final.id) + 1000)
+    [again] = await asyncio.wait_for(read_events(http, run_id, past), 30)
+    assert (again.id, again.name, again.data) == (final.id, final.name, final.data)
+    # Space around an id is not part of it.
+    port = stream_settings.api_port
+    assert await asyncio.to_thread(raw_get, port, run_id, f" {final.id} ") == (204, b"")
+    status, body = await asyncio.to_thread(raw_get, port, run_id, f"{past} ")
+    assert status == 200
+    assert body.count(b"event: done") == 1
+
+
+async def test_an_id_past_the_end_of_an_open_run_hides_nothing(
+    temporal_client: Client, stream_settings: Settings, http: httpx.AsyncClient
+) -> None:
+    """Failed before: no event until the next change (the run's status then was hidden)."""
+    run_id = await start_run(http)
+    [pending] = await asyncio.wait_for(read_events(http, run_id, limit=1), 30)
+    assert pending.name == "pending"  # no worker has its agent yet
+    past = str(int(pending.id) + 1_000_000)
+    stream = asyncio.ensure_future(read_events(http, run_id, past))
+    await assert_eventually(lambda: watching(http, run_id, 1), timeout=30)
+    async with in_process_worker(temporal_client, stream_settings, [FailsOnceWithProgress()]):
+        events = await asyncio.wait_for(stream, 60)
+
+    assert (events[0].id, events[0].name) == (pending.id, "pending")
+    assert events[-1].name == "done"
+    assert "running" in [event.name for event in events]
+
+
+def raw_get(port: int, run_id: str, last_event_id: str) -> tuple[int, bytes]:
+    """The stream with a Last-Event-ID httpx will not send (space around it), read to its end."""
+    connection = HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.putrequest("GET", f"/agents/runs/{run_id}/events")
+        connection.putheader("Last-Event-ID", last_event_id)
+        connection.endheaders()
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import httpx
+import pytest
 from temporalio.client import Client
 
 from tests.helpers import USER_ID, app_client, assert_eventually, in_process_worker, make_settings
@@ -75,3 +76,30 @@ async def test_the_queue_endpoint_lists_running_and_waiting_runs_in_order(
             assert (second["state"], second["queue_position"]) == ("PENDING", 1)
             for run_id in (second_id, running_id):
                 await api.post(f"/agents/runs/{run_id}/cancel")
+
+
+# Text no scope is named by: NUL, spaces, ':' (the separator of workflow ids), empty.
+NOT_A_SCOPE = ["\x00", f"{USER_ID}\x00", f" {USER_ID}", "a b", f"{USER_ID}:slot-0", ":", ""]
+SCOPE_OF_KIND = {"global": "global", "user_id": USER_ID, "agent_type": "policy-checker"}
+# Scopes of the other kinds ("global" is a well-formed agent type).
+OTHER_KINDS = {
+    "global": [USER_ID, "policy-checker"],
+    "user_id": ["global", "policy-checker"],
+    "agent_type": [USER_ID],
+}
+
+
+@pytest.mark.parametrize("kind", ["global", "user_id", "agent_type"])
+async def test_a_queue_scope_that_names_no_scope_is_422(temporal_address: str, kind: str) -> None:
+    """Scale issue, finding 7: `?scope=` took NUL, spaces and ':'."""
+    settings = make_settings(
+        temporal_address, task_queue=f"queue-scope-{uuid.uuid4()}", agent_scope=kind
+    )
+    async for api in app_client(settings):
+        for scope in [*NOT_A_SCOPE, *OTHER_KINDS[kind]]:
+            answer = await api.get("/agents/queue", params={"scope": scope})
+            assert answer.status_code == 422, (kind, scope, answer.text)
+            assert f"AGENT_SCOPE={kind}" in answer.json()["detail"], answer.text
+        named = await api.get("/agents/queue", params={"scope": SCOPE_OF_KIND[kind]})
+        assert named.status_code == 200, named.text
+        assert named.json() == {"running": [], "queued": []}

@@ -1,7 +1,8 @@
-"""The edges of ``POST /agents/run``'s contract, against the real app: a body field outside the
-contract (``agent_type``, ``user_id``, ``params``, ``on_busy``) is a 422 naming it, and with API
-keys set a request without a valid key is refused (401, 403) whatever its body, before
-anything in the body counts."""
+"""The edges of the bodies' contract, against the real app: a body field outside the contract
+(``agent_type``, ``user_id``, ``params``, ``on_busy`` for ``POST /agents/run``; ``slots``,
+``queue_max`` for ``PUT /agents/limits``) is a 422 naming it, and with API keys set a request
+without a valid key is refused (401, 403) whatever its body, before anything in the body
+counts."""
 
 from __future__ import annotations
 
@@ -43,6 +44,18 @@ async def test_a_field_outside_the_contract_is_422_naming_it(
     response = await api.post(
         "/agents/run", json={"agent_type": "policy-checker", "user_id": USER_ID, field: value}
     )
+
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["loc"] == ["body", field]
+    assert problem["type"] == "extra_forbidden"
+
+
+@pytest.mark.parametrize(("field", "value"), [("slot", 3), ("queue-max", 10), ("scope_kind", "x")])
+async def test_a_limits_field_outside_the_contract_is_422_naming_it(
+    api: httpx.AsyncClient, field: str, value: object
+) -> None:
+    response = await api.put("/agents/limits", json={"slots": 2, field: value})
 
     assert response.status_code == 422, response.text
     [problem] = response.json()["detail"]
@@ -101,6 +114,7 @@ async def test_without_a_valid_key_a_body_with_bad_fields_is_refused_for_the_key
     }
 
 
+@pytest.mark.usefixtures("shared_worker")  # a start is decided on a worker
 async def test_with_a_valid_key_a_run_starts_and_the_probes_need_none(
     keyed_api: httpx.AsyncClient,
 ) -> None:

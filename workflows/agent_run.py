@@ -223,6 +223,7 @@ class AgentRunWorkflow:
             retry_policy=RetryPolicy(maximum_attempts=1),
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
+        activity.add_done_callback(_read_outcome)
         deadline = attempt_deadline_seconds(
             policy.timeout_seconds, policy.heartbeat_timeout_seconds, run_input.worker_wait_seconds
         )
@@ -311,6 +312,14 @@ async def _settled(activity: asyncio.Task[Any], reported: Callable[[], bool], gr
     """Wait up to ``grace`` seconds for a cancelled attempt to answer."""
     with contextlib.suppress(TimeoutError, asyncio.CancelledError, TemporalCancelledError):
         await workflow.wait_condition(lambda: activity.done() or reported(), timeout=grace)
+
+
+def _read_outcome(activity: asyncio.Task[Any]) -> None:
+    """Read how the attempt's activity ended, whoever needs it: an attempt that reported its
+    end fails its activity afterwards, and asyncio logs an exception nobody read as an error
+    ("exception was never retrieved")."""
+    if not activity.cancelled():
+        activity.exception()
 
 
 def _end_of(activity: asyncio.Task[Any]) -> AttemptEnd:

@@ -37,7 +37,10 @@ PAGE_SIZE = 256
 LONG_POLL_TIMEOUT = timedelta(seconds=40)
 # How often a waiting run's coordinator is looked at for a change (one describe, server only).
 COORDINATOR_POLL = timedelta(milliseconds=250)
-_EVENT_ID = re.compile(r"^(q(?P<q>0|[1-9][0-9]{0,17})|(?P<n>[1-9][0-9]{0,17}))$")
+# An event id: ``q<n>`` while the run waits, then a history event's id (an int64: 18 digits at
+# most here), in canonical decimal (no sign, no leading zero).
+EVENT_ID_PATTERN = r"q(?:0|[1-9][0-9]{0,17})|[1-9][0-9]{0,17}"
+_EVENT_ID = re.compile(EVENT_ID_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -57,12 +60,11 @@ CAUGHT_UP = CaughtUp()
 def event_order(event_id: str) -> tuple[int, int] | None:
     """Where an event id sits in a run's stream: queue events first (by queue version), then
     the execution's (by history event id); None for text that is not an id of ours."""
-    match = _EVENT_ID.fullmatch(event_id)
-    if match is None:
+    if _EVENT_ID.fullmatch(event_id) is None:
         return None
-    if match["q"] is not None:
-        return (0, int(match["q"]))
-    return (1, int(match["n"]))
+    if event_id.startswith("q"):
+        return (0, int(event_id[1:]))
+    return (1, int(event_id))
 
 
 async def follow_run(runs: Runs, run_id: str) -> AsyncIterator[RunEvent | CaughtUp]:

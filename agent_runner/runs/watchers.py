@@ -103,6 +103,16 @@ class RunWatch:
         if not self.published and self.error is not None:
             raise self.error
 
+    async def caught_up(self, timeout: float) -> None:
+        """Wait until the watcher has seen every change recorded so far (its last event is the
+        run's status now), or it failed, or ``timeout`` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while not (self.current or self.error or self.ending):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            await self.changed(remaining)
+
     def end_streams(self) -> None:
         """End every stream of this run once it has what is already known (see ``ending``)."""
         self.ending = True
@@ -137,12 +147,18 @@ class RunWatch:
             self.last_used = time.monotonic()
 
     def _start(self, last_event_id: str | None) -> int:
-        if last_event_id is None:
-            return self.dropped + max(0, len(self.published) - 1)
+        """Where a stream starts: without an id, at the latest event; else at the first event
+        after it; at the latest event's id, with the next event to come. An id past the latest
+        event (one this stream never sent, or not yet here) starts at the latest event again:
+        a made-up id hides nothing, the run's end included."""
+        end = self.dropped + len(self.published)
+        latest = max(self.dropped, end - 1)
+        if last_event_id is None or not self.published:
+            return latest
         for index, published in enumerate(self.published):
             if _after(published.event.id, last_event_id):
                 return self.dropped + index
-        return self.dropped + len(self.published)
+        return end if self.published[-1].event.id == last_event_id else latest
 
     def knows(self, event_id: str) -> bool:
         """Whether ``event_id`` is an event of this run's stream this watcher has seen."""

@@ -10,6 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import RunNotFoundError
+from agent_runner.runs.follow import EVENT_ID_PATTERN
 from agent_runner.runs.watchers import RunWatch
 from agent_runner.status import EVENT_NAMES
 from api.deps import StateDep
@@ -23,6 +24,9 @@ RECONNECT_MILLISECONDS = 1000
 FIRST_EVENT_SECONDS = 10.0
 # The last line of a stream ended because this API process shuts down.
 SHUTDOWN_COMMENT = b": server shutting down; reconnect with Last-Event-ID\n\n"
+# Last-Event-ID: an event id the stream sent, space around it allowed (HTTP parsers strip it,
+# not every one), or nothing.
+LAST_EVENT_ID_PATTERN = rf"^[ \t]*(?:{EVENT_ID_PATTERN})?[ \t]*$"
 
 router = agents_router()
 
@@ -53,17 +57,22 @@ async def run_events(
     run_id: str,
     state: StateDep,
     last_event_id: Annotated[
-        str | None,
+        str,
         Header(
             max_length=64,
-            description="Resume after this event: the events after it, none again.",
+            pattern=LAST_EVENT_ID_PATTERN,
+            description=(
+                "Resume after this event: the events after it, none again. An id past the "
+                "run's last event gets that event again; text that is no event id is a 422."
+            ),
         ),
-    ] = None,
+    ] = "",
 ) -> Response:
     """Follow a run live: its queue position, PENDING, RUNNING with each attempt, each failed
     attempt with its reason and whether it is retried, progress reports, and its end. Any API
     replica serves any stream."""
     bind_run_context(agent_type=None, user_id=None, run_id=run_id)
+    resume_after = _resumed_after(last_event_id)
     runs = state.runs
     try:
         runs.locate(run_id)
@@ -80,14 +89,24 @@ async def run_events(
         await watch.first(FIRST_EVENT_SECONDS)
     except RunNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
-    if watch.final and last_event_id == watch.published[-1].event.id:
+    if resume_after is not None:
+        # Where to resume is decided on every change recorded so far (this process may have
+        # just started following the run), so an id from another replica is placed right.
+        await watch.caught_up(FIRST_EVENT_SECONDS)
+    if watch.final and resume_after == watch.published[-1].event.id:
         # The client saw the end: 204 tells an EventSource to stop reconnecting.
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     return StreamingResponse(
-        _stream(watch, last_event_id),
+        _stream(watch, resume_after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _resumed_after(last_event_id: str) -> str | None:
+    """The event id a client resumes after (its header matched LAST_EVENT_ID_PATTERN); None
+    when it does not resume."""
+    return last_event_id.strip(" \t") or None
 
 
 async def _stream(watch: RunWatch, last_event_id: str | None) -> AsyncIterator[bytes]:

@@ -11,7 +11,7 @@ from fastapi import HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from agent_runner.contract import CancelEffect, RunRecord
-from agent_runner.ids import AGENT_TYPE_PATTERN, scope_named
+from agent_runner.ids import AGENT_TYPE_PATTERN, Scope, ScopeKind, scope_named
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import (
     InvalidPageTokenError,
@@ -135,7 +135,22 @@ async def _ended(state: AppState, run_id: str) -> RunStatus | None:
     return None
 
 
-@router.get("/queue", response_model=QueueResponse, responses={503: ERRORS[503]})
+# What a queue's ``scope`` must be, by the deployment's kind of scope.
+SCOPE_EXPECTED = {
+    ScopeKind.GLOBAL: "`global`: this deployment has one scope",
+    ScopeKind.USER_ID: "a user id, a UUID in lower case",
+    ScopeKind.AGENT_TYPE: "an agent type, such as `policy-checker`",
+}
+
+
+@router.get(
+    "/queue",
+    response_model=QueueResponse,
+    responses={
+        422: {"model": ErrorResponse, "description": "A scope this deployment does not have"},
+        503: ERRORS[503],
+    },
+)
 async def queue(
     runs_service: RunsDep,
     scope: Annotated[
@@ -143,8 +158,8 @@ async def queue(
         Query(
             max_length=100,
             description=(
-                "One scope only: a user id (`AGENT_SCOPE=user_id`) or an agent type "
-                "(`agent_type`). Ignored with the global scope."
+                "One scope only, as `AGENT_SCOPE` says: `global`, a user id (`user_id`) or an "
+                "agent type (`agent_type`). Any other text is a 422."
             ),
         ),
     ] = None,
@@ -152,16 +167,17 @@ async def queue(
     """The runs holding a slot and the runs waiting, in order, of one scope (or of every scope
     with runs open)."""
     target = runs_service.target
-    scopes = []
-    if scope is not None or target.scope_kind.value == "global":
-        label = "global" if target.scope_kind.value == "global" else str(scope)
-        named = scope_named(target.workflow_id, target.scope_kind, label)
+    if scope is not None:
+        named = scope_named(target.workflow_id, target.scope_kind, scope)
         if named is None:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
-                "scope must be a user id (a UUID) or an agent type, as AGENT_SCOPE says",
+                f"scope must be {SCOPE_EXPECTED[target.scope_kind]} "
+                f"(AGENT_SCOPE={target.scope_kind.value})",
             )
         scopes = [named]
+    elif target.scope_kind == ScopeKind.GLOBAL:
+        scopes = [Scope(target.workflow_id)]
     else:
         scopes = await runs_service.open_scopes()
     running: list[RunStatus] = []

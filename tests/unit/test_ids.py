@@ -28,9 +28,15 @@ def test_a_run_id_names_its_scope_and_parses_back(scope: Scope):
         f"{RUN}~",
         f"{RUN}~u",
         f"{RUN}_1",
+        f"{RUN}_01",
+        f"{RUN}_0001",
         f"{RUN}~_1",
+        f"{RUN}~_\u00b2",  # a superscript two
+        f"{RUN}~_\u2460",  # a circled one
+        f"{RUN}\u2460",
         f"{RUN}.01~q",
         f"{RUN}\n",
+        f"\n{RUN}",
         f"{RUN} ",
         RUN.upper(),
         f"{{{RUN}}}",
