@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from pydantic.json_schema import SkipJsonSchema
 
 from agent_runner.ids import MAX_QUEUE, MAX_SLOTS
@@ -230,5 +230,6 @@ class LimitsChangeRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"slots": 2}], "minProperties": 1}
     )
     # Left out, not null: the document asks for at least one of the two.
-    slots: Annotated[int, Field(ge=1, le=MAX_SLOTS)] | SkipJsonSchema[None] = None
-    queue_max: Annotated[int, Field(ge=1, le=MAX_QUEUE)] | SkipJsonSchema[None] = None
+    # Whole numbers as JSON numbers: true, "2" or 1e2 are refused, not read as 1, 2 or 100.
+    slots: Annotated[StrictInt, Field(ge=1, le=MAX_SLOTS)] | SkipJsonSchema[None] = None
+    queue_max: Annotated[StrictInt, Field(ge=1, le=MAX_QUEUE)] | SkipJsonSchema[None] = None
