@@ -209,3 +209,30 @@ async def test_probes_answer_head(api: httpx.AsyncClient, path: str) -> None:
 
     assert response.status_code == 200
     assert response.content == b""
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [
+        RPCError(
+            "Unable to query workflow due to Workflow Task in failed state.",
+            RPCStatusCode.FAILED_PRECONDITION,
+            b"",
+        ),
+        RPCError(
+            "Update-with-Start could not be executed.",
+            RPCStatusCode.FAILED_PRECONDITION,
+            b"\x08\x09\x12QUnable to perform workflow execution update due to Workflow Task in "
+            b"failed state.",
+        ),
+    ],
+)
+def test_a_coordinator_whose_workflow_task_fails_is_unavailable_never_500(
+    failing: RPCError,
+) -> None:
+    """Found by the randomized run: a coordinator no worker could run answered its readers and
+    starters FAILED_PRECONDITION, and the API passed that on as 500."""
+    assert is_unavailable(failing)
+    assert not is_unavailable(
+        RPCError("Workflow execution already completed", RPCStatusCode.FAILED_PRECONDITION, b"")
+    )

@@ -73,8 +73,23 @@ def is_unavailable(err: BaseException) -> bool:
     :class:`RPCError` as its cause, counts."""
     if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError):
         cause = err.__cause__
-        return isinstance(cause, RPCError) and cause.status in UNAVAILABLE
-    return isinstance(err, RPCError) and err.status in UNAVAILABLE
+        return isinstance(cause, RPCError) and _unavailable(cause)
+    return isinstance(err, RPCError) and _unavailable(err)
+
+
+# FAILED_PRECONDITION with these words: the workflow cannot answer now because its workflow task
+# is failing (a worker cannot run it). Nothing the client sent is wrong: 503, not 500.
+_TASK_FAILING = ("Workflow Task in failed state", "workflow task failure")
+
+
+def _unavailable(err: RPCError) -> bool:
+    if err.status in UNAVAILABLE:
+        return True
+    if err.status != RPCStatusCode.FAILED_PRECONDITION:
+        return False
+    # An update-with-start names the failing operation only in its status's details.
+    told = err.message.encode() + (err.raw_grpc_status or b"")
+    return any(words.encode() in told for words in _TASK_FAILING)
 
 
 @contextmanager
