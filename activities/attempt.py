@@ -45,6 +45,11 @@ from agent_runner.contract import (
 )
 from agent_runner.lease import commitment
 
+# How long an attempt tries to hand its result to its run before it gives up; and how long
+# after that a try already on its way may still be taken (a workflow task's timeout, and some).
+REPORT_FOR = timedelta(seconds=30)
+REPORT_SETTLES = timedelta(seconds=15)
+
 Log = structlog.stdlib.BoundLogger
 # The server no longer knows the attempt: its run was closed, or the attempt timed out there.
 GONE = "the server no longer knows this attempt"
@@ -194,7 +199,8 @@ class Attempt:
     async def report(self, result: object) -> None:
         """Hand the result to the run; ``agent_complete`` only once it has it."""
         update_id = f"report-{self.stop_key[:32]}"
-        report = AttemptReport(self.task.attempt, self.stop_key, result)
+        not_after = datetime.now(UTC) + REPORT_FOR
+        report = AttemptReport(self.task.attempt, self.stop_key, result, not_after=not_after)
         try:
             await reach(
                 lambda: self.run.execute_update(
@@ -203,9 +209,16 @@ class Attempt:
                     id=update_id,
                     result_type=type(None),
                     rpc_timeout=timedelta(seconds=5),
-                )
+                ),
+                within=REPORT_FOR,
             )
         except RefusedError as err:
+            if err.after_doubt:
+                # A try whose answer never came may still be taken, until the run refuses it
+                # (past not_after, in a workflow task that ends within its timeout): only
+                # then does the history say for good whether the run has the result.
+                settled = not_after + REPORT_SETTLES - datetime.now(UTC)
+                await asyncio.sleep(max(0.0, settled.total_seconds()))
             if not (err.after_doubt and await accepted(self.run, update_id)):
                 self.lease.lost_reason = f"its run no longer takes its result: {err}"
                 self.lease_lost()

@@ -30,12 +30,12 @@ class RefusedError(Exception):
         self.after_doubt = after_doubt
 
 
-async def reach(call: Callable[[], Awaitable[T]]) -> T:
+async def reach(call: Callable[[], Awaitable[T]], within: timedelta = REACH_FOR) -> T:
     """``call()`` (an update to the attempt's own run), made again while the server cannot be
-    reached, for up to :data:`REACH_FOR`; :class:`RefusedError` when the run refuses it or no
-    longer runs."""
+    reached, for up to ``within``; :class:`RefusedError` when the run refuses it or no longer
+    runs."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + REACH_FOR.total_seconds()
+    deadline = loop.time() + within.total_seconds()
     pause, doubt = 0.1, False
     while True:
         try:

@@ -317,6 +317,9 @@ class AttemptReport:
     result: Any = None
     kind: AttemptEndKind = AttemptEndKind.DONE
     reason: str = ""
+    # Past this the attempt gives up on its report (and says so in its end line): the run
+    # refuses the report then, so a report the attempt gave up on is never taken.
+    not_after: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -126,6 +126,9 @@ class AgentRunWorkflow:
     def _check_report(self, report: AttemptReport) -> None:
         if self._book is None:
             raise AttemptRefusedError("the run is not running an attempt")
+        if report.not_after is not None and workflow.now() > report.not_after:
+            # Its attempt has given up on it by now, and says the agent stopped unreported.
+            raise AttemptRefusedError("the report came after its attempt gave up on it")
         self._book.check_report(report.attempt, report.stop_key)
 
     @workflow.signal(name=PROGRESS.name)
