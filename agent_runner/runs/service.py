@@ -124,6 +124,10 @@ class StartOutcome:
     replayed: bool = False
 
 
+# A coordinator whose workflow task failed this many times in a row cannot be run by any worker.
+FAILING_TASK_ATTEMPTS = 5
+
+
 class Runs:
     def __init__(self, client: Client, target: RunTarget) -> None:
         self.client = client
@@ -162,8 +166,8 @@ class Runs:
     async def _evict_squatter(self, scope: Scope) -> bool:
         """Terminate what holds the scope's coordinator id if it is not one of ours (another
         type or task queue), or was started with an input by another client (only a
-        coordinator's own continue-as-new hands one on): such an execution can never answer
-        its updates. True if one was terminated."""
+        coordinator's own continue-as-new hands one on), or is ours but its workflow task keeps
+        failing: such an execution can never answer its updates. True if one was terminated."""
         handle = self.client.get_workflow_handle(scope.id)
         try:
             description = await handle.describe(rpc_timeout=self.target.rpc_timeout)
@@ -178,6 +182,17 @@ class Runs:
                     started = event.workflow_execution_started_event_attributes
                     ours = not started.input.payloads or bool(started.continued_execution_run_id)
                     break
+            failing = description.raw_description.pending_workflow_task.attempt
+            if ours and failing >= FAILING_TASK_ATTEMPTS:
+                # Ours, but no worker can run it (a history the SDK cannot replay): it would
+                # refuse every start for ever. Its successor takes over what it can ask of it
+                # (see docs/design.md); runs that waited in its queue may be lost.
+                await handle.terminate(
+                    f"its workflow task failed {failing} times: a new coordinator takes over",
+                    rpc_timeout=self.target.rpc_timeout,
+                )
+                logger.error("coordinator_replaced", scope=scope.id, task_attempts=failing)
+                return True
             if ours:
                 return False
             await handle.terminate(
