@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 
 from agent_runner.ids import MAX_QUEUE, MAX_SLOTS
@@ -223,6 +223,13 @@ class LimitsResponse(BaseModel):
     changed_at: datetime | None
 
 
+def _json_number(value: object) -> object:
+    """A JSON number, as the schema's integer means it (2.0 is 2): true and "2" are not."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a whole number, not a string or a boolean")
+    return value
+
+
 class LimitsChangeRequest(BaseModel):
     """The limits to change (one or both)."""
 
@@ -230,6 +237,11 @@ class LimitsChangeRequest(BaseModel):
         extra="forbid", json_schema_extra={"examples": [{"slots": 2}], "minProperties": 1}
     )
     # Left out, not null: the document asks for at least one of the two.
-    # Whole numbers as JSON numbers: true, "2" or 1e2 are refused, not read as 1, 2 or 100.
-    slots: Annotated[StrictInt, Field(ge=1, le=MAX_SLOTS)] | SkipJsonSchema[None] = None
-    queue_max: Annotated[StrictInt, Field(ge=1, le=MAX_QUEUE)] | SkipJsonSchema[None] = None
+    slots: (
+        Annotated[Annotated[int, Field(ge=1, le=MAX_SLOTS)], BeforeValidator(_json_number)]
+        | SkipJsonSchema[None]
+    ) = None
+    queue_max: (
+        Annotated[Annotated[int, Field(ge=1, le=MAX_QUEUE)], BeforeValidator(_json_number)]
+        | SkipJsonSchema[None]
+    ) = None
