@@ -10,7 +10,7 @@ import subprocess
 import threading
 import uuid
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -39,7 +39,15 @@ async def test_runs_carry_search_attributes_and_a_summary(
     temporal_client: Client, idle_settings: Settings, idle_api: httpx.AsyncClient
 ) -> None:
     run_id = await start_run(idle_api, "document-extractor")
-    body = await wait_for_state(idle_api, run_id, "PENDING")
+
+    async def on_its_slot() -> dict[str, Any]:
+        # PENDING from the coordinator's grant comes a moment before the slot's execution.
+        body: dict[str, Any] = (await idle_api.get(f"/agents/status/{run_id}")).json()
+        assert body["state"] == "PENDING", body
+        assert body.get("temporal_run_id"), body
+        return body
+
+    body = await assert_eventually(on_its_slot, timeout=60)
 
     handle = temporal_client.get_workflow_handle(
         body["workflow_id"], run_id=body["temporal_run_id"]
