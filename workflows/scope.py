@@ -182,14 +182,7 @@ class AgentScopeWorkflow:
         for slot, foreign_run_id in self._book.foreign():
             self._watch_foreign(slot, scope.slot_id(slot), foreign_run_id)
         while True:
-            try:
-                await self._step()
-            except (asyncio.CancelledError, CancelledError):
-                workflow.logger.warning(
-                    "coordinator_cancel_ignored",
-                    extra={"scope": scope.id, "reason": "terminate it to stop its queue"},
-                )
-                continue
+            await self._despite_cancel(self._step)
             if self._book.empty() and self._quiet():
                 return
             if workflow.info().is_continue_as_new_suggested() and self._quiet():
@@ -367,9 +360,9 @@ class AgentScopeWorkflow:
     # --- startup and settings ---------------------------------------------------------------------
 
     async def _despite_cancel(self, step: Callable[[], Awaitable[T]]) -> T:
-        """A step of the start-up, done again when a cancel of the coordinator cut it short: a
-        coordinator ignores cancels (terminate it to stop its queue), and one that ended
-        cancelled while starting would leave its queue to nobody."""
+        """A step of the start-up or of the loop, done again when a cancel of the coordinator cut
+        it short (also while it waited on an activity): a coordinator ignores cancels (terminate
+        it to stop its queue), and one that ended cancelled would leave its queue to nobody."""
         while True:
             try:
                 return await step()
