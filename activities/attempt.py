@@ -65,6 +65,7 @@ class Attempt:
         self.stop_key = secrets.token_hex(32)
         self._started = False
         self._ended = False
+        self._stopped_at: datetime | None = None
 
     # --- before the agent ---------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ class Attempt:
             watch.cancel()
         if not done:
             await _stopped(agent)
+        self._stopped_at = datetime.now(UTC)
         error = _error_of(agent)
         if not _holds(lease):
             self.lease_lost()
@@ -226,11 +228,15 @@ class Attempt:
                 self.lease.lost_reason = f"its run no longer takes its result: {err}"
                 self.lease_lost()
                 raise self.failure(f"LeaseLost: {err}", ErrorType.LEASE_LOST) from None
+        # Written once the run has the result, which may be long after the agent stopped (a
+        # worker paused while its report was in flight): stopped_at says when it did.
+        stopped = self._stopped_at or datetime.now(UTC)
         self.end(
             "info",
             "agent_complete",
             message=f"The {self.task.agent_type} agent finished for {self.task.user_id}",
             result=result,
+            stopped_at=stopped.isoformat(),
         )
 
     async def tell(self, failure: ApplicationError) -> None:

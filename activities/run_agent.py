@@ -125,11 +125,22 @@ class AgentActivities:
             ) from None
 
 
-async def _beating(work: Awaitable[Any]) -> Any:
-    """``work``'s result, heartbeating through the SDK meanwhile."""
-    task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=1.0)
-        if done:
-            return task.result()
-        activity.heartbeat()
+async def _beating(report: Awaitable[Any]) -> Any:
+    """``report``'s result, heartbeating through the SDK meanwhile.
+
+    Cancelled (the SDK cancels an attempt the server timed out, as when its worker was paused
+    while the report was in flight), the report is let settle before the cancel goes on: the
+    run may have taken it all the same, and the end line must say which (found by the
+    randomized run: a DONE run whose only attempt logged agent_lease_lost)."""
+    task = asyncio.ensure_future(report)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+            if done:
+                return task.result()
+            activity.heartbeat()
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # read, so asyncio does not log it as never retrieved
+        raise

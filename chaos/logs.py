@@ -42,6 +42,8 @@ class LogLine(BaseModel):
     user_id: str | None = None
     fencing_token: int | None = None
     lease_expired_at: float | None = None
+    # agent_complete and agent_lease_lost: when the agent stopped (its line may come later).
+    stopped_at: float | None = None
     # agent_complete: whether the line carries the result, and which.
     has_result: bool = False
     result: Any = None
@@ -63,6 +65,7 @@ def parse_line(process: str, text: str) -> LogLine | None:
     if not isinstance(raw.get("run_id"), str) or not isinstance(raw.get("timestamp"), str):
         return None
     expired = raw.get("lease_expired_at")
+    stopped = raw.get("stopped_at")
     return LogLine(
         process=process,
         event=raw["event"],
@@ -73,6 +76,7 @@ def parse_line(process: str, text: str) -> LogLine | None:
         user_id=raw.get("user_id"),
         fencing_token=raw.get("fencing_token"),
         lease_expired_at=epoch(expired) if isinstance(expired, str) else None,
+        stopped_at=epoch(stopped) if isinstance(stopped, str) else None,
         has_result="result" in raw,
         result=raw.get("result"),
         idempotency_key=raw.get("idempotency_key"),

@@ -39,9 +39,14 @@ class Span:
 
 
 def _end_of(line: LogLine) -> float:
+    """When the agent stopped: its end line's time, or earlier when the line says so (an
+    agent_complete written once its paused worker resumed and its report was taken)."""
+    end = line.at
+    if line.stopped_at is not None:
+        end = min(end, line.stopped_at)
     if line.event == LEASE_LOST_EVENT and line.lease_expired_at is not None:
-        return min(line.at, line.lease_expired_at)
-    return line.at
+        end = min(end, line.lease_expired_at)
+    return end
 
 
 def agent_spans(

@@ -58,8 +58,9 @@ def agent_spans(
                 )
                 if same and later.get("event") in END_EVENTS:
                     end, ended_by = _time(later["timestamp"]), later["event"]
-                    if later.get("lease_expired_at"):
-                        end = min(end, _time(later["lease_expired_at"]))
+                    for earlier in ("stopped_at", "lease_expired_at"):
+                        if later.get(earlier):
+                            end = min(end, _time(later[earlier]))
                     break
             spans.append(
                 Span(line["run_id"], line["attempt"], path, _time(line["timestamp"]), end, ended_by)

@@ -293,10 +293,12 @@ def test_a_503_far_from_any_outage_or_fault_fails_5xx() -> None:
     assert_only_fails(verdict_of(story), "5xx")
 
 
-def worker_fault(story: Story, worker: str, started: float, ended: float) -> None:
+def worker_fault(
+    story: Story, worker: str, started: float, ended: float, kind: str = "kill-worker"
+) -> None:
     story.faults.append(
         FaultRecord(
-            kind="pause-worker",
+            kind=kind,
             target=worker,
             started=T0 + started,
             ended=T0 + ended,
@@ -307,19 +309,35 @@ def worker_fault(story: Story, worker: str, started: float, ended: float) -> Non
 
 def test_a_503_on_any_route_is_excused_while_every_worker_is_down_not_while_one_is() -> None:
     story = clean()
-    worker_fault(story, "worker1", 20.0, 24.0)
-    story.start(21.0, 21.5, "enqueue", None, status=503)
+    worker_fault(story, "worker1", 20.0, 60.0)
+    story.start(40.0, 40.5, "enqueue", None, status=503)
 
     verdict = verdict_of(story)
     assert_only_fails(verdict, "5xx")
-    assert "(only pause-worker worker1 around it)" in verdict["5xx"].violations[0]
+    assert "(only kill-worker worker1 around it)" in verdict["5xx"].violations[0]
 
-    worker_fault(story, "worker0", 21.2, 22.0)  # both down from 21.2 to 22.0
-    story.op("status", 30.0, 31.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
-    story.op("cancel", 21.0, 21.3, {"run_id": "A"}, 503, {"detail": ""})
-    assert verdict_of(story).passed, "within the worker grace after 22.0"
+    worker_fault(story, "worker0", 40.2, 41.0)  # both down from 40.2 to 41.0
+    story.op("status", 49.0, 50.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
+    story.op("cancel", 40.0, 40.3, {"run_id": "A"}, 503, {"detail": ""})
+    assert verdict_of(story).passed, "within the worker grace after 41.0"
 
-    story.op("status", 40.0, 41.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
+    story.op("status", 80.0, 81.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
+    assert_only_fails(verdict_of(story), "5xx")
+
+
+@pytest.mark.parametrize(
+    "kind", ["kill-worker", "pause-worker", "partition-worker", "heartbeat-cut"]
+)
+def test_a_503_is_excused_in_the_first_seconds_of_one_worker_down(kind: str) -> None:
+    # A task it held waits for its timeout (found by the randomized run: an admit stalled 8.4 s
+    # behind a worker cut off for 8.4 s, another 10 s behind a worker killed mid-task).
+    story = clean()
+    worker_fault(story, "worker1", 20.0, 60.0, kind)
+    story.start(21.0, 23.0, "enqueue", None, status=503)
+    story.op("status", 36.0, 38.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
+    assert verdict_of(story).passed
+
+    story.start(38.0, 40.0, "enqueue", None, status=503)  # the other worker has every task
     assert_only_fails(verdict_of(story), "5xx")
 
 
@@ -463,3 +481,15 @@ def test_a_fault_that_failed_or_a_replica_that_kept_quiet_fails_faults() -> None
         "deployment_settings_differ",
         f"cli-terminate on run at {T0 + 31.0:.3f} failed: RuntimeError: the CLI timed out",
     ]
+
+
+def test_an_agent_complete_written_late_ends_its_span_when_the_agent_stopped() -> None:
+    # B's worker was paused after its agent stopped (2.3) while its report was in flight; the
+    # run took the report, and the line came once the worker resumed (3.5), after C started.
+    story = clean(b_agent=None)
+    story.agent("B", 1.3, 3.5, has_result=True, result="rejected", stopped_at=T0 + 2.3)
+    assert verdict_of(story).passed
+
+    late = clean(b_agent=None)
+    late.agent("B", 1.3, 3.5, has_result=True, result="rejected", stopped_at=T0 + 3.4)
+    assert_only_fails(verdict_of(late), "bound")

@@ -214,6 +214,10 @@ async def test_a_hundred_subscribers_see_the_same_events_for_one_set_of_temporal
 
     async def one_run(subscribers: int) -> tuple[list[list[Event]], float]:
         run_id = await start_run(http)
+        # Every subscriber joins once its agent waits for a worker, so one subscriber and a
+        # hundred see the same events (one that joined sooner would also see the moment before
+        # the attempt was scheduled, a PENDING of its own).
+        await assert_eventually(lambda: waits_for_a_worker(http, run_id), timeout=30)
         before = await temporal_requests(http)
         streams = [
             asyncio.ensure_future(read_events(streams_client, run_id)) for _ in range(subscribers)
@@ -243,6 +247,11 @@ async def temporal_requests(http: httpx.AsyncClient) -> float:
         for line in text.splitlines()
         if line.startswith("agent_runner_temporal_requests_total{")
     )
+
+
+async def waits_for_a_worker(http: httpx.AsyncClient, run_id: str) -> None:
+    body = (await http.get(f"/agents/status/{run_id}")).json()
+    assert (body["state"], body.get("waiting_for")) == ("PENDING", "worker"), body
 
 
 async def watching(http: httpx.AsyncClient, run_id: str, subscribers: int) -> None:

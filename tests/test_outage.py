@@ -15,7 +15,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.runs import TemporalUnavailableError
@@ -102,12 +103,29 @@ def test_only_a_server_that_did_not_answer_is_an_outage() -> None:
     hung = RPCError("Timeout expired", RPCStatusCode.CANCELLED, b"")
     assert is_unavailable(hung)
     assert is_unavailable(RPCError("refused", RPCStatusCode.UNAVAILABLE, b""))
+    # A query just after a server restart, before any worker polled again.
+    no_poller = "no poller seen for task queue recently, worker may be down"
+    assert is_unavailable(RPCError(no_poller, RPCStatusCode.FAILED_PRECONDITION, b""))
+    # The server killed while a call waited on its connection.
+    assert is_unavailable(RPCError("transport error", RPCStatusCode.UNKNOWN, b""))
     assert is_unavailable(update_error(hung))
     assert not is_unavailable(RPCError("no such run", RPCStatusCode.NOT_FOUND, b""))
     # The SDK's answer when our own task was cancelled while an update waited.
     assert not is_unavailable(update_error(asyncio.CancelledError()))
     with pytest.raises(TemporalUnavailableError), temporal_call():
         raise hung
+
+
+def test_a_coordinator_ended_under_its_update_is_an_outage_not_a_500() -> None:
+    # What the server says of an accepted update when its workflow was terminated before the
+    # handler returned (the randomized run's nemesis terminates coordinators; a start got 500).
+    why = "Workflow Update failed because the Workflow completed before the Update completed."
+    err = WorkflowUpdateFailedError(ApplicationError(why, type="AcceptedUpdateCompletedWorkflow"))
+    with pytest.raises(TemporalUnavailableError), temporal_call():
+        raise err
+    other = WorkflowUpdateFailedError(ApplicationError("refused", type="ValueError"))
+    with pytest.raises(WorkflowUpdateFailedError), temporal_call():
+        raise other
     with pytest.raises(asyncio.CancelledError), temporal_call():
         raise asyncio.CancelledError
     with pytest.raises(WorkflowUpdateRPCTimeoutOrCancelledError), temporal_call():

@@ -82,6 +82,9 @@ T = TypeVar("T")
 # A run's agent may wait this long for a worker that has it (then that attempt fails).
 WORKER_WAIT = timedelta(minutes=5)
 _QUICK = timedelta(seconds=10)
+# A settings read is one describe call; one the server handed to a worker that was then cut off
+# waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
+_READ = timedelta(seconds=5)
 _QUICK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=2))
 _SHOWN_IN_DETAILS = 20
 # A start with no input (every start but a continue-as-new's).
@@ -403,7 +406,7 @@ class AgentScopeWorkflow:
             READ_SETTINGS,
             settings_id(_own_scope().base),
             result_type=DeploymentSettings | None,  # type: ignore[arg-type]
-            start_to_close_timeout=_QUICK,
+            start_to_close_timeout=_READ,
             retry_policy=_QUICK_RETRY,
         )
         if found is not None:

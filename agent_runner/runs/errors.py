@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 # The server did not answer: it refused the connection (UNAVAILABLE), let the call's deadline
@@ -77,19 +78,43 @@ def is_unavailable(err: BaseException) -> bool:
     return isinstance(err, RPCError) and _unavailable(err)
 
 
+# What the client says (status UNKNOWN) when the connection broke under a call, the server
+# killed or restarted while it waited (found by the randomized run as a 500).
+_TRANSPORT = "transport error"
+
 # FAILED_PRECONDITION with these words: the workflow cannot answer now because its workflow task
-# is failing (a worker cannot run it). Nothing the client sent is wrong: 503, not 500.
-_TASK_FAILING = ("Workflow Task in failed state", "workflow task failure")
+# is failing (a worker cannot run it), or, for a query, because no worker polled its task queue
+# lately (just after a server restart, before the workers' polls are back: found by the
+# randomized run as a 500). Nothing the client sent is wrong: 503, not 500.
+_TASK_FAILING = (
+    "Workflow Task in failed state",
+    "workflow task failure",
+    "no poller seen for task queue recently",
+)
 
 
 def _unavailable(err: RPCError) -> bool:
     if err.status in UNAVAILABLE:
+        return True
+    if err.message == _TRANSPORT:
         return True
     if err.status != RPCStatusCode.FAILED_PRECONDITION:
         return False
     # An update-with-start names the failing operation only in its status's details.
     told = err.message.encode() + (err.raw_grpc_status or b"")
     return any(words.encode() in told for words in _TASK_FAILING)
+
+
+# The server's failure of an update its workflow had accepted when the workflow closed before
+# the handler returned (terminated from outside, say): the handler's effects were never
+# committed (they are, with its result, in the task it returns in).
+_CLOSED_UNDER = "AcceptedUpdateCompletedWorkflow"
+
+
+def closed_under(err: BaseException) -> bool:
+    """Whether ``err`` says the workflow closed while it handled the update (nothing done)."""
+    cause = err.cause if isinstance(err, WorkflowUpdateFailedError) else None
+    return isinstance(cause, ApplicationError) and cause.type == _CLOSED_UNDER
 
 
 @contextmanager
@@ -102,4 +127,10 @@ def temporal_call() -> Iterator[None]:
         if is_unavailable(err):
             message = err.message if isinstance(err, RPCError) else str(err)
             raise TemporalUnavailableError(message) from err
+        raise
+    except WorkflowUpdateFailedError as err:
+        if closed_under(err):
+            raise TemporalUnavailableError(
+                "the scope's coordinator was ended while it answered; ask again"
+            ) from err
         raise

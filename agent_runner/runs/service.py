@@ -28,6 +28,7 @@ from temporalio.client import (
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -63,6 +64,7 @@ from agent_runner.runs.errors import (
     RunFinishedError,
     RunNotFoundError,
     TemporalUnavailableError,
+    closed_under,
     is_unavailable,
     temporal_call,
 )
@@ -256,6 +258,11 @@ class Runs:
                 return answers
             except RPCError as err:
                 if not _passing(err) or loop.time() > deadline:
+                    raise
+            except WorkflowUpdateFailedError as err:
+                # Ended from outside as it handled the admits (nothing admitted): the next call
+                # starts its successor, which takes over what it carried.
+                if not closed_under(err) or loop.time() > deadline:
                     raise
             finally:
                 await _settled(start)

@@ -82,6 +82,13 @@ class OtherSlotsWorker(_ReplicaFault):
     async def inject(self, stack: ChaosStack) -> dict[str, Any]:
         slots = stack.recorder.config.slots + 1
         self._extra = stack.start_extra("worker", EXTRA, agent_slots=slots)
+        # Held from when it joined: one started while the server is paused joins only once the
+        # server answers (a 6 s hold inside a server pause saw it say nothing).
+        deadline = time.monotonic() + SERVE_SECONDS
+        while time.monotonic() < deadline and self._extra.running():
+            if _said_differ(self._extra):
+                break
+            await asyncio.sleep(0.2)
         return {"agent_slots": slots}
 
 
