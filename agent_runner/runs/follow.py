@@ -57,6 +57,16 @@ class CaughtUp:
 CAUGHT_UP = CaughtUp()
 
 
+class Behind:
+    """Marks that something changed that has not been yielded yet: the last event is no longer
+    current until the next :class:`CaughtUp` (a read of a busy coordinator can take seconds, and
+    a status read must not answer the old state meanwhile)."""
+
+
+BEHIND = Behind()
+Followed = RunEvent | CaughtUp | Behind
+
+
 def event_order(event_id: str) -> tuple[int, int] | None:
     """Where an event id sits in a run's stream: queue events first (by queue version), then
     the execution's (by history event id); None for text that is not an id of ours."""
@@ -67,7 +77,7 @@ def event_order(event_id: str) -> tuple[int, int] | None:
     return (1, int(event_id))
 
 
-async def follow_run(runs: Runs, run_id: str) -> AsyncIterator[RunEvent | CaughtUp]:
+async def follow_run(runs: Runs, run_id: str) -> AsyncIterator[Followed]:
     """The run's events from its first, until its final one. Raises
     :class:`~agent_runner.runs.errors.RunNotFoundError` for an unknown run."""
     ref = runs.locate(run_id)
@@ -82,6 +92,7 @@ async def follow_run(runs: Runs, run_id: str) -> AsyncIterator[RunEvent | Caught
             last = status
         yield CAUGHT_UP
         await _coordinator_changed(runs, ref)
+        yield BEHIND
         record = await runs.record(ref)
     if record is not None and not record.temporal_run_id:
         status = run_status(ref.run_id, record, None)  # it ended without a slot
@@ -123,11 +134,13 @@ async def _follow_execution(
     record: RunRecord | None,
     where: ExecutionView,
     last: RunStatus | None,
-) -> AsyncIterator[RunEvent | CaughtUp]:
+) -> AsyncIterator[Followed]:
     history = ExecutionHistory(client, where)
     token = b""
     while True:
         events, caught_up, token = await _page(client, where, token)
+        if events:
+            yield BEHIND
         for event in events:
             view = await history.apply(event)
             status = run_status(ref.run_id, record, view)

@@ -15,7 +15,7 @@ from temporalio.service import RPCError
 
 from agent_runner.runs import RunNotFoundError, Runs, RunStatus
 from agent_runner.runs.errors import TemporalUnavailableError, is_unavailable
-from agent_runner.runs.follow import CaughtUp, RunEvent, event_order, follow_run
+from agent_runner.runs.follow import Behind, CaughtUp, Followed, RunEvent, event_order, follow_run
 
 logger = structlog.stdlib.get_logger(__name__)
 # Events kept per run for clients that resume (Last-Event-ID); the oldest go first.
@@ -62,7 +62,10 @@ class RunWatch:
         self.last_used = time.monotonic()
         return self.published[-1] if self.current and self.published else None
 
-    def publish(self, item: RunEvent | CaughtUp) -> None:
+    def publish(self, item: Followed) -> None:
+        if isinstance(item, Behind):
+            self.current = self.final
+            return
         if isinstance(item, CaughtUp):
             self.current = True
         elif not self.published or _after(item.id, self.published[-1].event.id):
