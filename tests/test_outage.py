@@ -123,6 +123,12 @@ def test_a_coordinator_ended_under_its_update_is_an_outage_not_a_500() -> None:
     err = WorkflowUpdateFailedError(ApplicationError(why, type="AcceptedUpdateCompletedWorkflow"))
     with pytest.raises(TemporalUnavailableError), temporal_call():
         raise err
+    # What it says of an update whose task a worker completed without processing it (the SDK
+    # did so just after a server restart).
+    unprocessed = "Workflow Update is rejected because it wasn't processed by worker."
+    err = WorkflowUpdateFailedError(ApplicationError(unprocessed, type="UnprocessedUpdate"))
+    with pytest.raises(TemporalUnavailableError), temporal_call():
+        raise err
     other = WorkflowUpdateFailedError(ApplicationError("refused", type="ValueError"))
     with pytest.raises(WorkflowUpdateFailedError), temporal_call():
         raise other

@@ -64,8 +64,8 @@ from agent_runner.runs.errors import (
     RunFinishedError,
     RunNotFoundError,
     TemporalUnavailableError,
-    closed_under,
     is_unavailable,
+    not_applied,
     temporal_call,
 )
 from agent_runner.runs.pollers import pollers
@@ -260,9 +260,10 @@ class Runs:
                 if not _passing(err) or loop.time() > deadline:
                     raise
             except WorkflowUpdateFailedError as err:
-                # Ended from outside as it handled the admits (nothing admitted): the next call
-                # starts its successor, which takes over what it carried.
-                if not closed_under(err) or loop.time() > deadline:
+                # Nothing admitted (see not_applied): the same call again, which starts the
+                # successor of a coordinator ended from outside (it takes over what that one
+                # carried).
+                if not not_applied(err) or loop.time() > deadline:
                     raise
             finally:
                 await _settled(start)
