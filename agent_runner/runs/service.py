@@ -69,6 +69,7 @@ from agent_runner.runs.errors import (
     temporal_call,
 )
 from agent_runner.runs.pollers import pollers
+from agent_runner.runs.reads import RecordReads
 from agent_runner.status import ExecutionView, RunStatus, run_status
 from agent_runner.validation import InvalidRunInputError, checked_request
 
@@ -135,6 +136,7 @@ class Runs:
         self.client = client
         self.target = target
         self._admissions = Admissions(self._send_admits)
+        self._reads = RecordReads(self._query_records)
 
     # --- starts ---------------------------------------------------------------------------------
 
@@ -303,12 +305,7 @@ class Runs:
     async def record(self, ref: RunRef) -> RunRecord | None:
         """What the run's coordinator says of it; None when it does not know it."""
         try:
-            records: list[RunRecord] = await self.client.get_workflow_handle(ref.scope.id).query(
-                RUNS.name,
-                [ref.run_id],
-                result_type=RUNS.result_type,
-                rpc_timeout=self.target.rpc_timeout,
-            )
+            return await self._reads.read(ref.scope, ref.run_id)
         except WorkflowQueryFailedError:
             if await self._is_coordinator(ref.scope):
                 raise TemporalUnavailableError("the scope's coordinator did not answer") from None
@@ -317,7 +314,16 @@ class Runs:
             if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.INVALID_ARGUMENT):
                 return None
             raise
-        return next((record for record in records if record.run_id == ref.run_id), None)
+
+    async def _query_records(self, scope: Scope, run_ids: list[str]) -> list[RunRecord]:
+        """One query of the scope's coordinator for the records of ``run_ids``."""
+        records: list[RunRecord] = await self.client.get_workflow_handle(scope.id).query(
+            RUNS.name,
+            run_ids,
+            result_type=RUNS.result_type,
+            rpc_timeout=self.target.rpc_timeout,
+        )
+        return records
 
     async def slot_freed(self, ref: RunRef, record: RunRecord | None) -> RunRecord | None:
         """For a run whose execution has closed: its record once its coordinator has recorded
