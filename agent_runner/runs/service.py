@@ -16,10 +16,10 @@ import json
 import random
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from temporalio.api.enums.v1 import TaskQueueType
@@ -74,6 +74,7 @@ from agent_runner.status import ExecutionView, RunStatus, run_status
 from agent_runner.validation import InvalidRunInputError, checked_request
 
 logger = structlog.stdlib.get_logger(__name__)
+T = TypeVar("T")
 # A run's execution closes moments before its coordinator frees its slot: how long a read that
 # tells the run's end waits for that (see Runs.slot_freed), and how often it looks.
 SLOT_FREED_WAIT = timedelta(seconds=2)
@@ -234,13 +235,12 @@ class Runs:
         NOT_FOUND, RESOURCE_EXHAUSTED or "not ready" (its closing workflow task was refused
         because the update came): the call is made again, within the budget, and reaches the
         next execution (the update's id keeps it from being applied twice)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.target.rpc_timeout.total_seconds()
         # Past this the call below has given up (and its callers heard 503): the coordinator
         # must not start a run it decides on later.
         not_after = datetime.now(UTC) + self.target.rpc_timeout
         requests = [replace(request, not_after=not_after) for request in requests]
-        while True:
+
+        async def admit(timeout: timedelta) -> list[AdmitAnswer]:
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 SCOPE_WORKFLOW,
                 id=scope.id,
@@ -255,20 +255,30 @@ class Runs:
                     start_workflow_operation=start,
                     id=update_id,
                     result_type=ADMIT.result_type,
-                    rpc_timeout=timedelta(seconds=max(0.1, deadline - loop.time())),
+                    rpc_timeout=timeout,
                 )
                 return answers
+            finally:
+                await _settled(start)
+
+        return await self._within_budget(admit)
+
+    async def _within_budget(self, call: Callable[[timedelta], Awaitable[T]]) -> T:
+        """``call(rpc_timeout)``, an update to a coordinator, made again within the budget while
+        it meets the coordinator on its way out (see :func:`_passing`) or was never applied
+        (see :func:`not_applied`: terminated under it, or unprocessed). Nothing was applied in
+        either case, so the next call reaches the next execution (or starts it) once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.target.rpc_timeout.total_seconds()
+        while True:
+            try:
+                return await call(timedelta(seconds=max(0.1, deadline - loop.time())))
             except RPCError as err:
                 if not _passing(err) or loop.time() > deadline:
                     raise
             except WorkflowUpdateFailedError as err:
-                # Nothing admitted (see not_applied): the same call again, which starts the
-                # successor of a coordinator ended from outside (it takes over what that one
-                # carried).
                 if not not_applied(err) or loop.time() > deadline:
                     raise
-            finally:
-                await _settled(start)
             await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
 
     # --- reads ----------------------------------------------------------------------------------
@@ -446,28 +456,22 @@ class Runs:
     async def _send_cancel(self, ref: RunRef) -> CancelAnswer:
         """The ``cancel`` update, made again within the budget when it met its coordinator on
         its way out (continuing as new: "unexpected workflow task failure"), as an admit is
-        (found by the randomized run as a 503 with no fault around it)."""
+        (found by the randomized run as a 503 with no fault around it). UNKNOWN when no
+        coordinator runs."""
         handle = self.client.get_workflow_handle(ref.scope.id)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.target.rpc_timeout.total_seconds()
-        while True:
+
+        async def cancel(timeout: timedelta) -> CancelAnswer:
             try:
                 answer: CancelAnswer = await handle.execute_update(
-                    CANCEL.name,
-                    ref.run_id,
-                    result_type=CancelAnswer,
-                    rpc_timeout=timedelta(seconds=max(0.1, deadline - loop.time())),
+                    CANCEL.name, ref.run_id, result_type=CancelAnswer, rpc_timeout=timeout
                 )
-                return answer
             except RPCError as err:
-                if err.status == RPCStatusCode.NOT_FOUND:
-                    return CancelAnswer(CancelEffect.UNKNOWN)
-                if not _passing(err) or loop.time() > deadline:
+                if err.status != RPCStatusCode.NOT_FOUND:
                     raise
-            except WorkflowUpdateFailedError as err:
-                if not not_applied(err) or loop.time() > deadline:
-                    raise
-            await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
+                answer = CancelAnswer(CancelEffect.UNKNOWN)
+            return answer
+
+        return await self._within_budget(cancel)
 
 
 async def start_agent_run(
