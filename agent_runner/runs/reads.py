@@ -12,64 +12,32 @@ for all of them, answers each read with what the coordinator said after the read
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from agent_runner.contract import RunRecord
 from agent_runner.ids import Scope
+from agent_runner.runs.batches import ScopeBatches
 
 # Run ids asked in one query at most (the coordinator answers at most 1000).
 READ_MAX = 500
 Query = Callable[[Scope, list[str]], Awaitable[list[RunRecord]]]
 
 
-@dataclass
-class _Waiting:
-    run_id: str
-    answer: asyncio.Future[RunRecord | None]
-
-
-@dataclass
-class _Scope:
-    scope: Scope
-    waiting: list[_Waiting] = field(default_factory=list)
-    reader: asyncio.Task[None] | None = None
-
-
 class RecordReads:
     """One reader per scope; ``query(scope, run_ids)`` makes the call."""
 
     def __init__(self, query: Query) -> None:
-        self._query = query
-        self._scopes: dict[str, _Scope] = {}
+        async def one_query(scope: Scope, run_ids: list[str]) -> list[RunRecord]:
+            return await query(scope, sorted(set(run_ids)))
+
+        self._batches: ScopeBatches[str, RunRecord] = ScopeBatches(
+            one_query,
+            key=lambda run_id: run_id,
+            answered=lambda record: record.run_id,
+            most=READ_MAX,
+        )
 
     async def read(self, scope: Scope, run_id: str) -> RunRecord | None:
         """The run's record (None: its coordinator does not know it); the query's error if it
         failed."""
-        pending = self._scopes.setdefault(scope.id, _Scope(scope))
-        answer: asyncio.Future[RunRecord | None] = asyncio.get_running_loop().create_future()
-        pending.waiting.append(_Waiting(run_id, answer))
-        if pending.reader is None or pending.reader.done():
-            pending.reader = asyncio.create_task(self._drain(pending))
-        return await answer
-
-    async def _drain(self, pending: _Scope) -> None:
-        while pending.waiting:
-            batch, pending.waiting = pending.waiting[:READ_MAX], pending.waiting[READ_MAX:]
-            batch = [item for item in batch if not item.answer.done()]
-            if not batch:
-                continue
-            try:
-                records = await self._query(pending.scope, sorted({i.run_id for i in batch}))
-            except Exception as err:
-                for item in batch:
-                    if not item.answer.done():
-                        item.answer.set_exception(err)
-                continue
-            by_run = {record.run_id: record for record in records}
-            for item in batch:
-                if not item.answer.done():
-                    item.answer.set_result(by_run.get(item.run_id))
-        if self._scopes.get(pending.scope.id) is pending and not pending.waiting:
-            del self._scopes[pending.scope.id]
+        return await self._batches.ask(scope, run_id)
