@@ -71,6 +71,12 @@ def retry_interval_seconds(initial: float, attempt: int) -> float:
     return float(min(initial * 2.0 ** (attempt - 1), 100 * initial))
 
 
+# How many lost dispatches (sent to a worker that went silent before its agent could start) a
+# run sends again without using up an attempt, over all its attempts: more than the open polls
+# one silent worker holds (the SDK's max_concurrent_activity_task_polls, 5 by default).
+LOST_DISPATCHES = 10
+
+
 def attempt_deadline_seconds(
     timeout_seconds: float, heartbeat_timeout_seconds: float, worker_wait_seconds: float
 ) -> float:
@@ -89,8 +95,9 @@ def run_bound_seconds(
 ) -> float:
     """The longest a run can hold its slot, whatever happens to its attempts: each attempt's
     deadline, the grace for a cancelled one to answer, the wait for one that did not say it
-    stopped, and the pauses between them. The coordinator starts the run's workflow with this
-    as its execution timeout, the server's backstop for a workflow that cannot even run."""
+    stopped, the pauses between them, and the dispatches lost before an agent started. The
+    coordinator starts the run's workflow with this as its execution timeout, the server's
+    backstop for a workflow that cannot even run."""
     lease = lease_seconds(heartbeat_timeout_seconds)
     per_attempt = (
         attempt_deadline_seconds(timeout_seconds, heartbeat_timeout_seconds, worker_wait_seconds)
@@ -101,4 +108,6 @@ def run_bound_seconds(
         retry_interval_seconds(retry_initial_interval_seconds, attempt)
         for attempt in range(1, max_attempts)
     )
-    return max_attempts * per_attempt + pauses + 60.0
+    # A lost dispatch: a worker's pickup, then its heartbeat timeout.
+    lost = LOST_DISPATCHES * (worker_wait_seconds + heartbeat_timeout_seconds + 5.0)
+    return max_attempts * per_attempt + pauses + lost + 60.0

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from agent_runner.ids import agent_task_queue, place_of
     from agent_runner.lease import (
+        LOST_DISPATCHES,
         attempt_deadline_seconds,
         lease_seconds,
         retry_interval_seconds,
@@ -64,6 +65,8 @@ with workflow.unsafe.imports_passed_through():
     from agent_runner.validation import InvalidRunInputError, parse_as, quoted, shortened
 
 CANCELLED = "cancelled"
+# The patch that sends a lost dispatch again (histories from before it replay as they ran).
+RESEND_LOST = "resend-lost-dispatch"
 
 
 class NotGrantedError(InvalidRunInputError):
@@ -83,6 +86,7 @@ class AgentRunWorkflow:
         self._progress: Progress | None = None
         self._last_failure: str | None = None
         self._reports: dict[int, AttemptReport] = {}
+        self._lost = 0
 
     # --- messages from the attempts -------------------------------------------------------------
 
@@ -175,6 +179,8 @@ class AgentRunWorkflow:
                 await self._sleep(pause)
             await self._until_stopped()
             end = await self._attempt(run_input, attempt)
+            while self._resend(run_input, attempt, end):
+                end = await self._attempt(run_input, attempt)
             proven = book.finish(attempt, end.stop_key, workflow.now())
             await self._until_stopped()
             if self._cancelled or end.kind == EndKind.CANCELLED:
@@ -253,6 +259,31 @@ class AgentRunWorkflow:
                 stop_key=report.stop_key,
             )
         return _end_of(activity)
+
+    def _resend(self, run_input: SlotRunInput, attempt: int, end: AttemptEnd) -> bool:
+        """Whether to send the attempt again because its dispatch was lost before its agent
+        started (see :mod:`workflows.attempt_book`); that does not use up an attempt."""
+        book = self._book
+        assert book is not None
+        if self._cancelled or self._lost >= LOST_DISPATCHES or not book.lost(attempt, end):
+            return False
+        if not workflow.patched(RESEND_LOST):
+            return False
+        self._lost += 1
+        book.finish(attempt, "", workflow.now())  # no dispatch claimed: nothing to wait out
+        self._failed(attempt, f"{end.reason}, before its agent started", retrying=True)
+        workflow.logger.warning(
+            "attempt_dispatch_lost",
+            extra={
+                "run_id": run_input.run_id,
+                "agent_type": run_input.agent_type,
+                "user_id": run_input.user_id,
+                "attempt": attempt,
+                "lost": self._lost,
+                "reason": end.reason,
+            },
+        )
+        return True
 
     async def _sleep(self, seconds: float) -> None:
         """A pause between attempts; a cancel of the run cuts it short."""

@@ -14,6 +14,11 @@ stop key (:mod:`agent_runner.lease`). The rules:
   without it is not the agent's failure.
 - Every dispatch whose key was not revealed may still work: the run takes no further step
   (no next attempt, no end) until one lease after it learned of the attempt's end.
+- A dispatch that timed out on its heartbeat without ever claiming was *lost*: a worker took it
+  from the server and went silent before its agent could start (it was paused, cut off or
+  killed; a paused worker's open polls take tasks until each has one). No agent started, so the
+  run sends the attempt again without using up one of its attempts, up to
+  :data:`agent_runner.lease.LOST_DISPATCHES` times.
 """
 
 from __future__ import annotations
@@ -89,6 +94,11 @@ class AttemptBook:
     def claimed(self, attempt: int) -> bool:
         return any(d.attempt == attempt for d in self.dispatches)
 
+    def lost(self, attempt: int, end: AttemptEnd) -> bool:
+        """Whether ``end`` is that of a dispatch lost before its agent could start: it stopped
+        heartbeating without any dispatch of the attempt having claimed it."""
+        return end.timeout == TimeoutType.HEARTBEAT and not self.claimed(attempt)
+
     def check_report(self, attempt: int, stop_key: str) -> None:
         """A report is taken only for the current attempt, from one of its claims."""
         if not self.claimable or attempt != self.current:
@@ -130,6 +140,7 @@ class AttemptEnd:
     reason: str = ""
     output: AgentOutput | None = None
     stop_key: str = ""
+    timeout: TimeoutType | None = None
 
 
 def attempt_end(outcome: AgentOutput | BaseException | None) -> AttemptEnd:
@@ -152,7 +163,7 @@ def attempt_end(outcome: AgentOutput | BaseException | None) -> AttemptEnd:
     if isinstance(cause, CancelledError):
         return AttemptEnd(EndKind.CANCELLED, "cancelled")
     if isinstance(cause, TimeoutError):
-        return AttemptEnd(EndKind.FAILED, _timeout_reason(cause.type))
+        return AttemptEnd(EndKind.FAILED, _timeout_reason(cause.type), timeout=cause.type)
     return AttemptEnd(EndKind.FAILED, str(cause or outcome))
 
 

@@ -7,10 +7,17 @@ import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
 
 from agent_runner.contract import AttemptClaim
 from agent_runner.lease import commitment
-from workflows.attempt_book import AttemptBook, AttemptRefusedError
+from workflows.attempt_book import (
+    AttemptBook,
+    AttemptEnd,
+    AttemptRefusedError,
+    EndKind,
+    attempt_end,
+)
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 LEASE = 9.0
@@ -69,3 +76,36 @@ def test_a_report_needs_the_key_of_one_of_its_claims():
     with pytest.raises(AttemptRefusedError):
         book.check_report(1, secrets.token_hex(32))
     book.check_report(1, key)
+
+
+def test_a_dispatch_that_went_silent_before_claiming_was_lost_and_one_that_claimed_was_not():
+    """A paused worker's open polls took attempts 2 and 3 of a run after attempt 1's worker was
+    paused: both timed out on their heartbeat before their agent could start, and the run ended
+    ERROR without another agent ever working (tests/test_guarantees.py, CI). Such a dispatch is
+    lost, and is sent again without using up an attempt; one that claimed is a real attempt."""
+    silent = AttemptEnd(EndKind.FAILED, "heartbeat", timeout=TimeoutType.HEARTBEAT)
+    book = AttemptBook(fence_base=0, lease_seconds=LEASE)
+    book.begin(2)
+    assert book.lost(2, silent)
+    assert not book.lost(
+        2, AttemptEnd(EndKind.FAILED, "no worker", timeout=TimeoutType.SCHEDULE_TO_START)
+    )
+    assert not book.lost(2, AttemptEnd(EndKind.FAILED, "the agent raised"))
+    claim(book, attempt=2)
+    assert not book.lost(2, silent)
+
+
+def test_a_heartbeat_timeout_is_read_as_such_from_the_activitys_failure():
+    error = ActivityError(
+        "activity timed out",
+        scheduled_event_id=5,
+        started_event_id=6,
+        identity="worker",
+        activity_type="run_agent",
+        activity_id="attempt-2",
+        retry_state=None,
+    )
+    error.__cause__ = TimeoutError(
+        "heartbeat", type=TimeoutType.HEARTBEAT, last_heartbeat_details=[]
+    )
+    assert attempt_end(error).timeout == TimeoutType.HEARTBEAT
