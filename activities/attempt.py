@@ -206,6 +206,9 @@ class Attempt:
         update_id = f"report-{self.stop_key[:32]}"
         not_after = datetime.now(UTC) + REPORT_FOR
         report = AttemptReport(self.task.attempt, self.stop_key, result, not_after=not_after)
+        # Not an end line: the evidence of a completion whose process is killed between the
+        # run taking the result and agent_complete being written.
+        self.log.info("agent_reporting", result=result)
         try:
             await reach(
                 lambda: self.run.execute_update(

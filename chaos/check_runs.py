@@ -2,6 +2,11 @@
 agent completed exactly once and an ERROR run's at most once, and a DONE status reports the
 result its ``agent_complete`` line logged.
 
+A process SIGKILLed between its run taking the result and its ``agent_complete`` line cannot
+write that line: such a completion is read from the attempt's ``agent_reporting`` line (written
+just before the report) when that attempt has no end line and its process was killed, and the
+result it carries is the one the DONE status reports. Those are counted in a note.
+
 A run's end is its last status read (reads arrive in order; the end-of-run reads come last). A
 final state followed by a different state in a read that began after the final one arrived
 is a violation too: a run that ended does not start again.
@@ -13,8 +18,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from chaos.facts import FINAL_STATES, Accepted, stamp, state_of, terminated_between
-from chaos.history import Op
-from chaos.logs import COMPLETE_EVENT, END_EVENTS, LogLine
+from chaos.history import Op, ProcessLife
+from chaos.logs import COMPLETE_EVENT, END_EVENTS, REPORTING_EVENT, LogLine
 from chaos.verdicts import PropertyResult
 
 FINAL_NAME = "final"
@@ -99,7 +104,10 @@ def _brief(op: Op) -> str:
 
 
 def check_once(
-    accepted: Mapping[str, Accepted], reads: Mapping[str, list[Op]], lines: Sequence[LogLine]
+    accepted: Mapping[str, Accepted],
+    reads: Mapping[str, list[Op]],
+    lines: Sequence[LogLine],
+    processes: Sequence[ProcessLife] = (),
 ) -> PropertyResult:
     completes: dict[str, list[LogLine]] = defaultdict(list)
     ends: dict[str, list[LogLine]] = defaultdict(list)
@@ -108,8 +116,10 @@ def check_once(
             completes[line.run_id].append(line)
         elif line.event in END_EVENTS:
             ends[line.run_id].append(line)
+    killed_reports = _killed_reports(lines, processes)
     violations: list[str] = []
     checked = 0
+    killed_completions = 0
     for run_id in accepted:
         run_reads = reads.get(run_id, [])
         final = state_of(run_reads[-1]) if run_reads else None
@@ -117,6 +127,9 @@ def check_once(
             continue  # property (b) says so
         checked += 1
         done = completes[run_id]
+        if final == "DONE" and not done and len(killed_reports[run_id]) == 1:
+            done = killed_reports[run_id]
+            killed_completions += 1
         if (final == "DONE" and len(done) != 1) or (final == "ERROR" and len(done) > 1):
             listed = "; ".join(
                 f"attempt {line.attempt} token {line.fencing_token} on {line.process} at "
@@ -142,6 +155,8 @@ def check_once(
                     f"{done[0].result!r}"
                 )
     notes = [
+        f"completions read from agent_reporting (process killed before agent_complete): "
+        f"{killed_completions}",
         f"agent_complete lines of runs no 202 named: "
         f"{sum(1 for run_id in completes if run_id not in accepted)}",
         f"runs with more than one agent_start attempt: {_retried(lines)}",
@@ -149,6 +164,26 @@ def check_once(
     return PropertyResult(
         name=ONCE_NAME, title=ONCE_TITLE, checked=checked, violations=violations, notes=notes
     )
+
+
+def _killed_reports(
+    lines: Sequence[LogLine], processes: Sequence[ProcessLife]
+) -> dict[str, list[LogLine]]:
+    """Per run, its ``agent_reporting`` lines whose attempt wrote no end line in a process that
+    was then SIGKILLed: completions that may have happened with no way left to log them."""
+    killed = {life.name for life in processes if life.ended_by == "sigkill"}
+    ended = {
+        (line.process, line.run_id, line.attempt) for line in lines if line.event in END_EVENTS
+    }
+    reports: dict[str, list[LogLine]] = defaultdict(list)
+    for line in lines:
+        if (
+            line.event == REPORTING_EVENT
+            and line.process in killed
+            and (line.process, line.run_id, line.attempt) not in ended
+        ):
+            reports[line.run_id].append(line)
+    return reports
 
 
 def _retried(lines: Sequence[LogLine]) -> int:

@@ -83,7 +83,7 @@ def check(
                 _unanswered(history),
                 terminations(history),
             ),
-            check_once(accepted, reads, lines),
+            check_once(accepted, reads, lines, history.processes),
             _fifo(history, lines, accepted, reads, options),
             check_keys(history, lines),
             check_errors(

@@ -24,8 +24,10 @@ LEASE_LOST_EVENT = "agent_lease_lost"
 END_EVENTS = frozenset(
     {COMPLETE_EVENT, "agent_error", "agent_cancelled", "agent_timed_out", LEASE_LOST_EVENT}
 )
+# Written as an attempt hands its result to its run, before agent_complete.
+REPORTING_EVENT = "agent_reporting"
 ACCEPTED_EVENT = "run_accepted"
-READ_EVENTS = END_EVENTS | {START_EVENT, ACCEPTED_EVENT}
+READ_EVENTS = END_EVENTS | {START_EVENT, ACCEPTED_EVENT, REPORTING_EVENT}
 
 
 class LogLine(BaseModel):
@@ -44,7 +46,7 @@ class LogLine(BaseModel):
     lease_expired_at: float | None = None
     # agent_complete and agent_lease_lost: when the agent stopped (its line may come later).
     stopped_at: float | None = None
-    # agent_complete: whether the line carries the result, and which.
+    # agent_complete and agent_reporting: whether the line carries the result, and which.
     has_result: bool = False
     result: Any = None
     idempotency_key: str | None = None

@@ -493,3 +493,31 @@ def test_an_agent_complete_written_late_ends_its_span_when_the_agent_stopped() -
     late = clean(b_agent=None)
     late.agent("B", 1.3, 3.5, has_result=True, result="rejected", stopped_at=T0 + 3.4)
     assert_only_fails(verdict_of(late), "bound")
+
+
+def _b_reported_then(ended_by: str, result: str = "rejected") -> Story:
+    """B's attempt logged agent_reporting (2.3), then its worker ended (2.4) before it could
+    write agent_complete."""
+    story = clean(b_agent=None)
+    story.processes = [life for life in story.processes if life.name != "worker1-1"]
+    story.life("worker1-1", "worker", -1.0, 2.4, ended_by)
+    story.agent("B", 1.3, None, worker="worker1-1")
+    story.log("worker1-1", "agent_reporting", 2.3, "B", attempt=1, has_result=True, result=result)
+    return story
+
+
+def test_a_completion_whose_worker_was_killed_before_its_end_line_counts_once() -> None:
+    """The 30-minute run of seed 62207: a worker SIGKILLed 21 ms after its run took the result
+    had no time to write agent_complete, and the DONE run was judged completed zero times. The
+    attempt's agent_reporting line, with the result the status reports, is the completion."""
+    verdict = verdict_of(_b_reported_then("sigkill"))
+    assert verdict.passed, [(r.name, r.violations) for r in verdict.properties]
+    assert (
+        "completions read from agent_reporting (process killed before agent_complete): 1"
+        in verdict["once"].notes
+    )
+
+
+def test_a_report_line_is_no_completion_unless_its_worker_was_killed_with_that_result() -> None:
+    assert_only_fails(verdict_of(_b_reported_then("sigterm")), "once")
+    assert_only_fails(verdict_of(_b_reported_then("sigkill", result="approved")), "once")
