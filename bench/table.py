@@ -94,16 +94,25 @@ def _progress(section: dict[str, Any]) -> list[Row]:
 
 
 def _post_to_done(section: dict[str, Any]) -> list[Row]:
+    """The overhead is the time beyond the agent's own work, on both sides: a ratio of totals
+    that include the agent's seconds hides most of it."""
     raw, seconds = section["raw_temporal"], section["agent_seconds"]
+    own = seconds * 1000.0
     rows = []
     for client in ("streaming", "long_polling"):
         label = client.replace("_", "-")
-        for pct, goal in (("p50", ("≤", 1.1)), ("p95", None)):
+        ours = section[client]
+        for pct in ("p50", "p95"):
             rows.append(
-                row(f"6. POST→DONE, {seconds:g} s agent, {label} client {pct} "
-                    "(vs raw start→result)", section[client][f"{pct}_ms"], raw[f"{pct}_ms"],
-                    "ms", goal)
+                row(f"6. overhead beyond the {seconds:g} s agent, {label} client {pct} "
+                    "(POST→DONE minus the agent's time, vs raw start→result minus it)",
+                    round(ours[f"{pct}_ms"] - own, 2), round(raw[f"{pct}_ms"] - own, 2), "ms",
+                    ("≤", 1.2) if pct == "p50" else None)
             )  # fmt: skip
+        rows.append(
+            row(f"6. POST→DONE, {seconds:g} s agent, {label} client p50, agent included "
+                "(vs raw start→result)", ours["p50_ms"], raw["p50_ms"], "ms")
+        )  # fmt: skip
     return rows
 
 
