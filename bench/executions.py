@@ -133,3 +133,28 @@ async def wait_drained(client: Client, task_queue: str, timeout: float = 300.0) 
         if time.monotonic() > deadline:
             raise TimeoutError(f"executions on {task_queue} still open after {timeout:g} s")
         await asyncio.sleep(0.5)
+
+
+# The legs of one run, in order: when the client asked, when the execution started, when its
+# agent started and ended (ours: claim and report; raw: the activity), when the execution
+# closed, when the client had the result.
+LEGS = ("admitted", "agent_started", "agent_ended", "closed", "answered")
+
+
+async def legs(
+    client: Client, workflow_id: str, run_id: str, asked: float, answered: float
+) -> dict[str, float]:
+    """Seconds each leg of a run took: from the client's ask (``asked``, epoch seconds) to its
+    execution's start (``admitted``), to its agent's start and end, to the execution's close,
+    to the client's answer (``answered``). The server and the client share this machine's
+    clock."""
+    times = await execution_times(client, workflow_id, run_id)
+    marks = [
+        asked,
+        times.started.timestamp(),
+        times.agent_started.timestamp(),
+        times.agent_ended.timestamp(),
+        times.closed.timestamp(),
+        answered,
+    ]
+    return {name: marks[index + 1] - marks[index] for index, name in enumerate(LEGS)}

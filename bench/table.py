@@ -33,13 +33,28 @@ def row(name: str, ours: float, base: float | None, unit: str, goal: Goal = None
     }
 
 
+# What each leg of a run is, ours (raw Temporal's in brackets); bench/executions.py LEGS.
+LEG_NAMES = {
+    "admitted": "POST → the run's workflow started (API, coordinator, child start) [start call]",
+    "agent_started": "→ agent started (its claim) [activity started]",
+    "agent_ended": "→ agent ended (its report; the agent takes 0 s) [activity completed]",
+    "closed": "→ the run's workflow closed",
+    "answered": "→ the client has DONE (the slot is free) [the client has the result]",
+}
+
+
 def _overhead(section: dict[str, Any]) -> list[Row]:
     ours, raw = section["ours"], section["raw_temporal"]
-    return [
+    rows = [
         row(f"1. POST→DONE overhead {pct} (vs raw start→result)", ours[f"{pct}_ms"],
             raw[f"{pct}_ms"], "ms", ("≤", 1.2))
         for pct in ("p50", "p95")
     ]  # fmt: skip
+    for name, leg in section.get("legs", {}).items():
+        rows.append(
+            row(f"1. leg p50: {LEG_NAMES[name]}", leg["ours_p50_ms"], leg["raw_p50_ms"], "ms")
+        )
+    return rows
 
 
 def _reads(reads: dict[str, Any]) -> list[Row]:
