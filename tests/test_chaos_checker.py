@@ -521,3 +521,22 @@ def test_a_completion_whose_worker_was_killed_before_its_end_line_counts_once() 
 def test_a_report_line_is_no_completion_unless_its_worker_was_killed_with_that_result() -> None:
     assert_only_fails(verdict_of(_b_reported_then("sigterm")), "once")
     assert_only_fails(verdict_of(_b_reported_then("sigkill", result="approved")), "once")
+
+
+def test_a_503_is_excused_in_the_first_seconds_after_a_worker_left_at_its_heal() -> None:
+    # Seed 44829: the extra worker of other-slots-worker was stopped (SIGTERM) at the heal, and
+    # a coordinator task its poll got as its shutdown began waited out its 10 s timeout.
+    story = clean()
+    story.faults.append(
+        FaultRecord(kind="other-slots-worker", target="worker2", started=T0 + 20.0, ended=T0 + 30.0)
+    )
+    story.start(40.0, 42.0, "enqueue", None, status=503)
+    assert verdict_of(story).passed
+
+    story.start(48.0, 50.0, "enqueue", None, status=503)  # the other workers have every task
+    assert_only_fails(verdict_of(story), "5xx")
+
+    leaves_not = clean()
+    worker_fault(leaves_not, "worker1", 20.0, 30.0, "pause-worker")  # resumed, not gone
+    leaves_not.start(40.0, 42.0, "enqueue", None, status=503)
+    assert_only_fails(verdict_of(leaves_not), "5xx")
