@@ -81,6 +81,8 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 # A run's agent may wait this long for a worker that has it (then that attempt fails).
 WORKER_WAIT = timedelta(minutes=5)
+# The patch that passes carried cancels on again (histories from before it replay as they ran).
+RESEND_CANCELS = "resend-carried-cancels"
 _QUICK = timedelta(seconds=10)
 # A settings read is one describe call; one the server handed to a worker that was then cut off
 # waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
@@ -182,6 +184,7 @@ class AgentScopeWorkflow:
         for slot, run_id, temporal_run_id in self._book.held():
             if temporal_run_id is not None:  # inherited from the execution before
                 self._watch_run(run_id, scope.slot_id(slot), temporal_run_id)
+                self._stop_again(run_id)
         for slot, foreign_run_id in self._book.foreign():
             self._watch_foreign(slot, scope.slot_id(slot), foreign_run_id)
         while True:
@@ -346,6 +349,17 @@ class AgentScopeWorkflow:
             retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=5)),
         )
         return closed
+
+    def _stop_again(self, run_id: str) -> None:
+        """Pass on again a cancel the execution before accepted: its request to the run may
+        have been initiated in the task that continued as new, and the server drops such a
+        request with its initiator (found by `make bench`: a run cancelled 0.1 s after its
+        start, answered "stopping", worked on for its whole timeout and was retried). Asking a
+        run to cancel twice changes nothing."""
+        entry = self._book.entry(run_id) if self._book else None
+        if entry is None or not entry.cancel_requested or not workflow.patched(RESEND_CANCELS):
+            return
+        self._spawn(self._stop(run_id))
 
     async def _stop(self, run_id: str) -> None:
         """Pass a cancel on to a granted run's workflow."""
