@@ -107,7 +107,7 @@ def check_once(
     accepted: Mapping[str, Accepted],
     reads: Mapping[str, list[Op]],
     lines: Sequence[LogLine],
-    processes: Sequence[ProcessLife] = (),
+    processes: Sequence[ProcessLife],
 ) -> PropertyResult:
     completes: dict[str, list[LogLine]] = defaultdict(list)
     ends: dict[str, list[LogLine]] = defaultdict(list)

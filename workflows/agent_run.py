@@ -269,8 +269,7 @@ class AgentRunWorkflow:
             return False
         if not workflow.patched(RESEND_LOST):
             return False
-        self._lost += 1
-        book.finish(attempt, "", workflow.now())  # no dispatch claimed: nothing to wait out
+        self._lost += 1  # no dispatch claimed it: nothing to wait out, and it begins again
         self._failed(attempt, f"{end.reason}, before its agent started", retrying=True)
         workflow.logger.warning(
             "attempt_dispatch_lost",
