@@ -277,7 +277,8 @@ class Attempt:
             "agent_lease_lost",
             message="The agent stopped: it could no longer be sure it holds the slot",
             reason=self.lease.lost_reason,
-            stopped_at=datetime.now(UTC).isoformat(),
+            # An agent that stopped before its report was refused stopped then, not now.
+            stopped_at=(self._stopped_at or datetime.now(UTC)).isoformat(),
             lease_expired_at=expired.isoformat() if expired else None,
         )
 

@@ -239,7 +239,16 @@ async def test_5_api_sigkill_mid_run_does_not_affect_the_run(
 
     body = await wait_state(http, stack.api_url(1), run_id, "DONE")
 
-    assert body["attempt"] == 1
+    # No API takes part in an attempt. With one core kept busy, an attempt could not have its
+    # 1.5 s lease confirmed in time and stopped (CI: DONE on attempt 3): that is the lease
+    # doing its work on a slow machine, not the API's death, and is the only other end allowed.
+    async def ended_by_its_lease_or_completed() -> None:
+        spans = [span for span in stack.spans() if span.run_id == run_id]
+        assert [span.ended_by for span in spans][-1:] == ["agent_complete"], spans
+        assert {span.ended_by for span in spans[:-1]} <= {"agent_lease_lost"}, spans
+        assert len(spans) == body["attempt"], spans
+
+    await assert_eventually(ended_by_its_lease_or_completed, timeout=30)
     await stack.start_api(0)
     assert (await status(http, stack.api_url(0), run_id))["state"] == "DONE"
     RESULTS["05_api_sigkill"] = {
