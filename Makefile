@@ -57,7 +57,7 @@ openapi: install
 # Record the workflow histories tests/test_replay.py replays (only for a change meant to be
 # incompatible; see docs/operations.md, "Changing the workflows safely").
 histories: install
-	$(BIN)/python -m scripts.record_histories
+	ADD=$(ADD) $(BIN)/python -m scripts.record_histories
 
 reliability-report: install
 	$(BIN)/pytest -q -m reliability

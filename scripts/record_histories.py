@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
@@ -28,6 +29,9 @@ from devtools.processes import EXAMPLE_USER_ID, ROOT, in_process_dev_server
 from worker import build_workers
 
 HISTORIES = ROOT / "tests" / "histories"
+# `make histories ADD=<version>`: record beside the histories already there (each name
+# prefixed), for a compatible change whose new code paths should replay too.
+PREFIX = f"{os.environ['ADD']}-" if os.environ.get("ADD") else ""
 WAIT = timedelta(seconds=60)
 Scenario = Callable[[Runs, Settings], Awaitable[None]]
 
@@ -158,7 +162,7 @@ async def record(client: Client, name: str, settings: Settings) -> None:
     for index, execution in enumerate(executions):
         handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
         history = await handle.fetch_history()
-        path = HISTORIES / f"{name}-{execution.workflow_type}-{index}.json"
+        path = HISTORIES / f"{PREFIX}{name}-{execution.workflow_type}-{index}.json"
         path.write_text(json.dumps(json.loads(history.to_json()), indent=1) + "\n")
         print(f"wrote {path.relative_to(ROOT)} ({len(history.events)} events)")
 
@@ -180,8 +184,9 @@ async def scenario(client: Client, name: str, agents: Sequence[Agent[Any]], act:
 async def main() -> None:
     configure_logging("INFO", "json")
     HISTORIES.mkdir(parents=True, exist_ok=True)
-    for old in HISTORIES.glob("*.json"):
-        old.unlink()
+    if not PREFIX:
+        for old in HISTORIES.glob("*.json"):
+            old.unlink()
     env = await in_process_dev_server(suggest_continue_as_new=40)
     async with env:
         client = env.client

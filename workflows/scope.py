@@ -81,6 +81,8 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 # A run's agent may wait this long for a worker that has it (then that attempt fails).
 WORKER_WAIT = timedelta(minutes=5)
+# The patch after which the loop grants with an admit's read younger than SETTINGS_FRESH.
+SHARED_READS_PATCH = "loop-uses-admit-reads"
 # The patch that passes carried cancels on again (histories from before it replay as they ran).
 RESEND_CANCELS = "resend-carried-cancels"
 _QUICK = timedelta(seconds=10)
@@ -105,6 +107,8 @@ class AgentScopeWorkflow:
         self._published: tuple[int, int] | None = None
         # When the loop last started a read of the settings of its own.
         self._loop_read_at: datetime | None = None
+        # When the latest read that came back began (the loop's or an admit's).
+        self._read_at: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._waited = workflow.metric_meter().create_histogram_float(
             "agent_runner_queue_wait_seconds", "Time runs waited in a queue for a slot.", "s"
@@ -207,7 +211,7 @@ class AgentScopeWorkflow:
         self._dirty = False
         if book.to_start() or book.queue_length:
             now = workflow.now()
-            if self._loop_read_at is None or now - self._loop_read_at >= SETTINGS_FRESH:
+            if self._settings_stale(now):
                 self._loop_read_at = now
                 await self._load_settings()
         book.expire(workflow.now())
@@ -216,6 +220,16 @@ class AgentScopeWorkflow:
                 self._starting.add(grant.run_id)
                 self._spawn(self._hold(grant))
         self._publish()
+
+    def _settings_stale(self, now: datetime) -> bool:
+        """Whether the loop reads the record again before it grants: when no read of its own
+        began within SETTINGS_FRESH, and (since the patch) no read at all did: an admit's read
+        that has come back is as fresh as one of the loop's (it is not awaited, only used)."""
+        if self._loop_read_at is not None and now - self._loop_read_at < SETTINGS_FRESH:
+            return False
+        if not workflow.patched(SHARED_READS_PATCH):
+            return True
+        return self._read_at is None or now - self._read_at >= SETTINGS_FRESH
 
     def _may_end(self) -> bool:
         book = self._book
@@ -416,6 +430,7 @@ class AgentScopeWorkflow:
         other when it replays (temporalio/sdk-python#673, #1591). A handler that waited on a
         read another one started would then end in one task on first run and in another on
         replay, a history that no longer replays (found by the randomized run)."""
+        began = workflow.now()
         found: DeploymentSettings | None = await workflow.execute_activity(
             READ_SETTINGS,
             settings_id(_own_scope().base),
@@ -425,6 +440,7 @@ class AgentScopeWorkflow:
         )
         if found is not None:
             self._settings = found
+            self._read_at = max(began, self._read_at) if self._read_at else began
             if self._book is not None:
                 self._book.limits = found.limits
 
