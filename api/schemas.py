@@ -154,6 +154,9 @@ class BusyResponse(BaseModel):
 class QueueResponse(BaseModel):
     running: list[RunStatusResponse] = Field(description="Runs holding a slot, oldest first.")
     queued: list[RunStatusResponse] = Field(description="Runs waiting, next first.")
+    next_page_token: str | None = Field(
+        None, description="Pass as `page_token` for the next page; null on the last."
+    )
 
 
 class RunSummaryResponse(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -102,4 +103,77 @@ async def test_a_queue_scope_that_names_no_scope_is_422(temporal_address: str, k
             assert f"AGENT_SCOPE={kind}" in answer.json()["detail"], answer.text
         named = await api.get("/agents/queue", params={"scope": SCOPE_OF_KIND[kind]})
         assert named.status_code == 200, named.text
-        assert named.json() == {"running": [], "queued": []}
+        assert named.json() == {"running": [], "queued": [], "next_page_token": None}
+
+
+async def pages(api: httpx.AsyncClient, **params: object) -> list[dict[str, Any]]:
+    """Every page of /agents/queue, following the tokens."""
+    found: list[dict[str, Any]] = []
+    token = None
+    while True:
+        answer = await api.get("/agents/queue", params={**params, "page_token": token or ""})
+        assert answer.status_code == 200, answer.text
+        found.append(answer.json())
+        token = found[-1]["next_page_token"]
+        if token is None:
+            return found
+
+
+def ids(page: dict[str, Any]) -> list[str]:
+    return [run["run_id"] for run in page["running"] + page["queued"]]
+
+
+async def test_the_queue_is_read_a_page_at_a_time(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    """Scale issue, finding 3: /agents/queue read every scope in one answer (2,000 scopes:
+    40-55 s, 1 MB). A page holds at most `limit` runs and costs one view per scope on it."""
+    settings = make_settings(
+        temporal_address,
+        task_queue=f"queue-pages-{uuid.uuid4()}",
+        agent_scope="user_id",
+        agent_duration_seconds=60.0,
+    )
+    users = [str(uuid.uuid4()) for _ in range(4)]
+    async for api in app_client(settings):
+        async with in_process_worker(temporal_client, settings):
+            started: dict[str, list[str]] = {}
+            for user in users:
+                body = {"agent_type": "policy-checker", "user_id": user, "on_busy": "enqueue"}
+                started[user] = [
+                    (await api.post("/agents/run", json=body)).json()["run_id"] for _ in range(3)
+                ]
+            every = {run_id for run_ids in started.values() for run_id in run_ids}
+
+            async def all_listed(
+                api: httpx.AsyncClient = api, every: set[str] = every
+            ) -> list[dict[str, Any]]:
+                paged = await pages(api, limit=5)
+                listed = [run_id for page in paged for run_id in ids(page)]
+                assert sorted(listed) == sorted(every), paged
+                return paged
+
+            paged = await assert_eventually(all_listed, timeout=30, interval=1.0)
+            assert [len(ids(page)) for page in paged] == [5, 5, 2]
+            # Each user's runs in their order: the holder, then its queue.
+            listed = [run_id for page in paged for run_id in ids(page)]
+            for run_ids in started.values():
+                assert sorted(run_ids, key=listed.index) == run_ids
+
+            # One scope alone, a run at a time.
+            user = users[0]
+            one = await pages(api, scope=user, limit=1)
+            assert [ids(page) for page in one] == [[run_id] for run_id in started[user]]
+            assert one[0]["running"]
+            assert not one[1]["running"]
+
+            # A token is only good for the listing it came from.
+            token = (await api.get("/agents/queue", params={"limit": 1})).json()
+            other = await api.get(
+                "/agents/queue", params={"scope": user, "page_token": token["next_page_token"]}
+            )
+            assert other.status_code == 400, other.text
+            forged = await api.get("/agents/queue", params={"page_token": "e30.AAAA"})
+            assert forged.status_code == 400, forged.text
+            for run_id in every:
+                await api.post(f"/agents/runs/{run_id}/cancel")

@@ -53,6 +53,9 @@ class RunFinishedError(Exception):
     """The run has already ended, so it cannot be cancelled."""
 
 
+BAD_PAGE_TOKEN_DETAIL = "page_token is not a token this service returned"  # noqa: S105
+
+
 class InvalidPageTokenError(ValueError):
     """The page token is not one this service handed out."""
 

@@ -17,22 +17,21 @@ import hmac
 import json
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner import search_attributes
-from agent_runner.contract import RUN_WORKFLOW, SCOPE_WORKFLOW, RunState
+from agent_runner.contract import RUN_WORKFLOW, SCOPE_WORKFLOW, RunRecord, RunState
 from agent_runner.executions import describe_view
-from agent_runner.ids import parse_workflow_id
-from agent_runner.runs.errors import InvalidPageTokenError, temporal_call
+from agent_runner.ids import Scope, parse_workflow_id
+from agent_runner.runs.errors import BAD_PAGE_TOKEN_DETAIL, InvalidPageTokenError, temporal_call
 from agent_runner.runs.service import Runs
-from agent_runner.status import run_status
+from agent_runner.status import RunStatus, run_status
 
 _PROCESS_KEY = secrets.token_bytes(32)
-BAD_PAGE_TOKEN_DETAIL = "page_token is not a token this service returned"  # noqa: S105
 _CLOSED_STATES = {
     WorkflowExecutionStatus.COMPLETED: RunState.DONE,
     WorkflowExecutionStatus.FAILED: RunState.ERROR,
@@ -155,14 +154,17 @@ async def _queued(runs: Runs, agent_type: str | None, user_id: str | None) -> li
         f"{search_attributes.QUEUE_DEPTH.name} > 0 AND "
         f"WorkflowId STARTS_WITH '{runs.target.workflow_id}'"
     )
-    waiting: list[RunSummary] = []
+    scopes = []
     async for coordinator in runs.client.list_workflows(
         query, limit=_QUEUES_SHOWN, rpc_timeout=runs.target.rpc_timeout
     ):
         place = parse_workflow_id(runs.target.workflow_id, coordinator.id)
-        if place is None or place.slot is not None:
-            continue
-        view = await runs.view(place.scope, 0, 100)
+        if place is not None and place.slot is None:
+            scopes.append(place.scope)
+    # Asked at once: the call's budget is one round trip, not one per scope.
+    views = await asyncio.gather(*(runs.view(scope, 0, 100) for scope in scopes))
+    waiting: list[RunSummary] = []
+    for view in views:
         for record in view.queued if view else []:
             if agent_type not in (None, record.agent_type):
                 continue
@@ -210,3 +212,140 @@ def _mac(body: str, key: bytes) -> str:
 def token_key_from(secret: str) -> bytes:
     """A signing key for page tokens from a configured secret."""
     return hashlib.sha256(json.dumps(["agent-runner page tokens", secret]).encode()).digest()
+
+
+# --- the queues, page by page -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """Runs holding a slot and runs waiting, scope after scope (holders first, then the queue in
+    order), at most a page's limit of them, and where the next page starts."""
+
+    running: list[RunStatus]
+    queued: list[RunStatus]
+    next_page_token: str | None
+
+
+@dataclass(frozen=True)
+class _QueueCursor:
+    """Where a queue page starts: the visibility page of scopes it is in (None: the first, or
+    the one scope named), the scope's place in that page, and how many of that scope's holders
+    and waiting runs earlier pages showed."""
+
+    scopes: bytes | None = None
+    index: int = 0
+    held: int = 0
+    waiting: int = 0
+    named: str = ""
+
+
+@dataclass(frozen=True)
+class _Entries:
+    held: list[str]
+    waiting: list[RunRecord]
+    more: bool  # runs wait beyond these
+
+
+async def list_queue(
+    runs: Runs,
+    *,
+    scope: Scope | None,
+    token_key: bytes | None = None,
+    limit: int = 50,
+    page_token: str | None = None,
+) -> QueuePage:
+    """One page of the queues of ``scope`` (None: every scope with runs open, in visibility's
+    order). A page costs one visibility call and one view of each of at most ``limit`` scopes,
+    asked at once, whatever the number of scopes. Runs move while one pages: as the queue moves
+    under the reader, a run may show on two pages, or on none."""
+    token_key = token_key or _PROCESS_KEY
+    named = scope.id if scope is not None else ""
+    cursor = _queue_cursor(_verified(page_token, token_key), named)
+    holders: list[str] = []
+    queued: list[RunStatus] = []
+    room = limit
+    next_cursor: _QueueCursor | None = None
+    while next_cursor is None:
+        if scope is not None:
+            page, next_scopes = [scope], None
+        else:
+            page, next_scopes = await runs.scope_page(cursor.scopes, limit)
+        first = cursor.index
+        with temporal_call():
+            found = await asyncio.gather(
+                *(
+                    _entries(runs, each, cursor if at == first else _QueueCursor(), room)
+                    for at, each in enumerate(page[first:], start=first)
+                )
+            )
+        for at, entries in enumerate(found, start=first):
+            held = entries.held[:room]
+            waiting = entries.waiting[: room - len(held)]
+            holders += held
+            queued += [status for record in waiting if (status := run_status_of(record))]
+            room -= len(held) + len(waiting)
+            if room > 0:
+                continue
+            begun = cursor if at == first else _QueueCursor(cursor.scopes, at, named=named)
+            if len(held) < len(entries.held) or len(waiting) < len(entries.waiting) or entries.more:
+                next_cursor = replace(
+                    begun,
+                    index=at,
+                    held=begun.held + len(held),
+                    waiting=begun.waiting + len(waiting),
+                )
+            elif at + 1 < len(page):
+                next_cursor = _QueueCursor(cursor.scopes, at + 1, named=named)
+            elif next_scopes:
+                next_cursor = _QueueCursor(next_scopes, named=named)
+            break
+        if room > 0 and next_scopes:
+            cursor = _QueueCursor(next_scopes, named=named)
+        else:
+            break
+    with temporal_call():
+        running = list(await asyncio.gather(*(runs.status(run_id) for run_id in holders)))
+    token = _signed(_queue_token(next_cursor), token_key) if next_cursor else None
+    return QueuePage(running, queued, token)
+
+
+def run_status_of(record: RunRecord) -> RunStatus | None:
+    """A waiting run's status, from its coordinator's record alone."""
+    return run_status(record.run_id, record, None)
+
+
+async def _entries(runs: Runs, scope: Scope, cursor: _QueueCursor, room: int) -> _Entries:
+    """The scope's holders and waiting runs past what ``cursor`` says was shown (at most
+    ``room`` of each), in one view."""
+    view = await runs.view(scope, cursor.waiting, room)
+    if view is None:
+        return _Entries([], [], more=False)
+    held = [slot.run_id for slot in view.slots if slot.run_id][cursor.held :]
+    more = cursor.waiting + len(view.queued) < view.queue_length
+    return _Entries(held, view.queued, more)
+
+
+def _queue_token(cursor: _QueueCursor) -> bytes:
+    scopes = base64.b64encode(cursor.scopes).decode() if cursor.scopes else ""
+    fields = {"s": scopes, "i": cursor.index, "h": cursor.held, "w": cursor.waiting}
+    return json.dumps({**fields, "n": cursor.named}, separators=(",", ":")).encode()
+
+
+def _queue_cursor(token: bytes | None, named: str) -> _QueueCursor:
+    """The cursor a token carries; only a token of a listing of the same scope (or of all)."""
+    if token is None:
+        return _QueueCursor(named=named)
+    try:
+        fields = json.loads(token)
+        scopes = fields["s"]
+        counts = [fields["i"], fields["h"], fields["w"]]
+        if not isinstance(scopes, str) or fields["n"] != named:
+            raise TypeError(scopes)
+        if not all(isinstance(count, int) and count >= 0 for count in counts):
+            raise TypeError(counts)
+        index, held, waiting = counts
+        decoded = base64.b64decode(scopes, validate=True) if scopes else None
+        return _QueueCursor(decoded, index, held, waiting, named)
+    except (ValueError, TypeError, KeyError, binascii.Error):
+        raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None

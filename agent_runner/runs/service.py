@@ -57,8 +57,10 @@ from agent_runner.executions import describe_view
 from agent_runner.ids import RunRef, RunTarget, Scope, parse_run_id, parse_workflow_id
 from agent_runner.runs.admission import Admissions
 from agent_runner.runs.errors import (
+    BAD_PAGE_TOKEN_DETAIL,
     AgentBusyError,
     IdempotencyKeyReusedError,
+    InvalidPageTokenError,
     NoWorkerError,
     QueueFullError,
     RunFinishedError,
@@ -421,20 +423,34 @@ class Runs:
 
     async def open_scopes(self, limit: int = 100) -> list[Scope]:
         """Scopes with a busy slot or a run waiting (from visibility)."""
+        scopes, _ = await self.scope_page(None, limit)
+        return sorted(scopes, key=lambda scope: scope.id)
+
+    async def scope_page(self, token: bytes | None, size: int) -> tuple[list[Scope], bytes | None]:
+        """One page of the scopes with a busy slot or a run waiting, in visibility's order, and
+        the token of the next page (None: the last). :class:`InvalidPageTokenError` for a
+        token the server refuses."""
         query = (
             f"WorkflowType = '{SCOPE_WORKFLOW}' AND ExecutionStatus = 'Running' AND "
             f"WorkflowId STARTS_WITH '{self.target.workflow_id}' AND "
             f"({search_attributes.QUEUE_DEPTH.name} > 0 OR {search_attributes.SLOTS_BUSY.name} > 0)"
         )
-        scopes: list[Scope] = []
+        executions = self.client.list_workflows(
+            query, page_size=size, next_page_token=token, rpc_timeout=self.target.rpc_timeout
+        )
         with temporal_call():
-            async for execution in self.client.list_workflows(
-                query, limit=limit, rpc_timeout=self.target.rpc_timeout
-            ):
-                place = parse_workflow_id(self.target.workflow_id, execution.id)
-                if place is not None and place.slot is None:
-                    scopes.append(place.scope)
-        return sorted(scopes, key=lambda scope: scope.id)
+            try:
+                await executions.fetch_next_page()
+            except RPCError as err:
+                if token and err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN):
+                    raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None
+                raise
+        scopes: list[Scope] = []
+        for execution in executions.current_page or []:
+            place = parse_workflow_id(self.target.workflow_id, execution.id)
+            if place is not None and place.slot is None:
+                scopes.append(place.scope)
+        return scopes, executions.next_page_token or None
 
     # --- cancel ---------------------------------------------------------------------------------
 

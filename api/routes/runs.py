@@ -10,7 +10,7 @@ import structlog
 from fastapi import HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
-from agent_runner.contract import CancelEffect, RunRecord
+from agent_runner.contract import CancelEffect
 from agent_runner.ids import AGENT_TYPE_PATTERN, Scope, ScopeKind, scope_named
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import (
@@ -20,9 +20,8 @@ from agent_runner.runs import (
     RunState,
     RunStatus,
 )
-from agent_runner.runs.listing import list_runs
-from agent_runner.status import run_status as _run_status
-from api.deps import AppState, RunsDep, StateDep
+from agent_runner.runs.listing import list_queue, list_runs
+from api.deps import AppState, StateDep
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router, status_body
 from api.schemas import (
     CancelResponse,
@@ -147,12 +146,13 @@ SCOPE_EXPECTED = {
     "/queue",
     response_model=QueueResponse,
     responses={
+        400: {"model": ErrorResponse, "description": "A page token this API did not issue"},
         422: {"model": ErrorResponse, "description": "A scope this deployment does not have"},
         503: ERRORS[503],
     },
 )
 async def queue(
-    runs_service: RunsDep,
+    app: StateDep,
     scope: Annotated[
         str | None,
         Query(
@@ -163,10 +163,16 @@ async def queue(
             ),
         ),
     ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=100, description="Runs on one page at most (holders and waiting).")
+    ] = 50,
+    page_token: Annotated[str | None, Query(max_length=4096)] = None,
 ) -> QueueResponse:
     """The runs holding a slot and the runs waiting, in order, of one scope (or of every scope
-    with runs open)."""
+    with runs open), a page at a time: scope after scope, each one's holders then its queue."""
+    runs_service = app.runs
     target = runs_service.target
+    named: Scope | None = None
     if scope is not None:
         named = scope_named(target.workflow_id, target.scope_kind, scope)
         if named is None:
@@ -175,25 +181,20 @@ async def queue(
                 f"scope must be {SCOPE_EXPECTED[target.scope_kind]} "
                 f"(AGENT_SCOPE={target.scope_kind.value})",
             )
-        scopes = [named]
     elif target.scope_kind == ScopeKind.GLOBAL:
-        scopes = [Scope(target.workflow_id)]
-    else:
-        scopes = await runs_service.open_scopes()
-    running: list[RunStatus] = []
-    queued: list[RunStatus] = []
-    for each in scopes:
-        view = await runs_service.view(each, 0, 100)
-        if view is None:
-            continue
-        held = [slot.run_id for slot in view.slots if slot.run_id]
-        running += await asyncio.gather(*(runs_service.status(run_id) for run_id in held))
-        queued += [found for record in view.queued if (found := run_status_of(record))]
+        named = Scope(target.workflow_id)
+    try:
+        page = await list_queue(
+            runs_service,
+            scope=named,
+            token_key=app.page_token_key,
+            limit=limit,
+            page_token=page_token,
+        )
+    except InvalidPageTokenError as err:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(err)) from None
     return QueueResponse(
-        running=[status_body(run) for run in running],
-        queued=[status_body(run) for run in queued],
+        running=[status_body(run) for run in page.running],
+        queued=[status_body(run) for run in page.queued],
+        next_page_token=page.next_page_token,
     )
-
-
-def run_status_of(record: RunRecord) -> RunStatus | None:
-    return _run_status(record.run_id, record, None)
