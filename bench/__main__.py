@@ -26,7 +26,7 @@ from temporalio.client import Client
 from bench.context import Bench, Scenario, Sizes
 from bench.measure import load_average, say
 from bench.report import markdown, write_doc
-from bench.scenarios import burst, orchestration, queue, reads, scopes, streaming
+from bench.scenarios import burst, lease, orchestration, queue, reads, scopes, streaming
 from bench.services import Services
 from bench.table import checks, table
 from devtools.processes import ROOT
@@ -42,6 +42,7 @@ SCENARIOS = [
     Scenario("post_to_done", ("agents", "raw"), streaming.post_to_done),
     Scenario("handoff", ("agents", "raw"), queue.handoff),
     Scenario("enqueue", ("agents", "raw"), queue.enqueue_answers),
+    Scenario("lease_cost", ("agents", "raw"), lease.lease_cost),
     Scenario("users", ("users", "raw"), scopes.many_users),
     Scenario("one_user", ("users",), scopes.one_user),
 ]

@@ -23,6 +23,7 @@ class Sizes:
     enqueue_burst: int = 100  # concurrent starts, enqueue vs reject
     users: int = 500  # distinct users starting at once (scope user_id)
     one_user_starts: int = 10  # concurrent starts for one user
+    lease_window_seconds: float = 20.0  # each side's window of one working agent's calls
 
     @classmethod
     def smoke(cls) -> Sizes:
@@ -36,6 +37,7 @@ class Sizes:
             queue_runs=4,
             enqueue_burst=10,
             users=20,
+            lease_window_seconds=2.0,
         )
 
     def as_dict(self) -> dict[str, Any]:

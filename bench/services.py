@@ -56,7 +56,12 @@ class Stack:
 class Services:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.server = DevServer.in_directory(directory)
+        metrics_port = free_port()
+        self.server = DevServer.in_directory(
+            directory, extra_args=("--metrics-port", str(metrics_port))
+        )
+        # The server's Prometheus metrics: what its frontend was asked, by operation.
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.stacks: dict[str, Stack] = {}
         # RSS of each process of ours just before it was stopped, in MiB.
         self.memory: dict[str, float] = {}
