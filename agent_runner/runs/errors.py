@@ -6,7 +6,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import (
+    WorkflowExecutionAsyncIterator,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -58,6 +62,17 @@ BAD_PAGE_TOKEN_DETAIL = "page_token is not a token this service returned"  # noq
 
 class InvalidPageTokenError(ValueError):
     """The page token is not one this service handed out."""
+
+
+async def fetch_page(executions: WorkflowExecutionAsyncIterator, token: bytes | None) -> None:
+    """Fetch one page of a visibility listing; a token of ours, but for another query, is
+    refused by the server: :class:`InvalidPageTokenError`."""
+    try:
+        await executions.fetch_next_page()
+    except RPCError as err:
+        if token and err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN):
+            raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None
+        raise
 
 
 class TemporalUnavailableError(Exception):

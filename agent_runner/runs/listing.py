@@ -21,13 +21,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner import search_attributes
 from agent_runner.contract import RUN_WORKFLOW, SCOPE_WORKFLOW, RunRecord, RunState
 from agent_runner.executions import describe_view
 from agent_runner.ids import Scope, parse_workflow_id
-from agent_runner.runs.errors import BAD_PAGE_TOKEN_DETAIL, InvalidPageTokenError, temporal_call
+from agent_runner.runs.errors import (
+    BAD_PAGE_TOKEN_DETAIL,
+    InvalidPageTokenError,
+    fetch_page,
+    temporal_call,
+)
 from agent_runner.runs.service import Runs
 from agent_runner.status import RunStatus, run_status
 
@@ -95,31 +99,26 @@ async def list_runs(
     """Runs newest first (the first page: the runs waiting in queues first). ``agent_type``
     must be a supported type and ``user_id`` a UUID: both are quoted into the query."""
     token_key = token_key or _PROCESS_KEY
+    token = _verified(page_token, token_key)
     executions = runs.client.list_workflows(
         _query(runs, agent_type, user_id, state),
         page_size=limit,
-        next_page_token=_verified(page_token, token_key),
+        next_page_token=token,
         rpc_timeout=runs.target.rpc_timeout,
     )
     page: list[RunSummary] = []
     with temporal_call():
         if page_token is None and state in (None, RunState.PENDING):
             page += await _queued(runs, agent_type, user_id)
-        try:
-            await executions.fetch_next_page()
-        except RPCError as err:
-            # A token of ours, but for another query: the server refuses it.
-            if page_token and err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN):
-                raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None
-            raise
+        await fetch_page(executions, token)
         found = await asyncio.gather(
             *(_summary(runs, execution) for execution in executions.current_page or [])
         )
     page += [summary for summary in found if summary is not None]
     if state is not None:
         page = [run for run in page if run.state == state]
-    token = executions.next_page_token
-    return RunPage(page, _signed(token, token_key) if token else None)
+    following = executions.next_page_token
+    return RunPage(page, _signed(following, token_key) if following else None)
 
 
 async def _summary(runs: Runs, execution: WorkflowExecution) -> RunSummary | None:

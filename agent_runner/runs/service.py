@@ -57,15 +57,14 @@ from agent_runner.executions import describe_view
 from agent_runner.ids import RunRef, RunTarget, Scope, parse_run_id, parse_workflow_id
 from agent_runner.runs.admission import Admissions
 from agent_runner.runs.errors import (
-    BAD_PAGE_TOKEN_DETAIL,
     AgentBusyError,
     IdempotencyKeyReusedError,
-    InvalidPageTokenError,
     NoWorkerError,
     QueueFullError,
     RunFinishedError,
     RunNotFoundError,
     TemporalUnavailableError,
+    fetch_page,
     is_unavailable,
     not_applied,
     temporal_call,
@@ -439,12 +438,7 @@ class Runs:
             query, page_size=size, next_page_token=token, rpc_timeout=self.target.rpc_timeout
         )
         with temporal_call():
-            try:
-                await executions.fetch_next_page()
-            except RPCError as err:
-                if token and err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN):
-                    raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None
-                raise
+            await fetch_page(executions, token)
         scopes: list[Scope] = []
         for execution in executions.current_page or []:
             place = parse_workflow_id(self.target.workflow_id, execution.id)
