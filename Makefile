@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test test-fast lint format tools openapi histories bench chaos reliability-report clean
+.PHONY: install run test test-fast lint format tools openapi histories bench bench-scale chaos reliability-report clean
 
 # Installing writes to stderr only, so the first line `make run` prints is the stack's JSON.
 $(BIN)/uv:
@@ -65,6 +65,11 @@ reliability-report: install
 
 bench: install tools
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Many scopes at once against raw Temporal (10, 100, 1,000 by default): a table in
+# docs/PERFORMANCE.md and the plot docs/scale.png. More: SCALE_ARGS="--points 10,100,1000,5000".
+bench-scale: install
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 # One seeded randomized fault run against a real stack (2 APIs, 2 workers, a real server) and its
 # verdict: `make chaos MINUTES=30 SEED=7 CHAOS_ARGS="--slots 2 --scope user_id"`.

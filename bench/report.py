@@ -111,6 +111,14 @@ def markdown(results: dict[str, Any], rows: list[Row]) -> str:
 
 
 def write_doc(doc: Path, body: str) -> None:
-    text = doc.read_text() if doc.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
-    start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
+    write_between(doc, BEGIN, END, body)
+
+
+def write_between(doc: Path, begin: str, end: str, body: str) -> None:
+    """Put ``body`` between the markers ``begin`` and ``end`` of ``doc`` (added at its end when
+    it has none)."""
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    if begin not in text or end not in text:
+        text = text.rstrip("\n") + f"\n\n{begin}\n{end}\n"
+    start, stop = text.index(begin) + len(begin), text.index(end)
     doc.write_text(text[:start] + "\n" + body + "\n" + text[stop:])

@@ -41,8 +41,29 @@ def test_bench_smoke_run_writes_results_and_the_table(tmp_path: Path) -> None:
     results = json.loads((tmp_path / "latest.json").read_text())
     scenarios = {
         "overhead", "throughput", "reads_finished", "reads_running", "burst", "progress",
-        "post_to_done", "handoff", "enqueue", "users", "one_user",
+        "post_to_done", "handoff", "enqueue", "users", "one_user", "lease_cost",
     }  # fmt: skip
     assert scenarios | {"memory", "checks", "table"} <= results.keys()
     assert all(results["checks"].values()), results["checks"]
     assert "| Benchmark | Ours | Baseline | Ratio | Goal | Met |" in doc.read_text()
+
+
+def test_bench_scale_smoke_run_writes_the_table_and_the_plot(tmp_path: Path) -> None:
+    doc, plot = tmp_path / "PERFORMANCE.md", tmp_path / "scale.png"
+    sizes = ["--points", "2,4", "--hold", "2", "--reads", "1", "--window", "1"]
+    places = ["--results-dir", str(tmp_path), "--doc", str(doc), "--plot", str(plot)]
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.scale", *sizes, *places],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((tmp_path / "scale-latest.json").read_text())
+    assert [point["scopes"] for point in results["points"]] == [2, 4]
+    assert all(point["ours"]["accepted"] == point["scopes"] for point in results["points"])
+    assert "| Scopes |" in doc.read_text()
+    assert plot.stat().st_size > 0
