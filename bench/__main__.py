@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 from temporalio.client import Client
 
+from agent_runner.process import exit_now
 from bench.context import Bench, Scenario, Sizes
 from bench.measure import load_average, say
 from bench.report import markdown, write_doc
@@ -131,4 +131,4 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse_args())))
+    exit_now(asyncio.run(main(parse_args())))  # not CPython's teardown (the SDK's threads)

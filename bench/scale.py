@@ -39,6 +39,7 @@ import httpx
 from temporalio.client import Client
 
 from agent_runner.ids import ScopeKind
+from agent_runner.process import exit_now
 from bench.api_client import sleeper
 from bench.executions import fresh_id, start_raw, wait_drained
 from bench.measure import percentile, say
@@ -306,4 +307,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(parse_args()))
+    exit_now(main(parse_args()))  # not CPython's teardown, which the SDK's threads can abort

@@ -23,6 +23,7 @@ from agent_runner.agent_registry import AgentRegistry
 from agent_runner.agents import Agent, AgentContext, NoParams
 from agent_runner.deployment import join_deployment
 from agent_runner.logs import configure_logging
+from agent_runner.process import exit_now
 from agent_runner.runs import OnBusy, Runs, RunStatus, start_request
 from agent_runner.settings import Settings
 from devtools.processes import EXAMPLE_USER_ID, ROOT, in_process_dev_server
@@ -202,3 +203,4 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    exit_now()  # not CPython's teardown, which the SDK's threads can abort (exit code 134)
