@@ -152,10 +152,18 @@ class BusyResponse(BaseModel):
 
 
 class QueueResponse(BaseModel):
-    running: list[RunStatusResponse] = Field(description="Runs holding a slot, oldest first.")
-    queued: list[RunStatusResponse] = Field(description="Runs waiting, next first.")
+    running: list[RunStatusResponse] = Field(
+        description="Runs holding a slot, scope after scope, each scope's in slot order."
+    )
+    queued: list[RunStatusResponse] = Field(
+        description="Runs waiting, scope after scope, each scope's next first."
+    )
     next_page_token: str | None = Field(
-        None, description="Pass as `page_token` for the next page; null on the last."
+        None,
+        description=(
+            "Pass as `page_token` for the next page; null at the end. A page may hold fewer "
+            "runs than `limit`, even none, before the end."
+        ),
     )
 
 

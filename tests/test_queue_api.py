@@ -155,6 +155,9 @@ async def test_the_queue_is_read_a_page_at_a_time(
 
             paged = await assert_eventually(all_listed, timeout=30, interval=1.0)
             assert [len(ids(page)) for page in paged] == [5, 5, 2]
+            # A last page that is exactly full is the last: no empty page after it.
+            assert [len(ids(page)) for page in await pages(api, limit=4)] == [4, 4, 4]
+            assert [len(ids(page)) for page in await pages(api, limit=1)] == [1] * 12
             # Each user's runs in their order: the holder, then its queue.
             listed = [run_id for page in paged for run_id in ids(page)]
             for run_ids in started.values():
@@ -173,7 +176,80 @@ async def test_the_queue_is_read_a_page_at_a_time(
                 "/agents/queue", params={"scope": user, "page_token": token["next_page_token"]}
             )
             assert other.status_code == 400, other.text
-            forged = await api.get("/agents/queue", params={"page_token": "e30.AAAA"})
-            assert forged.status_code == 400, forged.text
+            runs_token = (await api.get("/agents/runs", params={"limit": 1})).json()
+            for path, token_of_another in (
+                ("/agents/runs", token["next_page_token"]),
+                ("/agents/queue", runs_token["next_page_token"]),
+            ):
+                crossed = await api.get(path, params={"page_token": token_of_another})
+                assert crossed.status_code == 400, crossed.text
+            other_filter = await api.get(
+                "/agents/runs",
+                params={"page_token": runs_token["next_page_token"], "state": "RUNNING"},
+            )
+            assert other_filter.status_code == 400, other_filter.text
+            for path in ("/agents/queue", "/agents/runs"):
+                for forged_token in ("e30.AAAA", "a.\u00e9", "\u00e9"):
+                    forged = await api.get(path, params={"page_token": forged_token})
+                    assert forged.status_code == 400, (path, forged_token, forged.text)
             for run_id in every:
+                await api.post(f"/agents/runs/{run_id}/cancel")
+
+
+async def test_a_scope_that_closes_between_pages_hides_no_other_scope(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    """The hostile review of the paging: a cursor that was a position on a re-fetched page
+    skipped every scope after one that closed (and shifted when one opened)."""
+    settings = make_settings(
+        temporal_address,
+        task_queue=f"queue-close-{uuid.uuid4()}",
+        agent_scope="user_id",
+        agent_duration_seconds=60.0,
+    )
+    async for api in app_client(settings):
+        async with in_process_worker(temporal_client, settings):
+            started: dict[str, list[str]] = {}
+            for _ in range(4):
+                user = str(uuid.uuid4())
+                body = {"agent_type": "policy-checker", "user_id": user, "on_busy": "enqueue"}
+                started[user] = [
+                    (await api.post("/agents/run", json=body)).json()["run_id"] for _ in range(2)
+                ]
+            owner = {run_id: user for user, run_ids in started.items() for run_id in run_ids}
+
+            async def in_order(
+                api: httpx.AsyncClient = api, owner: dict[str, str] = owner
+            ) -> list[str]:
+                listed = [run_id for page in await pages(api, limit=100) for run_id in ids(page)]
+                assert sorted(listed) == sorted(owner), listed
+                return list(dict.fromkeys(owner[run_id] for run_id in listed))
+
+            users = await assert_eventually(in_order, timeout=30, interval=1.0)
+            first = (await api.get("/agents/queue", params={"limit": 2})).json()
+            assert {owner[run_id] for run_id in ids(first)} == {users[0]}
+            # The scope the token resumes at closes: its runs are cancelled.
+            for run_id in started[users[1]]:
+                await api.post(f"/agents/runs/{run_id}/cancel")
+
+            async def closed(
+                api: httpx.AsyncClient = api,
+                owner: dict[str, str] = owner,
+                users: list[str] = users,
+            ) -> None:
+                answer = await api.get("/agents/queue", params={"scope": users[1]})
+                assert ids(answer.json()) == [], answer.text
+                listed = [run_id for page in await pages(api, limit=100) for run_id in ids(page)]
+                assert not {owner[run_id] for run_id in listed} & {users[1]}, listed
+
+            await assert_eventually(closed, timeout=60, interval=1.0)
+            rest: list[str] = []
+            token = first["next_page_token"]
+            while token is not None:
+                page = await api.get("/agents/queue", params={"limit": 2, "page_token": token})
+                assert page.status_code == 200, page.text
+                rest += ids(page.json())
+                token = page.json()["next_page_token"]
+            assert sorted(rest) == sorted(started[users[2]] + started[users[3]]), rest
+            for run_id in owner:
                 await api.post(f"/agents/runs/{run_id}/cancel")

@@ -65,11 +65,13 @@ class InvalidPageTokenError(ValueError):
 
 
 async def fetch_page(executions: WorkflowExecutionAsyncIterator, token: bytes | None) -> None:
-    """Fetch one page of a visibility listing; a token of ours, but for another query, is
-    refused by the server: :class:`InvalidPageTokenError`."""
+    """Fetch one page of a visibility listing; a signed token whose inside the server cannot
+    read is :class:`InvalidPageTokenError`, an outage is the outage."""
     try:
         await executions.fetch_next_page()
     except RPCError as err:
+        if is_unavailable(err):  # a broken connection is UNKNOWN too: an outage, not a token
+            raise
         if token and err.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN):
             raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None
         raise

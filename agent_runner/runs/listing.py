@@ -17,10 +17,10 @@ import hmac
 import json
 import secrets
 import uuid
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
-from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecution, WorkflowExecutionStatus, WorkflowQueryFailedError
 
 from agent_runner import search_attributes
 from agent_runner.contract import RUN_WORKFLOW, SCOPE_WORKFLOW, RunRecord, RunState
@@ -29,10 +29,12 @@ from agent_runner.ids import Scope, parse_workflow_id
 from agent_runner.runs.errors import (
     BAD_PAGE_TOKEN_DETAIL,
     InvalidPageTokenError,
+    RunNotFoundError,
+    TemporalUnavailableError,
     fetch_page,
     temporal_call,
 )
-from agent_runner.runs.service import Runs
+from agent_runner.runs.service import OpenScope, Runs
 from agent_runner.status import RunStatus, run_status
 
 _PROCESS_KEY = secrets.token_bytes(32)
@@ -99,16 +101,18 @@ async def list_runs(
     """Runs newest first (the first page: the runs waiting in queues first). ``agent_type``
     must be a supported type and ``user_id`` a UUID: both are quoted into the query."""
     token_key = token_key or _PROCESS_KEY
-    token = _verified(page_token, token_key)
+    query = _query(runs, agent_type, user_id, state)
+    purpose = f"runs {query}"
+    token = _verified(page_token, token_key, purpose)
     executions = runs.client.list_workflows(
-        _query(runs, agent_type, user_id, state),
+        query,
         page_size=limit,
         next_page_token=token,
         rpc_timeout=runs.target.rpc_timeout,
     )
     page: list[RunSummary] = []
     with temporal_call():
-        if page_token is None and state in (None, RunState.PENDING):
+        if token is None and state in (None, RunState.PENDING):
             page += await _queued(runs, agent_type, user_id)
         await fetch_page(executions, token)
         found = await asyncio.gather(
@@ -118,7 +122,7 @@ async def list_runs(
     if state is not None:
         page = [run for run in page if run.state == state]
     following = executions.next_page_token
-    return RunPage(page, _signed(following, token_key) if following else None)
+    return RunPage(page, _signed(following, token_key, purpose) if following else None)
 
 
 async def _summary(runs: Runs, execution: WorkflowExecution) -> RunSummary | None:
@@ -186,16 +190,20 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _signed(token: bytes, key: bytes) -> str:
+def _signed(token: bytes, key: bytes, purpose: str) -> str:
+    """``token`` as a page token for the listing ``purpose`` names: one for another listing,
+    or for the same one with other filters, is refused."""
     body = base64.urlsafe_b64encode(token).decode()
-    return f"{body}.{_mac(body, key)}"
+    return f"{body}.{_mac(body, key, purpose)}"
 
 
-def _verified(page_token: str | None, key: bytes) -> bytes | None:
+def _verified(page_token: str | None, key: bytes, purpose: str) -> bytes | None:
     if not page_token:
         return None
     body, _, mac = page_token.rpartition(".")
-    if not body or not hmac.compare_digest(mac, _mac(body, key)):
+    if not page_token.isascii() or not body:
+        raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL)
+    if not hmac.compare_digest(mac, _mac(body, key, purpose)):
         raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL)
     try:
         return base64.b64decode(body.encode(), altchars=b"-_", validate=True)
@@ -203,8 +211,9 @@ def _verified(page_token: str | None, key: bytes) -> bytes | None:
         raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None
 
 
-def _mac(body: str, key: bytes) -> str:
-    digest = hmac.new(key, body.encode(), hashlib.sha256).digest()
+def _mac(body: str, key: bytes, purpose: str) -> str:
+    signed = json.dumps([purpose, body]).encode()
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
@@ -228,15 +237,24 @@ class QueuePage:
 
 @dataclass(frozen=True)
 class _QueueCursor:
-    """Where a queue page starts: the visibility page of scopes it is in (None: the first, or
-    the one scope named), the scope's place in that page, and how many of that scope's holders
+    """Where a queue page starts: the visibility page it resumes in (None: the first, or the
+    one scope named), and the scope it resumes at, by id (or, once that scope has closed, the
+    first one visibility lists after it, by start time), with how many of that scope's holders
     and waiting runs earlier pages showed."""
 
-    scopes: bytes | None = None
-    index: int = 0
+    visibility: bytes | None = None
+    scope_id: str = ""
+    started: float = 0.0
     held: int = 0
     waiting: int = 0
-    named: str = ""
+
+    @staticmethod
+    def of(
+        scope: OpenScope, visibility: bytes | None, held: int = 0, waiting: int = 0
+    ) -> _QueueCursor:
+        """The cursor at ``scope``, on the visibility page ``visibility``."""
+        started = scope.started_at.timestamp()
+        return _QueueCursor(visibility, scope.scope.id, started, held, waiting)
 
 
 @dataclass(frozen=True)
@@ -255,58 +273,105 @@ async def list_queue(
     page_token: str | None = None,
 ) -> QueuePage:
     """One page of the queues of ``scope`` (None: every scope with runs open, in visibility's
-    order). A page costs one visibility call and one view of each of at most ``limit`` scopes,
-    asked at once, whatever the number of scopes. Runs move while one pages: as the queue moves
-    under the reader, a run may show on two pages, or on none."""
+    order). A page costs one visibility call (rarely two: when the scope it resumes at has
+    closed, or to look past the end of a visibility page), one view for each scope it shows (the scopes' published counts say how many to
+    ask, all at once) and one status read per holder, whatever the number of scopes. A page
+    may hold fewer runs than ``limit``, even none; only a null token says the end."""
+    limit = max(1, limit)
     token_key = token_key or _PROCESS_KEY
-    named = scope.id if scope is not None else ""
-    cursor = _queue_cursor(_verified(page_token, token_key), named)
+    purpose = f"queue {scope.id if scope is not None else ''}"
+    cursor = _queue_cursor(_verified(page_token, token_key, purpose))
+    if scope is not None:
+        now = datetime.fromtimestamp(0, UTC)
+        page, following = [OpenScope(scope, now, busy=1, waiting=limit)], None
+    else:
+        # One scope more than a page shows: a cursor at the page's end stays on this page.
+        page, following = await runs.scope_page(cursor.visibility, limit + 1)
+    first = _resume_at(page, cursor)
+    if first == len(page) and following is not None and cursor.scope_id:
+        cursor = _QueueCursor(following)
+        page, following = await runs.scope_page(following, limit + 1)
+        first = 0
+    here = cursor.visibility
+    shown = _to_view(page, first, cursor, limit)
+    with temporal_call():
+        found = await asyncio.gather(
+            *(
+                _entries(runs, page[at].scope, cursor if at == first else None, limit)
+                for at in shown
+            )
+        )
     holders: list[str] = []
     queued: list[RunStatus] = []
     room = limit
     next_cursor: _QueueCursor | None = None
-    while next_cursor is None:
-        if scope is not None:
-            page, next_scopes = [scope], None
-        else:
-            page, next_scopes = await runs.scope_page(cursor.scopes, limit)
-        first = cursor.index
-        with temporal_call():
-            found = await asyncio.gather(
-                *(
-                    _entries(runs, each, cursor if at == first else _QueueCursor(), room)
-                    for at, each in enumerate(page[first:], start=first)
-                )
-            )
-        for at, entries in enumerate(found, start=first):
-            held = entries.held[:room]
-            waiting = entries.waiting[: room - len(held)]
-            holders += held
-            queued += [status for record in waiting if (status := run_status_of(record))]
-            room -= len(held) + len(waiting)
-            if room > 0:
-                continue
-            begun = cursor if at == first else _QueueCursor(cursor.scopes, at, named=named)
+    for at, entries in zip(shown, found, strict=True):
+        begun = cursor if at == first else _QueueCursor()
+        held = entries.held[:room]
+        waiting = entries.waiting[: room - len(held)]
+        holders += held
+        queued += [status for record in waiting if (status := run_status_of(record))]
+        room -= len(held) + len(waiting)
+        if room == 0:
             if len(held) < len(entries.held) or len(waiting) < len(entries.waiting) or entries.more:
-                next_cursor = replace(
-                    begun,
-                    index=at,
-                    held=begun.held + len(held),
-                    waiting=begun.waiting + len(waiting),
+                next_cursor = _QueueCursor.of(
+                    page[at], here, begun.held + len(held), begun.waiting + len(waiting)
                 )
-            elif at + 1 < len(page):
-                next_cursor = _QueueCursor(cursor.scopes, at + 1, named=named)
-            elif next_scopes:
-                next_cursor = _QueueCursor(next_scopes, named=named)
+            else:
+                next_cursor = await _after(runs, page, at, here, following)
             break
-        if room > 0 and next_scopes:
-            cursor = _QueueCursor(next_scopes, named=named)
-        else:
-            break
+    else:
+        last = shown[-1] if shown else first - 1
+        next_cursor = await _after(runs, page, last, here, following)
     with temporal_call():
-        running = list(await asyncio.gather(*(runs.status(run_id) for run_id in holders)))
-    token = _signed(_queue_token(next_cursor), token_key) if next_cursor else None
+        statuses = await asyncio.gather(*(_status_of(runs, run_id) for run_id in holders))
+    running = [status for status in statuses if status is not None]
+    token = _signed(_queue_token(next_cursor), token_key, purpose) if next_cursor else None
     return QueuePage(running, queued, token)
+
+
+def _resume_at(page: list[OpenScope], cursor: _QueueCursor) -> int:
+    """Where in ``page`` the cursor's scope is; if it has closed, the first scope visibility
+    lists after it (newest first: the first one that started before it)."""
+    if not cursor.scope_id:
+        return 0
+    for index, open_scope in enumerate(page):
+        if open_scope.scope.id == cursor.scope_id:
+            return index
+    for index, open_scope in enumerate(page):
+        if open_scope.started_at.timestamp() < cursor.started:
+            return index
+    return len(page)
+
+
+def _to_view(page: list[OpenScope], first: int, cursor: _QueueCursor, limit: int) -> list[int]:
+    """The scopes of ``page`` from ``first`` whose runs, as they last published their counts,
+    fill a page: each counted as at least one."""
+    chosen: list[int] = []
+    room = limit
+    for at in range(first, len(page)):
+        chosen.append(at)
+        count = page[at].busy + page[at].waiting
+        if at == first and cursor.scope_id == page[at].scope.id:
+            count -= cursor.held + cursor.waiting
+        room -= max(1, count)
+        if room <= 0:
+            break
+    return chosen
+
+
+async def _after(
+    runs: Runs, page: list[OpenScope], at: int, here: bytes | None, following: bytes | None
+) -> _QueueCursor | None:
+    """The cursor of the scope after ``page[at]``: on this page, or the next page's first;
+    None when there is none (visibility hands out a token after any full page, so a page's
+    end is looked past, one scope, rather than answered with an empty page)."""
+    if at + 1 < len(page):
+        return _QueueCursor.of(page[at + 1], here)
+    if following is None:
+        return None
+    beyond, _ = await runs.scope_page(following, 1)
+    return _QueueCursor(following) if beyond else None
 
 
 def run_status_of(record: RunRecord) -> RunStatus | None:
@@ -314,37 +379,51 @@ def run_status_of(record: RunRecord) -> RunStatus | None:
     return run_status(record.run_id, record, None)
 
 
-async def _entries(runs: Runs, scope: Scope, cursor: _QueueCursor, room: int) -> _Entries:
-    """The scope's holders and waiting runs past what ``cursor`` says was shown (at most
-    ``room`` of each), in one view."""
-    view = await runs.view(scope, cursor.waiting, room)
+async def _status_of(runs: Runs, run_id: str) -> RunStatus | None:
+    """A holder's status; None if it is gone by now (it ended, and is no longer kept)."""
+    try:
+        return await runs.status(run_id)
+    except RunNotFoundError:
+        return None
+
+
+async def _entries(runs: Runs, scope: Scope, cursor: _QueueCursor | None, room: int) -> _Entries:
+    """The scope's holders and waiting runs past what ``cursor`` says was shown of it (at most
+    ``room`` waiting), in one view."""
+    resumed = cursor is not None and cursor.scope_id == scope.id
+    held_shown = cursor.held if cursor is not None and resumed else 0
+    waiting_shown = cursor.waiting if cursor is not None and resumed else 0
+    try:
+        view = await runs.view(scope, waiting_shown, room)
+    except WorkflowQueryFailedError:
+        raise TemporalUnavailableError("a scope's coordinator did not answer") from None
     if view is None:
         return _Entries([], [], more=False)
-    held = [slot.run_id for slot in view.slots if slot.run_id][cursor.held :]
-    more = cursor.waiting + len(view.queued) < view.queue_length
+    held = [slot.run_id for slot in view.slots if slot.run_id][held_shown:]
+    more = waiting_shown + len(view.queued) < view.queue_length
     return _Entries(held, view.queued, more)
 
 
 def _queue_token(cursor: _QueueCursor) -> bytes:
-    scopes = base64.b64encode(cursor.scopes).decode() if cursor.scopes else ""
-    fields = {"s": scopes, "i": cursor.index, "h": cursor.held, "w": cursor.waiting}
-    return json.dumps({**fields, "n": cursor.named}, separators=(",", ":")).encode()
+    visibility = base64.b64encode(cursor.visibility).decode() if cursor.visibility else ""
+    fields = {"v": visibility, "s": cursor.scope_id, "t": cursor.started}
+    return json.dumps({**fields, "h": cursor.held, "w": cursor.waiting}).encode()
 
 
-def _queue_cursor(token: bytes | None, named: str) -> _QueueCursor:
-    """The cursor a token carries; only a token of a listing of the same scope (or of all)."""
+def _queue_cursor(token: bytes | None) -> _QueueCursor:
     if token is None:
-        return _QueueCursor(named=named)
+        return _QueueCursor()
     try:
         fields = json.loads(token)
-        scopes = fields["s"]
-        counts = [fields["i"], fields["h"], fields["w"]]
-        if not isinstance(scopes, str) or fields["n"] != named:
-            raise TypeError(scopes)
-        if not all(isinstance(count, int) and count >= 0 for count in counts):
+        visibility, scope_id, started = fields["v"], fields["s"], fields["t"]
+        counts = [fields["h"], fields["w"]]
+        if not isinstance(visibility, str) or not isinstance(scope_id, str):
+            raise TypeError(visibility)
+        if not isinstance(started, int | float) or isinstance(started, bool):
+            raise TypeError(started)
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts):
             raise TypeError(counts)
-        index, held, waiting = counts
-        decoded = base64.b64decode(scopes, validate=True) if scopes else None
-        return _QueueCursor(decoded, index, held, waiting, named)
+        decoded = base64.b64decode(visibility, validate=True) if visibility else None
+        return _QueueCursor(decoded, scope_id, float(started), *counts)
     except (ValueError, TypeError, KeyError, binascii.Error):
         raise InvalidPageTokenError(BAD_PAGE_TOKEN_DETAIL) from None

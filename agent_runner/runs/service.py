@@ -133,6 +133,17 @@ class StartOutcome:
 FAILING_TASK_ATTEMPTS = 5
 
 
+@dataclass(frozen=True)
+class OpenScope:
+    """A scope with runs open, as visibility lists its coordinator: since when it runs, and
+    its busy slots and waiting runs as it last published them."""
+
+    scope: Scope
+    started_at: datetime
+    busy: int = 0
+    waiting: int = 0
+
+
 class Runs:
     def __init__(self, client: Client, target: RunTarget) -> None:
         self.client = client
@@ -420,15 +431,12 @@ class Runs:
                     found.append((execution.start_time, run_id))
         return [run_id for _, run_id in sorted(found)]
 
-    async def open_scopes(self, limit: int = 100) -> list[Scope]:
-        """Scopes with a busy slot or a run waiting (from visibility)."""
-        scopes, _ = await self.scope_page(None, limit)
-        return sorted(scopes, key=lambda scope: scope.id)
-
-    async def scope_page(self, token: bytes | None, size: int) -> tuple[list[Scope], bytes | None]:
-        """One page of the scopes with a busy slot or a run waiting, in visibility's order, and
-        the token of the next page (None: the last). :class:`InvalidPageTokenError` for a
-        token the server refuses."""
+    async def scope_page(
+        self, token: bytes | None, size: int
+    ) -> tuple[list[OpenScope], bytes | None]:
+        """One page of the scopes with a busy slot or a run waiting, in visibility's order
+        (newest coordinator first), and the token of the next page (None: the last).
+        :class:`InvalidPageTokenError` for a token the server refuses."""
         query = (
             f"WorkflowType = '{SCOPE_WORKFLOW}' AND ExecutionStatus = 'Running' AND "
             f"WorkflowId STARTS_WITH '{self.target.workflow_id}' AND "
@@ -439,11 +447,20 @@ class Runs:
         )
         with temporal_call():
             await fetch_page(executions, token)
-        scopes: list[Scope] = []
+        scopes: list[OpenScope] = []
         for execution in executions.current_page or []:
             place = parse_workflow_id(self.target.workflow_id, execution.id)
-            if place is not None and place.slot is None:
-                scopes.append(place.scope)
+            if place is None or place.slot is not None:
+                continue
+            found = execution.typed_search_attributes
+            scopes.append(
+                OpenScope(
+                    place.scope,
+                    execution.start_time,
+                    busy=found.get(search_attributes.SLOTS_BUSY) or 0,
+                    waiting=found.get(search_attributes.QUEUE_DEPTH) or 0,
+                )
+            )
         return scopes, executions.next_page_token or None
 
     # --- cancel ---------------------------------------------------------------------------------
