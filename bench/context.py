@@ -23,7 +23,7 @@ class Sizes:
     enqueue_burst: int = 100  # concurrent starts, enqueue vs reject
     users: int = 500  # distinct users starting at once (scope user_id)
     one_user_starts: int = 10  # concurrent starts for one user
-    lease_window_seconds: float = 20.0  # each side's window of one working agent's calls
+    lease_window_seconds: float = 72.0  # each window of one working agent's calls (and idle)
 
     @classmethod
     def smoke(cls) -> Sizes:

@@ -238,6 +238,11 @@ def checks(results: dict[str, Any]) -> dict[str, bool]:
     if "users" in results:
         ours = results["users"]["ours"]
         found["user scope: every user accepted"] = ours["accepted"] == ours["n"]
+    lease = results.get("lease_cost")
+    if lease is not None and lease["window_seconds"] >= 30:
+        # Long enough that each side heartbeats: zero means the metrics were not read.
+        sides = (lease["ours"], lease["raw_temporal"])
+        found["lease cost: heartbeats counted on both sides"] = all(s["heartbeats"] for s in sides)
     if "one_user" in results:
         found["user scope: one run for one user"] = results["one_user"]["accepted"] == 1
     if "enqueue" in results:
