@@ -509,11 +509,15 @@ async def test_cancel_ends_a_running_run_and_a_finished_run_is_409(scripted: Scr
 
     await assert_eventually(running, timeout=60)
     cancelled = await scripted.cli("cancel", run_id)
-    again = await scripted.cli("cancel", run_id, "--json")
     followed = await scripted.cli("status", run_id, "--wait", "--json")
+    again = await scripted.cli("cancel", run_id, "--json")
 
     assert cancelled.code == 0, cancelled
-    assert cancelled.out == f"run {run_id} cancelled: it ended ERROR\n"
+    # Ended within the API's few seconds of waiting, or (a starved machine) still stopping.
+    assert cancelled.out in (
+        f"run {run_id} cancelled: it ended ERROR\n",
+        f"cancel requested; run {run_id} is RUNNING while its agent stops\n",
+    ), cancelled
     assert again.code == EXIT_CONFLICT, again
     clean(again)
     assert f"cannot cancel run {run_id}: The run has already finished" in again.err

@@ -91,8 +91,13 @@ async def parse(lines: AsyncIterator[str]) -> AsyncIterator[Event]:
 
 @pytest.fixture
 def stream_settings(temporal_address: str) -> Settings:
+    # These tests are about streams, not leases: a lease lost on a starved machine (a short
+    # heartbeat timeout) would add a retry's events to the steps they compare.
     return make_settings(
-        temporal_address, task_queue=f"events-{uuid.uuid4()}", api_port=free_port()
+        temporal_address,
+        task_queue=f"events-{uuid.uuid4()}",
+        api_port=free_port(),
+        agent_heartbeat_timeout_seconds=10.0,
     )
 
 

@@ -75,7 +75,7 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 async def _idle(client: httpx.AsyncClient) -> None:
     queue = (await client.get("/agents/queue")).json()
-    assert queue == {"running": [], "queued": []}, queue
+    assert queue == {"running": [], "queued": [], "next_page_token": None}, queue
 
 
 async def status(http: httpx.AsyncClient, run_id: str) -> dict[str, Any]:
@@ -141,6 +141,17 @@ async def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+async def completed_by(stack: Stack, run_id: str, attempt: int) -> None:
+    """The run's one agent_complete line, of ``attempt``: the run has the result a moment before
+    its attempt hears so and writes the line, so it is waited for."""
+
+    async def logged() -> None:
+        found = [line["attempt"] for line in lines(stack, "agent_complete", run_id)]
+        assert found == [attempt], found
+
+    await assert_eventually(logged, timeout=30)
 
 
 def spans_of(stack: Stack, *run_ids: str) -> list[Span]:
@@ -262,9 +273,9 @@ async def test_a_worker_cut_off_mid_agent_never_overlaps_the_retry(
     body = await final(http, run_id)
 
     assert body["state"] == "DONE"
+    await completed_by(stack, run_id, body["attempt"])
     spans = spans_of(stack, run_id)
     assert overlapping(spans) == [], spans
-    assert [line["attempt"] for line in lines(stack, "agent_complete", run_id)] == [body["attempt"]]
 
 
 async def test_a_paused_worker_resumed_never_completes_its_run_twice(
@@ -281,8 +292,9 @@ async def test_a_paused_worker_resumed_never_completes_its_run_twice(
     stack.resume_worker(paused)
 
     for run_id in (first, *behind):
-        assert (await final(http, run_id))["state"] == "DONE"
-        assert len(lines(stack, "agent_complete", run_id)) == 1, run_id
+        body = await final(http, run_id)
+        assert body["state"] == "DONE"
+        await completed_by(stack, run_id, body["attempt"])
     spans = spans_of(stack, first, *behind)
     assert overlapping(spans) == [], spans
     starts = [min(span.start for span in spans if span.run_id == run) for run in behind]
@@ -427,8 +439,8 @@ async def test_a_paused_activity_holds_its_slot_no_longer_than_its_policy_allows
 
     assert body["state"] == "DONE"
     assert body["attempt"] >= 2
+    await completed_by(stack, run_id, body["attempt"])
     assert overlapping(spans_of(stack, run_id)) == []
-    assert [line["attempt"] for line in lines(stack, "agent_complete", run_id)] == [body["attempt"]]
 
 
 ODD_STARTS = {
@@ -699,9 +711,12 @@ async def test_a_cancel_reaches_the_agent_within_moments(
     response = await http.post(f"/agents/runs/{run_id}/cancel")
     body = await final(http, run_id)
 
-    assert response.status_code == 200, response.text
-    assert (body["state"], body["error"], body["attempt"]) == ("ERROR", "cancelled", 1)
-    assert lines(stack, "agent_cancelled", run_id)
+    # 200 once the run has ended, 202 while its agent is still stopping (the API waits a few
+    # seconds, which a starved machine can outlast); either way the agent was the one stopped.
+    assert response.status_code in (200, 202), response.text
+    assert (body["state"], body["error"]) == ("ERROR", "cancelled")
+    [stopped] = lines(stack, "agent_cancelled", run_id)
+    assert stopped["attempt"] == body["attempt"]
     assert not lines(stack, "agent_complete", run_id)
 
 

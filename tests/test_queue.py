@@ -78,7 +78,8 @@ async def all_final(client: Client, settings: Settings, run_ids: list[str]) -> l
         assert all(s.is_final for s in statuses), [(s.run_id, s.state) for s in statuses]
         return statuses
 
-    return await assert_eventually(check, timeout=60, interval=0.2)
+    # One after another, each a few workflow tasks: the deadline grows with the queue.
+    return await assert_eventually(check, timeout=max(60, 5 * len(run_ids)), interval=0.2)
 
 
 def spans(log_lines: ListHandler, run_ids: list[str]) -> list[tuple[datetime, datetime, str]]:

@@ -93,6 +93,23 @@ async def wait_state(
     return body
 
 
+async def completed_after_lost_leases(
+    stack: Stack, run_id: str, body: dict[str, Any], *, also: frozenset[str] = frozenset()
+) -> None:
+    """The run's last attempt completed, and every attempt before it ended by its lease (or by
+    what ``also`` names): with one core kept busy, an agent cannot always have its 1.5 s lease
+    confirmed in time and stops, and the run retries (CI met it: DONE on attempt 3). That is
+    the lease doing its work on a slow machine, not the fault a scenario injects."""
+
+    async def check() -> None:
+        spans = [span for span in stack.spans() if span.run_id == run_id]
+        assert [span.ended_by for span in spans][-1:] == ["agent_complete"], spans
+        assert {span.ended_by for span in spans[:-1]} <= {"agent_lease_lost", *also}, spans
+        assert len(spans) == body["attempt"], spans
+
+    await assert_eventually(check, timeout=30)
+
+
 async def runs_since(http: httpx.AsyncClient, url: str, run_id: str) -> list[str]:
     """Run ids listed newest first down to ``run_id``: more than one means a run was added."""
     listed = (await http.get(f"{url}/agents/runs?limit=20")).json()["runs"]
@@ -148,7 +165,11 @@ async def test_2_worker_sigkill_mid_run_resumes_on_the_other_worker(
     body = await wait_state(http, url, run_id, "DONE")
     recovered = time.perf_counter() - killed_at
 
-    assert body["attempt"] == 2
+    # Attempt 1 was killed; a later one completed on the other worker.
+    await completed_after_lost_leases(
+        stack, run_id, body, also=frozenset({"killed or still working"})
+    )
+    assert body["attempt"] >= 2
     assert await runs_since(http, url, run_id) == [run_id], "no second run was started"
     stack.start_worker(victim)
     RESULTS["02_worker_sigkill"] = {
@@ -180,10 +201,16 @@ async def test_3_worker_sigterm_mid_run_finishes_gracefully(
     worker.signal(signal.SIGTERM)
     body = await wait_state(http, url, run_id, "DONE")
     # Shutdown also waits for the worker's outstanding long polls; allow well over a poll.
-    exit_code = worker.stop(timeout=90)
+    # In a thread: this loop relays the worker's traffic (its proxy), which a shutdown needs.
+    exit_code = await asyncio.to_thread(worker.stop, 90)
     exited_after = time.perf_counter() - signalled_at
 
-    assert body["attempt"] == 1, ("the agent finished on the worker that was stopping", body)
+    # The agent finished on the worker that was stopping: the shutdown cancelled no agent (an
+    # attempt may only have lost its lease to a starved machine before).
+    await completed_after_lost_leases(stack, run_id, body)
+    assert not [
+        line for line in worker.log.events("agent_cancelled") if line.get("run_id") == run_id
+    ]
     assert exit_code == 0, (exit_code, worker.log.read()[-5:])
     assert worker.log.events("worker_stopped")
     assert await runs_since(http, url, run_id) == [run_id]
@@ -203,7 +230,7 @@ async def test_4_with_no_worker_a_start_is_503_then_runs_once_one_starts(
     decide, and the answer is 503 with Retry-After (never a run accepted that nobody decided)."""
     for index, worker in enumerate(stack.workers):
         assert worker is not None
-        worker.stop()
+        await asyncio.to_thread(worker.stop)  # this loop relays its proxy
         stack.workers[index] = None
     url = stack.api_url(0)
 
@@ -220,7 +247,7 @@ async def test_4_with_no_worker_a_start_is_503_then_runs_once_one_starts(
 
     assert refused.status_code == 503, refused.text
     assert refused.headers["Retry-After"]
-    assert body["attempt"] == 1
+    await completed_after_lost_leases(stack, run_id, body)
     RESULTS["04_no_worker"] = {
         "scenario": "no worker running",
         "outcome": "POST 503 with Retry-After; once a worker started, 202 and DONE",
@@ -239,16 +266,8 @@ async def test_5_api_sigkill_mid_run_does_not_affect_the_run(
 
     body = await wait_state(http, stack.api_url(1), run_id, "DONE")
 
-    # No API takes part in an attempt. With one core kept busy, an attempt could not have its
-    # 1.5 s lease confirmed in time and stopped (CI: DONE on attempt 3): that is the lease
-    # doing its work on a slow machine, not the API's death, and is the only other end allowed.
-    async def ended_by_its_lease_or_completed() -> None:
-        spans = [span for span in stack.spans() if span.run_id == run_id]
-        assert [span.ended_by for span in spans][-1:] == ["agent_complete"], spans
-        assert {span.ended_by for span in spans[:-1]} <= {"agent_lease_lost"}, spans
-        assert len(spans) == body["attempt"], spans
-
-    await assert_eventually(ended_by_its_lease_or_completed, timeout=30)
+    # No API takes part in an attempt.
+    await completed_after_lost_leases(stack, run_id, body)
     await stack.start_api(0)
     assert (await status(http, stack.api_url(0), run_id))["state"] == "DONE"
     RESULTS["05_api_sigkill"] = {
