@@ -274,9 +274,10 @@ async def list_queue(
 ) -> QueuePage:
     """One page of the queues of ``scope`` (None: every scope with runs open, in visibility's
     order). A page costs one visibility call (rarely two: when the scope it resumes at has
-    closed, or to look past the end of a visibility page), one view for each scope it shows (the scopes' published counts say how many to
-    ask, all at once) and one status read per holder, whatever the number of scopes. A page
-    may hold fewer runs than ``limit``, even none; only a null token says the end."""
+    closed, or to look past the end of a visibility page), one view for each scope it shows
+    (the scopes' published counts say how many to ask, all at once) and one status read per
+    holder, whatever the number of scopes. A page may hold fewer runs than ``limit``, even
+    none; only a null token says the end."""
     limit = max(1, limit)
     token_key = token_key or _PROCESS_KEY
     purpose = f"queue {scope.id if scope is not None else ''}"
