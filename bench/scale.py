@@ -44,7 +44,7 @@ from bench.api_client import sleeper
 from bench.executions import fresh_id, start_raw, wait_drained
 from bench.measure import percentile, say
 from bench.report import write_between
-from bench.scenarios.lease import frontend_calls
+from bench.scenarios.lease import calls_in_window
 from bench.services import BENCH_API, BENCH_WORKER, STACKS, Services, StackSpec
 from devtools.processes import ROOT
 
@@ -99,14 +99,6 @@ async def _reads(read: Callable[[], Awaitable[bool]], seconds: float) -> dict[st
     }
 
 
-async def _calls(http: httpx.AsyncClient, url: str, seconds: float) -> Counter[str]:
-    before = frontend_calls((await http.get(url)).text)
-    await asyncio.sleep(seconds)
-    after = frontend_calls((await http.get(url)).text)
-    after.subtract(before)
-    return after
-
-
 def _per_agent(window: Counter[str], idle: Counter[str], seconds: float, agents: int) -> float:
     extra = sum(window.values()) - sum(idle.values())
     return round(extra / seconds / max(1, agents), 3)
@@ -138,7 +130,7 @@ async def _ours(
         return response.status_code == 200
 
     reads = await _reads(status_ok, args.reads) if run_ids else {}
-    window = await _calls(http, services.metrics_url, args.window)
+    window = await calls_in_window(http, services.metrics_url, args.window)
     await wait_drained(client, queue, timeout=args.hold + 600)
 
     async def final_state(index: int) -> str:
@@ -183,7 +175,7 @@ async def _raw(
 
     reads = await _reads(describe_ok, args.reads) if accepted else {}
     async with httpx.AsyncClient(timeout=60) as http:
-        window = await _calls(http, services.metrics_url, args.window)
+        window = await calls_in_window(http, services.metrics_url, args.window)
     await wait_drained(client, queue, timeout=args.hold + 600)
     return {
         "starts_per_s": round(len(accepted) / elapsed, 2),
@@ -205,7 +197,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         client = await Client.connect(services.server.address)
         async with httpx.AsyncClient(timeout=120) as http:
             await asyncio.sleep(2.0)
-            idle = await _calls(http, services.metrics_url, args.window)
+            idle = await calls_in_window(http, services.metrics_url, args.window)
             for k in args.points:
                 say(f"scale: {k} scopes, ours")
                 ours = await _ours(services, client, http, k, args)

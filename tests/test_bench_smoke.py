@@ -14,28 +14,24 @@ import pytest
 from tests.helpers import ROOT
 
 
-@pytest.mark.skipif(
-    shutil.which("wrk") is None, reason="wrk is not installed (make test installs it)"
-)
-def test_bench_smoke_run_writes_results_and_the_table(tmp_path: Path) -> None:
-    doc = tmp_path / "PERFORMANCE.md"
-    completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--smoke",
-            "--results-dir",
-            str(tmp_path),
-            "--doc",
-            str(doc),
-        ],
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m module args``, as `make` runs it, from the project's root."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None, reason="wrk is not installed (make test installs it)"
+)
+def test_bench_smoke_run_writes_results_and_the_table(tmp_path: Path) -> None:
+    doc = tmp_path / "PERFORMANCE.md"
+    completed = run_module("bench", "--smoke", "--results-dir", str(tmp_path), "--doc", str(doc))
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((tmp_path / "latest.json").read_text())
@@ -52,14 +48,7 @@ def test_bench_scale_smoke_run_writes_the_table_and_the_plot(tmp_path: Path) -> 
     doc, plot = tmp_path / "PERFORMANCE.md", tmp_path / "scale.png"
     sizes = ["--points", "2,4", "--hold", "2", "--reads", "1", "--window", "1"]
     places = ["--results-dir", str(tmp_path), "--doc", str(doc), "--plot", str(plot)]
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.scale", *sizes, *places],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    completed = run_module("bench.scale", *sizes, *places)
 
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((tmp_path / "scale-latest.json").read_text())

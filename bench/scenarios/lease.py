@@ -51,7 +51,8 @@ def frontend_calls(metrics: str) -> Counter[str]:
     return calls
 
 
-async def _window(http: httpx.AsyncClient, url: str, seconds: float) -> Counter[str]:
+async def calls_in_window(http: httpx.AsyncClient, url: str, seconds: float) -> Counter[str]:
+    """The frontend calls taken in the next ``seconds``, by operation."""
     before = frontend_calls((await http.get(url)).text)
     await asyncio.sleep(seconds)
     after = frontend_calls((await http.get(url)).text)
@@ -88,16 +89,16 @@ async def lease_cost(bench: Bench) -> dict[str, Any]:
     url = bench.services["agents"].url
     raw_queue = bench.services["raw"].settings.task_queue
     async with httpx.AsyncClient(timeout=60) as http:
-        idle_before = await _window(http, metrics, seconds)
+        idle_before = await calls_in_window(http, metrics, seconds)
 
         run_id = await start(http, url, sleeper(agent_seconds))
         while (await status(http, url, run_id))["state"] != "RUNNING":
             await asyncio.sleep(0.1)
         await asyncio.sleep(2.0)  # past the claim and the first lease confirmations
-        ours = await _window(http, metrics, seconds)
+        ours = await calls_in_window(http, metrics, seconds)
         await http.post(f"{url}/agents/runs/{run_id}/cancel")
         await asyncio.sleep(min(SETTLE_SECONDS, seconds))
-        idle_between = await _window(http, metrics, seconds)
+        idle_between = await calls_in_window(http, metrics, seconds)
 
         handle = await start_raw(
             bench.client, raw_queue, fresh_id("bench-raw-lease"), agent_seconds
@@ -105,10 +106,10 @@ async def lease_cost(bench: Bench) -> dict[str, Any]:
         while not (await handle.describe()).raw_description.pending_activities:
             await asyncio.sleep(0.1)
         await asyncio.sleep(2.0)
-        raw = await _window(http, metrics, seconds)
+        raw = await calls_in_window(http, metrics, seconds)
         await handle.terminate("benchmark cleanup")
         await asyncio.sleep(min(SETTLE_SECONDS, seconds))
-        idle_after = await _window(http, metrics, seconds)
+        idle_after = await calls_in_window(http, metrics, seconds)
     return {
         "window_seconds": seconds,
         "heartbeat_timeout_seconds": heartbeat,
