@@ -214,7 +214,7 @@ async def test_a_scope_that_closes_between_pages_hides_no_other_scope(
                 user = str(uuid.uuid4())
                 body = {"agent_type": "policy-checker", "user_id": user, "on_busy": "enqueue"}
                 started[user] = [
-                    (await api.post("/agents/run", json=body)).json()["run_id"] for _ in range(2)
+                    (await api.post("/agents/run", json=body)).json()["run_id"] for _ in range(3)
                 ]
             owner = {run_id: user for user, run_ids in started.items() for run_id in run_ids}
 
@@ -226,7 +226,7 @@ async def test_a_scope_that_closes_between_pages_hides_no_other_scope(
                 return list(dict.fromkeys(owner[run_id] for run_id in listed))
 
             users = await assert_eventually(in_order, timeout=30, interval=1.0)
-            first = (await api.get("/agents/queue", params={"limit": 2})).json()
+            first = (await api.get("/agents/queue", params={"limit": 3})).json()
             assert {owner[run_id] for run_id in ids(first)} == {users[0]}
             # The scope the token resumes at closes: its runs are cancelled.
             for run_id in started[users[1]]:
@@ -246,10 +246,34 @@ async def test_a_scope_that_closes_between_pages_hides_no_other_scope(
             rest: list[str] = []
             token = first["next_page_token"]
             while token is not None:
-                page = await api.get("/agents/queue", params={"limit": 2, "page_token": token})
+                page = await api.get("/agents/queue", params={"limit": 3, "page_token": token})
                 assert page.status_code == 200, page.text
                 rest += ids(page.json())
                 token = page.json()["next_page_token"]
             assert sorted(rest) == sorted(started[users[2]] + started[users[3]]), rest
+
+            # A token inside a scope (its holder and one waiting run shown) whose scope then
+            # closes: the next page starts at the following scope, from its first run, and
+            # pages through it with its own counts, not the closed scope's.
+            inside = (await api.get("/agents/queue", params={"limit": 2})).json()
+            closing = owner[ids(inside)[0]]
+            for run_id in started[closing]:
+                await api.post(f"/agents/runs/{run_id}/cancel")
+
+            async def gone(
+                api: httpx.AsyncClient = api, owner: dict[str, str] = owner, closing: str = closing
+            ) -> None:
+                listed = [run_id for page in await pages(api, limit=100) for run_id in ids(page)]
+                assert closing not in {owner[run_id] for run_id in listed}, listed
+
+            await assert_eventually(gone, timeout=60, interval=1.0)
+            after: list[str] = []
+            token = inside["next_page_token"]
+            while token is not None:
+                page = await api.get("/agents/queue", params={"limit": 1, "page_token": token})
+                after += ids(page.json())
+                token = page.json()["next_page_token"]
+            still_open = [u for u in users if u not in (users[1], closing)]
+            assert sorted(after) == sorted(r for u in still_open for r in started[u]), after
             for run_id in owner:
                 await api.post(f"/agents/runs/{run_id}/cancel")

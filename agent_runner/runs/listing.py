@@ -283,8 +283,9 @@ async def list_queue(
     purpose = f"queue {scope.id if scope is not None else ''}"
     cursor = _queue_cursor(_verified(page_token, token_key, purpose))
     if scope is not None:
-        now = datetime.fromtimestamp(0, UTC)
-        page, following = [OpenScope(scope, now, busy=1, waiting=limit)], None
+        # One scope, its counts unknown: viewed whatever they are.
+        epoch = datetime.fromtimestamp(0, UTC)
+        page, following = [OpenScope(scope, epoch, busy=1, waiting=limit)], None
     else:
         # One scope more than a page shows: a cursor at the page's end stays on this page.
         page, following = await runs.scope_page(cursor.visibility, limit + 1)
@@ -294,11 +295,15 @@ async def list_queue(
         page, following = await runs.scope_page(following, limit + 1)
         first = 0
     here = cursor.visibility
-    shown = _to_view(page, first, cursor, limit)
+    # What earlier pages showed of the first scope: the cursor's counts if it is the cursor's
+    # scope, nothing if that one has closed and this is the one after it.
+    resumed = first < len(page) and page[first].scope.id == cursor.scope_id
+    begun = cursor if resumed else _QueueCursor()
+    shown = _to_view(page, first, begun, limit)
     with temporal_call():
         found = await asyncio.gather(
             *(
-                _entries(runs, page[at].scope, cursor if at == first else None, limit)
+                _entries(runs, page[at].scope, begun if at == first else _QueueCursor(), limit)
                 for at in shown
             )
         )
@@ -307,7 +312,7 @@ async def list_queue(
     room = limit
     next_cursor: _QueueCursor | None = None
     for at, entries in zip(shown, found, strict=True):
-        begun = cursor if at == first else _QueueCursor()
+        before = begun if at == first else _QueueCursor()
         held = entries.held[:room]
         waiting = entries.waiting[: room - len(held)]
         holders += held
@@ -316,7 +321,7 @@ async def list_queue(
         if room == 0:
             if len(held) < len(entries.held) or len(waiting) < len(entries.waiting) or entries.more:
                 next_cursor = _QueueCursor.of(
-                    page[at], here, begun.held + len(held), begun.waiting + len(waiting)
+                    page[at], here, before.held + len(held), before.waiting + len(waiting)
                 )
             else:
                 next_cursor = await _after(runs, page, at, here, following)
@@ -345,16 +350,16 @@ def _resume_at(page: list[OpenScope], cursor: _QueueCursor) -> int:
     return len(page)
 
 
-def _to_view(page: list[OpenScope], first: int, cursor: _QueueCursor, limit: int) -> list[int]:
-    """The scopes of ``page`` from ``first`` whose runs, as they last published their counts,
-    fill a page: each counted as at least one."""
+def _to_view(page: list[OpenScope], first: int, begun: _QueueCursor, limit: int) -> list[int]:
+    """The scopes of ``page`` from ``first`` (of which ``begun`` says what was shown) whose
+    runs, as they last published their counts, fill a page: each counted as at least one."""
     chosen: list[int] = []
     room = limit
     for at in range(first, len(page)):
         chosen.append(at)
         count = page[at].busy + page[at].waiting
-        if at == first and cursor.scope_id == page[at].scope.id:
-            count -= cursor.held + cursor.waiting
+        if at == first:
+            count -= begun.held + begun.waiting
         room -= max(1, count)
         if room <= 0:
             break
@@ -388,20 +393,17 @@ async def _status_of(runs: Runs, run_id: str) -> RunStatus | None:
         return None
 
 
-async def _entries(runs: Runs, scope: Scope, cursor: _QueueCursor | None, room: int) -> _Entries:
-    """The scope's holders and waiting runs past what ``cursor`` says was shown of it (at most
+async def _entries(runs: Runs, scope: Scope, begun: _QueueCursor, room: int) -> _Entries:
+    """The scope's holders and waiting runs past what ``begun`` says was shown of it (at most
     ``room`` waiting), in one view."""
-    resumed = cursor is not None and cursor.scope_id == scope.id
-    held_shown = cursor.held if cursor is not None and resumed else 0
-    waiting_shown = cursor.waiting if cursor is not None and resumed else 0
     try:
-        view = await runs.view(scope, waiting_shown, room)
+        view = await runs.view(scope, begun.waiting, room)
     except WorkflowQueryFailedError:
         raise TemporalUnavailableError("a scope's coordinator did not answer") from None
     if view is None:
         return _Entries([], [], more=False)
-    held = [slot.run_id for slot in view.slots if slot.run_id][held_shown:]
-    more = waiting_shown + len(view.queued) < view.queue_length
+    held = [slot.run_id for slot in view.slots if slot.run_id][begun.held :]
+    more = begun.waiting + len(view.queued) < view.queue_length
     return _Entries(held, view.queued, more)
 
 
