@@ -44,7 +44,7 @@ from bench.api_client import sleeper
 from bench.executions import fresh_id, start_raw, wait_drained
 from bench.measure import percentile, say
 from bench.report import write_between
-from bench.scenarios.lease import calls_in_window
+from bench.scenarios.lease import calls_in_window, per_second
 from bench.services import BENCH_API, BENCH_WORKER, STACKS, Services, StackSpec
 from devtools.processes import ROOT
 
@@ -100,8 +100,8 @@ async def _reads(read: Callable[[], Awaitable[bool]], seconds: float) -> dict[st
 
 
 def _per_agent(window: Counter[str], idle: Counter[str], seconds: float, agents: int) -> float:
-    extra = sum(window.values()) - sum(idle.values())
-    return round(extra / seconds / max(1, agents), 3)
+    total = float(per_second(window, idle, seconds)["calls_per_second"])
+    return round(total / max(1, agents), 3)
 
 
 async def _ours(

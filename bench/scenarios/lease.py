@@ -1,9 +1,8 @@
 """What one working agent costs the Temporal server: its frontend calls per second while the
 agent works, ours against raw Temporal's heartbeating activity with the same heartbeat timeout.
-Each side's window is measured alone, less an idle window of the same length (what the
-processes ask with nothing running). The workers' own calls are left out: their task polls
-(which wait, and cost nothing while they wait) and their liveness reports, the same whether an
-agent works or not."""
+Each side's window is measured alone, less the mean of the idle windows before and after it
+(what the processes ask with nothing running). Only the workers' liveness reports are left out,
+the same whether an agent works or not; task polls count (see WORKER_CALLS)."""
 
 from __future__ import annotations
 
@@ -60,7 +59,7 @@ async def calls_in_window(http: httpx.AsyncClient, url: str, seconds: float) -> 
     return after
 
 
-def _per_second(window: Counter[str], idle: Counter[str], seconds: float) -> dict[str, Any]:
+def per_second(window: Counter[str], idle: Counter[str], seconds: float) -> dict[str, Any]:
     extra = {op: (window[op] - idle[op]) / seconds for op in set(window) | set(idle)}
     shown = {op: round(value, 3) for op, value in sorted(extra.items()) if abs(value) >= 0.01}
     return {
@@ -113,7 +112,7 @@ async def lease_cost(bench: Bench) -> dict[str, Any]:
     return {
         "window_seconds": seconds,
         "heartbeat_timeout_seconds": heartbeat,
-        "ours": _per_second(ours, _mean(idle_before, idle_between), seconds),
-        "raw_temporal": _per_second(raw, _mean(idle_between, idle_after), seconds),
-        "idle": _per_second(idle_between, Counter(), seconds),
+        "ours": per_second(ours, _mean(idle_before, idle_between), seconds),
+        "raw_temporal": per_second(raw, _mean(idle_between, idle_after), seconds),
+        "idle": per_second(idle_between, Counter(), seconds),
     }
