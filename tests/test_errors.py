@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from urllib.parse import quote
 
 import httpx
 import pytest
-from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner.ids import ScopeKind
 from agent_runner.runs.errors import is_unavailable, temporal_call
 from agent_runner.settings import Settings
 from api.errors import RETRY_AFTER_UNAVAILABLE_SECONDS, UNAVAILABLE_DETAIL
@@ -236,3 +238,40 @@ def test_a_coordinator_whose_workflow_task_fails_is_unavailable_never_500(
     assert not is_unavailable(
         RPCError("Workflow execution already completed", RPCStatusCode.FAILED_PRECONDITION, b"")
     )
+
+
+async def test_a_start_answered_503_was_not_made(
+    temporal_address: str, temporal_client: Client, shared_worker: object
+) -> None:
+    """Found trying the scale issue's many users (300 new users, 20 at a time): 11 starts that
+    answered ``503`` ("please retry later") had started their run. The coordinator decided
+    within the call's budget; its answer reached the API after it. A client that retried got a
+    second run. Now the coordinator decides within part of the budget and the API asks once
+    more for an answer that did not come back in time. A budget this short makes many starts
+    of new scopes end on it: each answered ``503`` must have started nothing."""
+    settings = make_settings(
+        temporal_address, agent_scope="user_id", temporal_rpc_timeout_seconds=0.3
+    )
+    users = [str(uuid.uuid4()) for _ in range(60)]
+    async for api in app_client(settings):
+        answers = await asyncio.gather(
+            *(api.post("/agents/run", json={"agent_type": "policy-checker", "user_id": user})
+              for user in users)
+        )  # fmt: skip
+    assert {answer.status_code for answer in answers} <= {202, 503}
+    refused = [
+        user for user, answer in zip(users, answers, strict=True) if answer.status_code == 503
+    ]
+    # A coordinator that had not decided when its start's budget ran out refuses it later.
+    await asyncio.sleep(1.0)
+    made = []
+    for user in refused:
+        scope = settings.run_target(ScopeKind.USER_ID).scope(
+            agent_type="policy-checker", user_id=user
+        )
+        try:
+            await temporal_client.get_workflow_handle(scope.slot_id(0)).describe()
+            made.append(user)
+        except RPCError as err:
+            assert err.status == RPCStatusCode.NOT_FOUND
+    assert made == [], f"{len(made)} of {len(refused)} starts answered 503 started a run"

@@ -85,6 +85,13 @@ WORKER_WAIT = timedelta(minutes=5)
 SHARED_READS_PATCH = "loop-uses-admit-reads"
 # The patch that passes carried cancels on again (histories from before it replay as they ran).
 RESEND_CANCELS = "resend-carried-cancels"
+# The patch after which the coordinator's reads (the settings record, its predecessor, its
+# slots) are local activities: run by the worker inside the workflow task that needs them, not
+# scheduled as tasks of their own through the server (a new scope's first answer took three
+# workflow tasks and three activity tasks, most of a start's time under load), and with no task
+# token another client could complete with an answer of its own. Decided once per execution,
+# in its first task, so an execution never mixes the two ways (see ``run``).
+LOCAL_READS_PATCH = "local-reads"
 _QUICK = timedelta(seconds=10)
 # A settings read is one describe call; one the server handed to a worker that was then cut off
 # waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
@@ -110,6 +117,8 @@ class AgentScopeWorkflow:
         # When the latest read that came back began (the loop's or an admit's).
         self._read_at: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # Whether its reads are local activities (LOCAL_READS_PATCH), decided in ``run``.
+        self._local_reads = False
         self._waited = workflow.metric_meter().create_histogram_float(
             "agent_runner_queue_wait_seconds", "Time runs waited in a queue for a slot.", "s"
         )
@@ -164,6 +173,9 @@ class AgentScopeWorkflow:
 
     @workflow.run
     async def run(self, carried: RawValue = NO_INPUT) -> None:
+        # First, before any read: an execution that began before the patch replays without it
+        # to its end (a patch first asked later could answer differently on replay).
+        self._local_reads = workflow.patched(LOCAL_READS_PATCH)
         scope = _own_scope()
         state = _carried_state(carried)
         # Known from its first moment, so its queries always answer: what the execution before
@@ -431,12 +443,11 @@ class AgentScopeWorkflow:
         read another one started would then end in one task on first run and in another on
         replay, a history that no longer replays (found by the randomized run)."""
         began = workflow.now()
-        found: DeploymentSettings | None = await workflow.execute_activity(
+        found: DeploymentSettings | None = await self._read(
             READ_SETTINGS,
             settings_id(_own_scope().base),
-            result_type=DeploymentSettings | None,  # type: ignore[arg-type]
-            start_to_close_timeout=_READ,
-            retry_policy=_QUICK_RETRY,
+            DeploymentSettings | None,
+            _READ,
         )
         if found is not None:
             self._settings = found
@@ -447,12 +458,8 @@ class AgentScopeWorkflow:
     async def _predecessor(self, scope: Scope) -> object:
         """Starting afresh: what a coordinator ended from outside carried (None if nothing)."""
         try:
-            raw: RawValue = await workflow.execute_activity(
-                ADOPT_PREDECESSOR,
-                scope.id,
-                result_type=RawValue,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=_QUICK_RETRY,
+            raw: RawValue = await self._read(
+                ADOPT_PREDECESSOR, scope.id, RawValue, timedelta(seconds=30)
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
@@ -480,18 +487,28 @@ class AgentScopeWorkflow:
 
     async def _slots(self, scope: Scope, settings: DeploymentSettings) -> list[SlotFinding]:
         """Starting afresh: what holds each slot this deployment ever used, from the server."""
-        findings: list[SlotFinding] = await workflow.execute_activity(
+        findings: list[SlotFinding] = await self._read(
             SURVEY_SLOTS,
             SlotSurvey(
                 scope.id,
                 max(settings.slots_high_water, settings.limits.slots),
                 workflow.info().task_queue,
             ),
-            result_type=list[SlotFinding],
-            start_to_close_timeout=_QUICK,
-            retry_policy=_QUICK_RETRY,
+            list[SlotFinding],
+            _QUICK,
         )
         return findings
+
+    async def _read(self, name: str, arg: object, kind: Any, timeout: timedelta) -> Any:
+        """One of the coordinator's reads: a local activity since LOCAL_READS_PATCH."""
+        if self._local_reads:
+            return await workflow.execute_local_activity(
+                name, arg, result_type=kind, start_to_close_timeout=timeout,
+                retry_policy=_QUICK_RETRY,
+            )  # fmt: skip
+        return await workflow.execute_activity(
+            name, arg, result_type=kind, start_to_close_timeout=timeout, retry_policy=_QUICK_RETRY
+        )
 
     def _new_run_id(self) -> str:
         """A run id that names its scope (see :mod:`agent_runner.ids`)."""

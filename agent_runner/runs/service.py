@@ -29,6 +29,7 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
@@ -80,6 +81,12 @@ T = TypeVar("T")
 # tells the run's end waits for that (see Runs.slot_freed), and how often it looks.
 SLOT_FREED_WAIT = timedelta(seconds=2)
 SLOT_FREED_POLL = timedelta(milliseconds=20)
+# Of a start's RPC budget: the part its coordinator has to decide in. An answer that did not
+# come back within the budget is asked for once more, for half the budget or a second, whichever
+# is longer: no start answers 503 for a run it made while the server answers that question.
+DECIDE_WITHIN = 0.75
+LATE_ANSWER = 0.5
+LATE_ANSWER_MIN = timedelta(seconds=1)
 
 
 @dataclass(frozen=True)
@@ -247,9 +254,11 @@ class Runs:
         NOT_FOUND, RESOURCE_EXHAUSTED or "not ready" (its closing workflow task was refused
         because the update came): the call is made again, within the budget, and reaches the
         next execution (the update's id keeps it from being applied twice)."""
-        # Past this the call below has given up (and its callers heard 503): the coordinator
-        # must not start a run it decides on later.
-        not_after = datetime.now(UTC) + self.target.rpc_timeout
+        # The coordinator decides by then (a later decision refuses the start: EXPIRED), so its
+        # answer has the rest of the budget to come back (see _late_answers for one that does
+        # not).
+        budget = self.target.rpc_timeout
+        not_after = datetime.now(UTC) + budget * DECIDE_WITHIN
         requests = [replace(request, not_after=not_after) for request in requests]
 
         async def admit(timeout: timedelta) -> list[AdmitAnswer]:
@@ -273,7 +282,37 @@ class Runs:
             finally:
                 await _settled(start)
 
-        return await self._within_budget(admit)
+        try:
+            return await self._within_budget(admit)
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+            if (
+                not is_unavailable(err)
+                or (late := await self._late_answers(scope, update_id)) is None
+            ):
+                raise
+            return late
+
+    async def _late_answers(self, scope: Scope, update_id: str) -> list[AdmitAnswer] | None:
+        """The answers of an admit whose call ran out of budget, if the coordinator gave them.
+
+        It decided in time (before ``not_after``) but its answer did not reach us in time: its
+        runs were started, and a ``503`` would tell the caller to start them again (found by
+        trying 300 new users at once: 11 starts answered 503 had run). So the outcome is asked
+        for once more, by the update's id, for LATE_ANSWER of the budget (LATE_ANSWER_MIN at least). None if there
+        is none yet: the coordinator had not decided, and will refuse these starts when it
+        does (past ``not_after``), or the server does not answer (then nobody can tell; an
+        Idempotency-Key makes the retry safe, see docs/api.md)."""
+        wait = max(self.target.rpc_timeout * LATE_ANSWER, LATE_ANSWER_MIN)
+        handle = self.client.get_workflow_handle(scope.id).get_update_handle(
+            update_id, result_type=ADMIT.result_type
+        )
+        try:
+            async with asyncio.timeout(wait.total_seconds()):
+                answers: list[AdmitAnswer] = await handle.result(rpc_timeout=wait)
+        except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            return None
+        logger.info("start_answered_late", scope=scope.id, update_id=update_id)
+        return answers
 
     async def _within_budget(self, call: Callable[[timedelta], Awaitable[T]]) -> T:
         """``call(rpc_timeout)``, an update to a coordinator, made again within the budget while
