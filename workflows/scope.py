@@ -85,12 +85,13 @@ WORKER_WAIT = timedelta(minutes=5)
 SHARED_READS_PATCH = "loop-uses-admit-reads"
 # The patch that passes carried cancels on again (histories from before it replay as they ran).
 RESEND_CANCELS = "resend-carried-cancels"
-# The patch after which the coordinator's reads (the settings record, its predecessor, its
-# slots) are local activities: run by the worker inside the workflow task that needs them, not
-# scheduled as tasks of their own through the server (a new scope's first answer took three
-# workflow tasks and three activity tasks, most of a start's time under load), and with no task
-# token another client could complete with an answer of its own. Decided once per execution,
-# in its first task, so an execution never mixes the two ways (see ``run``).
+# The patch after which the coordinator's start-up reads (the settings record, its predecessor,
+# its slots) are local activities, run by the worker inside its first workflow task rather than
+# scheduled through the server as tasks of their own, and an admit decides with the start-up
+# read while it is fresh: a new scope's first answer took four workflow tasks and three activity
+# tasks, most of a start's time under load; now one. Only ``run`` starts local activities, one
+# after another before any handler may go on (see "Workflow code and replay" in docs/design.md).
+# Decided once per execution, in its first task, so an execution never mixes the two ways.
 LOCAL_READS_PATCH = "local-reads"
 _QUICK = timedelta(seconds=10)
 # A settings read is one describe call; one the server handed to a worker that was then cut off
@@ -117,8 +118,10 @@ class AgentScopeWorkflow:
         # When the latest read that came back began (the loop's or an admit's).
         self._read_at: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Whether its reads are local activities (LOCAL_READS_PATCH), decided in ``run``.
+        # Whether its start-up reads are local activities (LOCAL_READS_PATCH), decided in
+        # ``run``; and when its start-up read of the settings began.
         self._local_reads = False
+        self._startup_read_at: datetime | None = None
         self._waited = workflow.metric_meter().create_histogram_float(
             "agent_runner_queue_wait_seconds", "Time runs waited in a queue for a slot.", "s"
         )
@@ -130,8 +133,11 @@ class AgentScopeWorkflow:
         """Start, queue or refuse each request, in order."""
         book = await self._ready_book()
         # A read of its own, started now, so the bound it decides with is fresh; never one
-        # another handler started (see _load_settings).
-        await self._load_settings()
+        # another handler started (see _load_settings). Since the patch, the start-up read
+        # serves while it is fresh: it was done before any handler could go on, so every
+        # handler finds it done, on first run and on replay alike.
+        if not self._startup_read_fresh():
+            await self._load_settings()
         now = workflow.now()
         answers = [book.admit(request, now, self._new_run_id) for request in requests]
         self._dirty = True
@@ -424,9 +430,16 @@ class AgentScopeWorkflow:
         assert self._book is not None
         return self._book
 
+    def _startup_read_fresh(self) -> bool:
+        began = self._startup_read_at
+        return began is not None and workflow.now() - began < SETTINGS_FRESH
+
     async def _read_settings(self) -> DeploymentSettings:
-        """The deployment's settings record; the coordinator cannot work without one."""
-        await self._load_settings()
+        """The deployment's settings record, read at start-up; the coordinator cannot work
+        without one."""
+        await self._load_settings(startup=True)
+        if self._local_reads and self._settings is not None:
+            self._startup_read_at = self._read_at
         if self._settings is None:
             raise InvalidRunInputError(
                 f"no deployment settings at {settings_id(_own_scope().base)}: start an API or "
@@ -434,7 +447,7 @@ class AgentScopeWorkflow:
             )
         return self._settings
 
-    async def _load_settings(self) -> None:
+    async def _load_settings(self, *, startup: bool = False) -> None:
         """One read of the deployment's record, awaited only by whoever started it.
 
         Never shared: a read's result can arrive in the same workflow task as an update, and
@@ -448,6 +461,7 @@ class AgentScopeWorkflow:
             settings_id(_own_scope().base),
             DeploymentSettings | None,
             _READ,
+            local=startup,
         )
         if found is not None:
             self._settings = found
@@ -459,7 +473,7 @@ class AgentScopeWorkflow:
         """Starting afresh: what a coordinator ended from outside carried (None if nothing)."""
         try:
             raw: RawValue = await self._read(
-                ADOPT_PREDECESSOR, scope.id, RawValue, timedelta(seconds=30)
+                ADOPT_PREDECESSOR, scope.id, RawValue, timedelta(seconds=30), local=True
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
@@ -496,12 +510,16 @@ class AgentScopeWorkflow:
             ),
             list[SlotFinding],
             _QUICK,
+            local=True,
         )
         return findings
 
-    async def _read(self, name: str, arg: object, kind: Any, timeout: timedelta) -> Any:
-        """One of the coordinator's reads: a local activity since LOCAL_READS_PATCH."""
-        if self._local_reads:
+    async def _read(
+        self, name: str, arg: object, kind: Any, timeout: timedelta, *, local: bool = False
+    ) -> Any:
+        """One of the coordinator's reads; a start-up one (``local``, only ever from ``run``)
+        is a local activity since LOCAL_READS_PATCH."""
+        if local and self._local_reads:
             return await workflow.execute_local_activity(
                 name, arg, result_type=kind, start_to_close_timeout=timeout,
                 retry_policy=_QUICK_RETRY,

@@ -298,10 +298,10 @@ class Runs:
         It decided in time (before ``not_after``) but its answer did not reach us in time: its
         runs were started, and a ``503`` would tell the caller to start them again (found by
         trying 300 new users at once: 11 starts answered 503 had run). So the outcome is asked
-        for once more, by the update's id, for LATE_ANSWER of the budget (LATE_ANSWER_MIN at least). None if there
-        is none yet: the coordinator had not decided, and will refuse these starts when it
-        does (past ``not_after``), or the server does not answer (then nobody can tell; an
-        Idempotency-Key makes the retry safe, see docs/api.md)."""
+        for once more, by the update's id (see LATE_ANSWER). None if there is none yet: the
+        coordinator had not decided, and will refuse these starts when it does (past
+        ``not_after``), or the server does not answer (then nobody can tell; an Idempotency-Key
+        makes the retry safe, see docs/api.md)."""
         wait = max(self.target.rpc_timeout * LATE_ANSWER, LATE_ANSWER_MIN)
         handle = self.client.get_workflow_handle(scope.id).get_update_handle(
             update_id, result_type=ADMIT.result_type
