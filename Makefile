@@ -47,9 +47,10 @@ tools:
 test: lint tools
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-# The tests that kill no process (pytest -m "not reliability"), see docs/RELIABILITY.md.
+# The tests that need no Temporal server (pure functions, the chaos checker, the docs): seconds.
+# The end-to-end tests that kill no process: make test PYTEST_ARGS='-m "not reliability"'.
 test-fast: install
-	$(BIN)/pytest -q -m "not reliability" $(PYTEST_ARGS)
+	$(BIN)/pytest -q tests/unit tests/test_chaos_checker.py tests/test_docs_in_step.py $(PYTEST_ARGS)
 
 openapi: install
 	$(BIN)/python -m scripts.export_openapi
