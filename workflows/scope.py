@@ -89,8 +89,9 @@ RESEND_CANCELS = "resend-carried-cancels"
 # its slots) are local activities, run by the worker inside its first workflow task rather than
 # scheduled through the server as tasks of their own, and an admit decides with the start-up
 # read while it is fresh: a new scope's first answer took four workflow tasks and three activity
-# tasks, most of a start's time under load; now one. Only ``run`` starts local activities, one
-# after another before any handler may go on (see "Workflow code and replay" in docs/design.md).
+# tasks, most of a start's time under load; now one. Only ``run`` starts local activities, before
+# any handler may go on (the predecessor's and the survey's at once: no workflow code runs between
+# their results), see "Workflow code and replay" in docs/design.md.
 # Decided once per execution, in its first task, so an execution never mixes the two ways.
 LOCAL_READS_PATCH = "local-reads"
 _QUICK = timedelta(seconds=10)
@@ -98,6 +99,7 @@ _QUICK = timedelta(seconds=10)
 # waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
 _READ = timedelta(seconds=5)
 _QUICK_RETRY = RetryPolicy(maximum_interval=timedelta(seconds=2))
+_ONCE = RetryPolicy(maximum_attempts=1)
 _SHOWN_IN_DETAILS = 20
 # A start with no input (every start but a continue-as-new's).
 NO_INPUT = RawValue(Payload())
@@ -518,12 +520,19 @@ class AgentScopeWorkflow:
         self, name: str, arg: object, kind: Any, timeout: timedelta, *, local: bool = False
     ) -> Any:
         """One of the coordinator's reads; a start-up one (``local``, only ever from ``run``)
-        is a local activity since LOCAL_READS_PATCH."""
+        is a local activity since LOCAL_READS_PATCH, tried once: one that fails is asked again
+        as an ordinary activity. The workflow's clock counts a local activity's last try only,
+        not the tries and pauses before it; with one try it stays close to the server's, which
+        is what ``not_after`` and SETTINGS_FRESH are measured against."""
         if local and self._local_reads:
-            return await workflow.execute_local_activity(
-                name, arg, result_type=kind, start_to_close_timeout=timeout,
-                retry_policy=_QUICK_RETRY,
-            )  # fmt: skip
+            try:
+                return await workflow.execute_local_activity(
+                    name, arg, result_type=kind, start_to_close_timeout=timeout,
+                    retry_policy=_ONCE,
+                )  # fmt: skip
+            except ActivityError as err:
+                if isinstance(err.cause, CancelledError):
+                    raise  # a cancel of the coordinator: asked again (see _despite_cancel)
         return await workflow.execute_activity(
             name, arg, result_type=kind, start_to_close_timeout=timeout, retry_policy=_QUICK_RETRY
         )

@@ -82,8 +82,8 @@ T = TypeVar("T")
 SLOT_FREED_WAIT = timedelta(seconds=2)
 SLOT_FREED_POLL = timedelta(milliseconds=20)
 # Of a start's RPC budget: the part its coordinator has to decide in. An answer that did not
-# come back within the budget is asked for once more, for half the budget or a second, whichever
-# is longer: no start answers 503 for a run it made while the server answers that question.
+# come back within the budget is asked for once more (see _ask_again), for half the budget or a
+# second, whichever is longer: no start answers 503 for a run it made while the server answers.
 DECIDE_WITHIN = 0.75
 LATE_ANSWER = 0.5
 LATE_ANSWER_MIN = timedelta(seconds=1)
@@ -255,13 +255,12 @@ class Runs:
         because the update came): the call is made again, within the budget, and reaches the
         next execution (the update's id keeps it from being applied twice)."""
         # The coordinator decides by then (a later decision refuses the start: EXPIRED), so its
-        # answer has the rest of the budget to come back (see _late_answers for one that does
-        # not).
+        # answer has the rest of the budget to come back (see _ask_again for one that does not).
         budget = self.target.rpc_timeout
         not_after = datetime.now(UTC) + budget * DECIDE_WITHIN
         requests = [replace(request, not_after=not_after) for request in requests]
 
-        async def admit(timeout: timedelta) -> list[AdmitAnswer]:
+        async def admit(timeout: timedelta, update_id: str = update_id) -> list[AdmitAnswer]:
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 SCOPE_WORKFLOW,
                 id=scope.id,
@@ -285,34 +284,10 @@ class Runs:
         try:
             return await self._within_budget(admit)
         except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
-            if (
-                not is_unavailable(err)
-                or (late := await self._late_answers(scope, update_id)) is None
-            ):
+            if not _maybe_delivered(err) or (late := await _ask_again(admit, budget)) is None:
                 raise
+            logger.info("start_answered_late", scope=scope.id, update_id=update_id)
             return late
-
-    async def _late_answers(self, scope: Scope, update_id: str) -> list[AdmitAnswer] | None:
-        """The answers of an admit whose call ran out of budget, if the coordinator gave them.
-
-        It decided in time (before ``not_after``) but its answer did not reach us in time: its
-        runs were started, and a ``503`` would tell the caller to start them again (found by
-        trying 300 new users at once: 11 starts answered 503 had run). So the outcome is asked
-        for once more, by the update's id (see LATE_ANSWER). None if there is none yet: the
-        coordinator had not decided, and will refuse these starts when it does (past
-        ``not_after``), or the server does not answer (then nobody can tell; an Idempotency-Key
-        makes the retry safe, see docs/api.md)."""
-        wait = max(self.target.rpc_timeout * LATE_ANSWER, LATE_ANSWER_MIN)
-        handle = self.client.get_workflow_handle(scope.id).get_update_handle(
-            update_id, result_type=ADMIT.result_type
-        )
-        try:
-            async with asyncio.timeout(wait.total_seconds()):
-                answers: list[AdmitAnswer] = await handle.result(rpc_timeout=wait)
-        except (TimeoutError, RPCError, WorkflowUpdateRPCTimeoutOrCancelledError):
-            return None
-        logger.info("start_answered_late", scope=scope.id, update_id=update_id)
-        return answers
 
     async def _within_budget(self, call: Callable[[timedelta], Awaitable[T]]) -> T:
         """``call(rpc_timeout)``, an update to a coordinator, made again within the budget while
@@ -594,6 +569,45 @@ def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
 
 
 __all__ = ["TemporalUnavailableError", "timedelta"]
+
+
+def _maybe_delivered(err: RPCError | WorkflowUpdateRPCTimeoutOrCancelledError) -> bool:
+    """Whether an admit that failed may still have reached its coordinator: its call timed out
+    or its connection broke. A server too busy for it (RESOURCE_EXHAUSTED) or a coordinator
+    whose task keeps failing took nothing."""
+    if not is_unavailable(err):
+        return False
+    cause = err if isinstance(err, RPCError) else err.__cause__
+    return not isinstance(cause, RPCError) or cause.status not in (
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.FAILED_PRECONDITION,
+    )
+
+
+async def _ask_again(
+    admit: Callable[[timedelta, str], Awaitable[list[AdmitAnswer]]], budget: timedelta
+) -> list[AdmitAnswer] | None:
+    """The answers to an admit whose call ran out of budget, asked for once more.
+
+    The coordinator may have decided in time (before ``not_after``) with its answer lost on the
+    way: its runs were started, and a ``503`` would tell the callers to start them again (found
+    by trying 300 new users at once: 11 starts answered 503 had run). So the same requests are
+    sent again, for LATE_ANSWER of the budget: the coordinator answers a request id it has
+    answered with that answer, and one it has not (or not yet) decided on with EXPIRED, since
+    ``not_after`` has passed; whichever execution of it is current (it may have continued as
+    new since). None if that call fails too: then nobody can tell (an Idempotency-Key makes the
+    retry safe, see docs/api.md)."""
+    wait = max(budget * LATE_ANSWER, LATE_ANSWER_MIN)
+    try:
+        async with asyncio.timeout(wait.total_seconds()):
+            return await admit(wait, f"admit-{uuid.uuid4()}")
+    except (
+        TimeoutError,
+        RPCError,
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+        WorkflowUpdateFailedError,
+    ):
+        return None
 
 
 def _passing(err: RPCError) -> bool:
