@@ -14,6 +14,7 @@ more work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,12 @@ class Lease:
 
     async def confirm(self) -> None:
         """Send one heartbeat and wait for the answer; extend the lease, or lose it."""
+        await self._send(timedelta(seconds=self.renew_every))
+        self.check()
+
+    async def _send(self, timeout: timedelta) -> None:
+        """One heartbeat, answered within ``timeout`` or not at all: an answer extends the lease
+        from when it was sent; NOT_FOUND loses it; anything else confirms nothing."""
         details = None
         if self.details is not None:
             details = Payloads(payloads=await self._client.data_converter.encode([self.details]))
@@ -75,35 +82,64 @@ class Lease:
                     details=details,
                 ),
                 retry=False,
-                timeout=timedelta(seconds=self.renew_every),
+                timeout=timeout,
             )
         except RPCError as err:
             if err.status == RPCStatusCode.NOT_FOUND:
                 self.lost_reason = f"the server no longer knows this attempt: {err.message}"
-            self.check()
             return
-        self._valid_until = max(self._valid_until, sent + self.duration)
-        self._expires_at_wall = sent_wall + timedelta(seconds=self.duration)
+        if sent + self.duration > self._valid_until:
+            self._valid_until = sent + self.duration
+            self._expires_at_wall = sent_wall + timedelta(seconds=self.duration)
         if response.cancel_requested:
             self.stop_reason = self.stop_reason or "cancelled"
         if response.activity_paused:
             self.stop_reason = self.stop_reason or "paused from outside (temporal activity pause)"
         if response.activity_reset:
             self.stop_reason = self.stop_reason or "reset from outside (temporal activity reset)"
-        self.check()
 
     async def keep(self, on_lost: Callable[[], object], on_stop: Callable[[], object]) -> None:
-        """Renew until cancelled; call ``on_lost`` once the lease is gone, ``on_stop`` once the
-        server asks the attempt to stop."""
-        while True:
-            await asyncio.sleep(self.renew_every)
-            # The SDK's own heartbeat too: its core cancels an attempt that does not heartbeat
-            # through it within the heartbeat timeout (it sends at most one per 0.8 of it).
-            activity.heartbeat(*(() if self.details is None else (self.details,)))
-            try:
-                await self.confirm()
-            except LeaseLostError:
-                on_lost()
-                return
-            if self.stop_reason is not None:
-                on_stop()
+        """Renew until cancelled; call ``on_lost`` once the lease is gone, ``on_stop`` whenever
+        an answer says the server asks the attempt to stop.
+
+        A heartbeat goes out every ``renew_every`` on a fixed beat, whether the one before has
+        answered or not, and each is waited for as long as its answer can still extend the lease
+        (a whole lease from its send). So a slow server costs no more calls, and the lease holds
+        while each answer takes less than half a lease; when the next heartbeat waited for the
+        one before, two slow answers in a row lost it (a busy server turned into failed runs)."""
+        answered = asyncio.Event()
+        sends: set[asyncio.Task[None]] = set()
+
+        def sent(task: asyncio.Task[None]) -> None:
+            sends.discard(task)
+            answered.set()
+
+        next_send = time.monotonic() + self.renew_every
+        try:
+            while True:
+                now = time.monotonic()
+                if self.lost_reason is not None or now >= self._valid_until:
+                    with contextlib.suppress(LeaseLostError):
+                        self.check()
+                    on_lost()
+                    return
+                if answered.is_set():
+                    answered.clear()
+                    if self.stop_reason is not None:
+                        on_stop()
+                if now >= next_send:
+                    next_send = now + self.renew_every
+                    # The SDK's own heartbeat too: its core cancels an attempt that does not
+                    # heartbeat through it within the heartbeat timeout (it sends at most one
+                    # per 0.8 of it).
+                    activity.heartbeat(*(() if self.details is None else (self.details,)))
+                    task = asyncio.ensure_future(self._send(timedelta(seconds=self.duration)))
+                    sends.add(task)
+                    task.add_done_callback(sent)
+                wake = min(next_send, self._valid_until) - time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, wake)):
+                        await answered.wait()
+        finally:
+            for task in sends:
+                task.cancel()

@@ -38,8 +38,8 @@ def lease_seconds(heartbeat_timeout_seconds: float) -> float:
 
 
 def renew_seconds(heartbeat_timeout_seconds: float) -> float:
-    """How often a working attempt confirms its lease: twice per lease, so one confirmation
-    may fail (or answer late) without the lease running out."""
+    """How often a working attempt confirms its lease: twice per lease, on a fixed beat, so
+    each confirmation may answer up to half a lease late without the lease running out."""
     return lease_seconds(heartbeat_timeout_seconds) / 2
 
 
