@@ -96,9 +96,14 @@ class RunWatch:
         return True
 
     async def first(self, timeout: float) -> None:
-        """Wait until the watcher knows anything of the run, or failed to; raises its error."""
+        """Wait until the watcher knows anything of the run, or failed to since this call
+        began; raises that error. A failure from before the call is not this reader's: the
+        watcher tries again within a second (RETRY_SECONDS), and the reader waits for that try
+        (the randomized run met a read answered 503 at once, a second after a worker's
+        partition had healed, with the error of a try made during it)."""
         deadline = time.monotonic() + timeout
-        while not self.published and self.error is None:
+        earlier = self.error
+        while not self.published and (self.error is None or self.error is earlier):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TemporalUnavailableError("Temporal did not answer in time")
