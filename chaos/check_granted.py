@@ -12,6 +12,10 @@ one an API logged as accepted (``run_accepted``), or one that a start of its sco
 explains, sent before its agent started and never answered (a timeout, a refused connection, a
 503), without an Idempotency-Key that later named another run; one such start explains one run,
 and only a run id in the canonical form the coordinator mints.
+
+A start answered ``503`` was not made, the API promises (docs/api.md), unless the server or
+the coordinator's worker stopped answering after the coordinator decided: a run explained only
+by a 503 with no server outage and no worker fault around it (STRANDED_SECONDS) is a violation.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from agent_runner.ids import parse_run_id
+from chaos.check_api import STRANDED_SECONDS
 from chaos.facts import named_runs, scope_of, stamp, start_body, start_key
 from chaos.history import History, Op
 from chaos.logs import ACCEPTED_EVENT, START_EVENT, LogLine
@@ -49,6 +54,19 @@ def _unanswered_starts(history: History) -> list[Op]:
             and (start_key(op) is None or start_key(op) not in answered_keys)
         ),
         key=lambda op: op.started,
+    )
+
+
+def _server_or_worker_down(history: History, op: Op) -> bool:
+    """Whether the server was out, or a worker faulted, while ``op`` was open or just before."""
+    windows = [(outage.started, outage.ended) for outage in history.outages]
+    windows += [
+        (fault.started, fault.ended if fault.ended is not None else history.finished)
+        for fault in history.faults
+        if any(name.startswith("worker") for name in fault.affects)
+    ]
+    return any(
+        op.started <= ended + STRANDED_SECONDS and op.ended >= started for started, ended in windows
     )
 
 
@@ -89,6 +107,11 @@ def check_granted(history: History, lines: Sequence[LogLine]) -> PropertyResult:
         if match is not None:
             lost.remove(match)
             from_lost += 1
+            if match.status == 503 and not _server_or_worker_down(history, match):
+                violations.append(
+                    f"{first.run_id}: made by a start answered 503 at {stamp(match.ended)} while "
+                    "the server and every worker answered"
+                )
             continue
         violations.append(
             f"{first.run_id}: {len(starts[first.run_id])} agent_start no answer named, first on "

@@ -373,6 +373,25 @@ def test_an_agent_of_a_run_whose_unkeyed_start_got_no_answer_is_granted_but_note
     assert_only_fails(verdict_of(story), "granted")  # one lost start explains one run
 
 
+def test_a_run_made_by_a_start_answered_503_fails_granted_unless_server_or_worker_was_down() -> (
+    None
+):
+    """The API answers 503 only for a start it did not make, while the server and the workers
+    answer (trying 300 new users at once: 11 starts answered 503 had run)."""
+    story = clean()
+    request = {"body": body("reject", EXTRACTOR), "key": None}
+    story.op("start", 30.0, 30.3, request, 503, {"detail": "Temporal is unavailable"})
+    lost_agent(story, "5f0f3a4e-1c2b-4d5e-8f90-123456789abc", 30.5)
+
+    verdict = verdict_of(story)
+    assert verdict.failed() == ["5xx", "granted"]
+    [violation] = verdict["granted"].violations
+    assert "made by a start answered 503" in violation
+
+    worker_fault(story, "worker1", 29.0, 29.5, "partition-worker")
+    assert verdict_of(story).passed
+
+
 def test_a_run_the_nemesis_admitted_itself_is_named_and_judged_like_any() -> None:
     story = clean()
     story.ops.append(
