@@ -240,9 +240,10 @@ async def test_a_hundred_subscribers_see_the_same_events_for_one_set_of_temporal
         [(e.id, e.data) for e in events] == [(e.id, e.data) for e in seen[0]] for events in seen
     )
     assert [e.name for e in seen[0]] == [e.name for e in alone]
-    # The same calls whether one or a hundred follow the run (a few more or less, as the long
-    # polls' answers batch events differently from run to run).
-    assert calls_for_hundred <= calls_alone + 5, (calls_alone, calls_for_hundred)
+    # One set of calls whether one or a hundred follow the run: a watcher per subscriber would
+    # make at least a hundred. The count itself varies from run to run, as the long polls'
+    # answers batch events differently (19 alone and 26 for a hundred on a slow CI machine).
+    assert calls_for_hundred <= min(2 * calls_alone + 5, 99), (calls_alone, calls_for_hundred)
 
 
 async def temporal_requests(http: httpx.AsyncClient) -> float:
