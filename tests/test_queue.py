@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Replayer
 
 from agent_runner.deployment import join_deployment
 from agent_runner.runs import (
@@ -28,6 +29,10 @@ from agent_runner.runs import (
 from agent_runner.settings import Settings
 from devtools.processes import temporal_cli
 from tests.helpers import USER_ID, ListHandler, assert_eventually, in_process_worker, make_settings
+from worker import WORKFLOW_RUNNER
+from workflows.agent_run import AgentRunWorkflow
+from workflows.scope import AgentScopeWorkflow
+from workflows.settings import AgentRunnerSettingsWorkflow
 
 # Every run of these tests has this much to do.
 AGENT_SECONDS = 0.6
@@ -334,3 +339,20 @@ async def test_a_long_queue_continues_as_new_and_loses_nothing(
         )
     ]
     assert len(coordinators) > 1, "the coordinator continued as new"
+    # Every execution replays as it ran. Under a busy core, a coordinator's code after its
+    # start-up read ran now and then in the next workflow task, and replayed in the one before:
+    # a patch it asked for there made a history that no longer replayed (workflows/scope.py,
+    # PATCHES_FIRST); a worker that lost it from its cache failed its tasks.
+    replayer = Replayer(
+        workflows=[AgentRunWorkflow, AgentScopeWorkflow, AgentRunnerSettingsWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
+    )
+    failures = []
+    async for execution in temporal_client.list_workflows(f"TaskQueue = '{settings.task_queue}'"):
+        history = await temporal_client.get_workflow_handle(
+            execution.id, run_id=execution.run_id
+        ).fetch_history()
+        replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if replayed.replay_failure is not None:
+            failures.append((execution.id, execution.run_id, str(replayed.replay_failure)[:300]))
+    assert failures == []

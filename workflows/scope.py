@@ -90,10 +90,17 @@ RESEND_CANCELS = "resend-carried-cancels"
 # scheduled through the server as tasks of their own, and an admit decides with the start-up
 # read while it is fresh: a new scope's first answer took four workflow tasks and three activity
 # tasks, most of a start's time under load; now one. Only ``run`` starts local activities, before
-# any handler may go on (the predecessor's and the survey's at once: no workflow code runs between
-# their results), see "Workflow code and replay" in docs/design.md.
+# any handler may go on, see "Workflow code and replay" in docs/design.md.
 # Decided once per execution, in its first task, so an execution never mixes the two ways.
 LOCAL_READS_PATCH = "local-reads"
+# The patch after which an execution takes every patch above at its first moment, before any
+# read, and asks for none later. A patch is recorded in the workflow task that first asks for it,
+# and replay must ask for it in the same task. The code after a start-up local activity ran, now
+# and then, in the task after the one that recorded the activity's result (the worker completed
+# that task with the result before the workflow saw it) but replays in the task that recorded it:
+# a patch first asked there (`loop-uses-admit-reads`, `resend-carried-cancels`) was missing on
+# replay, and the history no longer replayed (found by tests/test_queue.py under a busy core).
+PATCHES_FIRST = "patches-asked-first"
 _QUICK = timedelta(seconds=10)
 # A settings read is one describe call; one the server handed to a worker that was then cut off
 # waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
@@ -120,8 +127,10 @@ class AgentScopeWorkflow:
         # When the latest read that came back began (the loop's or an admit's).
         self._read_at: datetime | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # Whether its start-up reads are local activities (LOCAL_READS_PATCH), decided in
-        # ``run``; and when its start-up read of the settings began.
+        # Whether it took PATCHES_FIRST, and whether its start-up reads are local activities
+        # (LOCAL_READS_PATCH), decided in ``run``; and when its start-up read of the settings
+        # began.
+        self._patches_first = False
         self._local_reads = False
         self._startup_read_at: datetime | None = None
         self._waited = workflow.metric_meter().create_histogram_float(
@@ -181,9 +190,10 @@ class AgentScopeWorkflow:
 
     @workflow.run
     async def run(self, carried: RawValue = NO_INPUT) -> None:
-        # First, before any read: an execution that began before the patch replays without it
+        # First, before any read: an execution that began before a patch replays without it
         # to its end (a patch first asked later could answer differently on replay).
-        self._local_reads = workflow.patched(LOCAL_READS_PATCH)
+        self._patches_first = workflow.patched(PATCHES_FIRST)
+        self._local_reads = self._since(LOCAL_READS_PATCH)
         scope = _own_scope()
         state = _carried_state(carried)
         # Known from its first moment, so its queries always answer: what the execution before
@@ -197,10 +207,9 @@ class AgentScopeWorkflow:
             )
         self._book.limits = settings.limits
         if state is None:
-            # Both asked at once (one round trip, not two); the survey is squared with what
-            # was adopted, as it was found.
+            # The survey is squared with what was adopted, as it was found.
             taken_over, findings = await self._despite_cancel(
-                lambda: asyncio.gather(self._predecessor(scope), self._slots(scope, settings))
+                lambda: self._look_around(scope, settings)
             )
             self._adopt(scope, taken_over)
             self._book.survey(findings, workflow.now())
@@ -247,9 +256,14 @@ class AgentScopeWorkflow:
         that has come back is as fresh as one of the loop's (it is not awaited, only used)."""
         if self._loop_read_at is not None and now - self._loop_read_at < SETTINGS_FRESH:
             return False
-        if not workflow.patched(SHARED_READS_PATCH):
+        if not self._since(SHARED_READS_PATCH):
             return True
         return self._read_at is None or now - self._read_at >= SETTINGS_FRESH
+
+    def _since(self, patch: str) -> bool:
+        """Whether this execution runs the code of ``patch``: every one since PATCHES_FIRST;
+        before it, asked where it always was (so the histories from then replay as they ran)."""
+        return self._patches_first or workflow.patched(patch)
 
     def _may_end(self) -> bool:
         book = self._book
@@ -391,7 +405,7 @@ class AgentScopeWorkflow:
         start, answered "stopping", worked on for its whole timeout and was retried). Asking a
         run to cancel twice changes nothing."""
         entry = self._book.entry(run_id) if self._book else None
-        if entry is None or not entry.cancel_requested or not workflow.patched(RESEND_CANCELS):
+        if entry is None or not entry.cancel_requested or not self._since(RESEND_CANCELS):
             return
         self._spawn(self._stop(run_id))
 
@@ -488,6 +502,20 @@ class AgentScopeWorkflow:
             )
             return None
         return workflow.payload_converter().from_payload(raw.payload)
+
+    async def _look_around(
+        self, scope: Scope, settings: DeploymentSettings
+    ) -> tuple[object, list[SlotFinding]]:
+        """Starting afresh: what its predecessor carried and what holds each slot. Before
+        PATCHES_FIRST both were asked at once; since, one after the other (a few milliseconds
+        more, once per new coordinator). A read whose local try failed is asked again as an
+        ordinary activity, and the SDK may hand two local activities' results to the workflow
+        in one order when it runs and in the other when it replays: two such asks at once could
+        be made in either order, a history that no longer replays."""
+        if not self._patches_first:
+            found = await asyncio.gather(self._predecessor(scope), self._slots(scope, settings))
+            return found[0], found[1]
+        return await self._predecessor(scope), await self._slots(scope, settings)
 
     def _adopt(self, scope: Scope, carried: object) -> None:
         """Take over what the predecessor carried."""
