@@ -6,7 +6,9 @@ per property. It starts nothing, reads no file and looks at no clock.
 run at most once, with the result its completion logged; (d) fifo: first accepted, first
 granted, per scope; (e) keys: one run per Idempotency-Key; (f) 5xx: no 5xx but 503, and a 503
 only around an outage or a fault; (g) liveness: after healing, a new run in every scope used
-ends DONE; (h) granted: every agent that started belongs to a run an answer named.
+ends DONE; (h) granted: every agent that started belongs to a run an answer named; (i) faults:
+every fault was injected as planned; (j) replays: every history replays on the workers' code
+(replayed after the run, :mod:`chaos.replays`).
 
 The only tolerances: ``grace_seconds`` and ``worker_grace_seconds`` (a 503 just after an outage
 or a worker fault, while clients reconnect and workflow tasks find a live worker), and with the
@@ -40,6 +42,7 @@ from chaos.grants import FifoGrants, grants_from_agent_starts, grants_from_start
 from chaos.history import History, Op
 from chaos.intervals import merged
 from chaos.logs import LogLine
+from chaos.replays import check_replays
 from chaos.spans import agent_spans
 from chaos.verdicts import PropertyResult, Verdict
 
@@ -95,6 +98,7 @@ def check(
             check_liveness(accepted, reads, history),
             check_granted(history, lines),
             check_faults(history),
+            check_replays(history),
         ]
     )
 

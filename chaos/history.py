@@ -95,6 +95,14 @@ class RunConfig(_Record):
     workers: int = 2
 
 
+class Replays(_Record):
+    """Every workflow execution the run left on its server, replayed after the run against the
+    workers' code (:mod:`chaos.replays`): how many, and each one whose replay failed."""
+
+    checked: int
+    failures: list[str]
+
+
 class History(_Record):
     config: RunConfig
     began: float
@@ -103,6 +111,8 @@ class History(_Record):
     faults: list[FaultRecord]
     outages: list[Window]
     processes: list[ProcessLife]
+    # None: a run from before replays were recorded.
+    replays: Replays | None = None
 
 
 class Recorder:
@@ -115,6 +125,7 @@ class Recorder:
         self.faults: list[FaultRecord] = []
         self.outages: list[Window] = []
         self._lives: dict[str, ProcessLife] = {}
+        self.replays: Replays | None = None
 
     def next_op_index(self) -> int:
         return len(self.ops)
@@ -147,6 +158,7 @@ class Recorder:
             faults=list(self.faults),
             outages=list(self.outages),
             processes=list(self._lives.values()),
+            replays=self.replays,
         )
 
 

@@ -30,6 +30,7 @@ from chaos.options import (
     ChaosOptions,
     derived_rng,
 )
+from chaos.replays import replay_all
 from chaos.report import table, write_verdict
 from chaos.schedule import plan
 from chaos.stack import ChaosStack
@@ -142,6 +143,7 @@ async def run_chaos(
             await _chaos_phase(options, stack, calls, users)
             await stack.heal()
             await _finale(options, calls, recorder, users)
+        recorder.replays = await replay_all(await stack.client())
     finally:
         with contextlib.suppress(Exception):
             await stack.heal()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent_runner.ids import ScopeKind
-from chaos.history import FaultRecord, History, Op, ProcessLife, RunConfig, Window
+from chaos.history import FaultRecord, History, Op, ProcessLife, Replays, RunConfig, Window
 from chaos.logs import LogLine
 
 T0 = 1_800_000_000.0
@@ -47,6 +47,8 @@ class Story:
     # record (with its slot) or only from its execution's start.
     granted: dict[str, float] = field(default_factory=lambda: dict(GRANTED))
     recorded: bool = True
+    # What replaying its workflows found (three executions: its settings, coordinator and run).
+    replays: Replays | None = field(default_factory=lambda: Replays(checked=3, failures=[]))
 
     def op(
         self,
@@ -199,6 +201,7 @@ class Story:
             faults=self.faults,
             outages=self.outages,
             processes=self.processes,
+            replays=self.replays,
         )
 
 

@@ -7,14 +7,15 @@ import pytest
 
 from agent_runner.ids import ScopeKind
 from chaos.checker import CheckerOptions, check
-from chaos.history import FaultRecord
+from chaos.history import FaultRecord, Replays
 from chaos.intervals import merged, walk_back
 from chaos.verdicts import Verdict
 from tests.chaos_histories import T0, Story, body, clean
 
 EXTRACTOR = "document-extractor"
 
-PROPERTIES = ["bound", "final", "once", "fifo", "keys", "5xx", "liveness", "granted", "faults"]
+PROPERTIES = ["bound", "final", "once", "fifo", "keys", "5xx", "liveness", "granted", "faults",
+              "replays"]  # fmt: skip
 
 
 def verdict_of(story: Story, **options: object) -> Verdict:
@@ -42,6 +43,27 @@ def test_two_agents_at_once_in_one_scope_fail_the_bound() -> None:
 
     assert_only_fails(verdict, "bound")
     assert "B attempt 2" in verdict["bound"].violations[0]
+
+
+def test_a_history_that_does_not_replay_fails_replays() -> None:
+    story = clean()
+    story.replays = Replays(checked=3, failures=["chaos:user:u (r1): Nondeterminism error"])
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "replays")
+    assert "Nondeterminism" in verdict["replays"].violations[0]
+
+
+def test_a_run_from_before_replays_were_recorded_says_so() -> None:
+    story = clean()
+    story.replays = None
+
+    verdict = verdict_of(story)
+
+    assert verdict.passed
+    assert verdict["replays"].checked == 0
+    assert "chaos.replays" in verdict["replays"].notes[0]
 
 
 def b_cut_short(story: Story, **end: object) -> None:
