@@ -340,9 +340,9 @@ async def test_a_long_queue_continues_as_new_and_loses_nothing(
     ]
     assert len(coordinators) > 1, "the coordinator continued as new"
     # Every execution replays as it ran. Under a busy core, a coordinator's code after its
-    # start-up read ran now and then in the next workflow task, and replayed in the one before:
-    # a patch it asked for there made a history that no longer replayed (workflows/scope.py,
-    # PATCHES_FIRST); a worker that lost it from its cache failed its tasks.
+    # start-up local activity ran now and then in the next workflow task, and replayed in the
+    # one before: a patch it asked for there made a history that no longer replayed
+    # (workflows/scope.py, PATCHES_FIRST); a worker that lost it from its cache failed its tasks.
     replayer = Replayer(
         workflows=[AgentRunWorkflow, AgentScopeWorkflow, AgentRunnerSettingsWorkflow],
         workflow_runner=WORKFLOW_RUNNER,

@@ -94,13 +94,15 @@ RESEND_CANCELS = "resend-carried-cancels"
 # Decided once per execution, in its first task, so an execution never mixes the two ways.
 LOCAL_READS_PATCH = "local-reads"
 # The patch after which an execution takes every patch above at its first moment, before any
-# read, and asks for none later. A patch is recorded in the workflow task that first asks for it,
-# and replay must ask for it in the same task. The code after a start-up local activity ran, now
-# and then, in the task after the one that recorded the activity's result (the worker completed
-# that task with the result before the workflow saw it) but replays in the task that recorded it:
-# a patch first asked there (`loop-uses-admit-reads`, `resend-carried-cancels`) was missing on
-# replay, and the history no longer replayed (found by tests/test_queue.py under a busy core).
-PATCHES_FIRST = "patches-asked-first"
+# read, and starts no local activity: its start-up reads are ordinary activities again. Under a
+# busy core, the SDK sometimes completed the workflow task that recorded a local activity's
+# result before the workflow saw that result, and ran the code after it in the next task; replay
+# runs that code in the task that recorded it. A patch first asked there was missing on replay,
+# and an update that arrived in the next task was then handled after that code, not before it:
+# either way the history no longer replayed, the scope's workflow tasks failed, and an API
+# replaced its coordinator, whose successor could not replay it either to take over its queue
+# (found by tests/test_queue.py and by chaos seed 35759).
+PATCHES_FIRST = "no-local-activities"
 _QUICK = timedelta(seconds=10)
 # A settings read is one describe call; one the server handed to a worker that was then cut off
 # waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
@@ -193,7 +195,7 @@ class AgentScopeWorkflow:
         # First, before any read: an execution that began before a patch replays without it
         # to its end (a patch first asked later could answer differently on replay).
         self._patches_first = workflow.patched(PATCHES_FIRST)
-        self._local_reads = self._since(LOCAL_READS_PATCH)
+        self._local_reads = not self._patches_first and workflow.patched(LOCAL_READS_PATCH)
         scope = _own_scope()
         state = _carried_state(carried)
         # Known from its first moment, so its queries always answer: what the execution before
@@ -207,9 +209,10 @@ class AgentScopeWorkflow:
             )
         self._book.limits = settings.limits
         if state is None:
-            # The survey is squared with what was adopted, as it was found.
+            # Both asked at once (one round trip, not two); the survey is squared with what
+            # was adopted, as it was found.
             taken_over, findings = await self._despite_cancel(
-                lambda: self._look_around(scope, settings)
+                lambda: asyncio.gather(self._predecessor(scope), self._slots(scope, settings))
             )
             self._adopt(scope, taken_over)
             self._book.survey(findings, workflow.now())
@@ -502,20 +505,6 @@ class AgentScopeWorkflow:
             )
             return None
         return workflow.payload_converter().from_payload(raw.payload)
-
-    async def _look_around(
-        self, scope: Scope, settings: DeploymentSettings
-    ) -> tuple[object, list[SlotFinding]]:
-        """Starting afresh: what its predecessor carried and what holds each slot. Before
-        PATCHES_FIRST both were asked at once; since, one after the other (a few milliseconds
-        more, once per new coordinator). A read whose local try failed is asked again as an
-        ordinary activity, and the SDK may hand two local activities' results to the workflow
-        in one order when it runs and in the other when it replays: two such asks at once could
-        be made in either order, a history that no longer replays."""
-        if not self._patches_first:
-            found = await asyncio.gather(self._predecessor(scope), self._slots(scope, settings))
-            return found[0], found[1]
-        return await self._predecessor(scope), await self._slots(scope, settings)
 
     def _adopt(self, scope: Scope, carried: object) -> None:
         """Take over what the predecessor carried."""
