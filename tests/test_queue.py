@@ -264,6 +264,32 @@ async def test_a_terminated_run_hands_its_slot_to_the_queue_once_its_agent_stopp
     assert stopped[0]["timestamp"] <= next_start["timestamp"]
 
 
+async def test_a_queue_outlives_two_terminated_coordinators_of_which_the_second_never_ran(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    """Chaos seed 52973: a coordinator terminated, its successor terminated too before its first
+    workflow task; the next one asked only that successor what it carried, could not, and
+    started afresh: the queue and its keys were lost (404s, a key given a second run)."""
+    settings = queue_settings(temporal_address, agent_duration_seconds=1.0)
+    coordinator = settings.workflow_id
+    async with in_process_worker(temporal_client, settings):
+        accepted = [(await start(temporal_client, settings))[0] for _ in range(3)]
+    # No worker now: the next coordinator is started and ended before any task of it runs.
+    await temporal_client.get_workflow_handle(coordinator).terminate("an operator")
+    await temporal_client.start_workflow(
+        "AgentScopeWorkflow", id=coordinator, task_queue=settings.task_queue
+    )
+    await temporal_client.get_workflow_handle(coordinator).terminate("an operator, again")
+    async with in_process_worker(temporal_client, settings):
+        # The next start starts the next coordinator, which takes over the queue.
+        accepted.append((await start(temporal_client, settings))[0])
+        finals = await all_final(temporal_client, settings, accepted)
+
+    assert [s.state for s in finals] == [RunState.DONE] * 4
+    started = [s.started_at for s in finals]
+    assert started == sorted(started), "the queue kept its order"
+
+
 async def _agent_started(log_lines: ListHandler, run_id: str) -> None:
     assert any(line["run_id"] == run_id for line in log_lines.events("agent_start"))
 
