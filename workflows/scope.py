@@ -225,6 +225,13 @@ class AgentScopeWorkflow:
             self._watch_foreign(slot, scope.slot_id(slot), foreign_run_id)
         while True:
             await self._despite_cancel(self._step)
+            if self._patches_first:
+                # Let every handler that can go on in this activation go on first: whether
+                # one is still running decides below, and the SDK may resume the step and a
+                # handler (both waiting on results that came in one task) in one order on first
+                # run and in the other on replay (chaos seed 52973: a coordinator continued as
+                # new on replay where it had started a timer).
+                await workflow.wait_condition(lambda: True)
             if self._book.empty() and self._quiet():
                 return
             if workflow.info().is_continue_as_new_suggested() and self._quiet():
