@@ -68,19 +68,30 @@ STRANDED_SECONDS = 10.0 + 5.0 + 2.0
 # the randomized run, seed 44829: an admit stalled 10 s behind a task the leaving extra worker
 # started 6 ms into its shutdown; temporalio/sdk-python#783, temporalio/sdk-go#1197).
 LEAVES_AT_HEAL = frozenset({"other-slots-worker"})
+# Faults that leave the worker's polls open until the heal (SIGSTOP, a cut network): when a
+# task handed to it times out, the server may hand its retry to the same worker's other open
+# poll, and the worker, back at the heal, can drop that retry too (found by the randomized run,
+# seed 52973: a coordinator's task timed out on a paused worker, its retry went to the same
+# worker, which, resumed 1 s later, evicted the run on the stale task's failed completion and
+# logged "There were leftover buffered tasks when evicting run"; the retry waited out its own
+# 10 s, and admits answered 503 17 s after the pause began, 6 s after the heal). Such a fault
+# strands tasks from its start until one timeout past its heal.
+HOLDS_POLLS = frozenset({"pause-worker", "partition-worker"})
 
 
 def _stranded(history: History, op: Op) -> str | None:
     """A single worker's fault whose stranded tasks ``op`` may have waited on: from when it
-    began, and from when its heal took the worker away."""
+    began, from when its heal took the worker away, and, for a worker whose polls stayed open,
+    until its heal."""
     for fault in history.faults:
-        moments = []
+        windows = []
         if any(name.startswith("worker") for name in fault.affects):
-            moments.append(fault.started)
-        if fault.kind in LEAVES_AT_HEAL and fault.ended is not None:
-            moments.append(fault.ended)  # an extra worker: it affects none of the stack's
-        for moment in moments:
-            if op.started <= moment + STRANDED_SECONDS and op.ended >= moment:
+            until = fault.ended if fault.kind in HOLDS_POLLS else fault.started
+            windows.append((fault.started, until))
+        if fault.kind in LEAVES_AT_HEAL:
+            windows.append((fault.ended, fault.ended))  # an extra worker: none of the stack's
+        for began, ended in windows:
+            if op.started <= ended + STRANDED_SECONDS and op.ended >= began:
                 return "one-worker-stranded"
     return None
 

@@ -359,7 +359,11 @@ def test_a_503_is_excused_in_the_first_seconds_of_one_worker_down(kind: str) -> 
     story.op("status", 36.0, 38.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
     assert verdict_of(story).passed
 
-    story.start(38.0, 40.0, "enqueue", None, status=503)  # the other worker has every task
+    # A killed worker's polls closed, a cut heartbeat leaves its worker serving: by now the
+    # other worker has every task. A paused or cut-off worker's open polls can take a task's
+    # retry again until it is back (the next test).
+    later = 38.0 if kind in ("kill-worker", "heartbeat-cut") else 78.0
+    story.start(later, later + 2.0, "enqueue", None, status=503)
     assert_only_fails(verdict_of(story), "5xx")
 
 
@@ -578,6 +582,25 @@ def test_a_503_is_excused_in_the_first_seconds_after_a_worker_left_at_its_heal()
     assert_only_fails(verdict_of(story), "5xx")
 
     leaves_not = clean()
-    worker_fault(leaves_not, "worker1", 20.0, 30.0, "pause-worker")  # resumed, not gone
+    worker_fault(leaves_not, "worker1", 20.0, 30.0, "kill-worker")  # restarted, not gone
     leaves_not.start(40.0, 42.0, "enqueue", None, status=503)
     assert_only_fails(verdict_of(leaves_not), "5xx")
+
+
+def test_a_503_is_excused_until_one_timeout_after_a_paused_worker_resumed() -> None:
+    # Seed 52973: a coordinator's task timed out on a worker paused at 0 s, its retry went to
+    # the same worker's other open poll, and the worker, resumed at 11.2 s, dropped it as it
+    # evicted the run; admits sent at 17.05 s answered 503 at 20.1 s.
+    for kind in ("pause-worker", "partition-worker"):
+        story = clean()
+        worker_fault(story, "worker0", 20.0, 31.2, kind)
+        story.start(37.05, 40.1, "enqueue", None, status=503)
+        assert verdict_of(story).passed, kind
+
+        story.start(50.0, 52.0, "enqueue", None, status=503)  # the worker has been back 18 s
+        assert_only_fails(verdict_of(story), "5xx")
+
+    killed = clean()
+    worker_fault(killed, "worker0", 20.0, 31.2, "kill-worker")  # its polls closed as it died
+    killed.start(37.5, 40.1, "enqueue", None, status=503)
+    assert_only_fails(verdict_of(killed), "5xx")
