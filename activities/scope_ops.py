@@ -11,7 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowQueryFailedError,
+)
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -95,10 +100,10 @@ async def adopt_predecessor(scope_id: str) -> object:
     successor loses no queued run, key or record. None when the one before closed by itself
     (it had nothing to hand on) or there was none.
 
-    One that was ended before its first workflow task decided nothing, and took over nothing:
-    the one before it is asked instead (chaos seed 52973: a coordinator terminated 11 s after
-    its predecessor, before its first task, and its successor started afresh without the
-    queue both had been handed)."""
+    One that was ended before its first workflow task decided nothing: what it was handed is
+    what it carried. If it was started afresh it took over nothing, and the one before it is
+    asked instead (chaos seed 52973: a coordinator terminated 11 s after its predecessor, before
+    its first task, and its successor started afresh without the queue both had been handed)."""
     client = activity.client()
     query = f"WorkflowId = '{scope_id}' AND ExecutionStatus != 'Running'"
     # Newest first.
@@ -108,21 +113,89 @@ async def adopt_predecessor(scope_id: str) -> object:
         handle = client.get_workflow_handle(scope_id, run_id=execution.run_id)
         try:
             carried: object = await handle.query(CARRY)
-        except RPCError as err:
-            if _NEVER_RAN in err.message:
-                continue
-            if not any(reason in err.message for reason in _UNASKABLE):
+        except (RPCError, WorkflowQueryFailedError) as err:
+            # A query its own code failed (its history does not replay on it) is refused for
+            # good as well.
+            refused = isinstance(err, WorkflowQueryFailedError) or _NEVER_RAN in err.message
+            if not refused and not any(reason in err.message for reason in _UNASKABLE):
                 raise
             # The server refuses for good (its last workflow task failed, so its history does
-            # not replay; or it was ended before its last task started): asking again would
-            # hold the scope for ever.
-            raise ApplicationError(
-                f"the coordinator before this one ({execution.run_id}) cannot be asked what it "
-                f"carried: {err.message}",
-                non_retryable=True,
-            ) from err
+            # not replay; or it was ended before its first task): asking again would hold the
+            # scope for ever. What it was handed is in its history, without a replay.
+            handed = await _handed_to(client, scope_id, execution.run_id)
+            if handed is _NOTHING_TAKEN:
+                continue  # it took nothing over: the one before it still holds the queue
+            if handed is _UNREADABLE:
+                raise ApplicationError(
+                    f"the coordinator before this one ({execution.run_id}) cannot be asked "
+                    f"what it carried: {err.message}",
+                    non_retryable=True,
+                ) from err
+            return handed
         return carried
     return None
+
+
+# What _handed_to answers for an execution that adopted nothing yet, and for one whose history
+# says nothing it can read.
+_NOTHING_TAKEN = object()
+_UNREADABLE = object()
+
+
+async def _handed_to(client: Client, scope_id: str, run_id: str) -> object:
+    """What a coordinator that can no longer be asked was handed when it began, read from its
+    history: the state the execution before it continued as new with (the server says it
+    continued one), or what it adopted itself (_NOTHING_TAKEN if it adopted nothing yet).
+
+    Found by the randomized run (seed 91807): a coordinator continued as new 2 s after the server
+    restarted; the server handed its worker an admit it had already accepted, and the history no
+    longer replayed. Its successor could not ask it, started afresh, and the queue it had been
+    handed was lost. What it decided itself after it began (admits it answered before its
+    workflow tasks failed) cannot be read without a replay: that is lost still, and logged."""
+    handle = client.get_workflow_handle(scope_id, run_id=run_id)
+    try:
+        history = await handle.fetch_history()
+    except RPCError:
+        return _UNREADABLE
+    converter = client.data_converter.payload_converter
+    events = history.events
+    started = events[0].workflow_execution_started_event_attributes if events else None
+    if started is None:
+        return _UNREADABLE
+    answered = sum(
+        1
+        for event in events
+        if event.HasField("workflow_execution_update_completed_event_attributes")
+    )
+    handed: object = _NOTHING_TAKEN
+    if started.continued_execution_run_id and started.input.payloads:
+        handed = converter.from_payload(started.input.payloads[0])
+    else:
+        adoptions = {
+            event.event_id
+            for event in events
+            if event.activity_task_scheduled_event_attributes.activity_type.name
+            == ADOPT_PREDECESSOR
+        }
+        for event in events:
+            done = event.activity_task_completed_event_attributes
+            if event.HasField("activity_task_completed_event_attributes") and (
+                done.scheduled_event_id in adoptions
+            ):
+                payloads = done.result.payloads
+                handed = converter.from_payload(payloads[0]) if payloads else None
+                break
+    if handed is not _NOTHING_TAKEN and answered:
+        activity.logger.error(
+            "coordinator_predecessor_read_from_history",
+            extra={
+                "scope": scope_id,
+                "predecessor": run_id,
+                "updates_it_completed": answered,
+                "lost": "the admits and cancels it answered itself, if any",
+            },
+        )
+    return handed
 
 
 # What the server answers, for good, a query of a closed execution it cannot replay.
