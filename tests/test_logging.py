@@ -16,11 +16,14 @@ from temporalio.client import Client
 
 from tests.helpers import (
     ROOT,
+    USER_ID,
     ListHandler,
     LoggedProcess,
+    app_client,
     assert_eventually,
     make_settings,
     post_run,
+    wait_for_state,
 )
 from tests.task_failure_worker import RAISING_WORKFLOW, RESTRICTED_WORKFLOW
 
@@ -143,3 +146,33 @@ def test_a_python_warning_is_a_json_line_too(tmp_path: Path) -> None:
     [line] = [json.loads(text) for text in completed.stdout.splitlines()]
     assert line["logger"] == "py.warnings"
     assert "deliberate warning" in line["event"]
+
+
+async def test_an_activity_line_is_logged_by_its_event_name(
+    temporal_address: str, temporal_client: Client, shared_worker: LoggedProcess
+) -> None:
+    """Found trying the product as a new user: the activity logger glued its context to our
+    event names (``"squatter_terminated ({'activity_id': '15', ...})"``), so a search for the
+    event found nothing."""
+    settings = make_settings(temporal_address)
+    slot_id = f"{settings.workflow_id}:slot-0"
+    # Another system's workflow on the slot's id, on a task queue of its own: the coordinator
+    # removes it, and logs so.
+    await temporal_client.start_workflow(
+        "NotOurs", id=slot_id, task_queue=f"elsewhere-{uuid.uuid4()}"
+    )
+    async for api in app_client(settings):
+        body = {"agent_type": "policy-checker", "user_id": USER_ID, "on_busy": "enqueue"}
+        response = await api.post("/agents/run", json=body)
+        assert response.status_code == 202, response.text
+        await wait_for_state(api, response.json()["run_id"], "DONE", timeout=60)
+
+    def removed() -> list[str]:
+        lines = shared_worker.log.read()
+        return [
+            line["event"]
+            for line in lines
+            if "squatter" in str(line.get("event")) and line.get("workflow_id") == slot_id
+        ]
+
+    assert removed() == ["squatter_terminated"]
