@@ -15,7 +15,6 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -100,10 +99,6 @@ async def main(settings: Settings, agents: AgentRegistry | None = None) -> None:
     ones ``WORKER_AGENTS`` names) until SIGTERM or SIGINT."""
     if agents is None:
         agents = AgentRegistry.installed_or_exit(only=settings.worker_agents)
-    # Our log lines carry the run's keys as fields; keep the SDK loggers' messages (our event
-    # names) clean.
-    workflow.logger.workflow_info_on_message = False
-    activity.logger.activity_info_on_message = False
     interceptors, flush_traces = tracing_interceptors(settings, "worker")
     connector = Connector(
         settings, runtime=create_runtime(settings.worker_metrics_address), interceptors=interceptors

@@ -22,6 +22,7 @@ from urllib.parse import unquote_plus
 import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor
+from temporalio import activity, workflow
 
 CORE_LOGGER_NAME = "temporalio.core"
 HANDLER_NAME = "agent-runner-stdout"
@@ -89,6 +90,10 @@ def configure_logging(level: str = "INFO", fmt: Literal["json", "console"] = "js
     sys.excepthook = _log_uncaught
     # warnings.warn() writes plain text to stderr otherwise.
     logging.captureWarnings(True)
+    # Our lines carry a run's keys as fields: the SDK's workflow and activity loggers would
+    # glue their context to the message, which is our event name.
+    workflow.logger.workflow_info_on_message = False
+    activity.logger.activity_info_on_message = False
 
 
 def redact_access_log_queries(shown: Iterable[str]) -> None:

@@ -1,10 +1,10 @@
 """A worker process whose workflows fail their workflow tasks, for tests/test_logging.py.
 
 Our worker's own workflow validates its input, so nothing a client sends makes its task fail;
-this process logs the way ``worker.py`` does (``configure_logging``, the workflow logger without
-its info suffix) and serves workflows whose code raises inside the sandbox: one touches a
-restricted module (the sandbox raises), one raises a plain exception. Each failure is logged by
-the SDK from inside the sandbox, with its traceback.
+this process logs the way ``worker.py`` does (``configure_logging``, which also keeps the SDK
+loggers' messages free of their info suffix) and serves workflows whose code raises inside the
+sandbox: one touches a restricted module (the sandbox raises), one raises a plain exception.
+Each failure is logged by the SDK from inside the sandbox, with its traceback.
 
 Run: ``python -m tests.task_failure_worker`` with the settings in the environment.
 """
@@ -62,6 +62,5 @@ async def main(settings: Settings) -> None:
 if __name__ == "__main__":
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_format)
-    workflow.logger.workflow_info_on_message = False
     asyncio.run(main(settings))
     exit_now(0)  # as worker.py: no interpreter teardown under the SDK's threads
