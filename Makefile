@@ -44,8 +44,12 @@ tools:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing >/dev/null; }
 
+# The suite on TEST_PROCESSES processes (pytest-xdist), each with its own dev server and worker; a
+# file stays on one process, so its module fixtures (real stacks) are built once. TEST_PROCESSES=0
+# runs it in this process alone.
+TEST_PROCESSES ?= 3
 test: lint tools
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
 # The tests that need no Temporal server (pure functions, the chaos checker, the docs): seconds.
 # The end-to-end tests that kill no process: make test PYTEST_ARGS='-m "not reliability"'.
