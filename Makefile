@@ -51,10 +51,13 @@ TEST_PROCESSES ?= 3
 test: lint tools
 	$(BIN)/pytest -q -n $(TEST_PROCESSES) --dist loadfile $(PYTEST_ARGS)
 
-# The tests that need no Temporal server (pure functions, the chaos checker, the docs): seconds.
-# The end-to-end tests that kill no process: make test PYTEST_ARGS='-m "not reliability"'.
+# Under a minute: the pure parts (tests/unit, the chaos checker, the docs) and the workflow tests
+# that need one dev server and in-process workers only (limits, plug-ins, the queue's API, replay,
+# take-over). The end-to-end tests that kill no process: make test PYTEST_ARGS='-m "not reliability"'.
+FAST_TESTS := tests/unit tests/test_chaos_checker.py tests/test_docs_in_step.py tests/test_limits.py \
+	tests/test_plugins.py tests/test_queue_api.py tests/test_replay.py tests/test_takeover.py
 test-fast: install
-	$(BIN)/pytest -q tests/unit tests/test_chaos_checker.py tests/test_docs_in_step.py $(PYTEST_ARGS)
+	$(BIN)/pytest -q $(FAST_TESTS) $(PYTEST_ARGS)
 
 openapi: install
 	$(BIN)/python -m scripts.export_openapi
