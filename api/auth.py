@@ -1,5 +1,5 @@
 """Optional bearer API keys (API_KEYS / API_KEYS_FILE): the one rule, used by every route that
-needs a key and by the finished-status fast path alike.
+needs a key and by the status fast path alike (api/routes/status.py).
 
 The key is checked before the body is read: FastAPI reads and parses a route's body before it
 runs any dependency, so without :class:`KeyBeforeBody` a body that is not JSON would be
@@ -118,11 +118,18 @@ class KeyBeforeBody:
         await self.app(scope, without_body, send)
 
     async def _key_valid(self, scope: Scope) -> bool:
-        try:
-            check_credentials(await bearer(HTTPConnection(scope)), self.keys)
-        except HTTPException:
-            return False
+        return await key_valid(scope, self.keys)
+
+
+async def key_valid(scope: Scope, keys: frozenset[str]) -> bool:
+    """Whether the request may pass: no keys are set, or it carries one of them."""
+    if not keys:
         return True
+    try:
+        check_credentials(await bearer(HTTPConnection(scope)), keys)
+    except HTTPException:
+        return False
+    return True
 
 
 def _has_body(scope: Scope) -> bool:

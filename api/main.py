@@ -59,6 +59,8 @@ def create_app(settings: Settings | None = None, agents: AgentRegistry | None = 
         redoc_url=None,
     )
     app.state.agent_runner = state
+    # The innermost: inside the metrics, the log context, the body limit and the key check.
+    app.add_middleware(status_routes.StatusFastPath, state=state)
     if state.api_keys:
         app.add_middleware(KeyBeforeBody, keys=state.api_keys)
     app.add_middleware(ClearLogContext)

@@ -84,6 +84,20 @@ async def test_an_odd_wait_is_422_for_a_finished_a_running_and_an_unknown_run(
         assert await codes(idle_api, run_ids, query, {}) == ACCEPTED, query
 
 
+async def test_a_plain_read_answers_what_the_route_answers_for_every_run(
+    idle_api: httpx.AsyncClient, temporal_client: Client
+) -> None:
+    """A plain GET is answered from what the process knows (the fast path) when it can; with a
+    query it goes through the route. Both give the same code, body and headers."""
+    run_ids = await runs_of_each_kind(idle_api, temporal_client)
+
+    for run_id in run_ids:
+        plain = await idle_api.get(f"/agents/status/{run_id}")
+        routed = await idle_api.get(f"/agents/status/{run_id}?wait=0")
+        assert (plain.status_code, plain.content) == (routed.status_code, routed.content)
+        assert plain.headers == routed.headers
+
+
 @pytest.mark.parametrize(
     ("authorization", "expected"),
     [

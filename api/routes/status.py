@@ -8,10 +8,12 @@ from typing import Annotated
 
 from fastapi import HTTPException, Query, status
 from fastapi.responses import Response
+from starlette import types as asgi
 
 from agent_runner.ids import Scope, ScopeKind
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import RunNotFoundError, Runs, RunStatus
+from api.auth import key_valid
 from api.deps import AppState, RunsDep, StateDep
 from api.rendering import render_status
 from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router, status_body
@@ -24,6 +26,8 @@ WATCH_FIRST_SECONDS = 10.0
 CURRENT_LOOKED_AT = 50
 
 router = agents_router()
+STATUS_PREFIX = "/agents/status/"
+JSON = "application/json"
 
 
 @router.get("/status/{run_id}", response_model=RunStatusResponse, responses=ERRORS)
@@ -45,29 +49,70 @@ async def run_status(
 ) -> Response:
     """Read a run's state; `result` once DONE, `error` once ERROR, `queue_position` while it
     waits in a queue."""
-    cached = state.finished_runs.get(run_id)
-    if cached is not None:
-        return Response(cached, media_type="application/json")
+    known = known_answer(state, run_id, wait)
+    if known is not None:
+        return known
     runs = state.runs
     try:
         runs.locate(run_id)
         run, body = await _read(state, runs, run_id, wait)
     except RunNotFoundError:
         raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND_DETAIL) from None
+    return _answer(state, run, body)
+
+
+def known_answer(state: AppState, run_id: str, wait: float) -> Response | None:
+    """The answer this process has without asking Temporal, or None: a finished run's body it
+    keeps, or (no long poll) the latest status of a run it follows. The route's first step, and
+    all that :class:`StatusFastPath` serves."""
+    cached = state.finished_runs.get(run_id)
+    if cached is not None:
+        return Response(cached, media_type=JSON)
+    watch = state.watchers.peek(run_id) if wait <= 0 else None
+    latest = watch.latest() if watch is not None else None
+    if latest is None:
+        return None
+    return _answer(state, latest.event.status, latest.body)
+
+
+def _answer(state: AppState, run: RunStatus, body: bytes) -> Response:
     bind_run_context(agent_type=run.agent_type, user_id=run.user_id, run_id=run.run_id)
     if state.finished_runs.remember(run, body):
         state.metrics.runs_finished.labels(run.state).inc()
-    return Response(body, media_type="application/json")
+    return Response(body, media_type=JSON)
+
+
+class StatusFastPath:
+    """ASGI middleware: a plain ``GET /agents/status/{run_id}`` (no query, a valid key when keys
+    are set) that :func:`known_answer` can answer is answered here, without FastAPI's routing
+    and dependencies; everything else goes on to the route, which starts with the same
+    :func:`known_answer`. So both give the same bytes, and the route alone refuses, validates
+    and asks Temporal."""
+
+    def __init__(self, app: asgi.ASGIApp, state: AppState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: asgi.Scope, receive: asgi.Receive, send: asgi.Send) -> None:
+        path: str = scope.get("path", "")
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and path.startswith(STATUS_PREFIX)
+            and not scope["query_string"]
+        ):
+            run_id = path[len(STATUS_PREFIX) :]
+            if run_id and "/" not in run_id and await key_valid(scope, self.state.api_keys):
+                known = known_answer(self.state, run_id, 0)
+                if known is not None:
+                    await known(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 async def _read(state: AppState, runs: Runs, run_id: str, wait: float) -> tuple[RunStatus, bytes]:
-    """The run's status now (``wait`` 0), or once it changes, from this process's watcher of
-    the run when it has one that is current; else from Temporal (and the next reads from a
-    watcher, started now)."""
-    watch = state.watchers.peek(run_id)
-    latest = watch.latest() if watch is not None else None
-    if wait <= 0 and latest is not None:
-        return latest.event.status, latest.body
+    """The run's status now (``wait`` 0: from Temporal, and the next reads from a watcher started
+    now), or once it changes (from this process's watcher of the run)."""
     if wait <= 0:
         run = await runs.status(run_id)
         if not run.is_final:
