@@ -208,3 +208,13 @@ def test_any_query_gets_the_same_answer_for_every_run(process_runs: tuple[str, l
             assert answer in (ACCEPTED, (422, 422, 422)), (query, answer)
 
         same_answer()
+
+
+@pytest.mark.parametrize("wait", ["nan", "NaN", "inf", "-inf"])
+async def test_a_wait_that_is_no_finite_number_is_told_so(
+    idle_api: httpx.AsyncClient, wait: str
+) -> None:
+    response = await idle_api.get(f"/agents/status/{uuid.uuid4()}?wait={wait}")
+
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == "Input should be a finite number"

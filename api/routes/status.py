@@ -40,6 +40,7 @@ async def run_status(
         Query(
             ge=0,
             le=MAX_WAIT_SECONDS,
+            allow_inf_nan=False,
             description=(
                 "Long-poll: answer as soon as the state (or queue position) changes or the run "
                 f"finishes, at the latest after this many seconds (at most {MAX_WAIT_SECONDS:g})."
