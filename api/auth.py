@@ -92,7 +92,7 @@ class KeyBeforeBody:
         self.keys = keys
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope) or await self._key_valid(scope):
+        if scope["type"] != "http" or not _has_body(scope) or await key_valid(scope, self.keys):
             await self.app(scope, receive, send)
             return
         asked_first = (b"expect", b"100-continue") in (
@@ -116,9 +116,6 @@ class KeyBeforeBody:
                     return message
 
         await self.app(scope, without_body, send)
-
-    async def _key_valid(self, scope: Scope) -> bool:
-        return await key_valid(scope, self.keys)
 
 
 async def key_valid(scope: Scope, keys: frozenset[str]) -> bool:

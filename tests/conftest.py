@@ -110,8 +110,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     measured.write()
 
 
-# The longest files first (seconds on a 2-core machine with one core busy, December 3): `make
-# test` hands each process a file at a time in this order, so no long file starts last.
+# The longest files first (seconds on a 2-core machine with one core busy, December 3): with
+# `make test TEST_PROCESSES=3` each process is handed a file at a time in this order, so no long
+# file starts last.
 LONGEST_FIRST = (
     "test_guarantees.py",  # 340
     "test_reliability.py",  # 230
