@@ -40,10 +40,12 @@ async def post_run(
     user_id: str = USER_ID,
     headers: dict[str, str] | None = None,
     base: str = "",
+    on_busy: str | None = None,
 ) -> httpx.Response:
-    return await api.post(
-        f"{base}/agents/run", json={"agent_type": agent_type, "user_id": user_id}, headers=headers
-    )
+    body = {"agent_type": agent_type, "user_id": user_id}
+    if on_busy is not None:
+        body["on_busy"] = on_busy
+    return await api.post(f"{base}/agents/run", json=body, headers=headers)
 
 
 async def start_run(

@@ -183,10 +183,15 @@ class Stack:
                     latest = (index, line["attempt"])
         return None if latest is None else latest[0]
 
-    def stop_all(self) -> None:
+    async def stop_all(self) -> None:
+        """Stop every process, last started first, in a thread: the workers' proxies run on this
+        event loop, and a worker's graceful shutdown talks to the server through them (waiting
+        here with the loop held, each worker waited out its 30 s and was killed)."""
         for proxy in self.proxies:
             proxy.heal()
-        stop_in_order([*self.apis, *self.workers], self.server)
+        await asyncio.to_thread(stop_in_order, [*self.apis, *self.workers], self.server)
+        for proxy in self.proxies:
+            await proxy.close()
         self.apis = [None] * len(self.apis)
         self.workers = [None] * len(self.workers)
 

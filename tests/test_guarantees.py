@@ -50,7 +50,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     )
     await stack.start(apis=1, workers=2)
     yield stack
-    stack.stop_all()
+    await stack.stop_all()
 
 
 @pytest.fixture
@@ -95,13 +95,8 @@ async def final(http: httpx.AsyncClient, run_id: str, timeout: float = 120.0) ->
 
 
 async def enqueue(http: httpx.AsyncClient) -> str:
-    response = await http.post(
-        "/agents/run",
-        json={"agent_type": "policy-checker", "user_id": USER_ID, "on_busy": "enqueue"},
-    )
-    assert response.status_code == 202, response.text
-    run_id: str = response.json()["run_id"]
-    return run_id
+    """Queue a run, sent again after a 503 (a start refused then was not made)."""
+    return await start_run(http, on_busy="enqueue")
 
 
 def lines(stack: Stack, event: str, run_id: str) -> list[dict[str, Any]]:

@@ -47,7 +47,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         await stack.start(apis=1, workers=1)
         yield stack
     finally:
-        stack.stop_all()
+        await stack.stop_all()
 
 
 async def late_answers(stack: Stack) -> None:

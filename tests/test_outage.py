@@ -44,7 +44,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         await stack.start(apis=1, workers=1)
         yield stack
     finally:
-        stack.stop_all()
+        await stack.stop_all()
 
 
 def assert_unavailable(response: httpx.Response) -> None:

@@ -161,7 +161,7 @@ async def test_a_queued_run_is_cancelled_at_once_and_those_behind_move_up(
 async def test_no_start_jumps_the_queue_even_between_two_runs(
     temporal_client: Client, temporal_address: str
 ) -> None:
-    settings = queue_settings(temporal_address, agent_duration_seconds=0.3)
+    settings = queue_settings(temporal_address, agent_duration_seconds=1.0)
     async with in_process_worker(temporal_client, settings):
         queued = [(await start(temporal_client, settings))[0] for _ in range(4)]
         accepted: list[str] = []
@@ -185,7 +185,9 @@ async def test_no_start_jumps_the_queue_even_between_two_runs(
     last_grant = max(s.started_at for s in waited if s.started_at is not None)
     jumped = [s.run_id for s in others if s.started_at is None or s.started_at < last_grant]
     assert jumped == [], "a start that will not wait got a slot while runs were queued"
-    assert rejected > 10
+    # How many starts fit in the drain depends on the machine's speed (a dozen on a quiet one, a
+    # few with one core busy and other suites beside): that some met the queue is what counts.
+    assert rejected > 0, "no start was sent while runs were queued"
 
 
 async def test_a_full_queue_refuses_more(temporal_client: Client, temporal_address: str) -> None:

@@ -49,7 +49,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     )
     await stack.start()
     yield stack
-    stack.stop_all()
+    await stack.stop_all()
 
 
 @pytest.fixture
@@ -349,7 +349,7 @@ async def test_6_temporal_outage_is_503_then_everything_recovers(
 
 async def test_7_history_survives_a_full_restart(stack: Stack, http: httpx.AsyncClient) -> None:
     assert len(FINISHED) >= 10
-    stack.stop_all()
+    await stack.stop_all()
     await stack.start()
 
     for run_id, before in FINISHED.items():
