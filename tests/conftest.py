@@ -110,20 +110,23 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     measured.write()
 
 
-# The longest files first (seconds on a 2-core machine with one core busy, December 3): with
-# `make test TEST_PROCESSES=3` each process is handed a file at a time in this order, so no long
-# file starts last.
+# The longest files first (seconds, 3 test processes on a 2-core machine with one core busy,
+# December 3): with TEST_PROCESSES each process is handed a file at a time in this order, so no
+# long file starts last.
 LONGEST_FIRST = (
-    "test_guarantees.py",  # 340
-    "test_reliability.py",  # 230
-    "test_chaos.py",  # 120
-    "test_bench_smoke.py",  # 105
-    "test_outage.py",  # 60
-    "test_lease_under_load.py",  # 60
-    "test_queue.py",  # 47
-    "test_hostile_input.py",  # 47
-    "test_cli.py",  # 41
-    "test_shutdown.py",  # 38
+    "test_guarantees.py",  # 309
+    "test_reliability.py",  # 196
+    "test_cli.py",  # 188
+    "test_bench_smoke.py",  # 157
+    "test_chaos.py",  # 146
+    "test_hostile_input.py",  # 121
+    "test_shutdown.py",  # 64
+    "test_queue.py",  # 63
+    "test_tls.py",  # 62
+    "test_events.py",  # 59
+    "test_outage.py",  # 38
+    "test_lease_under_load.py",  # 36
+    "test_operate.py",  # 36
 )
 
 
