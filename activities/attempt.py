@@ -243,22 +243,31 @@ class Attempt:
         )
 
     async def tell(self, failure: ApplicationError) -> None:
-        """Tell the run how the attempt ended, with the stop key, before failing the activity:
-        best effort (the failure carries the key too), but the one way the run learns of an
-        attempt stopped from outside (paused, reset), whose failure the server holds back."""
+        """Tell the run how the attempt ended, with the stop key, before failing the activity.
+        The failure carries the key too, but the server holds back the failure of an attempt
+        stopped from outside (paused, reset): then this is the one way the run learns of it, so
+        it is sent again while the run cannot be reached (up to :data:`REPORT_FOR`, as a
+        result's report). A run that refuses it, or has ended, needs it no more.
+
+        Found under load (three test processes on 2 cores with one busy): a single try with a
+        2 s budget went unanswered, and a paused attempt's run waited out its attempt's
+        deadline (minutes) instead of going on to the next attempt."""
         kind = AttemptEndKind.FAILED
         if failure.type == ErrorType.CANCELLED:
             kind = AttemptEndKind.CANCELLED
         elif failure.non_retryable:
             kind = AttemptEndKind.FINAL
         report = AttemptReport(self.task.attempt, self.stop_key, kind=kind, reason=failure.message)
-        with contextlib.suppress(Exception):
-            await self.run.execute_update(
-                REPORT_ATTEMPT.name,
-                report,
-                id=f"report-{self.stop_key[:32]}",
-                result_type=type(None),
-                rpc_timeout=timedelta(seconds=2),
+        with contextlib.suppress(RefusedError):
+            await reach(
+                lambda: self.run.execute_update(
+                    REPORT_ATTEMPT.name,
+                    report,
+                    id=f"report-{self.stop_key[:32]}",
+                    result_type=type(None),
+                    rpc_timeout=timedelta(seconds=5),
+                ),
+                within=REPORT_FOR,
             )
 
     # --- end lines --------------------------------------------------------------------------------

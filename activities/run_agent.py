@@ -5,6 +5,7 @@ standalone activity or one another workflow scheduled starts no agent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -88,8 +89,11 @@ class AgentActivities:
             try:
                 result = await attempt.supervise(agent.run(context, params))
             except ApplicationError as failure:
-                await attempt.tell(failure)
-                raise
+                # Cancelled while telling (the worker shuts down, say), the attempt still fails
+                # with its stop key rather than as a bare cancel.
+                with contextlib.suppress(asyncio.CancelledError):
+                    await _beating(attempt.tell(failure), settle=False)
+                raise failure from None
             finally:
                 events.close()
             # The agent has stopped; heartbeats go on (the SDK cancels a silent attempt).
@@ -125,13 +129,14 @@ class AgentActivities:
             ) from None
 
 
-async def _beating(report: Awaitable[Any]) -> Any:
+async def _beating(report: Awaitable[Any], *, settle: bool = True) -> Any:
     """``report``'s result, heartbeating through the SDK meanwhile.
 
     Cancelled (the SDK cancels an attempt the server timed out, as when its worker was paused
-    while the report was in flight), the report is let settle before the cancel goes on: the
-    run may have taken it all the same, and the end line must say which (found by the
-    randomized run: a DONE run whose only attempt logged agent_lease_lost)."""
+    while the report was in flight), a result's report is let settle before the cancel goes
+    on (``settle``): the run may have taken it all the same, and the end line must say which
+    (found by the randomized run: a DONE run whose only attempt logged agent_lease_lost). A
+    failure's report is stopped instead: the failure carries the stop key too."""
     task = asyncio.ensure_future(report)
     try:
         while True:
@@ -140,6 +145,8 @@ async def _beating(report: Awaitable[Any]) -> Any:
                 return task.result()
             activity.heartbeat()
     except asyncio.CancelledError:
+        if not settle:
+            task.cancel()
         await asyncio.wait({task})
         if not task.cancelled():
             task.exception()  # read, so asyncio does not log it as never retrieved

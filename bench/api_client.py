@@ -25,8 +25,17 @@ def sleeper(seconds: float, *, user_id: str = EXAMPLE_USER_ID, **more: Any) -> d
     return body | more
 
 
+# How long a start answered 503 is sent again, as the API asks (its Retry-After): a start
+# refused so was not made, and a loaded machine (the smoke run beside other tests) refuses some.
+START_FOR_SECONDS = 60.0
+
+
 async def start(http: httpx.AsyncClient, url: str, body: dict[str, Any]) -> str:
+    deadline = time.monotonic() + START_FOR_SECONDS
     response = await http.post(f"{url}/agents/run", json=body)
+    while response.status_code == 503 and time.monotonic() < deadline:
+        await asyncio.sleep(float(response.headers.get("retry-after", "1")))
+        response = await http.post(f"{url}/agents/run", json=body)
     response.raise_for_status()
     run_id: str = response.json()["run_id"]
     return run_id

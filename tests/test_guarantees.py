@@ -438,6 +438,35 @@ async def test_a_paused_activity_holds_its_slot_no_longer_than_its_policy_allows
     assert overlapping(spans_of(stack, run_id)) == []
 
 
+async def test_a_paused_attempt_cut_off_from_its_run_is_told_once_the_server_is_reached(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    """Found with three test processes on 2 cores with one busy: the server holds back the
+    failure of a paused attempt, so its run learns of the end only from the attempt's own word,
+    which was one try with a 2 s budget. That try went unanswered and the run waited out its
+    attempt's deadline (ten minutes by default). Here the try cannot be answered: the worker is
+    cut off when the attempt is paused, and healed only after that budget."""
+    run_id = await start_run(http)
+    cut = await agent_working(stack, run_id)
+    workflow_id, run = await slot_execution(http, run_id)
+
+    stack.cut_worker(cut)
+    paused = await cli(
+        stack, "activity", "pause", "--activity-id", "attempt-1",
+        "--workflow-id", workflow_id, "--run-id", run,
+    )  # fmt: skip
+    assert paused.returncode == 0, paused.stderr
+    await zombie_stopped(stack, run_id, cut)  # its lease ran out: it can tell no one
+    await asyncio.sleep(5.0)  # longer than the one try of before
+    stack.heal_worker(cut)
+    body = await final(http, run_id)
+
+    assert body["state"] == "DONE"
+    assert body["attempt"] >= 2
+    await completed_by(stack, run_id, body["attempt"])
+    assert overlapping(spans_of(stack, run_id)) == []
+
+
 ODD_STARTS = {
     "a slot id": (["--type", "AgentRunWorkflow", "--workflow-id", SLOT], "coordinator"),
     "a slot beyond N": (
