@@ -5,7 +5,6 @@ standalone activity or one another workflow scheduled starts no agent."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import Any
 
@@ -89,10 +88,7 @@ class AgentActivities:
             try:
                 result = await attempt.supervise(agent.run(context, params))
             except ApplicationError as failure:
-                # Cancelled while telling (the worker shuts down, say), the attempt still fails
-                # with its stop key rather than as a bare cancel.
-                with contextlib.suppress(asyncio.CancelledError):
-                    await _beating(attempt.tell(failure), settle=False)
+                await _telling(attempt, failure)
                 raise failure from None
             finally:
                 events.close()
@@ -129,14 +125,13 @@ class AgentActivities:
             ) from None
 
 
-async def _beating(report: Awaitable[Any], *, settle: bool = True) -> Any:
+async def _beating(report: Awaitable[Any]) -> Any:
     """``report``'s result, heartbeating through the SDK meanwhile.
 
     Cancelled (the SDK cancels an attempt the server timed out, as when its worker was paused
-    while the report was in flight), a result's report is let settle before the cancel goes
-    on (``settle``): the run may have taken it all the same, and the end line must say which
-    (found by the randomized run: a DONE run whose only attempt logged agent_lease_lost). A
-    failure's report is stopped instead: the failure carries the stop key too."""
+    while the report was in flight), the report is let settle before the cancel goes on: the
+    run may have taken it all the same, and the end line must say which (found by the
+    randomized run: a DONE run whose only attempt logged agent_lease_lost)."""
     task = asyncio.ensure_future(report)
     try:
         while True:
@@ -145,9 +140,31 @@ async def _beating(report: Awaitable[Any], *, settle: bool = True) -> Any:
                 return task.result()
             activity.heartbeat()
     except asyncio.CancelledError:
-        if not settle:
-            task.cancel()
         await asyncio.wait({task})
         if not task.cancelled():
             task.exception()  # read, so asyncio does not log it as never retrieved
         raise
+
+
+async def _telling(attempt: Attempt, failure: ApplicationError) -> None:
+    """:meth:`Attempt.tell`, heartbeating through the SDK meanwhile. A cancel from the SDK
+    because the server paused or reset the attempt does not cut it short: that is when the run
+    needs the word most (the server holds the failure back), and the SDK's cancel comes with
+    the first answer after a partition heals, before the word gets through (found by the
+    paused-and-cut-off test with 4 test processes on 2 cores, one busy). Any other cancel (the
+    worker shuts down) stops it: the failure carries the stop key too."""
+    task = asyncio.ensure_future(attempt.tell(failure))
+    while True:
+        try:
+            done, _ = await asyncio.wait({task}, timeout=1.0)
+        except asyncio.CancelledError:
+            details = activity.cancellation_details()
+            if details is None or not (details.paused or details.reset):
+                task.cancel()
+                await asyncio.wait({task})
+                return
+            continue
+        if done:
+            task.exception()  # read: tell swallows what it expects, the rest is no news here
+            return
+        activity.heartbeat()
