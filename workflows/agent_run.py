@@ -428,4 +428,6 @@ def _decoded(raw: RawValue, type_hint: Any) -> object:
 
 
 def _log_keys() -> dict[str, Any]:
-    return {"run_id": workflow.info().run_id, "agent_type": None, "user_id": None}
+    """A refused start has no run of ours: its line names the execution that was refused."""
+    info = workflow.info()
+    return {"workflow_id": info.workflow_id, "temporal_run_id": info.run_id}
