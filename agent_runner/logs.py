@@ -45,12 +45,25 @@ def _drop_color_message(_logger: object, _name: str, event: EventDict) -> EventD
     return event
 
 
+def _core_entry_as_data(_logger: object, _name: str, event: EventDict) -> EventDict:
+    """The SDK's core hands its lines over with its entry object (``temporal_log``), which JSON
+    would show as ``<builtins.BufferedLogEntry object at 0x...>``: its target and fields."""
+    entry = event.get("temporal_log")
+    if entry is not None and not isinstance(entry, dict):
+        event["temporal_log"] = {
+            "target": getattr(entry, "target", None),
+            "fields": getattr(entry, "fields", None),
+        }
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: Literal["json", "console"] = "json") -> None:
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _core_entry_as_data,
         _drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]

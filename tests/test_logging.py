@@ -125,6 +125,26 @@ def test_a_line_that_cannot_be_rendered_is_still_json_with_its_message(
     assert line["timestamp"].endswith("Z")
 
 
+def test_a_line_of_the_sdks_core_carries_its_fields_as_data(log_lines: ListHandler) -> None:
+    """Found by the new-user trial: the core's entry object was written as its repr."""
+
+    class CoreEntry:  # what temporalio.runtime.LoggingConfig attaches: target and fields
+        def __init__(self) -> None:
+            self.target = "temporal_sdk_core::worker::activities"
+            self.fields = {"task_token": "abc", "details": "Activity not found on completion"}
+
+    record = logging.LogRecord(
+        "temporalio-sdk_core", logging.WARNING, "(sdk-core)", 0, "Activity not found", (), None
+    )
+    entry = CoreEntry()
+    record.temporal_log = entry
+    assert log_lines.formatter is not None
+
+    line = json.loads(log_lines.formatter.format(record))
+
+    assert line["temporal_log"] == {"target": entry.target, "fields": entry.fields}
+
+
 def test_a_python_warning_is_a_json_line_too(tmp_path: Path) -> None:
     completed = subprocess.run(
         [
