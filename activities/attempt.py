@@ -247,11 +247,8 @@ class Attempt:
         The failure carries the key too, but the server holds back the failure of an attempt
         stopped from outside (paused, reset): then this is the one way the run learns of it, so
         it is sent again while the run cannot be reached (up to :data:`REPORT_FOR`, as a
-        result's report). A run that refuses it, or has ended, needs it no more.
-
-        Found under load (three test processes on 2 cores with one busy): a single try with a
-        2 s budget went unanswered, and a paused attempt's run waited out its attempt's
-        deadline (minutes) instead of going on to the next attempt."""
+        result's report): unheard, the run would wait out the attempt's deadline (minutes). A
+        run that refuses it, or has ended, needs it no more."""
         kind = AttemptEndKind.FAILED
         if failure.type == ErrorType.CANCELLED:
             kind = AttemptEndKind.CANCELLED

@@ -125,8 +125,15 @@ class AgentActivities:
             ) from None
 
 
+async def _heartbeating(task: asyncio.Future[Any]) -> None:
+    """Until ``task`` is done, heartbeating through the SDK once a second (the SDK cancels a
+    silent attempt)."""
+    while not (await asyncio.wait({task}, timeout=1.0))[0]:
+        activity.heartbeat()
+
+
 async def _beating(report: Awaitable[Any]) -> Any:
-    """``report``'s result, heartbeating through the SDK meanwhile.
+    """``report``'s result, heartbeating meanwhile.
 
     Cancelled (the SDK cancels an attempt the server timed out, as when its worker was paused
     while the report was in flight), the report is let settle before the cancel goes on: the
@@ -134,29 +141,25 @@ async def _beating(report: Awaitable[Any]) -> Any:
     randomized run: a DONE run whose only attempt logged agent_lease_lost)."""
     task = asyncio.ensure_future(report)
     try:
-        while True:
-            done, _ = await asyncio.wait({task}, timeout=1.0)
-            if done:
-                return task.result()
-            activity.heartbeat()
+        await _heartbeating(task)
     except asyncio.CancelledError:
         await asyncio.wait({task})
         if not task.cancelled():
             task.exception()  # read, so asyncio does not log it as never retrieved
         raise
+    return task.result()
 
 
 async def _telling(attempt: Attempt, failure: ApplicationError) -> None:
-    """:meth:`Attempt.tell`, heartbeating through the SDK meanwhile. A cancel from the SDK
-    because the server paused or reset the attempt does not cut it short: that is when the run
-    needs the word most (the server holds the failure back), and the SDK's cancel comes with
-    the first answer after a partition heals, before the word gets through (found by the
-    paused-and-cut-off test with 4 test processes on 2 cores, one busy). Any other cancel (the
-    worker shuts down) stops it: the failure carries the stop key too."""
+    """:meth:`Attempt.tell`, heartbeating meanwhile. A cancel from the SDK because the server
+    paused or reset the attempt does not cut it short: that is when the run needs the word most
+    (the server holds the failure back), and the SDK's cancel comes with the first answer after
+    a partition heals, before the word gets through. Any other cancel (the worker shuts down)
+    stops it: the failure carries the stop key too."""
     task = asyncio.ensure_future(attempt.tell(failure))
     while True:
         try:
-            done, _ = await asyncio.wait({task}, timeout=1.0)
+            await _heartbeating(task)
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is None or not (details.paused or details.reset):
@@ -164,7 +167,5 @@ async def _telling(attempt: Attempt, failure: ApplicationError) -> None:
                 await asyncio.wait({task})
                 return
             continue
-        if done:
-            task.exception()  # read: tell swallows what it expects, the rest is no news here
-            return
-        activity.heartbeat()
+        task.exception()  # read: tell swallows what it expects, the rest is no news here
+        return
