@@ -21,6 +21,9 @@ from agent_runner.runs.errors import NoWorkerError
 UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
 # An input or a message quoted in a 422 is cut to this many characters.
 MAX_QUOTED_CHARS = 200
+# A 422 lists at most this many problems, then one that counts the rest: 3,000 unknown
+# parameters were 3,000 problems, an answer seven times the size of the request.
+MAX_PROBLEMS = 20
 logger = structlog.stdlib.get_logger(__name__)
 
 
@@ -48,7 +51,7 @@ async def _validation_failed(request: Request, exc: Exception) -> JSONResponse:
 
 def json_safe_problems(problems: Sequence[Any]) -> list[dict[str, Any]]:
     safe = []
-    for problem in problems:
+    for problem in problems[:MAX_PROBLEMS]:
         item: dict[str, Any] = {
             "type": _text(problem.get("type", "")),
             "loc": [part if isinstance(part, int) else _text(part) for part in problem["loc"]],
@@ -60,6 +63,15 @@ def json_safe_problems(problems: Sequence[Any]) -> list[dict[str, Any]]:
         if isinstance(context, Mapping):
             item["ctx"] = {_text(key): _scalar(value) for key, value in context.items()}
         safe.append(item)
+    if len(problems) > MAX_PROBLEMS:
+        more = len(problems) - MAX_PROBLEMS
+        safe.append(
+            {
+                "type": "too_many_problems",
+                "loc": [],
+                "msg": f"and {more} more problems of the same request",
+            }
+        )
     return safe
 
 

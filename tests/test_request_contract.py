@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from agent_runner.settings import Settings
+from api.errors import MAX_PROBLEMS
 from devtools.processes import free_port
 from tests.helpers import USER_ID, LoggedProcess, app_client, make_settings, wait_http
 
@@ -61,6 +62,28 @@ async def test_a_limits_field_outside_the_contract_is_422_naming_it(
     [problem] = response.json()["detail"]
     assert problem["loc"] == ["body", field]
     assert problem["type"] == "extra_forbidden"
+
+
+async def test_a_body_with_thousands_of_problems_gets_a_short_422(api: httpx.AsyncClient) -> None:
+    # Each unknown parameter was a problem of its own: 3,000 of them in a 40 KB request were a
+    # 290 KB answer.
+    params = {f"k{index}": index for index in range(3000)}
+
+    response = await api.post(
+        "/agents/run",
+        json={"agent_type": "policy-checker", "user_id": USER_ID, "params": params},
+    )
+
+    assert response.status_code == 422, response.text[:300]
+    problems = response.json()["detail"]
+    assert len(problems) == MAX_PROBLEMS + 1
+    assert problems[0]["loc"] == ["body", "params", "k0"]
+    assert problems[-1] == {
+        "type": "too_many_problems",
+        "loc": [],
+        "msg": f"and {3000 - MAX_PROBLEMS} more problems of the same request",
+    }
+    assert len(response.content) < 10_000
 
 
 async def test_the_contracts_own_fields_are_accepted(api: httpx.AsyncClient) -> None:
