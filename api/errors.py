@@ -117,9 +117,14 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": "Internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR)
 
 
+UNSUPPORTED_MEDIA_DETAIL = "The body must be JSON, sent with Content-Type: application/json"
+
+
 class JsonBodyRoute(APIRoute):
     """A route whose body, when it is not JSON, is the 422 ``json_invalid`` FastAPI gives any
-    text that is not JSON.
+    text that is not JSON; and a ``415`` when its Content-Type says it is something else
+    or gives none (FastAPI would validate the raw bytes, a 422 "Input should be a valid
+    dictionary" that does not say what is wrong: ``curl -d`` sends a form's type).
 
     FastAPI answers 400 "There was an error parsing the body" when the body fails to decode
     for any other reason than a JSON syntax error: bytes that are not UTF-8 (or UTF-16/32),
@@ -128,11 +133,29 @@ class JsonBodyRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_body = self.body_field is not None
 
         async def handle(request: Request) -> Response:
+            if takes_body and not _json_type(request.headers.get("content-type")):
+                return JSONResponse(
+                    {"detail": UNSUPPORTED_MEDIA_DETAIL},
+                    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                )
             return await handler(_JsonBodyRequest(request.scope, request.receive))
 
         return handle
+
+
+def _json_type(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body of this Content-Type as JSON: ``application/json`` or
+    ``application/<anything>+json``, with any parameters (none at all is not: FastAPI's
+    strict content type)."""
+    if not content_type:
+        return False
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
 
 
 class _JsonBodyRequest(Request):

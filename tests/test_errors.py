@@ -51,11 +51,11 @@ async def test_malformed_body_is_422(api: httpx.AsyncClient, body: object) -> No
     assert isinstance(response.json()["detail"], list)
 
 
-async def test_non_json_body_is_422(api: httpx.AsyncClient) -> None:
+async def test_non_json_body_is_415(api: httpx.AsyncClient) -> None:
     response = await api.post(
         "/agents/run", content=b"agent_type=policy-checker", headers={"content-type": "text/plain"}
     )
-    assert response.status_code == 422
+    assert response.status_code == 415
 
 
 @pytest.mark.parametrize("run_id", ["01a21269-664b-7e42-949e-644fecafa2cb", "garbage", "%00"])

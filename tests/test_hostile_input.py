@@ -135,7 +135,7 @@ def assert_clear_4xx(response: httpx.Response, *codes: int) -> None:
         (
             b'{"agent_type": "policy-checker", "user_id": "' + USER_ID.encode() + b'"}',
             "text/plain",
-            (422,),
+            (415,),
         ),
         (b"[" * 5000 + b"]" * 5000, "application/json", (422,)),
         (

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from agent_runner.settings import Settings
-from api.errors import MAX_PROBLEMS
+from api.errors import MAX_PROBLEMS, UNSUPPORTED_MEDIA_DETAIL
 from devtools.processes import free_port
 from tests.helpers import USER_ID, LoggedProcess, app_client, make_settings, wait_http
 
@@ -84,6 +84,35 @@ async def test_a_body_with_thousands_of_problems_gets_a_short_422(api: httpx.Asy
         "msg": f"and {3000 - MAX_PROBLEMS} more problems of the same request",
     }
     assert len(response.content) < 10_000
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"]
+)
+async def test_a_body_that_says_it_is_not_json_is_415(
+    api: httpx.AsyncClient, content_type: str
+) -> None:
+    # curl -d sends a form's type: it was a 422 "Input should be a valid dictionary".
+    body = json.dumps({"agent_type": "nope", "user_id": USER_ID})
+
+    response = await api.post("/agents/run", content=body, headers={"content-type": content_type})
+
+    assert response.status_code == 415, response.text
+    assert response.json() == {"detail": UNSUPPORTED_MEDIA_DETAIL}
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/merge-patch+json"],
+)
+async def test_a_json_body_is_read_whatever_its_json_type(
+    api: httpx.AsyncClient, content_type: str
+) -> None:
+    body = json.dumps({"agent_type": "nope", "user_id": USER_ID})
+
+    response = await api.post("/agents/run", content=body, headers={"content-type": content_type})
+
+    assert response.status_code == 400, response.text  # read, and the agent type is unknown
 
 
 async def test_the_contracts_own_fields_are_accepted(api: httpx.AsyncClient) -> None:

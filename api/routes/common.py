@@ -15,6 +15,7 @@ PREFIX = "/agents"
 NOT_FOUND_DETAIL = "No run with this run_id"
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such run"},
+    415: {"model": ErrorResponse, "description": "A body not sent as application/json"},
     503: {"model": ErrorResponse, "description": "Temporal cannot be reached"},
 }
 

@@ -36,7 +36,11 @@ async def limits(state: StateDep) -> LimitsResponse:
 @router.put(
     "/limits",
     response_model=LimitsResponse,
-    responses={422: {"description": "A limit out of range, or an unknown field"}, 503: ERRORS[503]},
+    responses={
+        415: ERRORS[415],
+        422: {"description": "A limit out of range, or an unknown field"},
+        503: ERRORS[503],
+    },
 )
 async def set_limits(
     change: LimitsChangeRequest, request: Request, state: StateDep

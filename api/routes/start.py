@@ -49,6 +49,7 @@ logger = structlog.stdlib.get_logger(__name__)
             ),
         },
         413: {"model": ErrorResponse, "description": "Body over API_MAX_BODY_BYTES"},
+        415: ERRORS[415],
         422: {
             "description": (
                 "Malformed body, `params` that do not fit the agent (each problem's `loc` "
