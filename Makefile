@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test test-fast lint format tools openapi histories bench bench-scale chaos reliability-report clean
+.PHONY: install run test test-fast lint format tools openapi histories bench bench-scale bench-overload chaos reliability-report clean
 
 # Installing writes to stderr only, so the first line `make run` prints is the stack's JSON.
 $(BIN)/uv:
@@ -80,6 +80,11 @@ bench: install tools
 # docs/PERFORMANCE.md and the plot docs/scale.png. More: SCALE_ARGS="--points 10,100,1000,5000".
 bench-scale: install
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)
+
+# 2,000 users at once against one deployment with its default settings, 5 readers beside them:
+# every start 202 or a documented 503, every accepted run DONE. OVERLOAD_ARGS="--users 500".
+bench-overload: install
+	$(BIN)/python -m bench.overload $(OVERLOAD_ARGS)
 
 # One seeded randomized fault run against a real stack (2 APIs, 2 workers, a real server) and its
 # verdict: `make chaos MINUTES=30 SEED=7 CHAOS_ARGS="--slots 2 --scope user_id"`.

@@ -84,6 +84,9 @@ class AppState:
                 continue
             target = self.settings.run_target(deployment.scope_kind)
             self._runs = Runs(client, target)
+        gate = self._runs.gate
+        self.metrics.start_limit.set_function(lambda: gate.limit)
+        self.metrics.starts_in_flight.set_function(lambda: gate.in_flight)
 
     def policy_for(self, agent_type: str) -> RunPolicy:
         """The retry policy a run of this agent gets: the settings given in the environment,

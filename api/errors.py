@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from agent_runner.runs import TemporalUnavailableError
+from agent_runner.runs import StartsBusyError, TemporalUnavailableError
 from agent_runner.runs.errors import NoWorkerError
 
 UNAVAILABLE_DETAIL = "Temporal is unavailable, please retry later"
@@ -30,6 +30,7 @@ logger = structlog.stdlib.get_logger(__name__)
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(TemporalUnavailableError, _temporal_unavailable)
+    app.add_exception_handler(StartsBusyError, _starts_busy)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
@@ -107,6 +108,16 @@ async def _temporal_unavailable(request: Request, exc: Exception) -> JSONRespons
     logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
     return JSONResponse(
         {"detail": str(exc) if isinstance(exc, NoWorkerError) else UNAVAILABLE_DETAIL},
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_SECONDS)},
+    )
+
+
+async def _starts_busy(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("start_refused_busy", path=request.url.path, reason=str(exc))
+    request.app.state.agent_runner.metrics.starts_refused_busy.inc()
+    return JSONResponse(
+        {"detail": str(exc)},
         status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_SECONDS)},
     )

@@ -86,6 +86,22 @@ class ApiMetrics:
             "Open status streams (GET /agents/runs/{run_id}/events) of this process.",
             registry=self.registry,
         )
+        self.start_limit = Gauge(
+            "agent_runner_start_limit",
+            "Starts this process lets be in flight to the coordinators at once, as adapted to "
+            "what is answered within the budget (more wait in the process).",
+            registry=self.registry,
+        )
+        self.starts_in_flight = Gauge(
+            "agent_runner_starts_in_flight",
+            "Starts of this process in flight to the coordinators now.",
+            registry=self.registry,
+        )
+        self.starts_refused_busy = Counter(
+            "agent_runner_starts_refused_busy",
+            "Starts this process refused (503) after waiting a whole budget for a place in flight.",
+            registry=self.registry,
+        )
         self.runs_finished = Counter(
             "agent_runner_runs_finished",
             "Runs this API saw finished, by final state (each counted once per API process).",

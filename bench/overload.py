@@ -133,7 +133,9 @@ async def _run(args: argparse.Namespace, url: str) -> dict[str, Any]:
                 await asyncio.sleep(2.0)
 
     states = Counter(body["state"] for body in ended.values())
-    errors = Counter(str(body["result"])[:160] for body in ended.values() if body["state"] != "DONE")
+    errors = Counter(
+        str(body["result"])[:160] for body in ended.values() if body["state"] != "DONE"
+    )
     open_runs = len(accepted) - len(ended)
     return {
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -180,7 +182,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--drain", type=float, default=1800.0, help="seconds to wait for the runs to end"
     )
     parser.add_argument(
-        "--no-again", dest="again", action="store_false",
+        "--no-again",
+        dest="again",
+        action="store_false",
         help="count a 503 and go on to the next user instead of asking again after Retry-After",
     )
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")

@@ -17,6 +17,7 @@ from agent_runner.runs.errors import (
     RunNotFoundError,
     TemporalUnavailableError,
 )
+from agent_runner.runs.gate import StartsBusyError
 from agent_runner.runs.service import (
     Runs,
     StartOutcome,
@@ -41,6 +42,7 @@ __all__ = [
     "Runs",
     "StartOutcome",
     "StartRequest",
+    "StartsBusyError",
     "TemporalUnavailableError",
     "start_agent_run",
     "start_request",

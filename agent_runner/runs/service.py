@@ -70,6 +70,7 @@ from agent_runner.runs.errors import (
     not_applied,
     temporal_call,
 )
+from agent_runner.runs.gate import StartGate
 from agent_runner.runs.pollers import pollers
 from agent_runner.runs.reads import RecordReads
 from agent_runner.status import ExecutionView, RunStatus, run_status
@@ -156,6 +157,8 @@ class Runs:
         self.client = client
         self.target = target
         self._admissions = Admissions(self._send_admits)
+        # Starts in flight to the coordinators from this process (see agent_runner.runs.gate).
+        self.gate = StartGate()
         self._reads = RecordReads(self._query_records)
 
     # --- starts ---------------------------------------------------------------------------------
@@ -247,6 +250,28 @@ class Runs:
             )
 
     async def _send_admits(
+        self, scope: Scope, requests: list[AdmitRequest], update_id: str
+    ) -> list[AdmitAnswer]:
+        """:meth:`_admit_now` once the gate lets it through (it waits at most a budget for that,
+        else :class:`StartsBusyError`); how long the answer took adapts the gate."""
+        budget = self.target.rpc_timeout.total_seconds()
+        loop = asyncio.get_running_loop()
+        async with self.gate.through(budget) as ticket:
+            began = loop.time()
+            try:
+                answers = await self._admit_now(scope, requests, update_id)
+            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+                if is_unavailable(err):
+                    self.gate.overran(ticket)
+                raise
+            took = loop.time() - began
+            if took > budget:  # answered late (see _ask_again)
+                self.gate.overran(ticket)
+            elif took < budget / 2:
+                self.gate.answered_in_time()
+            return answers
+
+    async def _admit_now(
         self, scope: Scope, requests: list[AdmitRequest], update_id: str
     ) -> list[AdmitAnswer]:
         """One update-with-start on the scope's coordinator (started if none runs). A
