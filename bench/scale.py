@@ -65,6 +65,17 @@ def _many(services: Services) -> StackSpec:
     return StackSpec(settings, {"scale-worker": BENCH_WORKER, "scale-api": BENCH_API})
 
 
+# Activities one worker runs at once: the SDK's default, on both sides (ours per agent).
+WORKER_ACTIVITIES = 100
+
+
+def _drain_seconds(k: int, hold: float) -> float:
+    """How long K runs of ``hold`` seconds may take to end once started: in waves of
+    WORKER_ACTIVITIES (raw starts 2,000 in seconds; 20 waves of 45 s outlasted a fixed 645 s)."""
+    waves = -(-k // WORKER_ACTIVITIES)
+    return waves * hold + 600.0
+
+
 async def _limited(count: int, one: Callable[[int], Awaitable[Any]]) -> list[Any]:
     """``one(i)`` for i in range(count), ``CONCURRENCY`` at a time."""
     gate = asyncio.Semaphore(CONCURRENCY)
@@ -131,7 +142,7 @@ async def _ours(
 
     reads = await _reads(status_ok, args.reads) if run_ids else {}
     window = await calls_in_window(http, services.metrics_url, args.window)
-    await wait_drained(client, queue, timeout=args.hold + 600)
+    await wait_drained(client, queue, timeout=_drain_seconds(k, args.hold))
 
     async def final_state(index: int) -> str:
         response = await http.get(f"{url}/agents/status/{run_ids[index]}")
@@ -176,7 +187,7 @@ async def _raw(
     reads = await _reads(describe_ok, args.reads) if accepted else {}
     async with httpx.AsyncClient(timeout=60) as http:
         window = await calls_in_window(http, services.metrics_url, args.window)
-    await wait_drained(client, queue, timeout=args.hold + 600)
+    await wait_drained(client, queue, timeout=_drain_seconds(k, args.hold))
     return {
         "starts_per_s": round(len(accepted) / elapsed, 2),
         "accepted": len(accepted),
