@@ -10,9 +10,10 @@ one core busy: 150 accepted in 9 minutes and 2,168 refusals.
 
 Now a start beyond the limit waits here, in this process, where waiting costs nothing; one
 that waits a whole budget is refused (``503`` with ``Retry-After``) without having asked
-Temporal anything. The limit grows by one per limit's worth of starts answered within half the
-budget, and halves when a start runs out of it (once per such episode: the starts in flight
-with it do not halve it again).
+Temporal anything. The limit halves when a start runs out of its budget (once per such
+episode: the starts in flight with it do not halve it again), and grows with each start
+answered within half the budget: by one below the initial limit (so it comes back within a few
+answers once an outage that halved it is over), by one per limit's worth above it.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Ticket:
 
 class StartGate:
     def __init__(self, initial: int = 8, least: int = 1, most: int = 256) -> None:
+        self.initial = float(initial)
         self.limit = float(initial)
         self.least = least
         self.most = most
@@ -86,8 +88,11 @@ class StartGate:
         self.in_flight -= 1
 
     def answered_in_time(self) -> None:
-        """A start answered within half its budget: one more place per limit's worth."""
-        self.limit = min(float(self.most), self.limit + 1.0 / self.limit)
+        """A start answered within half its budget: below the initial limit one more place
+        (back to it quickly once an outage that halved it is over), above it one more place per
+        limit's worth."""
+        step = 1.0 if self.limit < self.initial else 1.0 / self.limit
+        self.limit = min(float(self.most), self.limit + step)
         self._admit_waiting()
 
     def overran(self, ticket: Ticket) -> None:

@@ -73,7 +73,7 @@ async def test_a_cancelled_waiter_leaves_no_place_taken() -> None:
     assert not gate._waiting
 
 
-async def test_the_limit_halves_once_per_episode_and_grows_by_one_per_limits_worth() -> None:
+async def test_the_limit_halves_once_per_episode_and_grows_back() -> None:
     gate = StartGate(initial=8)
     tickets = []
     for _ in range(3):
@@ -85,9 +85,12 @@ async def test_the_limit_halves_once_per_episode_and_grows_by_one_per_limits_wor
     async with gate.through(wait=0) as later:
         gate.overran(later)  # a start of the next episode
     assert gate.limit == 2
+    for _ in range(6):
+        gate.answered_in_time()
+    assert gate.limit == 8  # back to the initial limit, one place per answer
     for _ in range(2):
         gate.answered_in_time()
-    assert gate.limit == pytest.approx(2.9)  # 2 + 1/2 + 1/2.5
+    assert gate.limit == pytest.approx(8 + 1 / 8 + 1 / (8 + 1 / 8))  # above it, slowly
     for _ in range(10):
         async with gate.through(wait=0) as ticket:
             gate.overran(ticket)
