@@ -3,6 +3,8 @@ was unavailable; (g) after healing, a new run in every scope used got a slot and
 
 A 503, on any route, is excused when its request overlaps, or started within a grace after,
 one of: a server outage (down or paused: every request needs the server), ``grace_seconds``;
+a crowd of starts at the same API when the API shed the start itself ("Too many starts at
+once", see SHED_CROWD);
 a fault of the API it was sent to (a paused API's calls overrun their budget), the same grace;
 a time when every worker was unavailable (dead, paused or cut off, or within
 ``worker_grace_seconds`` after it came back: starts, cancels and reads of open runs are answered
@@ -79,6 +81,29 @@ LEAVES_AT_HEAL = frozenset({"other-slots-worker"})
 HOLDS_POLLS = frozenset({"pause-worker", "partition-worker"})
 
 
+# The API's own refusal of a start it had no place in flight for (agent_runner/runs/gate.py):
+# load shed, nothing asked of Temporal. Excused only in a crowd: at least this many other starts
+# to the same API overlapped it (the gate's initial limit is 8; an overrun halves it).
+BUSY_DETAIL = "Too many starts at once, please retry later"
+SHED_CROWD = 4
+
+
+def _shed(history: History, op: Op) -> str | None:
+    """A start refused by the API's start gate while a crowd of starts was at that API."""
+    if op.kind != "start" or not isinstance(op.body, dict) or op.body.get("detail") != BUSY_DETAIL:
+        return None
+    crowd = sum(
+        1
+        for other in history.ops
+        if other.kind == "start"
+        and other.api == op.api
+        and other.index != op.index
+        and other.started <= op.ended
+        and other.ended >= op.started
+    )
+    return "load-shed" if crowd >= SHED_CROWD else None
+
+
 def _stranded(history: History, op: Op) -> str | None:
     """A single worker's fault whose stranded tasks ``op`` may have waited on: from when it
     began, from when its heal took the worker away, and, for a worker whose polls stayed open,
@@ -129,6 +154,10 @@ def check_errors(
         )
         if cause is not None:
             excused[cause] += 1
+            continue
+        shed = _shed(history, op)
+        if shed is not None:
+            excused[shed] += 1
             continue
         stranded = _stranded(history, op)
         if stranded is not None:

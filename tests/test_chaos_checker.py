@@ -315,6 +315,18 @@ def test_a_503_far_from_any_outage_or_fault_fails_5xx() -> None:
     assert_only_fails(verdict_of(story), "5xx")
 
 
+def test_a_start_the_api_shed_is_excused_in_a_crowd_of_starts_only() -> None:
+    busy = {"detail": "Too many starts at once, please retry later"}
+    story = clean()
+    request = {"body": body("reject"), "key": None}
+    story.op("start", 20.0, 22.0, request, 503, busy)
+    assert_only_fails(verdict_of(story), "5xx")  # alone: the gate shed with no crowd
+
+    for index in range(4):
+        story.start(20.5 + index * 0.1, 21.5, "enqueue", None, status=409)
+    assert verdict_of(story).passed
+
+
 def worker_fault(
     story: Story, worker: str, started: float, ended: float, kind: str = "kill-worker"
 ) -> None:
