@@ -89,6 +89,9 @@ class ForgeSignals(AttemptFault):
         return {"sent": [result.record() for result in sent]}
 
 
+FORGE_FAN_OUT = 5
+
+
 class ForgeAdmit(Fault):
     kind = "forge-admit"
 
@@ -121,9 +124,12 @@ class ForgeAdmit(Fault):
             sent.append((await self._admit(stack, scope_id, garbage)).record())
         for target, run, on_busy in plausible:
             sent.append(await self._plausible(stack, target, run, on_busy))
-        # The same user's runs sent to every other scope's coordinator at once: if they take
-        # them, that user may get more than N agents.
+        # The same user's runs sent to other scopes' coordinators at once: if they take them,
+        # that user may get more than N agents. At most FORGE_FAN_OUT of them: with 200 users,
+        # "every other scope" was 199 `temporal` processes at once on 2 cores, a load burst that
+        # slowed the API's starts past their budget (seed 41593), not a test of trust.
         others = [other for other in scope_ids(stack) if other != scope_id]
+        others = self.rng.sample(others, min(len(others), FORGE_FAN_OUT))
         victim = {"agent_type": agent_type, "user_id": user}
         sent += await asyncio.gather(
             *(self._plausible(stack, other, victim, "enqueue") for other in others)
