@@ -106,18 +106,18 @@ RETRY_AFTER_UNAVAILABLE_SECONDS = 2
 
 async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
-    return JSONResponse(
-        {"detail": str(exc) if isinstance(exc, NoWorkerError) else UNAVAILABLE_DETAIL},
-        status.HTTP_503_SERVICE_UNAVAILABLE,
-        headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_SECONDS)},
-    )
+    return _retry_later(str(exc) if isinstance(exc, NoWorkerError) else UNAVAILABLE_DETAIL)
 
 
 async def _starts_busy(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("start_refused_busy", path=request.url.path, reason=str(exc))
     request.app.state.agent_runner.metrics.starts_refused_busy.inc()
+    return _retry_later(str(exc))
+
+
+def _retry_later(detail: str) -> JSONResponse:
     return JSONResponse(
-        {"detail": str(exc)},
+        {"detail": detail},
         status.HTTP_503_SERVICE_UNAVAILABLE,
         headers={"Retry-After": str(RETRY_AFTER_UNAVAILABLE_SECONDS)},
     )

@@ -60,32 +60,29 @@ class StartGate:
             try:
                 await asyncio.wait_for(asyncio.shield(place), wait)
             except TimeoutError:
-                if place.done():  # handed a place as the wait ran out: give it on
-                    self._hand_on()
-                else:
-                    self._waiting.remove(place)
+                self._give_up(place)
                 raise StartsBusyError from None
             except asyncio.CancelledError:
-                if place.done():
-                    self._hand_on()
-                elif place in self._waiting:
-                    self._waiting.remove(place)
+                self._give_up(place)
                 raise
         else:
             self.in_flight += 1
         try:
             yield Ticket(self._episode)
         finally:
-            self._hand_on()
+            self._free()
 
-    def _hand_on(self) -> None:
-        """Give a place that is ending to the next waiter, or free it."""
-        while self._waiting and self.in_flight <= int(self.limit):
-            place = self._waiting.popleft()
-            if not place.done():
-                place.set_result(None)  # the place passes on: in_flight stays
-                return
+    def _give_up(self, place: asyncio.Future[None]) -> None:
+        """A waiter that leaves: its place back if it was handed one as it left, else its turn."""
+        if place.done():
+            self._free()
+        elif place in self._waiting:
+            self._waiting.remove(place)
+
+    def _free(self) -> None:
+        """A place ends: to the next waiter, if the limit has room for it."""
         self.in_flight -= 1
+        self._admit_waiting()
 
     def answered_in_time(self) -> None:
         """A start answered within half its budget: below the initial limit one more place
