@@ -76,11 +76,29 @@ class RunPolicy:
     timeout_seconds: float = 300.0
     heartbeat_timeout_seconds: float = 10.0
     retry_initial_interval_seconds: float = 1.0
+    # A run not granted a slot this long after it entered its scope's queue ends ERROR
+    # (EXPIRED_IN_QUEUE) and never starts; None: it waits as long as it takes.
+    queue_timeout_seconds: float | None = None
 
 
 class OnBusy(StrEnum):
     REJECT = "reject"
     ENQUEUE = "enqueue"
+    # A run of the same agent type, user and params open in the scope (queued or working) is
+    # the answer; else the run is enqueued.
+    ATTACH = "attach"
+
+
+# Priorities, Temporal's convention: 1 is served first, 3 unless said.
+PRIORITY_FIRST = 1
+PRIORITY_DEFAULT = 3
+PRIORITY_LAST = 5
+# Fairness keys and their weights (ScopeLimits.weights).
+MAX_FAIRNESS_KEY = 128
+MAX_WEIGHT = 1000
+MAX_WEIGHTS = 1000
+# The error of a run whose queue_timeout_seconds passed before it was granted a slot.
+EXPIRED_IN_QUEUE = "expired in queue"
 
 
 @dataclass(frozen=True)
@@ -131,6 +149,10 @@ class AdmitRequest:
     # The caller gives up waiting for the answer then (its call timed out: it answered 503):
     # a request that reaches the coordinator later is not started behind its back.
     not_after: datetime | None = None
+    # While it waits: 1 (first) to 5; FIFO within one priority.
+    priority: int = PRIORITY_DEFAULT
+    # With fair shares on: whose share it is served from (None: its user's).
+    fairness_key: str | None = None
 
 
 class Admission(StrEnum):
@@ -141,6 +163,7 @@ class Admission(StrEnum):
     INVALID = "invalid"
     KEY_REUSED = "key_reused"
     EXPIRED = "expired"  # reached the coordinator after its caller gave up
+    ATTACHED = "attached"  # on_busy=attach found the same run open: this is it
 
 
 @dataclass(frozen=True)
@@ -199,6 +222,16 @@ class RunRecord:
     queue_version: int = 0
     # Cancelled while it held a slot: the cancel was passed on to its workflow.
     cancel_requested: bool = False
+    priority: int = PRIORITY_DEFAULT
+    fairness_key: str | None = None
+    # While it waits: when it expires in the queue (None: never); the runs that hold the
+    # scope's slots; how many runs are served before it, by priority (index 0: priority 1);
+    # and about when it gets a slot, from the recent durations of the runs ahead of it (None:
+    # not known).
+    queue_expires_at: datetime | None = None
+    slot_holders: list[str] | None = None
+    ahead: list[int] | None = None
+    eta_seconds: float | None = None
 
 
 class CancelEffect(StrEnum):
@@ -237,6 +270,13 @@ class ScopeLimits:
 
     slots: int = 1
     queue_max: int = 1000
+    # A run that has waited this long is served as priority 1, so nothing starves.
+    aging_seconds: float = 600.0
+    # Whether waiting runs are granted by weighted round-robin over their fairness keys
+    # (within one priority) rather than first come, first served.
+    fair_shares: bool = False
+    # A fairness key's weight (1 unless named here): its share of the grants while it waits.
+    weights: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

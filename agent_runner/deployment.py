@@ -11,6 +11,7 @@ logs ``deployment_settings_differ`` and follows the record: changing N is an ope
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 
 import structlog
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -60,7 +61,7 @@ async def join_deployment(client: Client, settings: Settings, *, role: str) -> D
     if not running:
         seed = record or DeploymentSettings(
             scope_kind=settings.agent_scope,
-            limits=ScopeLimits(slots=settings.agent_slots, queue_max=settings.agent_queue_max),
+            limits=settings.seeded_limits,
             slots_high_water=settings.agent_slots,
             changed_by=f"seeded by the environment of {role}",
         )
@@ -82,7 +83,7 @@ async def join_deployment(client: Client, settings: Settings, *, role: str) -> D
             f"AGENT_SCOPE={record.scope_kind.value} (changing the scope kind means draining "
             "every run first: see docs/operations.md)"
         )
-    wanted = ScopeLimits(slots=settings.agent_slots, queue_max=settings.agent_queue_max)
+    wanted = settings.seeded_limits
     if record.limits != wanted:
         logger.warning(
             "deployment_settings_differ",
@@ -90,10 +91,8 @@ async def join_deployment(client: Client, settings: Settings, *, role: str) -> D
                 "This replica's environment differs from the deployment's record, which it "
                 "follows; the environment only seeds the first value"
             ),
-            deployment_slots=record.limits.slots,
-            deployment_queue_max=record.limits.queue_max,
-            environment_slots=wanted.slots,
-            environment_queue_max=wanted.queue_max,
+            deployment=asdict(record.limits),
+            environment=asdict(wanted),
         )
     return record
 
@@ -125,8 +124,7 @@ async def change_limits(
     await asyncio.sleep(SETTINGS_FRESH.total_seconds() + 0.1)
     logger.info(
         "limits_changed",
-        slots=record.limits.slots,
-        queue_max=record.limits.queue_max,
+        **asdict(record.limits),
         version=record.version,
         changed_by=changed_by,
     )

@@ -7,11 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent_runner.agents import AgentDefaults
-from agent_runner.contract import RunPolicy
+from agent_runner.contract import RunPolicy, ScopeLimits
 from agent_runner.ids import MAX_QUEUE, MAX_SLOTS, WORKFLOW_ID_PATTERN, RunTarget, ScopeKind
 from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
 from agent_runner.validation import (
@@ -19,6 +19,7 @@ from agent_runner.validation import (
     MAX_HEARTBEAT_TIMEOUT_SECONDS,
     MAX_RETRY_INTERVAL_SECONDS,
     MAX_TIMEOUT_SECONDS,
+    check_limits,
 )
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
@@ -52,6 +53,13 @@ class Settings(BaseSettings):
     agent_slots: int = Field(default=1, ge=1, le=MAX_SLOTS)
     agent_scope: ScopeKind = ScopeKind.GLOBAL
     agent_queue_max: int = Field(default=1000, ge=1, le=MAX_QUEUE)
+    # The order of a queue (these seed the record too; change them with `agent-runner limits
+    # set`): a run that waited this long is served as priority 1; fair shares grant the runs of
+    # one priority to their fairness keys (default: the user) by weighted round-robin, with
+    # these weights ({"key": 3}; 1 unless named).
+    agent_queue_aging_seconds: float = Field(default=600.0, ge=0, le=MAX_TIMEOUT_SECONDS)
+    agent_fair_shares: bool = False
+    agent_fairness_weights: dict[str, int] = Field(default_factory=dict)
 
     # The agents.
     agent_duration_seconds: float = Field(default=5.0, ge=0)
@@ -68,6 +76,9 @@ class Settings(BaseSettings):
     agent_retry_initial_interval_seconds: float = Field(
         default=_POLICY.retry_initial_interval_seconds, gt=0, le=MAX_RETRY_INTERVAL_SECONDS
     )
+    # A run still waiting in its queue this long after it entered ends ERROR "expired in
+    # queue", never started; unset: it waits as long as it takes (an agent may set its own).
+    agent_queue_timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
     worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
     # A worker runs agents only for the runs of its own deployment (WORKFLOW_ID): a deployment
     # another client made up on the same task queue (its own settings record, its own N) gets
@@ -143,6 +154,28 @@ class Settings(BaseSettings):
                 "agent_heartbeat_timeout_seconds", agent.heartbeat_timeout_seconds
             ),
             retry_initial_interval_seconds=self.agent_retry_initial_interval_seconds,
+            queue_timeout_seconds=(
+                agent.queue_timeout_seconds
+                if agent.queue_timeout_seconds is not None
+                and "agent_queue_timeout_seconds" not in self.model_fields_set
+                else self.agent_queue_timeout_seconds
+            ),
+        )
+
+    @model_validator(mode="after")
+    def _limits_in_bounds(self) -> Settings:
+        check_limits(self.seeded_limits)
+        return self
+
+    @property
+    def seeded_limits(self) -> ScopeLimits:
+        """The limits this environment would give a new deployment's record."""
+        return ScopeLimits(
+            slots=self.agent_slots,
+            queue_max=self.agent_queue_max,
+            aging_seconds=self.agent_queue_aging_seconds,
+            fair_shares=self.agent_fair_shares,
+            weights=dict(self.agent_fairness_weights),
         )
 
     def load_api_keys(self) -> frozenset[str]:

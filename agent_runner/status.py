@@ -57,6 +57,16 @@ class RunStatus:
     waiting_for: Waiting | None = None
     # The slot it holds or held.
     slot: int | None = None
+    # Its priority in the queue (1 first), and its fairness key when it was given one.
+    priority: int | None = None
+    fairness_key: str | None = None
+    # While it waits: when it leaves the queue unstarted, the runs holding its scope's slots,
+    # how many runs are served before it by priority (index 0: priority 1), and about how many
+    # seconds until its turn (None: not known).
+    queue_expires_at: datetime | None = None
+    slot_holders: list[str] | None = None
+    ahead: list[int] | None = None
+    eta_seconds: float | None = None
 
     @property
     def is_final(self) -> bool:
@@ -104,6 +114,8 @@ def run_status(
         started_at=(record.granted_at if record else None)
         or (execution.started_at if execution else None),
         slot=record.slot if record else None,
+        priority=record.priority if record else None,
+        fairness_key=record.fairness_key if record else None,
     )
     if execution is not None:
         return _from_execution(base, execution)
@@ -120,6 +132,10 @@ def _from_record(base: RunStatus, record: RunRecord) -> RunStatus:
             queue_position=record.queue_position,
             waiting_for=Waiting.QUEUE,
             workflow_id=record.workflow_id,
+            queue_expires_at=record.queue_expires_at,
+            slot_holders=record.slot_holders,
+            ahead=record.ahead,
+            eta_seconds=record.eta_seconds,
         )
     return _with(base, workflow_id=record.workflow_id, temporal_run_id=record.temporal_run_id)
 

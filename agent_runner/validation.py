@@ -19,8 +19,19 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from agent_runner.contract import ErrorType, RunPolicy, RunRequest
-from agent_runner.ids import AGENT_TYPE_PATTERN
+from agent_runner.contract import (
+    MAX_FAIRNESS_KEY,
+    MAX_WEIGHT,
+    MAX_WEIGHTS,
+    PRIORITY_FIRST,
+    PRIORITY_LAST,
+    AdmitRequest,
+    ErrorType,
+    RunPolicy,
+    RunRequest,
+    ScopeLimits,
+)
+from agent_runner.ids import AGENT_TYPE_PATTERN, MAX_QUEUE, MAX_SLOTS
 from agent_runner.lease import MIN_HEARTBEAT_TIMEOUT_SECONDS
 
 # Bounds of a run policy; the settings use the same ones.
@@ -113,6 +124,8 @@ def check_policy(policy: RunPolicy) -> None:
         ),
         "retry_initial_interval_seconds": (0.001, MAX_RETRY_INTERVAL_SECONDS),
     }
+    if policy.queue_timeout_seconds is not None:
+        bounds["queue_timeout_seconds"] = (0.001, MAX_TIMEOUT_SECONDS)
     for name, (low, high) in bounds.items():
         value = getattr(policy, name)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -122,3 +135,42 @@ def check_policy(policy: RunPolicy) -> None:
                 f"Invalid input: policy.{name} must be between {low:g} and {high:g}, "
                 f"got {quoted(value)}"
             )
+
+
+def check_limits(limits: ScopeLimits) -> None:
+    """Raise :class:`InvalidRunInputError` unless every limit is in bounds."""
+    if not isinstance(limits.slots, int) or not 1 <= limits.slots <= MAX_SLOTS:
+        raise InvalidRunInputError(f"slots must be between 1 and {MAX_SLOTS}")
+    if not isinstance(limits.queue_max, int) or not 1 <= limits.queue_max <= MAX_QUEUE:
+        raise InvalidRunInputError(f"queue_max must be between 1 and {MAX_QUEUE}")
+    aging = limits.aging_seconds
+    if isinstance(aging, bool) or not isinstance(aging, int | float):
+        raise InvalidRunInputError("aging_seconds must be a number")
+    if not 0 <= aging <= MAX_TIMEOUT_SECONDS:
+        raise InvalidRunInputError(f"aging_seconds must be between 0 and {MAX_TIMEOUT_SECONDS:g}")
+    if not isinstance(limits.fair_shares, bool):
+        raise InvalidRunInputError("fair_shares must be true or false")
+    if len(limits.weights) > MAX_WEIGHTS:
+        raise InvalidRunInputError(f"at most {MAX_WEIGHTS} weights")
+    for key, weight in limits.weights.items():
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_FAIRNESS_KEY:
+            raise InvalidRunInputError(f"a weight's key is 1 to {MAX_FAIRNESS_KEY} characters")
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 1 <= weight <= MAX_WEIGHT:
+            raise InvalidRunInputError(f"a weight is an integer from 1 to {MAX_WEIGHT}")
+
+
+def check_admission(request: AdmitRequest) -> None:
+    """What an admit adds to its run, checked (another client's admit may hold anything)."""
+    priority = request.priority
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidRunInputError("Invalid input: priority must be an integer from 1 to 5")
+    if not PRIORITY_FIRST <= priority <= PRIORITY_LAST:
+        raise InvalidRunInputError(
+            f"Invalid input: priority must be from {PRIORITY_FIRST} to {PRIORITY_LAST}, "
+            f"got {priority}"
+        )
+    key = request.fairness_key
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_FAIRNESS_KEY):
+        raise InvalidRunInputError(
+            f"Invalid input: fairness_key must be 1 to {MAX_FAIRNESS_KEY} characters"
+        )

@@ -6,18 +6,26 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from agent_runner.contract import (
+    MAX_WEIGHT,
+    MAX_WEIGHTS,
+    PRIORITY_DEFAULT,
+    PRIORITY_FIRST,
+    PRIORITY_LAST,
+)
 from agent_runner.ids import MAX_QUEUE, MAX_SLOTS
 from agent_runner.runs import OnBusy, RunState
+from agent_runner.validation import MAX_TIMEOUT_SECONDS
 
 # What an Idempotency-Key may contain: it is quoted into visibility queries as it is.
 SAFE_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
 
 class RunRequest(BaseModel):
-    # These four fields are the whole contract: any other (a typo such as "on-busy") is a 422
+    # These fields are the whole contract: any other (a typo such as "on-busy") is a 422
     # naming it, not a request quietly taken for another.
     model_config = ConfigDict(
         extra="forbid",
@@ -45,7 +53,38 @@ class RunRequest(BaseModel):
         default=OnBusy.REJECT,
         description=(
             "When every slot is taken: `reject` answers 409 (the default); `enqueue` accepts "
-            "the run into the scope's queue (FIFO) and answers 202 with its `queue_position`."
+            "the run into the scope's queue and answers 202 with its `queue_position`; "
+            "`attach` answers 200 with the `run_id` of an open run (working or queued) of the "
+            "same `agent_type`, `user_id` and `params` in the scope, else enqueues."
+        ),
+    )
+    priority: int = Field(
+        default=PRIORITY_DEFAULT,
+        ge=PRIORITY_FIRST,
+        le=PRIORITY_LAST,
+        description=(
+            "While the run waits: 1 is served first, 5 last; first come, first served within "
+            "one priority. A run that has waited `aging_seconds` (GET /agents/limits) is "
+            "served as priority 1, so none starves."
+        ),
+    )
+    fairness_key: str | None = Field(
+        default=None,
+        pattern=SAFE_KEY_PATTERN,
+        description=(
+            "With fair shares on (GET /agents/limits): whose share of the slots the run is "
+            "served from, by weighted round-robin among the keys that wait. Default: its "
+            "`user_id`."
+        ),
+    )
+    queue_timeout_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        description=(
+            "A run still waiting this long after it was queued ends ERROR `expired in queue` "
+            "and never starts. Default: the agent's, else AGENT_QUEUE_TIMEOUT_SECONDS, else "
+            "it waits as long as it takes."
         ),
     )
 
@@ -55,6 +94,10 @@ class RunAccepted(BaseModel):
     queue_position: int | None = Field(
         default=None,
         description="None when the run started at once; else its place in the queue, 1 next.",
+    )
+    attached: bool = Field(
+        default=False,
+        description="`on_busy=attach` found this run open: no run was started (answered 200).",
     )
 
 
@@ -133,6 +176,42 @@ class RunStatusResponse(BaseModel):
         ),
     )
     slot: int | None = Field(default=None, description="The slot it holds or held.")
+    priority: int | None = Field(
+        default=None, description="Its priority in the queue, 1 first (None: not known)."
+    )
+    fairness_key: str | None = Field(
+        default=None, description="The fairness key it was given (None: its user's)."
+    )
+    queue_expires_at: datetime | None = Field(
+        default=None,
+        description="While it waits: when it ends `expired in queue` if still waiting (UTC).",
+    )
+    slot_holders: list[str] | None = Field(
+        default=None, description="While it waits: the runs holding its scope's slots."
+    )
+    ahead: dict[str, int] | None = Field(
+        default=None,
+        description=(
+            "While it waits: how many runs are served before it, by priority "
+            '(`{"1": 0, "2": 0, "3": 4, "4": 0, "5": 0}`; a run aged past `aging_seconds` '
+            "counts as 1)."
+        ),
+    )
+    eta_seconds: float | None = Field(
+        default=None,
+        description=(
+            "While it waits: about how many seconds until it gets a slot, from the median "
+            "time on a slot of the last 20 runs of each agent type ahead of it; None when "
+            "one is not known (or a slot is held by an execution we did not start)."
+        ),
+    )
+
+    @field_validator("ahead", mode="before")
+    @classmethod
+    def _by_priority(cls, value: object) -> object:
+        if isinstance(value, list):
+            return {str(index + 1): count for index, count in enumerate(value)}
+        return value
 
 
 class ErrorResponse(BaseModel):
@@ -229,6 +308,16 @@ class LimitsResponse(BaseModel):
     scope_kind: str = Field(description="`global`, `user_id` or `agent_type`: one of each.")
     slots: int = Field(description="N: agents of one scope that may work at once.")
     queue_max: int = Field(description="Runs that may wait in one scope's queue.")
+    aging_seconds: float = Field(
+        description="A run that has waited this long is served as priority 1."
+    )
+    fair_shares: bool = Field(
+        description=(
+            "Whether the runs of one priority are granted to their fairness keys by weighted "
+            "round-robin (else first come, first served)."
+        )
+    )
+    weights: dict[str, int] = Field(description="Fairness keys' weights; 1 unless named.")
     version: int = Field(description="Counts the changes since the record was seeded.")
     changed_by: str = Field(description="Who made the last change (an API key's id).")
     changed_at: datetime | None
@@ -254,5 +343,21 @@ class LimitsChangeRequest(BaseModel):
     ) = None
     queue_max: (
         Annotated[Annotated[int, Field(ge=1, le=MAX_QUEUE)], BeforeValidator(_json_number)]
+        | SkipJsonSchema[None]
+    ) = None
+    aging_seconds: (
+        Annotated[float, Field(ge=0, le=MAX_TIMEOUT_SECONDS), BeforeValidator(_json_number)]
+        | SkipJsonSchema[None]
+    ) = None
+    fair_shares: bool | SkipJsonSchema[None] = None
+    # The whole map: keys left out get 1.
+    weights: (
+        Annotated[
+            dict[
+                Annotated[str, Field(pattern=SAFE_KEY_PATTERN)],
+                Annotated[int, Field(ge=1, le=MAX_WEIGHT), BeforeValidator(_json_number)],
+            ],
+            Field(max_length=MAX_WEIGHTS),
+        ]
         | SkipJsonSchema[None]
     ) = None

@@ -118,7 +118,9 @@ class ApiClient:
         headers = {"Content-Type": "application/json"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        return self.request("POST", "/agents/run", content=body, headers=headers, ok=(202, 409))
+        return self.request(
+            "POST", "/agents/run", content=body, headers=headers, ok=(200, 202, 409)
+        )
 
     def status(self, run_id: str, *, wait: float = 0) -> Any:
         options: dict[str, Any] = {}
@@ -155,7 +157,7 @@ class ApiClient:
     def limits(self) -> Any:
         return self.json(self.request("GET", "/agents/limits"), "slots", "queue_max")
 
-    def set_limits(self, change: dict[str, int]) -> Any:
+    def set_limits(self, change: dict[str, Any]) -> Any:
         response = self.request("PUT", "/agents/limits", json=change)
         return self.json(response, "slots", "queue_max")
 

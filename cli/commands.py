@@ -22,16 +22,21 @@ from cli.options import (
     AgentTypeArgument,
     ApiKeyOption,
     EnqueueOption,
+    FairnessKeyOption,
     IdempotencyKeyOption,
     JsonOption,
+    OnBusyOption,
     ParamOption,
     ParamsJsonOption,
+    PriorityOption,
+    QueueTimeoutOption,
     RunIdArgument,
     State,
     UrlOption,
     UserOption,
     WaitOption,
     parse_params,
+    parse_weights,
     request_json,
 )
 from cli.watch import follow
@@ -94,6 +99,10 @@ def run(
     param: ParamOption = None,
     params_json: ParamsJsonOption = None,
     enqueue: EnqueueOption = False,
+    on_busy: OnBusyOption = None,
+    priority: PriorityOption = 3,
+    fairness_key: FairnessKeyOption = None,
+    queue_timeout: QueueTimeoutOption = None,
     wait: WaitOption = False,
     idempotency_key: IdempotencyKeyOption = None,
     as_json: JsonOption = False,
@@ -102,13 +111,16 @@ def run(
 ) -> None:
     """Start a run of an agent; print its run id, or with --wait follow it to its end."""
     params = parse_params(param or [], params_json)
-    body: dict[str, Any] = {
-        "agent_type": agent_type,
-        "user_id": str(user),
-        "on_busy": "enqueue" if enqueue else "reject",
-    }
+    mode = on_busy.value if on_busy else "enqueue" if enqueue else "reject"
+    body: dict[str, Any] = {"agent_type": agent_type, "user_id": str(user), "on_busy": mode}
     if params is not None:
         body["params"] = params
+    if priority != 3:
+        body["priority"] = priority
+    if fairness_key is not None:
+        body["fairness_key"] = fairness_key
+    if queue_timeout is not None:
+        body["queue_timeout_seconds"] = queue_timeout
     content = request_json(body)
     # Always a key: after a 503 or a lost answer the run may have started, and a retry with
     # the same key finds it instead of starting a second one.
@@ -125,7 +137,7 @@ def run(
             )
             raise CliError(f"{failed.message}\n{retry}", failed.code) from None
         if response.status_code == 409:
-            raise api.busy(response, enqueue=enqueue)
+            raise api.busy(response, enqueue=mode != "reject")
         accepted = api.json(response, "run_id")
         run_id = str(accepted["run_id"])
         if wait:
@@ -134,6 +146,8 @@ def run(
             render.print_json(accepted)
             return
         render.out.print(run_id, markup=False)
+        if accepted.get("attached"):
+            render.note("attached: the same request was already open; nothing new started")
         position = accepted.get("queue_position")
         if position is not None:
             render.note(f"queued at position {position}")
@@ -277,19 +291,45 @@ def set_limits(
         int | None,
         typer.Option("--queue-max", min=1, help="Runs that may wait in one scope's queue."),
     ] = None,
+    aging_seconds: Annotated[
+        float | None,
+        typer.Option("--aging-seconds", min=0, help="A run waiting this long is priority 1."),
+    ] = None,
+    fair_shares: Annotated[
+        bool | None,
+        typer.Option(
+            "--fair-shares/--no-fair-shares",
+            help="Grant one priority's runs by weighted round-robin over fairness keys.",
+            show_default=False,
+        ),
+    ] = None,
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weight",
+            help="KEY=N, repeatable: the whole map of weights (keys left out get 1).",
+            metavar="KEY=N",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Change N or the queue's size for every scope, on every replica within a second. Lowering
-    N lets the agents at work finish; nothing new starts until fewer than N work."""
-    change = {
-        name: value
-        for name, value in (("slots", slots), ("queue_max", queue_max))
-        if value is not None
-    }
+    """Change N, the queue's size or its order for every scope, on every replica within a
+    second. Lowering N lets the agents at work finish; nothing new starts until fewer than N
+    work."""
+    given = (
+        ("slots", slots),
+        ("queue_max", queue_max),
+        ("aging_seconds", aging_seconds),
+        ("fair_shares", fair_shares),
+        ("weights", parse_weights(weight) if weight is not None else None),
+    )
+    change = {name: value for name, value in given if value is not None}
     if not change:
-        render.print_error("give --slots, --queue-max or both")
+        render.print_error(
+            "give one or more of --slots, --queue-max, --aging-seconds, --fair-shares, --weight"
+        )
         raise typer.Exit(ExitCode.USAGE)
     with api_for(url, api_key) as api:
         body = api.set_limits(change)

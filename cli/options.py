@@ -61,6 +61,45 @@ EnqueueOption = Annotated[
     bool,
     typer.Option("--enqueue", help="When every slot is taken, wait in the queue (not 409)."),
 ]
+
+
+class OnBusyChoice(StrEnum):
+    REJECT = "reject"
+    ENQUEUE = "enqueue"
+    ATTACH = "attach"
+
+
+OnBusyOption = Annotated[
+    OnBusyChoice | None,
+    typer.Option(
+        "--on-busy",
+        help=(
+            "When every slot is taken: reject (exit 4), enqueue, or attach (print the open run "
+            "of the same agent, user and params, else enqueue). --enqueue is --on-busy enqueue."
+        ),
+    ),
+]
+PriorityOption = Annotated[
+    int,
+    typer.Option("--priority", min=1, max=5, help="While it waits: 1 is served first, 5 last."),
+]
+FairnessKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        "--fairness-key",
+        help="With fair shares on: whose share it is served from (default: its user).",
+        metavar="KEY",
+    ),
+]
+QueueTimeoutOption = Annotated[
+    float | None,
+    typer.Option(
+        "--queue-timeout",
+        min=0.001,
+        help="Seconds it may wait in the queue; then it ends ERROR 'expired in queue'.",
+        metavar="SECONDS",
+    ),
+]
 IdempotencyKeyOption = Annotated[
     str | None,
     typer.Option(
@@ -133,3 +172,16 @@ def _check_sendable(value: Any, prefix: str, option: str) -> None:
 
 def _not_json(constant: str) -> object:
     raise ValueError(f"{constant} is not JSON")
+
+
+def parse_weights(pairs: list[str]) -> dict[str, int]:
+    """``--weight key=3`` pairs as the map of weights (the API checks the bounds)."""
+    weights: dict[str, int] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key or not text.strip().isdigit():
+            raise typer.BadParameter(
+                f"{pair!r} is not KEY=N (N a whole number)", param_hint="--weight"
+            )
+        weights[key] = int(text)
+    return weights

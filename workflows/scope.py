@@ -172,7 +172,8 @@ class AgentScopeWorkflow:
     def runs(self, run_ids: list[str]) -> list[RunRecord]:
         if self._book is None:
             raise NotReadyError("the coordinator is starting: ask again in a moment")
-        return [record for run_id in run_ids[:1000] if (record := self._book.record(run_id))]
+        now = workflow.now()
+        return [record for run_id in run_ids[:1000] if (record := self._book.record(run_id, now))]
 
     @workflow.query(name=CARRY)
     def carry(self) -> ScopeState:
@@ -186,7 +187,7 @@ class AgentScopeWorkflow:
     def view(self, request: ViewRequest) -> ScopeView:
         if self._book is None:
             raise NotReadyError("the coordinator is starting: ask again in a moment")
-        return self._book.view(request.offset, min(request.limit, 1000))
+        return self._book.view(request.offset, min(request.limit, 1000), workflow.now())
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -590,12 +591,24 @@ class AgentScopeWorkflow:
         )
         queued = "\n".join(
             f"{record.queue_position}. {record.agent_type} for {record.user_id} "
-            f"(`{record.run_id}`, since {record.accepted_at:%H:%M:%S} UTC)"
+            f"(`{record.run_id}`, priority {record.priority}"
+            + (f", key `{record.fairness_key}`" if record.fairness_key else "")
+            + f", since {record.accepted_at:%H:%M:%S} UTC"
+            + (
+                f", expires {record.queue_expires_at:%H:%M:%S} UTC"
+                if record.queue_expires_at
+                else ""
+            )
+            + ")"
             for record in view.queued
         )
         more = view.queue_length - len(view.queued)
+        order = "priority, then first come" + (
+            ", fair shares by key" if view.limits.fair_shares else ""
+        )
         workflow.set_current_details(
-            f"**{view.limits.slots} slot(s)** of `{view.scope_id}`\n\n{slots}\n\n"
+            f"**{view.limits.slots} slot(s)** of `{view.scope_id}` (served by {order})"
+            f"\n\n{slots}\n\n"
             f"**{view.queue_length} run(s) waiting**"
             + (f"\n\n{queued}" if queued else "")
             + (f"\n\n... and {more} more" if more > 0 else "")

@@ -8,9 +8,13 @@ scope is made in one place, one at a time. It keeps these rules:
   start holds its workflow id (*foreign*), and while it *drains*: its last run was closed from
   outside (terminated, timed out) and that run's agent may work until its lease runs out. A run
   is granted a slot only while fewer than N slots are busy, and only a free one.
-- **Order.** Runs are granted in the order they were accepted. A start that will not wait
+- **Order.** Waiting runs are granted by priority (1 first), then in the order they were
+  accepted; a run that has waited ``aging_seconds`` counts as priority 1, so none starves. With
+  fair shares on, runs of one priority are granted to their fairness keys by weighted
+  round-robin (stride scheduling), in order within a key. A start that will not wait
   (``on_busy=reject``) is granted only when nothing waits; a run whose grant could not start
-  (its slot's id was held by a foreign execution) goes back to the head.
+  (its slot's id was held by a foreign execution) goes back to the queue's head. A run
+  past its ``queue_timeout_seconds`` leaves the queue, never started.
 - **Exactly once.** A request id gets one answer, however often it is repeated; an
   Idempotency-Key makes one run, and a repeat gets that run whatever became of it (while the
   key is kept: :data:`RETENTION`).
@@ -21,13 +25,18 @@ timers, and reports back what the slots' executions did.
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent_runner.contract import (
+    EXPIRED_IN_QUEUE,
+    PRIORITY_DEFAULT,
+    PRIORITY_FIRST,
+    PRIORITY_LAST,
     Admission,
     AdmitAnswer,
     AdmitRequest,
@@ -49,7 +58,7 @@ from agent_runner.contract import (
 )
 from agent_runner.ids import Scope, scope_for
 from agent_runner.lease import FENCE_STRIDE, fence_base, lease_seconds
-from agent_runner.validation import InvalidRunInputError, checked_request
+from agent_runner.validation import InvalidRunInputError, check_admission, checked_request
 
 # How long a key (and the record of a run that ended without a slot) is kept.
 RETENTION = timedelta(hours=24)
@@ -65,6 +74,12 @@ ANSWERS_KEPT = 1000
 # Temporal caps at 2 MB.
 QUEUE_BYTES_MAX = 1_000_000
 CANCELLED = "cancelled"
+# The recent durations kept per agent type (a waiting run's eta is their median), and the agent
+# types kept.
+DURATIONS_KEPT = 20
+DURATION_TYPES_KEPT = 100
+# The fairness keys whose place in the round-robin is kept once they have nothing waiting.
+PASSES_KEPT = 1000
 
 
 @dataclass
@@ -86,6 +101,8 @@ class Entry:
     outcome: RunOutcome | None = None
     ended_at: datetime | None = None
     cancel_requested: bool = False
+    priority: int = PRIORITY_DEFAULT
+    fairness_key: str | None = None
 
     @property
     def policy(self) -> RunPolicy:
@@ -135,6 +152,12 @@ class ScopeState:
     fence_floors: list[int] = field(default_factory=list)
     queue_version: int = 0
     next_seq: int = 1
+    # Fair shares: each fairness key's pass (its next turn; it grows by 1/weight per grant)
+    # and the pass of the last grant.
+    passes: dict[str, float] = field(default_factory=dict)
+    fair_clock: float = 0.0
+    # The last DURATIONS_KEPT durations (seconds on a slot) of each agent type's runs.
+    durations: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -163,6 +186,13 @@ class ScopeBook:
         self.queue_version = state.queue_version
         self._next_seq = state.next_seq
         self._queue_bytes = sum(self._entries[run_id].size for run_id in self._queue)
+        self._passes = dict(state.passes)
+        self._fair_clock = state.fair_clock
+        self._durations = {kind: list(times) for kind, times in state.durations.items()}
+        # The book's time: the latest moment it was told (reads without one use it).
+        self._now: datetime | None = None
+        # The service order, worked out once per queue version and moment (reads ask often).
+        self._order_cache: tuple[tuple[Any, ...], list[str], dict[str, int]] | None = None
 
     def carried(self) -> ScopeState:
         return ScopeState(
@@ -175,12 +205,16 @@ class ScopeBook:
             fence_floors=list(self._fence_floors),
             queue_version=self.queue_version,
             next_seq=self._next_seq,
+            passes=dict(self._passes),
+            fair_clock=self._fair_clock,
+            durations={kind: list(times) for kind, times in self._durations.items()},
         )
 
     # --- admission ------------------------------------------------------------------------------
 
     def admit(self, request: AdmitRequest, now: datetime, mint: Callable[[], str]) -> AdmitAnswer:
         """Start the run on a free slot, queue it, or refuse it; remember the answer."""
+        self._now = now
         key = request.idempotency_key
         if key is not None and (made := self._keys.get(key)) is not None:
             if made.fingerprint != request.fingerprint:
@@ -193,6 +227,7 @@ class ScopeBook:
             return AdmitAnswer(request.request_id, Admission.EXPIRED)
         try:
             run = checked_request(request.run, self.default_policy)
+            check_admission(request)
         except InvalidRunInputError as err:
             return AdmitAnswer(request.request_id, Admission.INVALID, reason=str(err))
         belongs = scope_for(
@@ -206,6 +241,12 @@ class ScopeBook:
                 Admission.INVALID,
                 reason=f"this run belongs to scope {belongs.label}, not {self.scope.label}",
             )
+        if request.on_busy == OnBusy.ATTACH and (same := self._open_like(run)) is not None:
+            attached = AdmitAnswer(
+                request.request_id, Admission.ATTACHED, same.run_id, self._position(same)
+            )
+            self._remember(request, attached, now)
+            return attached
         slot = None if self._queue else self._free_slot()
         size = _size(run)
         if slot is None and request.on_busy == OnBusy.REJECT:
@@ -219,6 +260,8 @@ class ScopeBook:
             seq=self._next_seq,
             idempotency_key=key,
             size=size,
+            priority=request.priority,
+            fairness_key=request.fairness_key,
         )
         self._next_seq += 1
         self._entries[entry.run_id] = entry
@@ -231,10 +274,27 @@ class ScopeBook:
             self._queue_bytes += size
             self.queue_version += 1
             answer = AdmitAnswer(
-                request.request_id, Admission.QUEUED, entry.run_id, len(self._queue)
+                request.request_id, Admission.QUEUED, entry.run_id, self._position(entry)
             )
         self._remember(request, answer, now)
         return answer
+
+    def _open_like(self, run: RunRequest) -> Entry | None:
+        """The oldest open run (waiting or on a slot, not being cancelled) of the same agent
+        type, user and params."""
+        params = _canonical(run.params)
+        return next(
+            (
+                entry
+                for entry in sorted(self._entries.values(), key=lambda entry: entry.seq)
+                if entry.phase != RunPhase.ENDED
+                and not entry.cancel_requested
+                and entry.request.agent_type == run.agent_type
+                and entry.request.user_id == run.user_id
+                and _canonical(entry.request.params) == params
+            ),
+            None,
+        )
 
     def _again(self, answer: AdmitAnswer) -> AdmitAnswer:
         """An earlier answer, given again with the run's place as it is now."""
@@ -290,13 +350,105 @@ class ScopeBook:
         self._slots[slot] = SlotHold(slot, run_id=entry.run_id)
 
     def grant_waiting(self, now: datetime) -> None:
-        """Give every free slot (while fewer than N are busy) to the queue's head."""
+        """End the runs past their time in the queue, then give every free slot (while fewer
+        than N are busy) to the next run in the service order."""
+        self._now = now
         self._drain(now)
+        self._expire_waiting(now)
         while self._queue and (slot := self._free_slot()) is not None:
-            entry = self._entries[self._queue.pop(0)]
+            run_id = self._order(now)[0]
+            entry = self._entries[run_id]
+            self._queue.remove(run_id)
             self._queue_bytes -= entry.size
             self.queue_version += 1
+            if self.limits.fair_shares:
+                self._take_turn(entry)
             self._grant(entry, slot, now)
+
+    def _expire_waiting(self, now: datetime) -> None:
+        for run_id in list(self._queue):
+            entry = self._entries[run_id]
+            deadline = _queue_deadline(entry)
+            if deadline is not None and deadline <= now:
+                self._queue.remove(run_id)
+                self._queue_bytes -= entry.size
+                self.queue_version += 1
+                self._end(entry, RunOutcome(RunState.ERROR, error=EXPIRED_IN_QUEUE), now)
+
+    # --- the service order ----------------------------------------------------------------------
+
+    def _rank(self, entry: Entry, now: datetime) -> int:
+        """Its priority, or 1 once it has waited aging_seconds."""
+        waited = now - (entry.queued_at or now)
+        if waited >= timedelta(seconds=self.limits.aging_seconds):
+            return PRIORITY_FIRST
+        return entry.priority
+
+    def _fair_key(self, entry: Entry) -> str:
+        return entry.fairness_key or entry.request.user_id
+
+    def _weight(self, key: str) -> int:
+        return max(1, self.limits.weights.get(key, 1))
+
+    def _turn_of(self, key: str, passes: dict[str, float], clock: float) -> float:
+        """When the key's next grant comes: its pass, never behind the clock (a key that
+        waited for nothing banks no turns)."""
+        return max(passes.get(key, clock), clock)
+
+    def _take_turn(self, entry: Entry) -> None:
+        key = self._fair_key(entry)
+        turn = self._turn_of(key, self._passes, self._fair_clock)
+        self._passes[key] = turn + 1 / self._weight(key)
+        self._fair_clock = turn
+        waiting = {self._fair_key(self._entries[run_id]) for run_id in self._queue}
+        for known, passed in list(self._passes.items()):
+            if known not in waiting and passed <= self._fair_clock:
+                del self._passes[known]
+        _trim(self._passes, PASSES_KEPT)
+
+    def _order(self, now: datetime) -> list[str]:
+        """The waiting runs in the order they would be granted slots from ``now``."""
+        limits = self.limits
+        cache_key: tuple[Any, ...] = (self.queue_version, now, limits.fair_shares)
+        cache_key += (limits.aging_seconds, tuple(sorted(limits.weights.items())), self._fair_clock)
+        if self._order_cache is not None and self._order_cache[0] == cache_key:
+            return self._order_cache[1]
+        by_rank: dict[int, list[str]] = {}
+        for run_id in self._queue:
+            by_rank.setdefault(self._rank(self._entries[run_id], now), []).append(run_id)
+        order: list[str] = []
+        passes, clock = dict(self._passes), self._fair_clock
+        for rank in sorted(by_rank):
+            if not limits.fair_shares:
+                order += by_rank[rank]
+                continue
+            keyed: dict[str, list[str]] = {}
+            for run_id in by_rank[rank]:
+                keyed.setdefault(self._fair_key(self._entries[run_id]), []).append(run_id)
+            # (turn, place of the key's first run, key): ties go to the key that waited first.
+            turns = [(self._turn_of(key, passes, clock), index, key) for index, key in
+                     enumerate(keyed)]  # fmt: skip
+            heapq.heapify(turns)
+            heads = dict.fromkeys(keyed, 0)
+            while turns:
+                turn, index, key = heapq.heappop(turns)
+                order.append(keyed[key][heads[key]])
+                heads[key] += 1
+                passes[key], clock = turn + 1 / self._weight(key), turn
+                if heads[key] < len(keyed[key]):
+                    heapq.heappush(turns, (passes[key], index, key))
+        self._order_cache = (
+            cache_key,
+            order,
+            {run_id: index for index, run_id in enumerate(order)},
+        )
+        return order
+
+    def _place(self, run_id: str, now: datetime) -> int:
+        """Its index in the service order from ``now``."""
+        self._order(now)
+        assert self._order_cache is not None
+        return self._order_cache[2][run_id]
 
     def to_start(self) -> list[Grant]:
         """Runs granted a slot whose workflow has not started yet."""
@@ -380,6 +532,11 @@ class ScopeBook:
         entry = self._entries[run_id]
         slot = entry.slot
         self._end(entry, outcome, now)
+        if entry.granted_at is not None:
+            times = self._durations.pop(entry.request.agent_type, [])
+            times.append(max(0.0, (now - entry.granted_at).total_seconds()))
+            self._durations[entry.request.agent_type] = times[-DURATIONS_KEPT:]
+            _trim(self._durations, DURATION_TYPES_KEPT)
         if slot is not None and (hold := self._slots.get(slot)) and hold.run_id == run_id:
             self._release(slot, clean, lease_seconds(entry.policy.heartbeat_timeout_seconds), now)
         self.grant_waiting(now)
@@ -417,6 +574,7 @@ class ScopeBook:
     def cancel(self, run_id: str, now: datetime) -> tuple[CancelAnswer, bool]:
         """Take a waiting run out of the queue (it ends at once, never started), or mark a
         granted one cancelled; True when its workflow is to be told (it has started)."""
+        self._now = now
         entry = self._entries.get(run_id)
         if entry is None:
             return CancelAnswer(CancelEffect.UNKNOWN), False
@@ -444,15 +602,70 @@ class ScopeBook:
 
     # --- reads ----------------------------------------------------------------------------------
 
-    def _position(self, entry: Entry) -> int | None:
+    def _position(self, entry: Entry, now: datetime | None = None) -> int | None:
         if entry.phase != RunPhase.QUEUED:
             return None
-        return self._queue.index(entry.run_id) + 1
+        return self._place(entry.run_id, self._moment(now)) + 1
 
-    def record(self, run_id: str) -> RunRecord | None:
+    def _moment(self, now: datetime | None) -> datetime:
+        moment = now or self._now
+        if moment is None:  # a book never told the time: its queue's first run's
+            return min((entry.accepted_at for entry in self._entries.values()), default=_EPOCH)
+        return moment
+
+    def _wait(self, entry: Entry, now: datetime) -> dict[str, Any]:
+        """Why a waiting run waits: who holds the slots, who is served before it, and about
+        how long until its turn."""
+        if entry.phase != RunPhase.QUEUED:
+            return {}
+        before = self._order(now)[: self._place(entry.run_id, now)]
+        ahead = [0] * PRIORITY_LAST
+        for run_id in before:
+            ahead[self._rank(self._entries[run_id], now) - 1] += 1
+        return {
+            "queue_expires_at": _queue_deadline(entry),
+            "slot_holders": [hold.run_id for _, hold in sorted(self._slots.items()) if hold.run_id],
+            "ahead": ahead,
+            "eta_seconds": self._eta(before, now),
+        }
+
+    def _median(self, agent_type: str) -> float | None:
+        times = sorted(self._durations.get(agent_type, []))
+        return times[len(times) // 2] if times else None
+
+    def _eta(self, before: list[str], now: datetime) -> float | None:
+        """Seconds until a slot is granted to the run behind ``before``: each busy slot frees
+        when its run has worked its agent type's median, then each run ahead takes the slot
+        that frees first for its own median. None when a duration is not known."""
+        frees: list[float] = []
+        for hold in self._slots.values():
+            if hold.run_id is not None:
+                holder = self._entries[hold.run_id]
+                typical = self._median(holder.request.agent_type)
+                if typical is None or holder.granted_at is None:
+                    return None
+                frees.append(max(0.0, typical - (now - holder.granted_at).total_seconds()))
+            elif hold.free_at is not None:
+                frees.append(max(0.0, (hold.free_at - now).total_seconds()))
+            else:
+                return None  # a foreign execution: nobody knows when it closes
+        frees.sort()
+        # Over N (N was lowered): the first frees only bring the busy slots down to N.
+        frees = frees[max(0, len(frees) - self.limits.slots) :]
+        frees += [0.0] * (self.limits.slots - len(frees))
+        heapq.heapify(frees)
+        for run_id in before:
+            typical = self._median(self._entries[run_id].request.agent_type)
+            if typical is None:
+                return None
+            heapq.heappush(frees, heapq.heappop(frees) + typical)
+        return round(frees[0], 1)
+
+    def record(self, run_id: str, now: datetime | None = None) -> RunRecord | None:
         entry = self._entries.get(run_id)
         if entry is None:
             return None
+        moment = self._moment(now)
         waiting = None
         if entry.phase == RunPhase.QUEUED:
             waiting = Waiting.QUEUE
@@ -463,7 +676,7 @@ class ScopeBook:
             phase=entry.phase,
             accepted_at=entry.accepted_at,
             queued_at=entry.queued_at,
-            queue_position=self._position(entry),
+            queue_position=self._position(entry, moment),
             slot=entry.slot,
             granted_at=entry.granted_at,
             # Where to look: its slot's id once granted, its coordinator's (the scope's) before.
@@ -474,13 +687,18 @@ class ScopeBook:
             idempotency_key=entry.idempotency_key,
             queue_version=self.queue_version,
             cancel_requested=entry.cancel_requested,
+            priority=entry.priority,
+            fairness_key=entry.fairness_key,
+            **self._wait(entry, moment),
         )
 
-    def view(self, offset: int, limit: int) -> ScopeView:
+    def view(self, offset: int, limit: int, now: datetime | None = None) -> ScopeView:
+        """The slots, and a page of the waiting runs in the order they are to be served."""
+        moment = self._moment(now)
         shown = max(self.limits.slots, max(self._slots, default=-1) + 1)
         slots = [self._slot_view(slot) for slot in range(shown)]
-        page = self._queue[max(0, offset) : max(0, offset) + max(0, limit)]
-        queued = [record for run_id in page if (record := self.record(run_id))]
+        page = self._order(moment)[max(0, offset) : max(0, offset) + max(0, limit)]
+        queued = [record for run_id in page if (record := self.record(run_id, moment))]
         return ScopeView(
             scope_id=self.scope.id,
             limits=self.limits,
@@ -532,6 +750,11 @@ class ScopeBook:
         """When the book changes by itself: a slot stops draining, a record or key expires."""
         times = [hold.free_at for hold in self._slots.values() if hold.free_at is not None]
         times += [expiry for entry in self._entries.values() if (expiry := _expiry(entry))]
+        times += [
+            deadline
+            for run_id in self._queue
+            if (deadline := _queue_deadline(self._entries[run_id]))
+        ]
         times += [record.at + RETENTION for record in self._keys.values()]
         times += [answered.at + ANSWER_RETENTION for answered in self._answers.values()]
         return min(times, default=None)
@@ -562,6 +785,21 @@ class ScopeBook:
     def empty(self) -> bool:
         """Idle, and nothing kept for repeats or reads: the coordinator may close."""
         return self.idle() and not self._entries and not self._keys and not self._answers
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _queue_deadline(entry: Entry) -> datetime | None:
+    """When a waiting run leaves the queue unstarted (its queue_timeout_seconds)."""
+    timeout = entry.policy.queue_timeout_seconds
+    if timeout is None or entry.phase != RunPhase.QUEUED or entry.queued_at is None:
+        return None
+    return entry.queued_at + timedelta(seconds=timeout)
+
+
+def _canonical(params: dict[str, Any] | None) -> str:
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _expiry(entry: Entry) -> datetime | None:

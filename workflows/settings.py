@@ -21,11 +21,10 @@ with workflow.unsafe.imports_passed_through():
         SETTINGS_MEMO,
         SETTINGS_WORKFLOW,
         DeploymentSettings,
-        ScopeLimits,
         SettingsChange,
     )
-    from agent_runner.ids import MAX_QUEUE, MAX_SLOTS, settings_id
-    from agent_runner.validation import InvalidRunInputError, parse_as
+    from agent_runner.ids import settings_id
+    from agent_runner.validation import InvalidRunInputError, check_limits, parse_as
 
 
 @workflow.defn(name=SETTINGS_WORKFLOW, failure_exception_types=[InvalidRunInputError, TypeError])
@@ -93,10 +92,3 @@ class AgentRunnerSettingsWorkflow:
     @change_settings.validator
     def _check(self, change: SettingsChange) -> None:
         check_limits(change.limits)
-
-
-def check_limits(limits: ScopeLimits) -> None:
-    if not isinstance(limits.slots, int) or not 1 <= limits.slots <= MAX_SLOTS:
-        raise InvalidRunInputError(f"slots must be between 1 and {MAX_SLOTS}")
-    if not isinstance(limits.queue_max, int) or not 1 <= limits.queue_max <= MAX_QUEUE:
-        raise InvalidRunInputError(f"queue_max must be between 1 and {MAX_QUEUE}")

@@ -38,6 +38,7 @@ from agent_runner import search_attributes
 from agent_runner.contract import (
     ADMIT,
     CANCEL,
+    PRIORITY_DEFAULT,
     RUN_WORKFLOW,
     RUNS,
     SCOPE_WORKFLOW,
@@ -74,7 +75,7 @@ from agent_runner.runs.gate import StartGate
 from agent_runner.runs.pollers import pollers
 from agent_runner.runs.reads import RecordReads
 from agent_runner.status import ExecutionView, RunStatus, run_status
-from agent_runner.validation import InvalidRunInputError, checked_request
+from agent_runner.validation import InvalidRunInputError, check_admission, checked_request
 
 logger = structlog.stdlib.get_logger(__name__)
 T = TypeVar("T")
@@ -97,6 +98,8 @@ class StartRequest:
     run: RunRequest
     on_busy: OnBusy = OnBusy.REJECT
     idempotency_key: str | None = None
+    priority: int = PRIORITY_DEFAULT
+    fairness_key: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -113,9 +116,14 @@ def start_request(
     params: Mapping[str, Any] | None = None,
     idempotency_key: str | None = None,
     on_busy: OnBusy = OnBusy.REJECT,
+    priority: int = PRIORITY_DEFAULT,
+    fairness_key: str | None = None,
+    queue_timeout_seconds: float | None = None,
 ) -> StartRequest:
     """A checked start; :class:`~agent_runner.validation.InvalidRunInputError` (a
-    ``ValueError``) says what is wrong."""
+    ``ValueError``) says what is wrong. ``queue_timeout_seconds`` replaces the policy's."""
+    if queue_timeout_seconds is not None:
+        policy = replace(policy or RunPolicy(), queue_timeout_seconds=queue_timeout_seconds)
     run = checked_request(
         RunRequest(
             agent_type=agent_type,
@@ -125,7 +133,9 @@ def start_request(
         ),
         policy or RunPolicy(),
     )
-    return StartRequest(run, on_busy, idempotency_key)
+    request = StartRequest(run, on_busy, idempotency_key, priority, fairness_key)
+    check_admission(AdmitRequest("", run, on_busy, priority=priority, fairness_key=fairness_key))
+    return request
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,8 @@ class StartOutcome:
     queue_position: int | None = None
     # The same request was made before (the same Idempotency-Key): this is that run.
     replayed: bool = False
+    # on_busy=attach found this run open (the same agent type, user and params).
+    attached: bool = False
 
 
 # A coordinator whose workflow task failed this many times in a row cannot be run by any worker.
@@ -177,6 +189,8 @@ class Runs:
             on_busy=request.on_busy,
             idempotency_key=key,
             fingerprint=request.fingerprint if key else None,
+            priority=request.priority,
+            fairness_key=request.fairness_key,
         )
         try:
             with temporal_call():
@@ -577,9 +591,10 @@ async def _settled(start: WithStartWorkflowOperation[Any, Any]) -> None:
 
 
 def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
-    if answer.admission in (Admission.STARTED, Admission.QUEUED):
+    if answer.admission in (Admission.STARTED, Admission.QUEUED, Admission.ATTACHED):
         assert answer.run_id is not None
-        return StartOutcome(answer.run_id, answer.queue_position, answer.replayed)
+        attached = answer.admission == Admission.ATTACHED
+        return StartOutcome(answer.run_id, answer.queue_position, answer.replayed, attached)
     if answer.admission == Admission.BUSY:
         raise AgentBusyError(answer.holder_run_id, answer.holder_granted_at)
     if answer.admission == Admission.FULL:

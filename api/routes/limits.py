@@ -4,7 +4,7 @@ coordinator within a second; lowering N never stops an agent at work."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import structlog
 from fastapi import HTTPException, Request, status
@@ -45,21 +45,23 @@ async def limits(state: StateDep) -> LimitsResponse:
 async def set_limits(
     change: LimitsChangeRequest, request: Request, state: StateDep
 ) -> LimitsResponse:
-    """Change N (`slots`) or the queue's size (`queue_max`) for every scope of the deployment.
-    Lowering N lets the agents at work finish and grants nothing until fewer than N work;
-    raising it grants waiting runs at once."""
-    if change.slots is None and change.queue_max is None:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Give slots, queue_max or both")
+    """Change N (`slots`), the queue's size (`queue_max`) or its order (`aging_seconds`,
+    `fair_shares`, `weights`: the whole map) for every scope of the deployment. Lowering N
+    lets the agents at work finish and grants nothing until fewer than N work; raising it
+    grants waiting runs at once."""
+    given = {name: getattr(change, name) for name in change.model_fields_set}
+    given = {name: value for name, value in given.items() if value is not None}
+    if not given:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "Give at least one of slots, queue_max, aging_seconds, fair_shares, weights",
+        )
     runs = state.runs
     with temporal_call():
         current, _ = await read_deployment(runs.client, state.settings.workflow_id)
         if current is None:
             raise TemporalUnavailableError("the deployment's settings record is not there yet")
-        wanted = replace(
-            current.limits,
-            slots=change.slots or current.limits.slots,
-            queue_max=change.queue_max or current.limits.queue_max,
-        )
+        wanted = replace(current.limits, **given)
         record = await change_limits(
             runs.client, state.settings, wanted, changed_by=caller(request)
         )
@@ -69,8 +71,7 @@ async def set_limits(
 def _body(record: DeploymentSettings) -> LimitsResponse:
     return LimitsResponse(
         scope_kind=record.scope_kind.value,
-        slots=record.limits.slots,
-        queue_max=record.limits.queue_max,
+        **asdict(record.limits),
         version=record.version,
         changed_by=record.changed_by,
         changed_at=record.changed_at,

@@ -37,6 +37,13 @@ logger = structlog.stdlib.get_logger(__name__)
     status_code=status.HTTP_202_ACCEPTED,
     response_model=RunAccepted,
     responses={
+        200: {
+            "model": RunAccepted,
+            "description": (
+                "`on_busy=attach` found an open run of the same `agent_type`, `user_id` and "
+                "`params` in the scope: its `run_id` (`attached: true`); nothing was started"
+            ),
+        },
         400: {
             "model": ErrorResponse,
             "description": "Unsupported agent_type (see GET /agents/types)",
@@ -75,7 +82,9 @@ async def run_agent(
     ] = None,
 ) -> RunAccepted | JSONResponse:
     """Start a run. At most `AGENT_SLOTS` run at once per scope, across every replica: a start
-    when none is free gets 409, or with `"on_busy": "enqueue"` a place in the queue."""
+    when none is free gets 409, or with `"on_busy": "enqueue"` a place in the queue (served by
+    `priority`, then first come; with fair shares, by weighted round-robin over fairness
+    keys), or with `"on_busy": "attach"` the open run of the same request."""
     user_id = str(body.user_id)
     bind_run_context(agent_type=body.agent_type, user_id=user_id, run_id=None)
     request = _checked_request(state, body, idempotency_key)
@@ -87,7 +96,10 @@ async def run_agent(
         return _queue_full(state)
     except AgentBusyError as err:
         return busy_response(state, err)
-    return _accepted(state, body.agent_type, user_id, outcome, idempotency_key)
+    accepted = _accepted(state, body.agent_type, user_id, outcome, idempotency_key)
+    if outcome.attached:
+        return JSONResponse(accepted.model_dump(), status.HTTP_200_OK)
+    return accepted
 
 
 def _checked_request(
@@ -108,6 +120,9 @@ def _checked_request(
             params=params.model_dump(mode="json"),
             idempotency_key=idempotency_key,
             on_busy=body.on_busy,
+            priority=body.priority,
+            fairness_key=body.fairness_key,
+            queue_timeout_seconds=body.queue_timeout_seconds,
         )
     except InvalidParamsError as err:
         logger.info("invalid_params", reason=str(err))
@@ -127,7 +142,9 @@ def _accepted(
     idempotency_key: str | None,
 ) -> RunAccepted:
     bind_run_context(agent_type=agent_type, user_id=user_id, run_id=outcome.run_id)
-    if outcome.replayed:
+    if outcome.attached and not outcome.replayed:
+        logger.info("run_attached", idempotency_key=idempotency_key)
+    elif outcome.replayed:
         # The run was accepted (and counted) when the key was first used.
         logger.info("run_replayed", idempotency_key=idempotency_key)
     else:
@@ -139,7 +156,9 @@ def _accepted(
             idempotency_key=idempotency_key,
             queue_position=outcome.queue_position,
         )
-    return RunAccepted(run_id=outcome.run_id, queue_position=outcome.queue_position)
+    return RunAccepted(
+        run_id=outcome.run_id, queue_position=outcome.queue_position, attached=outcome.attached
+    )
 
 
 def _queue_full(state: AppState) -> JSONResponse:

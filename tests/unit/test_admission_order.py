@@ -1,0 +1,211 @@
+"""Admission control in the book (workflows/scope_book.py): priorities with aging, fair shares
+by weighted round-robin, deadlines in the queue, attach, and the waits that explain themselves.
+Pure code: each rule checked without Temporal (the real server's tests are in
+tests/test_admission.py)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from agent_runner.contract import (
+    EXPIRED_IN_QUEUE,
+    Admission,
+    AdmitRequest,
+    OnBusy,
+    RunOutcome,
+    RunPhase,
+    RunPolicy,
+    RunRequest,
+    RunState,
+    ScopeLimits,
+)
+from agent_runner.ids import Scope
+from workflows.scope_book import ScopeBook, ScopeState
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+USERS = [f"00000000-0000-4000-8000-{n:012d}" for n in range(1, 6)]
+POLICY = RunPolicy(heartbeat_timeout_seconds=10.0)
+_ids = itertools.count()
+
+
+def book(limits: ScopeLimits | None = None) -> ScopeBook:
+    return ScopeBook(Scope("agent-runner"), ScopeState(limits or ScopeLimits()), POLICY)
+
+
+def mint() -> str:
+    return f"00000000-0000-4000-9000-{next(_ids):012d}"
+
+
+def admit(
+    scope: ScopeBook,
+    *,
+    now: datetime = T0,
+    user: str = USERS[0],
+    on_busy: OnBusy = OnBusy.ENQUEUE,
+    params: dict[str, Any] | None = None,
+    policy: RunPolicy | None = None,
+    **extra: Any,
+) -> Any:
+    run = RunRequest("policy-checker", user, params=params, policy=policy)
+    return scope.admit(AdmitRequest(f"request:{next(_ids)}", run, on_busy, **extra), now, mint)
+
+
+def occupy(scope: ScopeBook) -> str:
+    answer = admit(scope)
+    assert answer.admission == Admission.STARTED
+    scope.started(answer.run_id, "temporal")
+    return str(answer.run_id)
+
+
+def finish(scope: ScopeBook, run_id: str, now: datetime = T0) -> str | None:
+    """Close the run; the run granted its slot (started), if any."""
+    scope.closed(run_id, RunOutcome(RunState.DONE), clean=True, now=now)
+    granted = scope.to_start()
+    for grant in granted:
+        scope.started(grant.run_id, "temporal")
+    return granted[0].run_id if granted else None
+
+
+def test_a_higher_priority_is_served_first_and_fifo_within_one():
+    scope = book()
+    holder = occupy(scope)
+    low = admit(scope, priority=5).run_id
+    normal_1 = admit(scope).run_id
+    urgent = admit(scope, priority=1).run_id
+    normal_2 = admit(scope).run_id
+    assert scope.record(urgent).queue_position == 1
+    assert scope.record(low).queue_position == 4
+    served = []
+    current: str | None = holder
+    while current is not None:
+        current = finish(scope, current)
+        if current:
+            served.append(current)
+    assert served == [urgent, normal_1, normal_2, low]
+
+
+def test_a_run_that_waited_past_the_aging_time_is_served_as_priority_1():
+    scope = book(ScopeLimits(aging_seconds=60))
+    holder = occupy(scope)
+    old_low = admit(scope, priority=5).run_id
+    later = T0 + timedelta(seconds=30)
+    fresh_urgent = admit(scope, now=later, priority=1).run_id
+    assert scope.record(fresh_urgent, later).queue_position == 1
+    aged = T0 + timedelta(seconds=61)
+    assert scope.record(old_low, aged).queue_position == 1  # aged: priority 1, and older
+    assert finish(scope, holder, aged) == old_low
+
+
+def test_fair_shares_grant_two_backlogged_keys_by_their_weights():
+    scope = book(ScopeLimits(fair_shares=True, weights={"big": 3}))
+    holder = occupy(scope)
+    for _ in range(100):
+        admit(scope, fairness_key="big")
+    for _ in range(100):
+        admit(scope, fairness_key="small")
+    keys: Counter[str] = Counter()
+    current = holder
+    for _ in range(100):
+        granted = finish(scope, current)
+        assert granted is not None
+        entry = scope.entry(granted)
+        assert entry is not None
+        keys[str(entry.fairness_key)] += 1
+        current = granted
+    assert keys == {"big": 75, "small": 25}
+
+
+def test_one_callers_backlog_does_not_hold_back_anothers_single_run():
+    scope = book(ScopeLimits(fair_shares=True))
+    holder = occupy(scope)
+    for _ in range(500):
+        admit(scope, user=USERS[1])
+    lone = admit(scope, user=USERS[2]).run_id
+    assert scope.record(lone).queue_position == 2  # the fairness key is the user's by default
+    first = finish(scope, holder)
+    assert finish(scope, str(first)) == lone
+
+
+def test_without_fair_shares_the_order_is_first_come_first_served():
+    scope = book()
+    holder = occupy(scope)
+    backlog = [admit(scope, user=USERS[1]).run_id for _ in range(3)]
+    lone = admit(scope, user=USERS[2]).run_id
+    assert scope.record(lone).queue_position == 4
+    assert finish(scope, holder) == backlog[0]
+
+
+def test_a_run_past_its_queue_timeout_ends_unstarted_and_is_never_granted():
+    scope = book()
+    holder = occupy(scope)
+    policy = replace(POLICY, queue_timeout_seconds=30.0)
+    short = admit(scope, policy=policy).run_id
+    patient = admit(scope).run_id
+    record = scope.record(short)
+    assert record.queue_expires_at == T0 + timedelta(seconds=30)
+    assert scope.next_wakeup() == T0 + timedelta(seconds=30)
+    later = T0 + timedelta(seconds=30)
+    scope.expire(later)
+    ended = scope.record(short, later)
+    assert ended.phase == RunPhase.ENDED
+    assert ended.outcome.state == RunState.ERROR
+    assert ended.outcome.error == EXPIRED_IN_QUEUE
+    assert ended.granted_at is None
+    assert finish(scope, holder, later) == patient
+
+
+def test_attach_answers_the_open_run_of_the_same_request_else_enqueues():
+    scope = book()
+    holder = occupy(scope)
+    same = admit(scope, on_busy=OnBusy.ATTACH)
+    assert same.admission == Admission.ATTACHED
+    assert same.run_id == holder
+    queued = admit(scope, on_busy=OnBusy.ATTACH, params={"claim": 1})
+    assert queued.admission == Admission.QUEUED
+    again = admit(scope, on_busy=OnBusy.ATTACH, params={"claim": 1})
+    assert (again.admission, again.run_id, again.queue_position) == (
+        Admission.ATTACHED,
+        queued.run_id,
+        1,
+    )
+    other_user = admit(scope, on_busy=OnBusy.ATTACH, user=USERS[1], params={"claim": 1})
+    assert other_user.admission == Admission.QUEUED
+    finish(scope, holder)
+    assert admit(scope, on_busy=OnBusy.ATTACH).admission == Admission.QUEUED  # it ended
+
+
+def test_a_waiting_run_says_who_holds_the_slots_whats_ahead_and_about_when():
+    scope = book()
+    first = occupy(scope)
+    finish(scope, first, T0 + timedelta(seconds=20))  # policy-checker: 20 s on its slot
+    holder = occupy(scope)  # granted at T0
+    urgent = admit(scope, priority=1).run_id
+    normal = admit(scope).run_id
+    now = T0 + timedelta(seconds=5)
+    record = scope.record(normal, now)
+    assert record.slot_holders == [holder]
+    assert record.ahead == [1, 0, 0, 0, 0]
+    assert record.eta_seconds == 35.0  # 15 s left to the holder, then 20 s for the urgent one
+    assert scope.record(urgent, now).eta_seconds == 15.0
+
+
+def test_an_admit_with_a_bad_priority_or_fairness_key_is_refused():
+    scope = book()
+    for extra in ({"priority": 0}, {"priority": 6}, {"priority": True}, {"fairness_key": ""}):
+        assert admit(scope, **extra).admission == Admission.INVALID, extra
+
+
+def test_the_order_and_fair_turns_are_carried_across_continue_as_new():
+    scope = book(ScopeLimits(fair_shares=True, weights={"a": 2}))
+    holder = occupy(scope)
+    for key in ["a", "a", "a", "b", "b", "b"]:
+        admit(scope, fairness_key=key)
+    granted = finish(scope, holder)
+    carried = ScopeBook(Scope("agent-runner"), copy.deepcopy(scope.carried()), POLICY)
+    assert carried.view(0, 10, T0) == scope.view(0, 10, T0)
+    assert finish(carried, str(granted)) == finish(scope, str(granted)) is not None
