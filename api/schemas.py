@@ -60,6 +60,7 @@ class RunRequest(BaseModel):
     )
     priority: int = Field(
         default=PRIORITY_DEFAULT,
+        strict=True,
         ge=PRIORITY_FIRST,
         le=PRIORITY_LAST,
         description=(
@@ -349,7 +350,7 @@ class LimitsChangeRequest(BaseModel):
         Annotated[float, Field(ge=0, le=MAX_TIMEOUT_SECONDS), BeforeValidator(_json_number)]
         | SkipJsonSchema[None]
     ) = None
-    fair_shares: bool | SkipJsonSchema[None] = None
+    fair_shares: Annotated[bool, Field(strict=True)] | SkipJsonSchema[None] = None
     # The whole map: keys left out get 1.
     weights: (
         Annotated[

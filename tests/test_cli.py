@@ -480,6 +480,32 @@ async def test_busy_is_409_with_the_running_run_and_enqueue_waits_its_turn(
     assert (await scripted.status(first_id))["state"] == "DONE"
 
 
+async def test_priority_and_attach_from_the_command_line(scripted: ScriptedApi) -> None:
+    user = new_user()
+    first = await scripted.cli("run", "policy-checker", "--user", user)
+    first_id = first.out.strip()
+    low = await scripted.cli("run", "policy-checker", "--user", user, "--enqueue", "--json")
+    urgent = await scripted.cli(
+        "run", "policy-checker", "--user", user, "--on-busy", "enqueue", "--priority", "1",
+        "--queue-timeout", "600", "--json",
+    )  # fmt: skip
+    attached = await scripted.cli("run", "policy-checker", "--user", user, "--on-busy", "attach")
+    bad = await scripted.cli("run", "policy-checker", "--user", user, "--priority", "9")
+
+    assert first.code == 0, first
+    assert (urgent.code, urgent.json()["queue_position"]) == (0, 1), urgent
+    assert (await scripted.status(low.json()["run_id"]))["queue_position"] == 2
+    assert attached.code == 0, attached
+    assert attached.out.strip() == first_id
+    assert "attached" in attached.err
+    assert bad.code == EXIT_USAGE, bad
+    clean(bad)
+    for run_id in (first_id, urgent.json()["run_id"], low.json()["run_id"]):
+        scripted.agent.then(user, "succeed")
+        followed = await scripted.cli("status", run_id, "--wait")
+        assert followed.code == 0, followed
+
+
 async def test_ctrl_c_stops_following_and_the_run_goes_on(scripted: ScriptedApi) -> None:
     user = new_user()
     following = await scripted.start("run", "policy-checker", "--user", user, "--wait")
@@ -698,9 +724,21 @@ async def test_limits_are_shown_and_changed_by_an_api_keys_id(scripted: Scripted
         assert API_KEY not in changed.out
         table = await scripted.cli("limits")
         assert "slots (N)" in table.out
+        fair = await scripted.cli(
+            "limits", "set", "--fair-shares", "--weight", "batch=3", "--aging-seconds", "60",
+            "--json",
+        )  # fmt: skip
+        assert fair.code == 0, fair
+        assert (fair.json()["fair_shares"], fair.json()["weights"]) == (True, {"batch": 3})
+        assert fair.json()["aging_seconds"] == 60
     finally:
-        restored = await scripted.cli("limits", "set", "--slots", "1")
+        restored = await scripted.cli(
+            "limits", "set", "--slots", "1", "--no-fair-shares", "--aging-seconds", "600",
+        )  # fmt: skip
         assert restored.code == 0, restored
+    weightless = await scripted.cli("limits", "set", "--weight", "batch")
+    assert weightless.code == EXIT_USAGE, weightless
+    clean(weightless)
     nothing = await scripted.cli("limits", "set")
     assert nothing.code == EXIT_USAGE, nothing
     clean(nothing)

@@ -125,6 +125,10 @@ async def _enqueue(api: httpx.AsyncClient) -> str:
         *({}, {"slots": 0}, {"slots": 101}, {"queue_max": 0}, {"slot": 2}, {"slots": "two"}),
         # Not JSON numbers: never read as 1 or 2.
         *({"slots": True}, {"slots": "2"}, {"slots": 2.5}),
+        # The queue's order.
+        *({"aging_seconds": -1}, {"aging_seconds": "60"}, {"fair_shares": "yes"}),
+        *({"weights": {"a": 0}}, {"weights": {"a": 1001}}, {"weights": {"a b": 2}}),
+        *({"weights": {"a": "2"}}, {"weights": [1]}, {"slots": None}),
     ],
 )
 async def test_a_bad_change_is_a_422_and_changes_nothing(
