@@ -91,8 +91,12 @@ async def join_deployment(client: Client, settings: Settings, *, role: str) -> D
                 "This replica's environment differs from the deployment's record, which it "
                 "follows; the environment only seeds the first value"
             ),
-            deployment=asdict(record.limits),
-            environment=asdict(wanted),
+            deployment_slots=record.limits.slots,
+            deployment_queue_max=record.limits.queue_max,
+            environment_slots=wanted.slots,
+            environment_queue_max=wanted.queue_max,
+            deployment_limits=asdict(record.limits),
+            environment_limits=asdict(wanted),
         )
     return record
 

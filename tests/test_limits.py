@@ -13,15 +13,27 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.common import WorkflowIDConflictPolicy
 
 from agent_runner.agents import Agent, AgentContext, NoParams
+from agent_runner.contract import (
+    CHANGE_SETTINGS,
+    SETTINGS_MEMO,
+    SETTINGS_WORKFLOW,
+    DeploymentSettings,
+    ScopeLimits,
+    SettingsChange,
+)
+from agent_runner.deployment import read_deployment
+from agent_runner.ids import settings_id
 from agent_runner.settings import Settings
 from tests.helpers import (
     USER_ID,
     ListHandler,
     app_client,
     assert_eventually,
+    coordinating_worker,
     in_process_worker,
     post_run,
     start_run,
@@ -138,3 +150,35 @@ async def test_a_bad_change_is_a_422_and_changes_nothing(
     answer = await api.put("/agents/limits", json=body)
     assert answer.status_code == 422, answer.text
     assert (await api.get("/agents/limits")).json() == before
+
+
+async def test_a_change_in_the_records_first_task_changes_the_record_not_the_seed(
+    temporal_client: Client, idle_settings: Settings
+) -> None:
+    """Failed before (tests/test_admission.py under load): a change that reached the settings
+    workflow in its first task, before it had read its input, answered with the change, and
+    then the input (the seed) overwrote it; every coordinator followed the seed. Update-with-
+    start delivers the change in that first task every time."""
+    seed = DeploymentSettings(limits=ScopeLimits(slots=1), changed_by="seed")
+    start = WithStartWorkflowOperation(
+        SETTINGS_WORKFLOW,
+        seed,
+        id=settings_id(idle_settings.workflow_id),
+        task_queue=idle_settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+        memo={SETTINGS_MEMO: seed},
+    )
+    change = SettingsChange(limits=ScopeLimits(slots=3, fair_shares=True), changed_by="test")
+    async with coordinating_worker(idle_settings):
+        answer = await temporal_client.execute_update_with_start_workflow(
+            CHANGE_SETTINGS.name, change, start_workflow_operation=start,
+            result_type=DeploymentSettings,
+        )  # fmt: skip
+        assert (answer.version, answer.limits.slots, answer.changed_by) == (2, 3, "test")
+
+        async def followed() -> None:
+            record, _ = await read_deployment(temporal_client, idle_settings.workflow_id)
+            assert record is not None
+            assert (record.limits.slots, record.limits.fair_shares) == (3, True), record
+
+        await assert_eventually(followed)

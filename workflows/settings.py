@@ -56,19 +56,16 @@ class AgentRunnerSettingsWorkflow:
         workflow.continue_as_new(self._record, memo={SETTINGS_MEMO: self._record})
 
     @workflow.update(name=CHANGE_SETTINGS.name)
-    def change_settings(self, change: SettingsChange) -> DeploymentSettings:
-        """Seed the record (if it has none) or change the limits; the record as it is now."""
+    async def change_settings(self, change: SettingsChange) -> DeploymentSettings:
+        """Change the limits; the record as it is now. A change that reaches an execution
+        before its first task read its input waits for that record, then changes it: it was
+        made on a record that could not yet be read, and the record then overwrote it (found
+        by tests/test_admission.py under load: a PUT right after the first replica started
+        answered 200 with the change, and every coordinator then read the seed)."""
+        await workflow.wait_condition(lambda: self._record is not None)
+        assert self._record is not None
         now = workflow.now()
-        if self._record is None:
-            self._record = DeploymentSettings(
-                scope_kind=change.scope_kind,
-                limits=change.limits,
-                slots_high_water=change.limits.slots,
-                version=1,
-                changed_by=change.changed_by,
-                changed_at=now,
-            )
-        elif not change.seed:
+        if not change.seed:
             self._record = replace(
                 self._record,
                 limits=change.limits,
