@@ -24,6 +24,13 @@ from agent_runner.validation import MAX_TIMEOUT_SECONDS
 SAFE_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 
 
+def _json_number(value: object) -> object:
+    """A JSON number, as the schema's integer means it (2.0 is 2): true and "2" are not."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a whole number, not a string or a boolean")
+    return value
+
+
 class RunRequest(BaseModel):
     # These fields are the whole contract: any other (a typo such as "on-busy") is a 422
     # naming it, not a request quietly taken for another.
@@ -58,9 +65,8 @@ class RunRequest(BaseModel):
             "same `agent_type`, `user_id` and `params` in the scope, else enqueues."
         ),
     )
-    priority: int = Field(
+    priority: Annotated[int, BeforeValidator(_json_number)] = Field(
         default=PRIORITY_DEFAULT,
-        strict=True,
         ge=PRIORITY_FIRST,
         le=PRIORITY_LAST,
         description=(
@@ -322,13 +328,6 @@ class LimitsResponse(BaseModel):
     version: int = Field(description="Counts the changes since the record was seeded.")
     changed_by: str = Field(description="Who made the last change (an API key's id).")
     changed_at: datetime | None
-
-
-def _json_number(value: object) -> object:
-    """A JSON number, as the schema's integer means it (2.0 is 2): true and "2" are not."""
-    if isinstance(value, bool | str):
-        raise ValueError("must be a whole number, not a string or a boolean")
-    return value
 
 
 class LimitsChangeRequest(BaseModel):
