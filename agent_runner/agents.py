@@ -66,7 +66,7 @@ class AgentDefaults(BaseModel):
         default=None, ge=MIN_HEARTBEAT_TIMEOUT_SECONDS, le=MAX_HEARTBEAT_TIMEOUT_SECONDS
     )
     # How long a run may wait in its queue before it ends unstarted ("expired in queue").
-    queue_timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
+    queue_timeout_seconds: float | None = Field(default=None, ge=0.001, le=MAX_TIMEOUT_SECONDS)
 
 
 class LeaseLostError(Exception):

@@ -87,6 +87,9 @@ class OnBusy(StrEnum):
     # A run of the same agent type, user and params open in the scope (queued or working) is
     # the answer; else the run is enqueued.
     ATTACH = "attach"
+    # Cancel the scope's oldest working run and take its slot (once its agent has stopped)
+    # before any waiting run.
+    REPLACE = "replace"
 
 
 # Priorities, Temporal's convention: 1 is served first, 3 unless said.
@@ -179,6 +182,8 @@ class AdmitAnswer:
     holder_run_id: str | None = None
     holder_granted_at: datetime | None = None
     reason: str | None = None
+    # on_busy=replace: the run it cancelled to take its slot.
+    replaced_run_id: str | None = None
 
 
 class RunPhase(StrEnum):
@@ -232,6 +237,8 @@ class RunRecord:
     slot_holders: list[str] | None = None
     ahead: list[int] | None = None
     eta_seconds: float | None = None
+    # Cancelled by an on_busy=replace start: that run's id.
+    replaced_by: str | None = None
 
 
 class CancelEffect(StrEnum):

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     )
     # A run still waiting in its queue this long after it entered ends ERROR "expired in
     # queue", never started; unset: it waits as long as it takes (an agent may set its own).
-    agent_queue_timeout_seconds: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_SECONDS)
+    agent_queue_timeout_seconds: float | None = Field(
+        default=None, ge=0.001, le=MAX_TIMEOUT_SECONDS
+    )
     worker_graceful_shutdown_seconds: float = Field(default=30.0, ge=0)
     # A worker runs agents only for the runs of its own deployment (WORKFLOW_ID): a deployment
     # another client made up on the same task queue (its own settings record, its own N) gets

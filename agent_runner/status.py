@@ -67,6 +67,8 @@ class RunStatus:
     slot_holders: list[str] | None = None
     ahead: list[int] | None = None
     eta_seconds: float | None = None
+    # Cancelled by an on_busy=replace start: that run.
+    replaced_by: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -116,6 +118,7 @@ def run_status(
         slot=record.slot if record else None,
         priority=record.priority if record else None,
         fairness_key=record.fairness_key if record else None,
+        replaced_by=record.replaced_by if record else None,
     )
     if execution is not None:
         return _from_execution(base, execution)

@@ -62,7 +62,9 @@ class RunRequest(BaseModel):
             "When every slot is taken: `reject` answers 409 (the default); `enqueue` accepts "
             "the run into the scope's queue and answers 202 with its `queue_position`; "
             "`attach` answers 200 with the `run_id` of an open run (working or queued) of the "
-            "same `agent_type`, `user_id` and `params` in the scope, else enqueues."
+            "same `agent_type`, `user_id` and `params` in the scope, else enqueues; `replace` "
+            "cancels the scope's oldest working run (its status says `replaced_by`) and takes "
+            "its slot, once its agent has stopped, before any waiting run."
         ),
     )
     priority: Annotated[int, BeforeValidator(_json_number)] = Field(
@@ -86,7 +88,7 @@ class RunRequest(BaseModel):
     )
     queue_timeout_seconds: float | None = Field(
         default=None,
-        gt=0,
+        ge=0.001,
         le=MAX_TIMEOUT_SECONDS,
         description=(
             "A run still waiting this long after it was queued ends ERROR `expired in queue` "
@@ -105,6 +107,13 @@ class RunAccepted(BaseModel):
     attached: bool = Field(
         default=False,
         description="`on_busy=attach` found this run open: no run was started (answered 200).",
+    )
+    replaced_run_id: str | None = Field(
+        default=None,
+        description=(
+            "`on_busy=replace`: the run it cancelled; this run takes that slot once its agent "
+            "has stopped, before any waiting run."
+        ),
     )
 
 
@@ -203,6 +212,9 @@ class RunStatusResponse(BaseModel):
             '(`{"1": 0, "2": 0, "3": 4, "4": 0, "5": 0}`; a run aged past `aging_seconds` '
             "counts as 1)."
         ),
+    )
+    replaced_by: str | None = Field(
+        default=None, description="The run that cancelled this one to take its slot (replace)."
     )
     eta_seconds: float | None = Field(
         default=None,
@@ -357,7 +369,8 @@ class LimitsChangeRequest(BaseModel):
                 Annotated[str, Field(pattern=SAFE_KEY_PATTERN)],
                 Annotated[int, Field(ge=1, le=MAX_WEIGHT), BeforeValidator(_json_number)],
             ],
-            Field(max_length=MAX_WEIGHTS),
+            # A key outside the pattern is refused (patternProperties alone would allow it).
+            Field(max_length=MAX_WEIGHTS, json_schema_extra={"additionalProperties": False}),
         ]
         | SkipJsonSchema[None]
     ) = None

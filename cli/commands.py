@@ -148,6 +148,8 @@ def run(
         render.out.print(run_id, markup=False)
         if accepted.get("attached"):
             render.note("attached: the same request was already open; nothing new started")
+        if accepted.get("replaced_run_id"):
+            render.note(f"replacing {accepted['replaced_run_id']}: its agent is being stopped")
         position = accepted.get("queue_position")
         if position is not None:
             render.note(f"queued at position {position}")

@@ -67,6 +67,7 @@ class OnBusyChoice(StrEnum):
     REJECT = "reject"
     ENQUEUE = "enqueue"
     ATTACH = "attach"
+    REPLACE = "replace"
 
 
 OnBusyOption = Annotated[
@@ -74,8 +75,9 @@ OnBusyOption = Annotated[
     typer.Option(
         "--on-busy",
         help=(
-            "When every slot is taken: reject (exit 4), enqueue, or attach (print the open run "
-            "of the same agent, user and params, else enqueue). --enqueue is --on-busy enqueue."
+            "When every slot is taken: reject (exit 4), enqueue, attach (print the open run "
+            "of the same agent, user and params, else enqueue), or replace (cancel the oldest "
+            "working run and take its slot first). --enqueue is --on-busy enqueue."
         ),
     ),
 ]

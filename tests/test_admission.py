@@ -6,6 +6,7 @@ which the coordinator granted their slots."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -38,11 +39,18 @@ class Held(Agent[NoParams]):
         default_factory=lambda: defaultdict(asyncio.Event)
     )
     began: list[str] = field(default_factory=list)
+    # When each run's agent began, and began and stopped (the last attempt's).
+    begun_at: dict[str, float] = field(default_factory=dict)
+    spans: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     async def run(self, ctx: AgentContext, params: NoParams) -> str:
+        start = self.begun_at[ctx.run_id] = time.monotonic()
         if ctx.run_id not in self.began:
             self.began.append(ctx.run_id)
-        await self.released[ctx.run_id].wait()
+        try:
+            await self.released[ctx.run_id].wait()
+        finally:
+            self.spans[ctx.run_id] = (start, time.monotonic())
         return "approved"
 
 
@@ -196,6 +204,29 @@ async def test_a_waiting_run_has_an_eta_once_durations_are_known(
     agent.released[holder].set()
     agent.released[queued].set()
     await wait_for_state(api, queued, "DONE", timeout=60)
+
+
+async def test_replace_stops_the_oldest_agent_and_takes_its_slot_before_the_queue(
+    held: tuple[httpx.AsyncClient, Held],
+) -> None:
+    api, agent = held
+    holder = (await start(api))["run_id"]
+    await began(agent, 1)
+    waiting = (await start(api, on_busy="enqueue"))["run_id"]
+    replacing = await start(api, on_busy="replace", user_id=OTHER_USER)
+    assert (replacing["replaced_run_id"], replacing["queue_position"]) == (holder, 1)
+
+    replaced = await wait_for_state(api, holder, "ERROR", timeout=60)
+    assert replaced["replaced_by"] == replacing["run_id"]
+    assert replaced["error"] == "cancelled"
+    order = await began(agent, 2)
+    assert order == [holder, replacing["run_id"]]
+    # The replaced agent had stopped before its replacement began: never both at once.
+    assert agent.spans[holder][1] <= agent.begun_at[replacing["run_id"]]
+    agent.released[replacing["run_id"]].set()
+    agent.released[waiting].set()
+    await wait_for_state(api, waiting, "DONE", timeout=60)
+    assert agent.began == [holder, replacing["run_id"], waiting]
 
 
 @pytest.mark.parametrize(

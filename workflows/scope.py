@@ -153,6 +153,8 @@ class AgentScopeWorkflow:
             await self._load_settings()
         now = workflow.now()
         answers = [book.admit(request, now, self._new_run_id) for request in requests]
+        for run_id in book.take_stops():  # runs a replace cancelled: passed on, not awaited
+            self._spawn(self._stop(run_id))
         self._dirty = True
         return answers
 

@@ -103,6 +103,10 @@ class Entry:
     cancel_requested: bool = False
     priority: int = PRIORITY_DEFAULT
     fairness_key: str | None = None
+    # An on_busy=replace start: served before every other waiting run.
+    jumps: bool = False
+    # The run that replaced this one (cancelled it to take its slot).
+    replaced_by: str | None = None
 
     @property
     def policy(self) -> RunPolicy:
@@ -191,6 +195,8 @@ class ScopeBook:
         self._durations = {kind: list(times) for kind, times in state.durations.items()}
         # The book's time: the latest moment it was told (reads without one use it).
         self._now: datetime | None = None
+        # Runs a replace cancelled whose workflows are to be told (the coordinator takes them).
+        self._stops: list[str] = []
         # The service order, worked out once per queue version and moment (reads ask often).
         self._order_cache: tuple[tuple[Any, ...], list[str], dict[str, int]] | None = None
 
@@ -262,9 +268,11 @@ class ScopeBook:
             size=size,
             priority=request.priority,
             fairness_key=request.fairness_key,
+            jumps=request.on_busy == OnBusy.REPLACE,
         )
         self._next_seq += 1
         self._entries[entry.run_id] = entry
+        replaced = self._replace_for(entry) if slot is None and entry.jumps else None
         if slot is not None:
             self._grant(entry, slot, now)
             answer = AdmitAnswer(request.request_id, Admission.STARTED, entry.run_id)
@@ -274,10 +282,36 @@ class ScopeBook:
             self._queue_bytes += size
             self.queue_version += 1
             answer = AdmitAnswer(
-                request.request_id, Admission.QUEUED, entry.run_id, self._position(entry)
+                request.request_id,
+                Admission.QUEUED,
+                entry.run_id,
+                self._position(entry),
+                replaced_run_id=replaced,
             )
         self._remember(request, answer, now)
         return answer
+
+    def _replace_for(self, entry: Entry) -> str | None:
+        """Cancel the oldest working run not already stopping, for ``entry`` to take its slot
+        once it is free (it waits first in line meanwhile); its id, or None when none is."""
+        working = [
+            held
+            for held in self._entries.values()
+            if held.phase == RunPhase.GRANTED and not held.cancel_requested
+        ]
+        if not working:
+            return None
+        victim = min(working, key=lambda held: (held.granted_at or held.accepted_at, held.seq))
+        victim.cancel_requested = True
+        victim.replaced_by = entry.run_id
+        if victim.temporal_run_id is not None:
+            self._stops.append(victim.run_id)
+        return victim.run_id
+
+    def take_stops(self) -> list[str]:
+        """The runs whose workflows are to be told to cancel (a replace cancelled them)."""
+        stops, self._stops = self._stops, []
+        return stops
 
     def _open_like(self, run: RunRequest) -> Entry | None:
         """The oldest open run (waiting or on a slot, not being cancelled) of the same agent
@@ -378,7 +412,9 @@ class ScopeBook:
     # --- the service order ----------------------------------------------------------------------
 
     def _rank(self, entry: Entry, now: datetime) -> int:
-        """Its priority, or 1 once it has waited aging_seconds."""
+        """Its priority, or 1 once it has waited aging_seconds; 0 for a replace."""
+        if entry.jumps:
+            return 0
         waited = now - (entry.queued_at or now)
         if waited >= timedelta(seconds=self.limits.aging_seconds):
             return PRIORITY_FIRST
@@ -621,7 +657,7 @@ class ScopeBook:
         before = self._order(now)[: self._place(entry.run_id, now)]
         ahead = [0] * PRIORITY_LAST
         for run_id in before:
-            ahead[self._rank(self._entries[run_id], now) - 1] += 1
+            ahead[max(PRIORITY_FIRST, self._rank(self._entries[run_id], now)) - 1] += 1
         return {
             "queue_expires_at": _queue_deadline(entry),
             "slot_holders": [hold.run_id for _, hold in sorted(self._slots.items()) if hold.run_id],
@@ -689,6 +725,7 @@ class ScopeBook:
             cancel_requested=entry.cancel_requested,
             priority=entry.priority,
             fairness_key=entry.fairness_key,
+            replaced_by=entry.replaced_by,
             **self._wait(entry, moment),
         )
 

@@ -147,6 +147,8 @@ class StartOutcome:
     replayed: bool = False
     # on_busy=attach found this run open (the same agent type, user and params).
     attached: bool = False
+    # on_busy=replace cancelled this run to take its slot.
+    replaced_run_id: str | None = None
 
 
 # A coordinator whose workflow task failed this many times in a row cannot be run by any worker.
@@ -594,7 +596,9 @@ def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
     if answer.admission in (Admission.STARTED, Admission.QUEUED, Admission.ATTACHED):
         assert answer.run_id is not None
         attached = answer.admission == Admission.ATTACHED
-        return StartOutcome(answer.run_id, answer.queue_position, answer.replayed, attached)
+        return StartOutcome(
+            answer.run_id, answer.queue_position, answer.replayed, attached, answer.replaced_run_id
+        )
     if answer.admission == Admission.BUSY:
         raise AgentBusyError(answer.holder_run_id, answer.holder_granted_at)
     if answer.admission == Admission.FULL:

@@ -155,9 +155,13 @@ def _accepted(
             "run_accepted",
             idempotency_key=idempotency_key,
             queue_position=outcome.queue_position,
+            replaced_run_id=outcome.replaced_run_id,
         )
     return RunAccepted(
-        run_id=outcome.run_id, queue_position=outcome.queue_position, attached=outcome.attached
+        run_id=outcome.run_id,
+        queue_position=outcome.queue_position,
+        attached=outcome.attached,
+        replaced_run_id=outcome.replaced_run_id,
     )
 
 

@@ -209,3 +209,39 @@ def test_the_order_and_fair_turns_are_carried_across_continue_as_new():
     carried = ScopeBook(Scope("agent-runner"), copy.deepcopy(scope.carried()), POLICY)
     assert carried.view(0, 10, T0) == scope.view(0, 10, T0)
     assert finish(carried, str(granted)) == finish(scope, str(granted)) is not None
+
+
+def test_replace_cancels_the_oldest_working_run_and_takes_its_slot_before_the_queue():
+    scope = book(ScopeLimits(slots=2))
+    oldest = occupy(scope)
+    newer = occupy(scope)
+    waiting = admit(scope).run_id
+    replacing = admit(scope, on_busy=OnBusy.REPLACE)
+    assert (replacing.admission, replacing.replaced_run_id) == (Admission.QUEUED, oldest)
+    assert replacing.queue_position == 1
+    assert scope.take_stops() == [oldest]
+    assert scope.take_stops() == []
+    assert scope.record(oldest).replaced_by == replacing.run_id
+    assert scope.record(oldest).cancel_requested
+    # A second replace takes the next oldest; the first replace is still first in line.
+    second = admit(scope, on_busy=OnBusy.REPLACE)
+    assert (second.replaced_run_id, second.queue_position) == (newer, 2)
+    # The slot is taken once the replaced run's workflow closed (its agent stopped), not before.
+    assert scope.to_start() == []
+    scope.closed(oldest, RunOutcome(RunState.ERROR, error="cancelled"), clean=True, now=T0)
+    assert [grant.run_id for grant in scope.to_start()] == [replacing.run_id]
+    assert scope.record(waiting).queue_position == 2
+
+
+def test_replace_with_a_free_slot_just_starts_and_with_nothing_to_replace_waits_first():
+    scope = book()
+    assert admit(scope, on_busy=OnBusy.REPLACE).admission == Admission.STARTED
+    scope = book()
+    holder = occupy(scope)
+    first = admit(scope, on_busy=OnBusy.REPLACE)
+    assert first.replaced_run_id == holder
+    queued = admit(scope).run_id
+    nothing_left = admit(scope, on_busy=OnBusy.REPLACE)
+    assert (nothing_left.admission, nothing_left.replaced_run_id) == (Admission.QUEUED, None)
+    assert scope.record(nothing_left.run_id).queue_position == 2
+    assert scope.record(queued).queue_position == 3
