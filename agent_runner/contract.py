@@ -17,7 +17,7 @@ fixed id. An *attempt* of the run's agent is one execution of the ``run_agent`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
@@ -100,6 +100,8 @@ PRIORITY_LAST = 5
 MAX_FAIRNESS_KEY = 128
 MAX_WEIGHT = 1000
 MAX_WEIGHTS = 1000
+# Scopes with limits of their own (the record carries them all).
+MAX_SCOPE_OVERRIDES = 1000
 # The error of a run whose queue_timeout_seconds passed before it was granted a slot.
 EXPIRED_IN_QUEUE = "expired in queue"
 
@@ -239,6 +241,8 @@ class RunRecord:
     eta_seconds: float | None = None
     # Cancelled by an on_busy=replace start: that run's id.
     replaced_by: str | None = None
+    # While it waits: its scope is paused (it grants nothing until resumed).
+    scope_paused: bool = False
 
 
 class CancelEffect(StrEnum):
@@ -284,6 +288,21 @@ class ScopeLimits:
     fair_shares: bool = False
     # A fairness key's weight (1 unless named here): its share of the grants while it waits.
     weights: dict[str, int] = field(default_factory=dict)
+    # A paused scope accepts and queues runs but grants none; its agents at work finish.
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class ScopeOverride:
+    """One scope's own limits over the deployment's (None: the deployment's), and its pause."""
+
+    slots: int | None = None
+    queue_max: int | None = None
+    weights: dict[str, int] | None = None
+    paused: bool = False
+
+    def is_empty(self) -> bool:
+        return self == ScopeOverride()
 
 
 @dataclass(frozen=True)
@@ -520,16 +539,34 @@ class DeploymentSettings:
     version: int = 1
     changed_by: str = ""
     changed_at: datetime | None = None
+    # Scopes' own limits and pauses, by the scope's name (``global``, a user id, an agent type).
+    scopes: dict[str, ScopeOverride] = field(default_factory=dict)
+
+    def limits_for(self, scope: str) -> ScopeLimits:
+        """The limits one scope follows: the deployment's, with the scope's own over them."""
+        own = self.scopes.get(scope)
+        if own is None:
+            return self.limits
+        return replace(
+            self.limits,
+            slots=self.limits.slots if own.slots is None else own.slots,
+            queue_max=self.limits.queue_max if own.queue_max is None else own.queue_max,
+            weights=self.limits.weights if own.weights is None else own.weights,
+            paused=own.paused,
+        )
 
 
 @dataclass(frozen=True)
 class SettingsChange:
-    """Seed the record (``seed``: only if there is none yet) or change the limits."""
+    """Change the deployment's limits, or (``scope`` given) one scope's own: ``override``
+    replaces them (None or empty: the scope follows the deployment again)."""
 
     limits: ScopeLimits
     changed_by: str
     scope_kind: ScopeKind = ScopeKind.GLOBAL
     seed: bool = False
+    scope: str | None = None
+    override: ScopeOverride | None = None
 
 
 # --- messages -----------------------------------------------------------------------------------
@@ -547,6 +584,9 @@ PROGRESS: Message[Progress, None] = Message("progress", Progress, type(None))
 CHANGE_SETTINGS: Message[SettingsChange, DeploymentSettings] = Message(
     "change_settings", SettingsChange, DeploymentSettings
 )
+# A signal (no argument) to a coordinator: the limits changed, read them before granting again.
+# It carries nothing to trust: a forged one only costs a read.
+LIMITS_CHANGED = "limits_changed"
 # A coordinator reads the settings record again before a decision once what it read is older
 # than this: a change of the limits is followed everywhere this long after it was made.
 SETTINGS_FRESH = timedelta(seconds=1)

@@ -14,24 +14,30 @@ import asyncio
 from dataclasses import asdict
 
 import structlog
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.contract import (
     CHANGE_SETTINGS,
+    LIMITS_CHANGED,
+    SCOPE_WORKFLOW,
     SETTINGS_FRESH,
     SETTINGS_MEMO,
     SETTINGS_WORKFLOW,
     DeploymentSettings,
     ScopeLimits,
+    ScopeOverride,
     SettingsChange,
 )
-from agent_runner.ids import settings_id
+from agent_runner.ids import Scope, settings_id
 from agent_runner.settings import Settings
-from agent_runner.validation import parse_as
+from agent_runner.validation import InvalidRunInputError, parse_as
 
 logger = structlog.stdlib.get_logger(__name__)
+# A change of the limits signals at most this many open coordinators, this many at a time.
+COORDINATORS_TOLD = 5000
+TELL_AT_ONCE = 20
 
 
 class DeploymentMismatchError(RuntimeError):
@@ -102,34 +108,83 @@ async def join_deployment(client: Client, settings: Settings, *, role: str) -> D
 
 
 async def change_limits(
-    client: Client, settings: Settings, limits: ScopeLimits, *, changed_by: str
+    client: Client,
+    settings: Settings,
+    limits: ScopeLimits,
+    *,
+    changed_by: str,
+    scope: Scope | None = None,
+    override: ScopeOverride | None = None,
 ) -> DeploymentSettings:
-    """Change the deployment's N and queue size (an update of its record, in its history with
-    ``changed_by``); the record as it is now, once every coordinator follows it (a second
-    later). A lower N lets the agents at work finish and grants nothing until fewer than N
-    work."""
+    """Change the deployment's limits, or (``scope`` given) that scope's own (``override``;
+    None: it follows the deployment's again): an update of the record, in its history with
+    ``changed_by``. Returns the record once every coordinator follows it (a second later).
+    A lower N lets the agents at work finish and grants nothing until fewer than N work."""
     base = settings.workflow_id
-    change = SettingsChange(limits=limits, changed_by=changed_by)
+    change = SettingsChange(
+        limits=limits,
+        changed_by=changed_by,
+        scope=scope.label if scope is not None else None,
+        override=override,
+    )
     handle = client.get_workflow_handle(settings_id(base))
     try:
-        record: DeploymentSettings = await handle.execute_update(
-            CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
-        )
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        # Its workflow was ended from outside: start it again from its last record, then change.
-        await join_deployment(client, settings, role=f"a change by {changed_by}")
-        record = await handle.execute_update(
-            CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
-        )
-    # Every coordinator reads the record again before a decision once its read is this old:
-    # answer once the change is what every one of them follows.
+        try:
+            record: DeploymentSettings = await handle.execute_update(
+                CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
+            )
+        except RPCError as err:
+            if err.status != RPCStatusCode.NOT_FOUND:
+                raise
+            # Its workflow was ended from outside: start it again from its last record.
+            await join_deployment(client, settings, role=f"a change by {changed_by}")
+            record = await handle.execute_update(
+                CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
+            )
+    except WorkflowUpdateFailedError as err:
+        # The record's own check refused it (the API checks the rest before).
+        raise InvalidRunInputError(str(err.cause or err)) from None
+    told = await _tell_coordinators(client, settings, scope)
+    # A coordinator not told (none was open, or visibility had not listed it yet) reads the
+    # record again before a decision once its read is this old: answer once every one follows.
     await asyncio.sleep(SETTINGS_FRESH.total_seconds() + 0.1)
     logger.info(
         "limits_changed",
         **asdict(record.limits),
+        scope=change.scope,
+        scope_limits=asdict(record.scopes[change.scope]) if change.scope in record.scopes else None,
         version=record.version,
         changed_by=changed_by,
+        coordinators_told=told,
     )
     return record
+
+
+async def _tell_coordinators(client: Client, settings: Settings, scope: Scope | None) -> int:
+    """Signal LIMITS_CHANGED to the scope's coordinator, or to every open one of the
+    deployment (at most COORDINATORS_TOLD, TELL_AT_ONCE at a time), so a raised N or a resume
+    grants at once; how many were told."""
+    if scope is not None:
+        ids = [scope.id]
+    else:
+        query = (
+            f"WorkflowType = '{SCOPE_WORKFLOW}' AND ExecutionStatus = 'Running' AND "
+            f"WorkflowId STARTS_WITH '{settings.workflow_id}'"
+        )
+        ids = []
+        try:
+            async for execution in client.list_workflows(query, limit=COORDINATORS_TOLD):
+                ids.append(execution.id)
+        except RPCError as err:
+            logger.warning("coordinators_not_told", error=err.message)
+    gate = asyncio.Semaphore(TELL_AT_ONCE)
+
+    async def tell(workflow_id: str) -> int:
+        async with gate:
+            try:
+                await client.get_workflow_handle(workflow_id).signal(LIMITS_CHANGED)
+            except RPCError:
+                return 0  # closed meanwhile: its successor reads the record when it starts
+            return 1
+
+    return sum(await asyncio.gather(*(tell(workflow_id) for workflow_id in ids)))

@@ -36,6 +36,8 @@ AGENT_TYPE_PATTERN = r"^[a-z][a-z0-9-]{0,62}$"
 MAX_SLOTS = 100
 # The largest queue a scope may be given (AGENT_QUEUE_MAX, PUT /agents/limits).
 MAX_QUEUE = 100_000
+# The longest name of a scope (an agent type's is the longest: 63 characters).
+MAX_SCOPE_NAME = 100
 _SEP = ":"
 _SLOT = "slot-"
 _SETTINGS = "settings"

@@ -69,6 +69,8 @@ class RunStatus:
     eta_seconds: float | None = None
     # Cancelled by an on_busy=replace start: that run.
     replaced_by: str | None = None
+    # While it waits: its scope is paused.
+    scope_paused: bool = False
 
     @property
     def is_final(self) -> bool:
@@ -139,6 +141,7 @@ def _from_record(base: RunStatus, record: RunRecord) -> RunStatus:
             slot_holders=record.slot_holders,
             ahead=record.ahead,
             eta_seconds=record.eta_seconds,
+            scope_paused=record.scope_paused,
         )
     return _with(base, workflow_id=record.workflow_id, temporal_run_id=record.temporal_run_id)
 

@@ -148,6 +148,8 @@ def check_limits(limits: ScopeLimits) -> None:
         raise InvalidRunInputError("aging_seconds must be a number")
     if not 0 <= aging <= MAX_TIMEOUT_SECONDS:
         raise InvalidRunInputError(f"aging_seconds must be between 0 and {MAX_TIMEOUT_SECONDS:g}")
+    if not isinstance(limits.paused, bool):
+        raise InvalidRunInputError("paused must be true or false")
     if not isinstance(limits.fair_shares, bool):
         raise InvalidRunInputError("fair_shares must be true or false")
     if len(limits.weights) > MAX_WEIGHTS:

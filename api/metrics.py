@@ -69,6 +69,21 @@ class ApiMetrics:
             ["scope_kind"],
             registry=self.registry,
         )
+        self.limits_version = Gauge(
+            "agent_runner_limits_version",
+            "The version of the deployment's limits record (each change adds one).",
+            registry=self.registry,
+        )
+        self.scopes_paused = Gauge(
+            "agent_runner_scopes_paused",
+            "Scopes paused (POST /agents/scopes/{scope}/pause): they queue and start nothing.",
+            registry=self.registry,
+        )
+        self.scopes_with_own_limits = Gauge(
+            "agent_runner_scopes_with_own_limits",
+            "Scopes with limits of their own (PUT /agents/limits/{scope}).",
+            registry=self.registry,
+        )
         self.runs_waiting = Gauge(
             "agent_runner_runs_waiting",
             "Runs waiting in queues, over every scope (from Temporal visibility).",

@@ -5,12 +5,13 @@ attributes in Temporal visibility when /metrics is scraped (at most every few se
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import structlog
 from temporalio.service import RPCError
 
 from agent_runner import search_attributes
-from agent_runner.contract import SCOPE_WORKFLOW
+from agent_runner.contract import SCOPE_WORKFLOW, ScopeOverride
 from agent_runner.deployment import read_deployment
 from agent_runner.runs import Runs
 from api.metrics import ApiMetrics
@@ -59,5 +60,11 @@ class QueueGauges:
         self._metrics.slots_in_use.labels(kind).set(slots)
         if deployment is not None:
             self._metrics.slots_total.labels(kind).set(deployment.limits.slots)
+            self._metrics.limits_version.set(deployment.version)
+            own = deployment.scopes.values()
+            self._metrics.scopes_paused.set(sum(1 for scope in own if scope.paused))
+            self._metrics.scopes_with_own_limits.set(
+                sum(1 for scope in own if replace(scope, paused=False) != ScopeOverride())
+            )
         self._metrics.runs_waiting.labels(kind).set(waiting)
         self._metrics.queues_not_empty.labels(kind).set(queues)

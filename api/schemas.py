@@ -216,6 +216,13 @@ class RunStatusResponse(BaseModel):
     replaced_by: str | None = Field(
         default=None, description="The run that cancelled this one to take its slot (replace)."
     )
+    scope_paused: bool = Field(
+        default=False,
+        description=(
+            "While it waits: its scope is paused (POST /agents/scopes/{scope}/pause): it keeps "
+            "its place and starts once the scope is resumed."
+        ),
+    )
     eta_seconds: float | None = Field(
         default=None,
         description=(
@@ -321,6 +328,35 @@ class AgentTypesResponse(BaseModel):
     agents: list[AgentTypeResponse] = Field(description="By name.")
 
 
+class ScopeOwnLimits(BaseModel):
+    """One scope's own limits (null: the deployment's), and whether it is paused."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    slots: int | None = None
+    queue_max: int | None = None
+    weights: dict[str, int] | None = None
+    paused: bool = False
+
+
+class ScopeLimitsResponse(BaseModel):
+    """The limits one scope follows now: the deployment's, with its own over them."""
+
+    scope: str = Field(description="The scope's name: `global`, a user id or an agent type.")
+    slots: int
+    queue_max: int
+    aging_seconds: float
+    fair_shares: bool
+    weights: dict[str, int]
+    paused: bool = Field(description="A paused scope queues runs and starts none.")
+    own: ScopeOwnLimits | None = Field(
+        description="What the scope sets itself (None: it follows the deployment)."
+    )
+    version: int
+    changed_by: str
+    changed_at: datetime | None
+
+
 class LimitsResponse(BaseModel):
     """The deployment's bound, as every replica follows it."""
 
@@ -337,9 +373,41 @@ class LimitsResponse(BaseModel):
         )
     )
     weights: dict[str, int] = Field(description="Fairness keys' weights; 1 unless named.")
+    scopes: dict[str, ScopeOwnLimits] = Field(
+        default_factory=dict,
+        description=(
+            "Scopes with limits of their own or paused, by name (PUT /agents/limits/{scope}, "
+            "POST /agents/scopes/{scope}/pause)."
+        ),
+    )
     version: int = Field(description="Counts the changes since the record was seeded.")
     changed_by: str = Field(description="Who made the last change (an API key's id).")
     changed_at: datetime | None
+
+
+class ScopeLimitsChangeRequest(BaseModel):
+    """One scope's own limits: given fields replace its own; `null` makes one follow the
+    deployment's again."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"slots": 3}], "minProperties": 1}
+    )
+    slots: (
+        Annotated[Annotated[int, Field(ge=1, le=MAX_SLOTS)], BeforeValidator(_json_number)] | None
+    ) = None
+    queue_max: (
+        Annotated[Annotated[int, Field(ge=1, le=MAX_QUEUE)], BeforeValidator(_json_number)] | None
+    ) = None
+    weights: (
+        Annotated[
+            dict[
+                Annotated[str, Field(pattern=SAFE_KEY_PATTERN)],
+                Annotated[int, Field(ge=1, le=MAX_WEIGHT), BeforeValidator(_json_number)],
+            ],
+            Field(max_length=MAX_WEIGHTS, json_schema_extra={"additionalProperties": False}),
+        ]
+        | None
+    ) = None
 
 
 class LimitsChangeRequest(BaseModel):

@@ -161,6 +161,19 @@ class ApiClient:
         response = self.request("PUT", "/agents/limits", json=change)
         return self.json(response, "slots", "queue_max")
 
+    def scope_limits(self, scope: str) -> Any:
+        response = self.request("GET", f"/agents/limits/{quote(scope, safe='')}")
+        return self.json(response, "scope", "slots")
+
+    def set_scope_limits(self, scope: str, change: dict[str, Any]) -> Any:
+        response = self.request("PUT", f"/agents/limits/{quote(scope, safe='')}", json=change)
+        return self.json(response, "scope", "slots")
+
+    def pause(self, scope: str, *, paused: bool) -> Any:
+        action = "pause" if paused else "resume"
+        response = self.request("POST", f"/agents/scopes/{quote(scope, safe='')}/{action}")
+        return self.json(response, "scope", "paused")
+
     # Failures, in words.
 
     def no_such_run(self, run_id: str) -> str:

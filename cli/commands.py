@@ -31,6 +31,8 @@ from cli.options import (
     PriorityOption,
     QueueTimeoutOption,
     RunIdArgument,
+    ScopeArgument,
+    ScopeOption,
     State,
     UrlOption,
     UserOption,
@@ -268,15 +270,16 @@ app.add_typer(limits_app, name="limits")
 @limits_app.callback()
 def limits(
     context: typer.Context,
+    scope: ScopeOption = None,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Show the limits every replica follows (or change them: ``limits set``)."""
+    """Show the limits every replica follows, or one scope's (or change them: ``limits set``)."""
     if context.invoked_subcommand is not None:
         return
     with api_for(url, api_key) as api:
-        body = api.limits()
+        body = api.scope_limits(scope) if scope is not None else api.limits()
     if as_json:
         render.print_json(body)
     else:
@@ -313,13 +316,14 @@ def set_limits(
             metavar="KEY=N",
         ),
     ] = None,
+    scope: ScopeOption = None,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     api_key: ApiKeyOption = None,
 ) -> None:
-    """Change N, the queue's size or its order for every scope, on every replica within a
-    second. Lowering N lets the agents at work finish; nothing new starts until fewer than N
-    work."""
+    """Change N, the queue's size or its order for every scope (or, with --scope, one scope's
+    own N, queue size and weights), on every replica within a second. Lowering N lets the
+    agents at work finish; nothing new starts until fewer than N work."""
     given = (
         ("slots", slots),
         ("queue_max", queue_max),
@@ -333,8 +337,43 @@ def set_limits(
             "give one or more of --slots, --queue-max, --aging-seconds, --fair-shares, --weight"
         )
         raise typer.Exit(ExitCode.USAGE)
+    if scope is not None and {"aging_seconds", "fair_shares"} & set(change):
+        render.print_error("--aging-seconds and --fair-shares are the deployment's, not a scope's")
+        raise typer.Exit(ExitCode.USAGE)
     with api_for(url, api_key) as api:
-        body = api.set_limits(change)
+        body = api.set_scope_limits(scope, change) if scope else api.set_limits(change)
+    if as_json:
+        render.print_json(body)
+    else:
+        render.print_limits(body)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def pause(
+    scope: ScopeArgument,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Pause a scope: it keeps accepting and queueing runs and starts none; agents at work
+    finish. On every replica within a second."""
+    _pause(scope, paused=True, as_json=as_json, url=url, api_key=api_key)
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def resume(
+    scope: ScopeArgument,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Resume a paused scope: its waiting runs start at once, in order."""
+    _pause(scope, paused=False, as_json=as_json, url=url, api_key=api_key)
+
+
+def _pause(scope: str, *, paused: bool, as_json: bool, url: str, api_key: str | None) -> None:
+    with api_for(url, api_key) as api:
+        body = api.pause(scope, paused=paused)
     if as_json:
         render.print_json(body)
     else:

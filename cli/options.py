@@ -81,6 +81,21 @@ OnBusyOption = Annotated[
         ),
     ),
 ]
+ScopeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scope",
+        help="One scope: global, a user id or an agent type (as the deployment's AGENT_SCOPE).",
+        metavar="SCOPE",
+    ),
+]
+ScopeArgument = Annotated[
+    str,
+    typer.Argument(
+        help="The scope: global, a user id or an agent type (as the deployment's AGENT_SCOPE).",
+        metavar="SCOPE",
+    ),
+]
 PriorityOption = Annotated[
     int,
     typer.Option("--priority", min=1, max=5, help="While it waits: 1 is served first, 5 last."),

@@ -217,6 +217,8 @@ def print_limits(limits: dict[str, Any]) -> None:
     table.add_column()
     rows = [
         ("scope kind", limits.get("scope_kind")),
+        ("scope", limits.get("scope")),
+        ("paused", limits.get("paused")),
         ("slots (N)", limits.get("slots")),
         ("queue max", limits.get("queue_max")),
         ("aging (s)", limits.get("aging_seconds")),
@@ -226,6 +228,19 @@ def print_limits(limits: dict[str, Any]) -> None:
         ("changed by", limits.get("changed_by")),
         ("changed at", limits.get("changed_at")),
     ]
+    rows += [(f"scope {name}", _own(own)) for name, own in (limits.get("scopes") or {}).items()]
     for name, value in rows:
+        if name in ("scope kind", "scope", "paused") and name not in limits:
+            continue
         table.add_row(name, escape(str(value if value is not None else "-")))
     out.print(table)
+
+
+def _own(own: dict[str, Any]) -> str:
+    """A scope's own limits in one line."""
+    parts = [f"{name}={own[name]}" for name in ("slots", "queue_max") if own.get(name) is not None]
+    if own.get("weights") is not None:
+        parts.append("weights=" + ",".join(f"{k}:{v}" for k, v in own["weights"].items()))
+    if own.get("paused"):
+        parts.append("PAUSED")
+    return " ".join(parts) or "-"

@@ -182,3 +182,79 @@ async def test_a_change_in_the_records_first_task_changes_the_record_not_the_see
             assert (record.limits.slots, record.limits.fair_shares) == (3, True), record
 
         await assert_eventually(followed)
+
+
+async def test_a_paused_scope_queues_and_starts_nothing_until_resumed(
+    gated: tuple[httpx.AsyncClient, Gated], log_lines: ListHandler
+) -> None:
+    api, agent = gated
+    first = await start_run(api)
+    await working(agent, first)
+    paused = await api.post("/agents/scopes/global/pause")
+    assert paused.status_code == 200, paused.text
+    assert (paused.json()["scope"], paused.json()["paused"]) == ("global", True)
+    assert (await api.get("/agents/limits")).json()["scopes"]["global"]["paused"] is True
+
+    waiting = await _enqueue(api)
+    refused = await post_run(api)
+    assert refused.status_code == 409, refused.text
+    agent.released[first].set()
+    await wait_for_state(api, first, "DONE")
+    # The slot is free and the scope paused: the waiting run keeps its place and says why.
+    status = (await api.get(f"/agents/status/{waiting}")).json()
+    assert (status["queue_position"], status["scope_paused"]) == (1, True), status
+    assert waiting not in agent.worked and waiting not in agent.working
+
+    resumed = await api.post("/agents/scopes/global/resume")
+    assert resumed.json()["paused"] is False
+    # Granted at once (the coordinator is told), not at the scope's next start or close.
+    await working(agent, waiting)
+    agent.released[waiting].set()
+    await wait_for_state(api, waiting, "DONE")
+    changes = log_lines.events("limits_changed")
+    assert [line["scope"] for line in changes] == ["global", "global"], changes
+    assert [line["scope_limits"] for line in changes][0]["paused"] is True
+    assert all(line["changed_by"].startswith("no API key") for line in changes)
+
+
+async def test_a_scope_of_its_own_n_grants_its_waiting_runs_at_once_and_can_be_cleared(
+    gated: tuple[httpx.AsyncClient, Gated],
+) -> None:
+    api, agent = gated
+    first = await start_run(api)
+    await working(agent, first)
+    second = await _enqueue(api)
+    own = await api.put("/agents/limits/global", json={"slots": 2})
+    assert own.status_code == 200, own.text
+    assert (own.json()["slots"], own.json()["own"]["slots"]) == (2, 2)
+    assert (await api.get("/agents/limits")).json()["slots"] == 1  # the deployment's: still 1
+    await working(agent, first, second)
+    assert (await api.get("/agents/limits/global")).json()["slots"] == 2
+
+    cleared = await api.delete("/agents/limits/global")
+    assert (cleared.json()["slots"], cleared.json()["own"]) == (1, None)
+    assert (await post_run(api)).status_code == 409
+    for run_id in (first, second):
+        agent.released[run_id].set()
+        await wait_for_state(api, run_id, "DONE")
+    assert agent.most_at_once == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "/agents/limits/someone", {"slots": 2}),  # not a scope of a global deployment
+        ("PUT", "/agents/limits/global", {"slots": 0}),
+        ("PUT", "/agents/limits/global", {"aging_seconds": 5}),  # the deployment's, not a scope's
+        ("PUT", "/agents/limits/global", {}),
+        ("POST", "/agents/scopes/user:1/pause", None),
+        ("GET", "/agents/limits/" + "x" * 101, None),
+    ],
+)
+async def test_a_bad_scope_change_is_a_422_and_changes_nothing(
+    api: httpx.AsyncClient, method: str, path: str, body: object
+) -> None:
+    before = (await api.get("/agents/limits")).json()
+    answer = await api.request(method, path, json=body)
+    assert answer.status_code == 422, answer.text
+    assert (await api.get("/agents/limits")).json() == before

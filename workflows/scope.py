@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         ADOPT_PREDECESSOR,
         CANCEL,
         CARRY,
+        LIMITS_CHANGED,
         READ_SETTINGS,
         REMOVE_SQUATTER,
         RUN_WORKFLOW,
@@ -135,6 +136,8 @@ class AgentScopeWorkflow:
         self._patches_first = False
         self._local_reads = False
         self._startup_read_at: datetime | None = None
+        # Told the limits changed (LIMITS_CHANGED): the loop reads them before it grants again.
+        self._limits_changed = False
         self._waited = workflow.metric_meter().create_histogram_float(
             "agent_runner_queue_wait_seconds", "Time runs waited in a queue for a slot.", "s"
         )
@@ -169,6 +172,13 @@ class AgentScopeWorkflow:
             self._spawn(self._stop(run_id))
         self._dirty = True
         return answer
+
+    @workflow.signal(name=LIMITS_CHANGED)
+    def limits_changed(self) -> None:
+        """The limits changed (an API's PUT, a pause, a resume): read them now, so a raised N
+        or a resume grants the waiting runs at once, not at the scope's next event."""
+        self._limits_changed = True
+        self._dirty = True
 
     @workflow.query(name=RUNS.name)
     def runs(self, run_ids: list[str]) -> list[RunRecord]:
@@ -210,7 +220,7 @@ class AgentScopeWorkflow:
                 f"{scope.id} is not a scope of this deployment, whose scopes are "
                 f"{settings.scope_kind.value}"
             )
-        self._book.limits = settings.limits
+        self._book.limits = settings.limits_for(scope.label)
         if state is None:
             # Both asked at once (one round trip, not two); the survey is squared with what
             # was adopted, as it was found.
@@ -253,7 +263,8 @@ class AgentScopeWorkflow:
         self._dirty = False
         if book.to_start() or book.queue_length:
             now = workflow.now()
-            if self._settings_stale(now):
+            if self._limits_changed or self._settings_stale(now):
+                self._limits_changed = False
                 self._loop_read_at = now
                 await self._load_settings()
         book.expire(workflow.now())
@@ -496,7 +507,7 @@ class AgentScopeWorkflow:
             self._settings = found
             self._read_at = max(began, self._read_at) if self._read_at else began
             if self._book is not None:
-                self._book.limits = found.limits
+                self._book.limits = found.limits_for(_own_scope().label)
 
     async def _predecessor(self, scope: Scope) -> object:
         """Starting afresh: what a coordinator ended from outside carried (None if nothing)."""
@@ -534,7 +545,7 @@ class AgentScopeWorkflow:
             SURVEY_SLOTS,
             SlotSurvey(
                 scope.id,
-                max(settings.slots_high_water, settings.limits.slots),
+                max(settings.slots_high_water, settings.limits_for(scope.label).slots),
                 workflow.info().task_queue,
             ),
             list[SlotFinding],
@@ -608,10 +619,11 @@ class AgentScopeWorkflow:
         order = "priority, then first come" + (
             ", fair shares by key" if view.limits.fair_shares else ""
         )
+        paused = " **paused**: it queues, and grants nothing until resumed"
         workflow.set_current_details(
             f"**{view.limits.slots} slot(s)** of `{view.scope_id}` (served by {order})"
-            f"\n\n{slots}\n\n"
-            f"**{view.queue_length} run(s) waiting**"
+            + (paused if view.limits.paused else "")
+            + f"\n\n{slots}\n\n**{view.queue_length} run(s) waiting**"
             + (f"\n\n{queued}" if queued else "")
             + (f"\n\n... and {more} more" if more > 0 else "")
         )

@@ -103,8 +103,10 @@ class Entry:
     cancel_requested: bool = False
     priority: int = PRIORITY_DEFAULT
     fairness_key: str | None = None
-    # An on_busy=replace start: served before every other waiting run.
+    # An on_busy=replace start: served before every other waiting run, and not before the run
+    # it replaced (``replacing``) has left its slot.
     jumps: bool = False
+    replacing: str | None = None
     # The run that replaced this one (cancelled it to take its slot).
     replaced_by: str | None = None
 
@@ -304,6 +306,7 @@ class ScopeBook:
         victim = min(working, key=lambda held: (held.granted_at or held.accepted_at, held.seq))
         victim.cancel_requested = True
         victim.replaced_by = entry.run_id
+        entry.replacing = victim.run_id
         if victim.temporal_run_id is not None:
             self._stops.append(victim.run_id)
         return victim.run_id
@@ -358,7 +361,7 @@ class ScopeBook:
             Admission.BUSY,
             holder_run_id=oldest.run_id if oldest else None,
             holder_granted_at=oldest.granted_at if oldest else None,
-            reason="runs are waiting" if self._queue else None,
+            reason="paused" if self.limits.paused else "runs are waiting" if self._queue else None,
         )
 
     def _full(self, size: int) -> bool:
@@ -369,8 +372,8 @@ class ScopeBook:
     # --- slots ----------------------------------------------------------------------------------
 
     def _free_slot(self) -> int | None:
-        """The lowest free slot, while fewer than N are busy."""
-        if len(self._slots) >= self.limits.slots:
+        """The lowest free slot, while fewer than N are busy and the scope is not paused."""
+        if len(self._slots) >= self.limits.slots or self.limits.paused:
             return None
         return next(slot for slot in range(self.limits.slots) if slot not in self._slots)
 
@@ -390,7 +393,9 @@ class ScopeBook:
         self._drain(now)
         self._expire_waiting(now)
         while self._queue and (slot := self._free_slot()) is not None:
-            run_id = self._order(now)[0]
+            run_id = next((run_id for run_id in self._order(now) if self._ready(run_id)), None)
+            if run_id is None:
+                return
             entry = self._entries[run_id]
             self._queue.remove(run_id)
             self._queue_bytes -= entry.size
@@ -398,6 +403,17 @@ class ScopeBook:
             if self.limits.fair_shares:
                 self._take_turn(entry)
             self._grant(entry, slot, now)
+
+    def _ready(self, run_id: str) -> bool:
+        """Whether a waiting run may be granted now: a replacement only once the run it
+        replaced has left its slot (its workflow closed, and its slot drained if it was closed
+        from outside), so the two agents never work at once, whatever slot frees first."""
+        replaced = self._entries.get(self._entries[run_id].replacing or "")
+        if replaced is None:
+            return True
+        return replaced.phase == RunPhase.ENDED and (
+            replaced.slot is None or replaced.slot not in self._slots
+        )
 
     def _expire_waiting(self, now: datetime) -> None:
         for run_id in list(self._queue):
@@ -662,7 +678,8 @@ class ScopeBook:
             "queue_expires_at": _queue_deadline(entry),
             "slot_holders": [hold.run_id for _, hold in sorted(self._slots.items()) if hold.run_id],
             "ahead": ahead,
-            "eta_seconds": self._eta(before, now),
+            "eta_seconds": None if self.limits.paused else self._eta(before, now),
+            "scope_paused": self.limits.paused,
         }
 
     def _median(self, agent_type: str) -> float | None:

@@ -18,12 +18,14 @@ from temporalio.common import RawValue
 with workflow.unsafe.imports_passed_through():
     from agent_runner.contract import (
         CHANGE_SETTINGS,
+        MAX_SCOPE_OVERRIDES,
         SETTINGS_MEMO,
         SETTINGS_WORKFLOW,
         DeploymentSettings,
+        ScopeOverride,
         SettingsChange,
     )
-    from agent_runner.ids import settings_id
+    from agent_runner.ids import MAX_SCOPE_NAME, settings_id
     from agent_runner.validation import InvalidRunInputError, check_limits, parse_as
 
 
@@ -65,7 +67,24 @@ class AgentRunnerSettingsWorkflow:
         await workflow.wait_condition(lambda: self._record is not None)
         assert self._record is not None
         now = workflow.now()
-        if not change.seed:
+        if change.scope is not None:
+            scopes = dict(self._record.scopes)
+            override = change.override
+            if override is None or override.is_empty():
+                scopes.pop(change.scope, None)
+            else:
+                scopes[change.scope] = override
+            self._record = replace(
+                self._record,
+                scopes=scopes,
+                slots_high_water=max(
+                    self._record.slots_high_water, (override.slots if override else None) or 0
+                ),
+                version=self._record.version + 1,
+                changed_by=change.changed_by,
+                changed_at=now,
+            )
+        elif not change.seed:
             self._record = replace(
                 self._record,
                 limits=change.limits,
@@ -74,11 +93,13 @@ class AgentRunnerSettingsWorkflow:
                 changed_by=change.changed_by,
                 changed_at=now,
             )
+        if change.scope is not None or not change.seed:
             workflow.logger.info(
                 "settings_changed",
                 extra={
                     "slots": change.limits.slots,
                     "queue_max": change.limits.queue_max,
+                    "scope": change.scope,
                     "changed_by": change.changed_by,
                     "version": self._record.version,
                 },
@@ -89,3 +110,14 @@ class AgentRunnerSettingsWorkflow:
     @change_settings.validator
     def _check(self, change: SettingsChange) -> None:
         check_limits(change.limits)
+        if change.scope is None:
+            return
+        if not isinstance(change.scope, str) or not 0 < len(change.scope) <= MAX_SCOPE_NAME:
+            raise InvalidRunInputError(f"a scope's name is 1 to {MAX_SCOPE_NAME} characters")
+        if self._record is not None:
+            own = {change.scope: change.override or ScopeOverride()}
+            check_limits(replace(self._record, scopes=own).limits_for(change.scope))
+            if len(set(self._record.scopes) | {change.scope}) > MAX_SCOPE_OVERRIDES:
+                raise InvalidRunInputError(
+                    f"at most {MAX_SCOPE_OVERRIDES} scopes may have limits of their own"
+                )

@@ -1,47 +1,60 @@
-"""GET and PUT /agents/limits: the deployment's bound (N and the queue's size), the one record
-every replica follows. A change is logged with the API key that made it and reaches every
-coordinator within a second; lowering N never stops an agent at work."""
+"""The limits every replica follows, changed live: the deployment's (GET and PUT
+/agents/limits: N, the queue's size and order), one scope's own (GET, PUT and DELETE
+/agents/limits/{scope}), and a scope's pause (POST /agents/scopes/{scope}/pause and /resume).
+
+One record in Temporal holds them all; a change is logged with the API key that made it, is
+signalled to the coordinators it concerns, and is what every one of them follows when the
+answer comes (within a second). Lowering N never stops an agent at work; a paused scope keeps
+accepting and queueing runs and starts none until it is resumed."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from typing import Annotated, Any
 
 import structlog
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Path, Request, status
 
-from agent_runner.contract import DeploymentSettings
+from agent_runner.contract import DeploymentSettings, ScopeOverride
 from agent_runner.deployment import change_limits, read_deployment
+from agent_runner.ids import MAX_SCOPE_NAME, Scope
 from agent_runner.runs import TemporalUnavailableError
 from agent_runner.runs.errors import temporal_call
 from api.auth import caller
-from api.deps import StateDep
-from api.routes.common import ERRORS, agents_router
-from api.schemas import LimitsChangeRequest, LimitsResponse
+from api.deps import AppState, StateDep
+from api.routes.common import ERRORS, agents_router, named_scope
+from api.schemas import (
+    LimitsChangeRequest,
+    LimitsResponse,
+    ScopeLimitsChangeRequest,
+    ScopeLimitsResponse,
+    ScopeOwnLimits,
+)
 
 router = agents_router()
 logger = structlog.stdlib.get_logger(__name__)
+ScopePath = Annotated[
+    str,
+    Path(
+        max_length=MAX_SCOPE_NAME,
+        description="`global`, a user id or an agent type, as `AGENT_SCOPE` says.",
+    ),
+]
+CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    415: ERRORS[415],
+    422: {"description": "A limit out of range, an unknown field, or a scope this deployment "
+          "does not have"},
+    503: ERRORS[503],
+}  # fmt: skip
 
 
 @router.get("/limits", response_model=LimitsResponse, responses={503: ERRORS[503]})
 async def limits(state: StateDep) -> LimitsResponse:
-    """The deployment's bound as every replica follows it now."""
-    runs = state.runs
-    with temporal_call():
-        record, _ = await read_deployment(runs.client, state.settings.workflow_id)
-    if record is None:
-        raise TemporalUnavailableError("the deployment's settings record is not there yet")
-    return _body(record)
+    """The deployment's limits as every replica follows them now, and the scopes' own."""
+    return _body(await _record(state))
 
 
-@router.put(
-    "/limits",
-    response_model=LimitsResponse,
-    responses={
-        415: ERRORS[415],
-        422: {"description": "A limit out of range, or an unknown field"},
-        503: ERRORS[503],
-    },
-)
+@router.put("/limits", response_model=LimitsResponse, responses=CHANGE_ERRORS)
 async def set_limits(
     change: LimitsChangeRequest, request: Request, state: StateDep
 ) -> LimitsResponse:
@@ -56,22 +69,140 @@ async def set_limits(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             "Give at least one of slots, queue_max, aging_seconds, fair_shares, weights",
         )
-    runs = state.runs
+    current = await _record(state)
     with temporal_call():
-        current, _ = await read_deployment(runs.client, state.settings.workflow_id)
-        if current is None:
-            raise TemporalUnavailableError("the deployment's settings record is not there yet")
-        wanted = replace(current.limits, **given)
         record = await change_limits(
-            runs.client, state.settings, wanted, changed_by=caller(request)
+            state.runs.client,
+            state.settings,
+            replace(current.limits, **given),
+            changed_by=caller(request),
         )
     return _body(record)
+
+
+@router.get(
+    "/limits/{scope}",
+    response_model=ScopeLimitsResponse,
+    responses={422: CHANGE_ERRORS[422], 503: ERRORS[503]},
+)
+async def scope_limits(scope: ScopePath, state: StateDep) -> ScopeLimitsResponse:
+    """The limits one scope follows now: the deployment's, with its own over them."""
+    named = named_scope(state.runs.target, scope)
+    return _scope_body(await _record(state), named)
+
+
+@router.put("/limits/{scope}", response_model=ScopeLimitsResponse, responses=CHANGE_ERRORS)
+async def set_scope_limits(
+    scope: ScopePath, change: ScopeLimitsChangeRequest, request: Request, state: StateDep
+) -> ScopeLimitsResponse:
+    """Give one scope limits of its own (`slots`, `queue_max`, `weights`) over the
+    deployment's; a field set to `null` follows the deployment's again. Takes effect on every
+    replica within a second, as a deployment-wide change does."""
+    named = named_scope(state.runs.target, scope)
+    given = {name: getattr(change, name) for name in change.model_fields_set}
+    if not given:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "Give at least one of slots, queue_max, weights"
+        )
+    own = _own(await _record(state), named)
+    return await _change(state, request, named, replace(own, **given))
+
+
+@router.delete(
+    "/limits/{scope}",
+    response_model=ScopeLimitsResponse,
+    responses={422: CHANGE_ERRORS[422], 503: ERRORS[503]},
+)
+async def clear_scope_limits(
+    scope: ScopePath, request: Request, state: StateDep
+) -> ScopeLimitsResponse:
+    """The scope follows the deployment's limits again (a pause stays until resumed)."""
+    named = named_scope(state.runs.target, scope)
+    own = _own(await _record(state), named)
+    return await _change(state, request, named, ScopeOverride(paused=own.paused))
+
+
+@router.post(
+    "/scopes/{scope}/pause",
+    response_model=ScopeLimitsResponse,
+    responses={422: CHANGE_ERRORS[422], 503: ERRORS[503]},
+)
+async def pause_scope(scope: ScopePath, request: Request, state: StateDep) -> ScopeLimitsResponse:
+    """Pause a scope: it keeps accepting and queueing runs (a `reject` start gets 409) and
+    starts none; the agents at work finish. Answers once every replica follows it."""
+    return await _pause(state, request, scope, paused=True)
+
+
+@router.post(
+    "/scopes/{scope}/resume",
+    response_model=ScopeLimitsResponse,
+    responses={422: CHANGE_ERRORS[422], 503: ERRORS[503]},
+)
+async def resume_scope(scope: ScopePath, request: Request, state: StateDep) -> ScopeLimitsResponse:
+    """Resume a paused scope: its waiting runs are granted free slots at once, in order."""
+    return await _pause(state, request, scope, paused=False)
+
+
+async def _pause(
+    state: AppState, request: Request, scope: str, *, paused: bool
+) -> ScopeLimitsResponse:
+    named = named_scope(state.runs.target, scope)
+    own = _own(await _record(state), named)
+    return await _change(state, request, named, replace(own, paused=paused))
+
+
+async def _record(state: AppState) -> DeploymentSettings:
+    runs = state.runs
+    with temporal_call():
+        record, _ = await read_deployment(runs.client, state.settings.workflow_id)
+    if record is None:
+        raise TemporalUnavailableError("the deployment's settings record is not there yet")
+    return record
+
+
+def _own(record: DeploymentSettings, scope: Scope) -> ScopeOverride:
+    return record.scopes.get(scope.label) or ScopeOverride()
+
+
+async def _change(
+    state: AppState, request: Request, scope: Scope, own: ScopeOverride
+) -> ScopeLimitsResponse:
+    current = await _record(state)
+    try:
+        with temporal_call():
+            record = await change_limits(
+                state.runs.client,
+                state.settings,
+                current.limits,
+                changed_by=caller(request),
+                scope=scope,
+                override=own,
+            )
+    except ValueError as err:  # refused by the record's own check (too many scopes)
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+    return _scope_body(record, scope)
 
 
 def _body(record: DeploymentSettings) -> LimitsResponse:
     return LimitsResponse(
         scope_kind=record.scope_kind.value,
-        **asdict(record.limits),
+        **{name: value for name, value in asdict(record.limits).items() if name != "paused"},
+        scopes={
+            name: ScopeOwnLimits.model_validate(own, from_attributes=True)
+            for name, own in record.scopes.items()
+        },
+        version=record.version,
+        changed_by=record.changed_by,
+        changed_at=record.changed_at,
+    )
+
+
+def _scope_body(record: DeploymentSettings, scope: Scope) -> ScopeLimitsResponse:
+    own = record.scopes.get(scope.label)
+    return ScopeLimitsResponse(
+        scope=scope.label,
+        **asdict(record.limits_for(scope.label)),
+        own=ScopeOwnLimits.model_validate(own, from_attributes=True) if own else None,
         version=record.version,
         changed_by=record.changed_by,
         changed_at=record.changed_at,

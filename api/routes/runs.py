@@ -11,7 +11,7 @@ from fastapi import HTTPException, Query, status
 from fastapi.responses import JSONResponse
 
 from agent_runner.contract import CancelEffect
-from agent_runner.ids import AGENT_TYPE_PATTERN, Scope, ScopeKind, scope_named
+from agent_runner.ids import AGENT_TYPE_PATTERN, Scope, ScopeKind
 from agent_runner.logs import bind_run_context
 from agent_runner.runs import (
     InvalidPageTokenError,
@@ -22,7 +22,7 @@ from agent_runner.runs import (
 )
 from agent_runner.runs.listing import list_queue, list_runs
 from api.deps import AppState, StateDep
-from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router, status_body
+from api.routes.common import ERRORS, NOT_FOUND_DETAIL, agents_router, named_scope, status_body
 from api.schemas import (
     CancelResponse,
     ErrorResponse,
@@ -134,14 +134,6 @@ async def _ended(state: AppState, run_id: str) -> RunStatus | None:
     return None
 
 
-# What a queue's ``scope`` must be, by the deployment's kind of scope.
-SCOPE_EXPECTED = {
-    ScopeKind.GLOBAL: "`global`: this deployment has one scope",
-    ScopeKind.USER_ID: "a user id, a UUID in lower case",
-    ScopeKind.AGENT_TYPE: "an agent type, such as `policy-checker`",
-}
-
-
 @router.get(
     "/queue",
     response_model=QueueResponse,
@@ -174,13 +166,7 @@ async def queue(
     target = runs_service.target
     named: Scope | None = None
     if scope is not None:
-        named = scope_named(target.workflow_id, target.scope_kind, scope)
-        if named is None:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT,
-                f"scope must be {SCOPE_EXPECTED[target.scope_kind]} "
-                f"(AGENT_SCOPE={target.scope_kind.value})",
-            )
+        named = named_scope(target, scope)
     elif target.scope_kind == ScopeKind.GLOBAL:
         named = Scope(target.workflow_id)
     try:

@@ -245,3 +245,23 @@ def test_replace_with_a_free_slot_just_starts_and_with_nothing_to_replace_waits_
     assert (nothing_left.admission, nothing_left.replaced_run_id) == (Admission.QUEUED, None)
     assert scope.record(nothing_left.run_id).queue_position == 2
     assert scope.record(queued).queue_position == 3
+
+
+def test_a_replacement_never_takes_another_slot_before_the_replaced_run_left_its_own():
+    """Failed before (found by reading the book for the chaos run's replace property): with
+    N=2, a replacement first in line took the slot another run left while the run it replaced
+    was still stopping, so both agents could work at once."""
+    scope = book(ScopeLimits(slots=2))
+    replaced = occupy(scope)
+    other = occupy(scope)
+    waiting = admit(scope).run_id
+    replacing = admit(scope, on_busy=OnBusy.REPLACE).run_id
+    # The other run's slot goes to the next run that may have it, not to the replacement.
+    assert finish(scope, other) == waiting
+    assert scope.record(replacing).queue_position == 1
+    # Closed from outside: its slot drains for a lease; the replacement waits for that too.
+    scope.closed(replaced, RunOutcome(RunState.ERROR, error="terminated"), clean=False, now=T0)
+    assert scope.to_start() == []
+    later = T0 + timedelta(seconds=60)
+    scope.expire(later)
+    assert [grant.run_id for grant in scope.to_start()] == [replacing]
