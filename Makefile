@@ -57,7 +57,8 @@ test: lint tools
 # that need one dev server and in-process workers only (limits, plug-ins, the queue's API, replay,
 # take-over). The end-to-end tests that kill no process: make test PYTEST_ARGS='-m "not reliability"'.
 FAST_TESTS := tests/unit tests/test_chaos_checker.py tests/test_docs_in_step.py tests/test_limits.py \
-	tests/test_plugins.py tests/test_queue_api.py tests/test_replay.py tests/test_takeover.py
+	tests/test_plugins.py tests/test_queue_api.py tests/test_replay.py tests/test_takeover.py \
+	tests/test_chaos_admission.py
 test-fast: install
 	$(BIN)/pytest -q $(FAST_TESTS) $(PYTEST_ARGS)
 

@@ -1,5 +1,5 @@
-"""The three requests a chaos client makes, each recorded as one :class:`Op` whatever happens:
-its answer, or the exception in its place.
+"""The requests a chaos actor makes (a start, a status read, a cancel, a change of N), each
+recorded as one :class:`Op` whatever happens: its answer, or the exception in its place.
 
 The rule: ``started`` is read before the request is sent and ``ended`` after its answer (or
 failure) arrived; a request cut short because the run stopped waiting for it is recorded as
@@ -57,6 +57,12 @@ class Calls:
     async def cancel(self, client: str, phase: Phase, api: int, run_id: str) -> Op:
         asked = Asked(client, "cancel", phase, api, {"run_id": run_id})
         return await self._call(asked, "POST", f"/agents/runs/{run_id}/cancel")
+
+    async def limits(self, client: str, phase: Phase, api: int, slots: int) -> Op:
+        """``PUT /agents/limits`` with a new N; it answers once every coordinator follows it."""
+        body = {"slots": slots}
+        asked = Asked(client, "limits", phase, api, {"body": body})
+        return await self._call(asked, "PUT", "/agents/limits", json=body)
 
     async def _call(
         self,

@@ -1,21 +1,31 @@
 """Property (a): never more than N agents at once in one scope, from the agents' spans.
 
 Spans that only touch (one ends at the instant the next starts) do not overlap. One violation
-per episode: each time a scope goes from N working agents to N + 1, with the spans open then.
-A span counts in the scope of the agent it ran (its log line's user or agent type); a run whose
-id names another scope (its coordinator took a run of another scope's user) is listed in a note.
-An agent that started after its lease had already run out (its ``agent_lease_lost`` line says
-the lease expired before its ``agent_start``) worked without a lease, however briefly: a
+per episode: each time a scope goes from at most N working agents to more, with the spans open
+then. A span counts in the scope of the agent it ran (its log line's user or agent type); a run
+whose id names another scope (its coordinator took a run of another scope's user) is listed in a
+note. An agent that started after its lease had already run out (its ``agent_lease_lost`` line
+says the lease expired before its ``agent_start``) worked without a lease, however briefly: a
 violation too, whatever else worked then.
+
+N may change during the run (``PUT /agents/limits``, :mod:`chaos.limits`): lowering it stops no
+agent at work, and grants nothing until fewer than the new N work. So k agents working at one
+instant are too many only when k exceeds every N that could have been in effect from the
+earliest grant among their runs to that instant (each run was granted while the others granted
+before it still held their slots, at an instant of that interval, under an N of it). A run's
+grant is bounded from below by its grant's earliest (:mod:`chaos.grants`), else by its start's
+send, else by nothing. Without changes, N is the run's own throughout.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from agent_runner.ids import ScopeKind, parse_run_id
 from chaos.facts import scope_of, stamp
+from chaos.limits import LimitChange, most_allowed
 from chaos.spans import Span
 from chaos.verdicts import PropertyResult
 
@@ -35,8 +45,16 @@ def _granted_elsewhere(spans: Sequence[Span], kind: ScopeKind, base: str) -> lis
 
 
 def check_bound(
-    spans: Sequence[Span], slots: int, kind: ScopeKind, base: str = "chaos"
+    spans: Sequence[Span],
+    slots: int,
+    kind: ScopeKind,
+    base: str = "chaos",
+    changes: Sequence[LimitChange] = (),
+    granted_after: Mapping[str, float] | None = None,
 ) -> PropertyResult:
+    """``slots``: the run's own N; ``changes``: the changes of N the run made;
+    ``granted_after``: per run, an instant its grant certainly came after."""
+    since = granted_after or {}
     by_scope: dict[str, list[Span]] = defaultdict(list)
     # A span that ends where it starts (a lease that ran out before the agent began) holds
     # no instant: it overlaps nothing.
@@ -55,25 +73,42 @@ def check_bound(
     with_unended = 0
     for scope, scope_spans in sorted(by_scope.items()):
         # At one instant, ends before starts: touching spans are not at once.
-        changes = sorted(
+        events = sorted(
             [(span.start, 1, span) for span in scope_spans]
             + [(span.end, 0, span) for span in scope_spans],
-            key=lambda change: (change[0], change[1]),
+            key=lambda event: (event[0], event[1]),
         )
         working: list[Span] = []
-        for at, is_start, span in changes:
-            if not is_start:
+        over = False
+        for at, is_start, span in events:
+            if is_start:
+                working.append(span)
+                peak = max(peak, len(working))
+            else:
                 working.remove(span)
+            # An end may make it too many too: the run granted first has left, and with it the
+            # larger N its grant was made under.
+            earliest = min(
+                (min(since.get(other.run_id, -math.inf), other.start) for other in working),
+                default=at,
+            )
+            allowed = most_allowed(slots, changes, earliest, at)
+            was_over, over = over, len(working) > allowed
+            if was_over or not over:
                 continue
-            working.append(span)
-            peak = max(peak, len(working))
-            if len(working) == slots + 1:
-                with_unended += any(other.ended_by.startswith("no end line") for other in working)
-                listed = "; ".join(other.describe() for other in working)
-                violations.append(
-                    f"{scope}: {len(working)} agents at {stamp(at)} (N={slots}): {listed}"
-                )
+            with_unended += any(other.ended_by.startswith("no end line") for other in working)
+            listed = "; ".join(other.describe() for other in working)
+            limit = f"N={slots}"
+            if changes:
+                began = "the start" if math.isinf(earliest) else stamp(earliest)
+                limit = f"N at most {allowed} from {began}"
+            violations.append(f"{scope}: {len(working)} agents at {stamp(at)} ({limit}): {listed}")
     notes = [f"most agents at once in one scope: {peak}", f"scopes with agents: {len(by_scope)}"]
+    if changes:
+        notes.append(
+            f"changes of N: {len(changes)} (to {', '.join(str(c.slots) for c in changes)}), "
+            f"{sum(1 for c in changes if math.isinf(c.answered))} of them unanswered"
+        )
     unended = [span for span in spans if span.ended_by.startswith("no end line")]
     notes.append(
         f"violations with a span that has no end line: {with_unended} of {len(violations)}; "

@@ -1,11 +1,17 @@
-"""Property (d): first come, first served, per scope.
+"""Property (d): the service order per scope: by rank, then first come, first served.
 
-For accepted runs A and B of one scope, A's 202 received before B's request was sent: B may not
-get a slot while A still waits. When both were granted, that is ``grant(A) <= grant(B)`` (ties
-allowed: one coordinator task may grant several runs); when A never was (it was cancelled while
-it waited), B may not have been granted before A certainly stopped waiting. That covers an
-enqueued run overtaken by a later one and a ``reject`` start granted while an earlier enqueued
-run of its scope waited.
+A run's rank (:attr:`chaos.facts.Accepted.rank`) is 0 for an ``on_busy=replace`` start (it waits
+first in line), else its priority (1 first). For accepted runs A and B of one scope, A's 202
+received before B's request was sent: B may not get a slot while A still waits when B is a
+``reject`` start (granted only when nothing waits, whatever the priorities), or when
+``rank(A) <= rank(B)``. A run that waited ``aging_seconds`` is served as priority 1, but A waited
+longer than B, so aging never serves B first where this rule says A; fair shares (off in chaos)
+would. When both were granted, that is ``grant(A) <= grant(B)`` (ties allowed: one coordinator
+task may grant several runs); when A never was (it was cancelled, or expired, while it waited),
+B may not have been granted before A certainly stopped waiting. That covers an enqueued run
+overtaken by a later one of no better rank and a ``reject`` start granted while an earlier
+enqueued run of its scope waited. A later run of a better rank that certainly overtook an
+earlier one is counted in a note.
 
 When each run got its slot comes in as an input (:mod:`chaos.grants`), each grant an interval
 it certainly lies in. A run still waited at least until: its grant's lower bound; the start of
@@ -19,13 +25,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 
+from agent_runner.contract import PRIORITY_DEFAULT
 from chaos.facts import Accepted, stamp
 from chaos.grants import GrantOrder
 from chaos.history import Op
 from chaos.verdicts import PropertyResult
 
-NAME = "fifo"
-TITLE = "FIFO per scope"
+NAME = "order"
+TITLE = "service order per scope: rank, then first come"
 
 
 def waited_until(
@@ -58,7 +65,12 @@ def waited_until(
     return until
 
 
-def check_fifo(
+def bound_by_order(a: Accepted, b: Accepted) -> bool:
+    """Whether B, sent after A's 202, may not be granted while A waits."""
+    return b.on_busy == "reject" or a.rank <= b.rank
+
+
+def check_order(
     accepted: Mapping[str, Accepted],
     grants: GrantOrder,
     waited: Mapping[str, tuple[float, str]],
@@ -70,6 +82,7 @@ def check_fifo(
     violations: list[str] = []
     near: list[str] = []
     pairs = 0
+    overtaking = 0
     for runs in by_scope.values():
         for a in runs:
             if a.run_id not in waited:
@@ -77,12 +90,15 @@ def check_fifo(
             for b in runs:
                 if b is a or a.answered >= b.sent or b.run_id not in granted:
                     continue
-                pairs += 1
                 still, evidence = waited[a.run_id]
                 b_granted = granted[b.run_id].latest
+                if not bound_by_order(a, b):
+                    overtaking += b_granted < still
+                    continue
+                pairs += 1
                 text = (
-                    f"{b.run_id} ({b.on_busy}, sent {stamp(b.sent)}) had a slot by "
-                    f"{stamp(b_granted)} while {a.run_id} ({a.on_busy}, 202 at "
+                    f"{b.run_id} ({_kind(b)}, sent {stamp(b.sent)}) had a slot by "
+                    f"{stamp(b_granted)} while {a.run_id} ({_kind(a)}, 202 at "
                     f"{stamp(a.answered)}, queue_position {a.queue_position}) still waited at "
                     f"{stamp(still)} ({evidence})"
                 )
@@ -94,8 +110,17 @@ def check_fifo(
                         f"{stamp(a.answered)}) by {stamp(granted[a.run_id].latest)}"
                     )
     sources = Counter(grant.source for grant in granted.values())
-    notes = [f"pairs compared: {pairs}", f"grants by source: {dict(sources) or 'none'}"]
+    notes = [
+        f"pairs compared: {pairs}",
+        f"later runs of a better rank granted while an earlier one waited: {overtaking}",
+        f"grants by source: {dict(sources) or 'none'}",
+    ]
     notes += [f"not proven (grant times overlap): {text}" for text in near[:3]]
     if len(near) > 3:
         notes.append(f"... {len(near)} such in all")
     return PropertyResult(name=NAME, title=TITLE, checked=pairs, violations=violations, notes=notes)
+
+
+def _kind(run: Accepted) -> str:
+    """How a run asked: its on_busy, and its priority unless the default's."""
+    return run.on_busy if run.priority == PRIORITY_DEFAULT else f"{run.on_busy} p{run.priority}"

@@ -1,4 +1,5 @@
-"""Properties of each accepted run: (b) it ends DONE or ERROR, and stays so; (c) a DONE run's
+"""Properties of each accepted run: (b) it ends DONE or ERROR, and stays so, whatever its
+priority (none starves: a run of priority 5 too is read until it ends); (c) a DONE run's
 agent completed exactly once and an ERROR run's at most once, and a DONE status reports the
 result its ``agent_complete`` line logged.
 
@@ -41,8 +42,10 @@ def check_final(
     ``terminated``: when each scope's coordinator was terminated."""
     violations: list[str] = []
     uncancelled_errors: Counter[str] = Counter()
+    by_priority: dict[int, Counter[str]] = defaultdict(Counter)
     for run_id, run in accepted.items():
         run_reads = reads.get(run_id, [])
+        by_priority[run.priority][str(state_of(run_reads[-1]) if run_reads else None)] += 1
         cause = terminated_between(terminated, run.scope, run.sent, float("inf"))
         if not run_reads:
             got = _got(unanswered.get(run_id, []), 0.0)
@@ -55,7 +58,8 @@ def check_final(
         if state_of(last) not in FINAL_STATES:
             then = _got(unanswered.get(run_id, []), last.ended)
             violations.append(
-                f"{run_id} ({run.on_busy}, queue_position {run.queue_position}, accepted at "
+                f"{run_id} ({run.on_busy}, priority {run.priority}, queue_position "
+                f"{run.queue_position}, accepted at "
                 f"{stamp(run.answered)}): last read at {stamp(last.ended)} says "
                 f"{state_of(last)}, {_brief(last)}; later reads got {then}{cause}"
             )
@@ -67,6 +71,10 @@ def check_final(
             uncancelled_errors[str(last.body.get("error"))[:80]] += 1
     # Not judged: an ERROR may follow a terminate, attempts lost to faults, the watchdog...
     notes = [f"ERROR runs no client cancelled, by error: {dict(uncancelled_errors) or 'none'}"]
+    notes.append(
+        "last state by priority: "
+        + "; ".join(f"{p}: {dict(ends)}" for p, ends in sorted(by_priority.items()))
+    )
     return PropertyResult(
         name=FINAL_NAME,
         title=FINAL_TITLE,

@@ -1,14 +1,19 @@
 """The checker: a pure function of a run's history and its processes' log lines to one result
 per property. It starts nothing, reads no file and looks at no clock.
 
-(a) bound: never more than N agents at once per scope (from the agents' spans);
-(b) final: every 202 ends DONE or ERROR; (c) once: a DONE run completed exactly once, an ERROR
-run at most once, with the result its completion logged; (d) fifo: first accepted, first
-granted, per scope; (e) keys: one run per Idempotency-Key; (f) 5xx: no 5xx but 503, and a 503
-only around an outage or a fault; (g) liveness: after healing, a new run in every scope used
-ends DONE; (h) granted: every agent that started belongs to a run an answer named; (i) faults:
-every fault was injected as planned; (j) replays: every history replays on the workers' code
-(replayed after the run, :mod:`chaos.replays`).
+(a) bound: never more than N agents at once per scope (from the agents' spans), N as it could
+have been under the run's changes of it (:mod:`chaos.limits`); (b) final: every 202 ends DONE or
+ERROR, whatever its priority; (c) once: a DONE run completed exactly once, an ERROR run at most
+once, with the result its completion logged; (d) order: the service order per scope (a replace
+first, then by priority, then first come; a reject never passes a waiting run); (k) expired: a
+run expired in its queue was never granted nor started, and had asked for a queue timeout;
+(l) attach: an attach never makes a second run of a request that was certainly open, and
+attaches to a run of its own request; (m) replace: a replacement's agent starts after the
+replaced run's agent stopped; (e) keys: one run per Idempotency-Key; (f) 5xx: no 5xx but 503,
+and a 503 only around an outage or a fault; (g) liveness: after healing, a new run in every
+scope used ends DONE; (h) granted: every agent that started belongs to a run an answer named;
+(i) faults: every fault was injected as planned; (j) replays: every history replays on the
+workers' code (replayed after the run, :mod:`chaos.replays`).
 
 The only tolerances: ``grace_seconds`` and ``worker_grace_seconds`` (a 503 just after an outage
 or a worker fault, while clients reconnect and workflow tasks find a live worker), and with the
@@ -23,24 +28,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from chaos.check_api import check_errors, check_liveness
+from chaos.check_attach import check_attach
 from chaos.check_bound import check_bound
+from chaos.check_expired import check_expired
 from chaos.check_faults import check_faults
-from chaos.check_fifo import check_fifo, waited_until
+from chaos.check_fifo import check_order, waited_until
 from chaos.check_granted import check_granted
 from chaos.check_keys import check_keys
+from chaos.check_replace import check_replace
 from chaos.check_runs import check_final, check_once
 from chaos.facts import (
     Accepted,
     accepted_runs,
     cancel_targets,
     fresh_reads,
+    replacements,
     status_reads,
     successful_cancels,
     terminations,
 )
-from chaos.grants import FifoGrants, grants_from_agent_starts, grants_from_started_at
+from chaos.grants import FifoGrants, Grant, grants_from_agent_starts, grants_from_started_at
 from chaos.history import History, Op
 from chaos.intervals import merged
+from chaos.limits import limit_changes
 from chaos.logs import LogLine
 from chaos.replays import check_replays
 from chaos.spans import agent_spans
@@ -75,9 +85,19 @@ def check(
     accepted = accepted_runs(history)
     reads = status_reads(history)
     spans = agent_spans(lines, history.processes, history.finished)
+    recorded = grants_from_started_at(accepted, reads)
+    replaced = replacements(accepted, reads)
+    trusted = fresh_reads(history, options.grace_seconds)
     return Verdict(
         properties=[
-            check_bound(spans, config.slots, config.scope, config.workflow_id),
+            check_bound(
+                spans,
+                config.slots,
+                config.scope,
+                config.workflow_id,
+                limit_changes(history),
+                _granted_after(accepted, recorded),
+            ),
             check_final(
                 accepted,
                 reads,
@@ -87,7 +107,10 @@ def check(
                 terminations(history),
             ),
             check_once(accepted, reads, lines, history.processes),
-            _fifo(history, lines, accepted, reads, options),
+            _order(history, lines, accepted, reads, options),
+            check_expired(accepted, reads, recorded, spans),
+            check_attach(history, accepted, reads, trusted, replaced, terminations(history)),
+            check_replace(accepted, reads, spans, replaced),
             check_keys(history, lines),
             check_errors(
                 history,
@@ -103,7 +126,19 @@ def check(
     )
 
 
-def _fifo(
+def _granted_after(
+    accepted: Mapping[str, Accepted], grants: Mapping[str, list[Grant]]
+) -> dict[str, float]:
+    """Per run, an instant its grant certainly came after: its grant's lower bound, else the
+    send of the earliest request that could have made it."""
+    after = {run_id: run.sent for run_id, run in accepted.items()}
+    for scope in grants.values():
+        for grant in scope:
+            after[grant.run_id] = min(after.get(grant.run_id, grant.earliest), grant.earliest)
+    return after
+
+
+def _order(
     history: History,
     lines: Sequence[LogLine],
     accepted: Mapping[str, Accepted],
@@ -132,7 +167,7 @@ def _fifo(
         )
     trusted = fresh_reads(history, grace)
     waited = waited_until(accepted, grants, reads, successful_cancels(history), trusted)
-    result = check_fifo(accepted, grants, waited)
+    result = check_order(accepted, grants, waited)
     return result.model_copy(update={"notes": [note, *result.notes]})
 
 

@@ -1,12 +1,15 @@
 """The chaos clients: concurrent tasks that each pick random actions from a generator of their
 own, against a random API, until told to stop.
 
-Actions: start (``reject`` or ``enqueue``, half of them with a fresh Idempotency-Key, and a
-keyed start that got no answer or a 503 is retried with its key, as the README tells clients
-to); repeat a key that got a 202 with its body (expecting its run) or, rarely, with another
-body (expecting 422); cancel a known run (mostly a recent one, which may still wait); read a
-known run's status, plainly or as a long poll. What a client learns (run ids, keys and their
-bodies) is shared, so one client cancels or reads what another started.
+Actions: start (``reject``, ``enqueue``, ``attach`` or, rarely, ``replace``; half of them with a
+fresh Idempotency-Key, and a keyed start that got no answer or a 503 is retried with its key, as
+the README tells clients to); repeat a key that got a 202 with its body (expecting its run) or,
+rarely, with another body (expecting 422); cancel a known run (mostly a recent one, which may
+still wait); read a known run's status, plainly or as a long poll. Each start has a priority,
+mostly the default (3), else one of the others (sent, or for 3 sometimes left out), and some
+enqueued starts a ``queue_timeout_seconds`` short enough that some expire. What a client learns
+(run ids, keys and their bodies) is shared, so one client cancels or reads what another started;
+an attach's 200 names a run that exists, not a new one (and its key is no key of a new run).
 """
 
 from __future__ import annotations
@@ -18,11 +21,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_runner.contract import PRIORITY_DEFAULT
 from chaos.calls import Calls
-from chaos.facts import accepted_id
+from chaos.facts import accepted_id, attached_id
 from chaos.history import Op
 
 RETRIES_OF_A_KEYED_START = 3
+# The share of starts with the default priority; the others draw one of OTHER_PRIORITIES.
+DEFAULT_PRIORITY_SHARE = 0.6
+OTHER_PRIORITIES = (1, 2, 4, 5)
+# The share of enqueued starts with a queue timeout, and its range: a few seconds (expires
+# behind a busy queue) to half a minute (expires only in a long outage).
+QUEUE_TIMEOUT_SHARE = 0.3
+QUEUE_TIMEOUT_SECONDS = (2.0, 30.0)
 
 
 @dataclass
@@ -34,6 +45,9 @@ class Known:
     keys: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def learn(self, op: Op) -> None:
+        attached = attached_id(op)
+        if attached is not None and attached not in self.runs:
+            self.runs.append(attached)
         run_id = accepted_id(op)
         if run_id is None:
             return
@@ -59,11 +73,20 @@ class Client:
         return self.rng.randrange(len(self.calls.urls))
 
     def _body(self, on_busy: str) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "agent_type": self.rng.choice(self.agent_types),
             "user_id": self.rng.choice(self.users),
             "on_busy": on_busy,
         }
+        priority = PRIORITY_DEFAULT
+        if self.rng.random() >= DEFAULT_PRIORITY_SHARE:
+            priority = self.rng.choice(OTHER_PRIORITIES)
+        if priority != PRIORITY_DEFAULT or self.rng.random() < 0.5:
+            body["priority"] = priority
+        return body
+
+    def _key_or_none(self) -> str | None:
+        return self._new_key() if self.rng.random() < 0.5 else None
 
     def _new_key(self) -> str:
         self._keys_made += 1
@@ -78,14 +101,19 @@ class Client:
             await asyncio.sleep(self.rng.uniform(0.2, 2.0))
 
     async def start_reject(self) -> None:
-        await self._start(
-            self._body("reject"), self._new_key() if self.rng.random() < 0.5 else None
-        )
+        await self._start(self._body("reject"), self._key_or_none())
 
     async def start_enqueue(self) -> None:
-        await self._start(
-            self._body("enqueue"), self._new_key() if self.rng.random() < 0.5 else None
-        )
+        body = self._body("enqueue")
+        if self.rng.random() < QUEUE_TIMEOUT_SHARE:
+            body["queue_timeout_seconds"] = round(self.rng.uniform(*QUEUE_TIMEOUT_SECONDS), 1)
+        await self._start(body, self._key_or_none())
+
+    async def start_attach(self) -> None:
+        await self._start(self._body("attach"), self._key_or_none())
+
+    async def start_replace(self) -> None:
+        await self._start(self._body("replace"), self._key_or_none())
 
     async def repeat_key(self) -> None:
         if self.known.keys:
@@ -128,6 +156,8 @@ class Client:
         return [
             (self.start_reject, 16),
             (self.start_enqueue, 22),
+            (self.start_attach, 6),
+            (self.start_replace, 2),
             (self.repeat_key, 8),
             (self.repeat_key_other_body, 3),
             (self.cancel, 8),

@@ -1,6 +1,7 @@
 """Facts the properties share, each a pure function of the history: which runs were accepted
-(and when, at the earliest, each could have been created), which scope a run belongs to, what
-its status reads said.
+(and when, at the earliest, each could have been created, with what they asked: priority, queue
+timeout, the request an attach matches, the run a replace cancelled), which scope a run belongs
+to, what its status reads said, which runs were replaced and by which.
 
 The rule: a bound that a property relies on is taken on the side that can only make the
 property *harder* to pass. A run's ``answered`` is its first 202's arrival (it existed by
@@ -11,12 +12,14 @@ asked for" is never claimed when it is not certain.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from agent_runner.contract import PRIORITY_DEFAULT
 from agent_runner.ids import ScopeKind
 from chaos.history import History, Op
 from chaos.intervals import overlaps
@@ -56,6 +59,35 @@ def accepted_id(op: Op) -> str | None:
     return None
 
 
+def attached_id(op: Op) -> str | None:
+    """The run id an ``on_busy=attach`` start's 200 carries: an open run it found, not a new
+    one."""
+    if op.kind == "start" and op.status == 200 and isinstance(op.body, dict):
+        run_id = op.body.get("run_id")
+        return run_id if isinstance(run_id, str) and op.body.get("attached") is True else None
+    return None
+
+
+Triple = tuple[str, str, str]
+
+
+def triple_of(body: Mapping[str, Any]) -> Triple:
+    """What ``on_busy=attach`` matches runs by: agent type, user and params (canonical JSON, as
+    the coordinator compares them)."""
+    params = json.dumps(body.get("params"), sort_keys=True, separators=(",", ":"), default=str)
+    return str(body.get("agent_type")), str(body.get("user_id")).lower(), params
+
+
+def priority_of(body: Mapping[str, Any]) -> int:
+    """The priority a start was sent with (a JSON number: 4.0 is 4), else the default."""
+    priority = body.get("priority", PRIORITY_DEFAULT)
+    if isinstance(priority, float) and priority.is_integer():
+        return int(priority)
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        return priority
+    return PRIORITY_DEFAULT
+
+
 @dataclass(frozen=True)
 class Accepted:
     run_id: str
@@ -66,6 +98,19 @@ class Accepted:
     answered: float
     key: str | None
     phase: str
+    priority: int = PRIORITY_DEFAULT
+    # queue_timeout_seconds as sent (None: not sent).
+    queue_timeout: float | None = None
+    triple: Triple = ("", "", "")
+    # on_busy=replace: the run its 202 says it cancelled.
+    replaced_run_id: str | None = None
+
+    @property
+    def rank(self) -> int:
+        """Its place in the service order while it waits: 0 for a replace (first in line),
+        else its priority (1 first). Aging only raises a run that waited longer than every run
+        accepted after it, so it never serves a later run first."""
+        return 0 if self.on_busy == "replace" else self.priority
 
 
 def accepted_runs(history: History) -> dict[str, Accepted]:
@@ -89,6 +134,8 @@ def accepted_runs(history: History) -> dict[str, Accepted]:
             sent = first_sent[(key, repr(sorted(body.items())))]
         # A start sent to a coordinator directly names the scope it was sent to.
         scope = op.request.get("scope")
+        timeout = body.get("queue_timeout_seconds")
+        replaced = op.body.get("replaced_run_id") if isinstance(op.body, dict) else None
         runs[run_id] = Accepted(
             run_id=run_id,
             scope=scope
@@ -100,8 +147,29 @@ def accepted_runs(history: History) -> dict[str, Accepted]:
             answered=op.ended,
             key=key,
             phase=op.phase,
+            priority=priority_of(body),
+            queue_timeout=float(timeout) if isinstance(timeout, int | float) else None,
+            triple=triple_of(body),
+            replaced_run_id=replaced if isinstance(replaced, str) else None,
         )
     return runs
+
+
+def replacements(
+    accepted: Mapping[str, Accepted], reads: Mapping[str, list[Op]]
+) -> dict[str, set[str]]:
+    """Each replaced run and the runs that replaced it: as a replace's 202 said
+    (``replaced_run_id``), or as the replaced run's status said (``replaced_by``)."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for run in accepted.values():
+        if run.replaced_run_id is not None:
+            found[run.replaced_run_id].add(run.run_id)
+    for run_id, run_reads in reads.items():
+        for op in run_reads:
+            replacer = op.body.get("replaced_by") if isinstance(op.body, dict) else None
+            if isinstance(replacer, str):
+                found[run_id].add(replacer)
+    return dict(found)
 
 
 def terminations(history: History) -> dict[str, list[float]]:

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runner.ids import ScopeKind
 
-OpKind = Literal["start", "status", "cancel"]
-# "chaos": while faults are injected; "final": the end-of-run reads of every accepted run;
-# "probe": the liveness probe after healing.
+OpKind = Literal["start", "status", "cancel", "limits"]
+# "chaos": while faults are injected; "final": the end-of-run reads of every accepted run (and
+# the change of N back to the run's own); "probe": the liveness probe after healing.
 Phase = Literal["chaos", "final", "probe"]
 ProcessRole = Literal["server", "api", "worker"]
 
@@ -36,7 +36,8 @@ class Op(_Record):
     kind: OpKind
     phase: Phase
     api: int
-    # start: {"body": {...}, "key": str | None}; status: {"run_id", "wait"}; cancel: {"run_id"}
+    # start: {"body": {...}, "key": str | None}; status: {"run_id", "wait"}; cancel: {"run_id"};
+    # limits (PUT /agents/limits): {"body": {"slots": n}}
     request: dict[str, Any]
     started: float
     ended: float

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from chaos.facts import accepted_runs, state_of, status_reads
+from chaos.facts import accepted_runs, attached_id, state_of, status_reads
 from chaos.history import History
 from chaos.verdicts import Verdict
 
@@ -31,7 +31,25 @@ def summary(history: History) -> dict[str, Any]:
         "requests": len(history.ops),
         "answers": dict(sorted(answers.items())),
         "runs_accepted": len(accepted),
+        "runs_accepted_by_on_busy": dict(Counter(run.on_busy for run in accepted.values())),
+        "runs_accepted_by_priority": dict(
+            sorted(Counter(run.priority for run in accepted.values()).items())
+        ),
+        "runs_with_queue_timeout": sum(1 for run in accepted.values() if run.queue_timeout),
+        "attach_answered_200": sum(1 for op in history.ops if attached_id(op) is not None),
         "runs_ended": dict(ends),
+        "runs_ended_with_error": dict(
+            Counter(
+                str(reads[run_id][-1].body.get("error"))
+                for run_id in accepted
+                if reads.get(run_id) and state_of(reads[run_id][-1]) == "ERROR"
+            )
+        ),
+        "limit_changes": [
+            f"{op.request['body'].get('slots')}: {op.status or op.error}"
+            for op in history.ops
+            if op.kind == "limits"
+        ],
         "faults": dict(Counter(fault.kind for fault in history.faults)),
         "outage_seconds": round(sum(w.ended - w.started for w in history.outages), 1),
     }

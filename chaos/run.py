@@ -1,5 +1,6 @@
-"""One chaos run from start to verdict: start the stack, let the clients and the nemesis loose,
-heal, read every accepted run to its end, probe liveness, stop everything, check.
+"""One chaos run from start to verdict: start the stack, let the clients, the limits changer and
+the nemesis loose, heal, set N back, read every accepted run to its end, probe liveness, stop
+everything, check.
 
 The rule: every process this run starts is stopped before it returns, whatever happened; the
 history and the verdict are written to the run's directory even when the verdict fails.
@@ -21,6 +22,7 @@ from chaos.facts import accepted_runs
 from chaos.faults import kinds_named
 from chaos.finale import probe, read_until_final
 from chaos.history import Recorder, RunConfig, write_history
+from chaos.limiter import LimitsChanger
 from chaos.logs import read_process_logs
 from chaos.nemesis import Nemesis
 from chaos.options import (
@@ -67,7 +69,11 @@ def probe_body(scope: str, users: list[str]) -> dict[str, str]:
 
 
 async def _chaos_phase(
-    options: ChaosOptions, stack: ChaosStack, calls: Calls, users: list[str]
+    options: ChaosOptions,
+    stack: ChaosStack,
+    calls: Calls,
+    users: list[str],
+    limiter: LimitsChanger,
 ) -> None:
     known = Known()
     clients = [
@@ -84,6 +90,7 @@ async def _chaos_phase(
     ]
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(client.run(stop)) for client in clients]
+    tasks.append(asyncio.ensure_future(limiter.run(stop)))
     strikes = plan(
         derived_rng(options.seed, "schedule"), kinds_named(options.kinds), options.seconds
     )
@@ -144,8 +151,10 @@ async def run_chaos(
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(limits=limits) as http:
             calls = Calls(http, stack.api_urls, recorder)
-            await _chaos_phase(options, stack, calls, users)
+            limiter = LimitsChanger(calls, derived_rng(options.seed, "limits"), options.slots)
+            await _chaos_phase(options, stack, calls, users, limiter)
             await stack.heal()
+            await limiter.restore()
             await _finale(options, calls, recorder, users)
         recorder.replays = await replay_all(await stack.client())
     finally:

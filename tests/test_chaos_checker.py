@@ -3,19 +3,26 @@ and each defect makes exactly the property it breaks fail, and no other."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from agent_runner.ids import ScopeKind
+from chaos.check_bound import check_bound
 from chaos.checker import CheckerOptions, check
 from chaos.history import FaultRecord, Replays
 from chaos.intervals import merged, walk_back
+from chaos.limits import LimitChange, possible_limits
+from chaos.spans import Span
 from chaos.verdicts import Verdict
-from tests.chaos_histories import T0, Story, body, clean
+from tests.chaos_histories import POLICY, T0, USER, Story, body, clean
 
 EXTRACTOR = "document-extractor"
 
-PROPERTIES = ["bound", "final", "once", "fifo", "keys", "5xx", "liveness", "granted", "faults",
-              "replays"]  # fmt: skip
+PROPERTIES = ["bound", "final", "once", "order", "expired", "attach", "replace", "keys", "5xx",
+              "liveness", "granted", "faults", "replays"]  # fmt: skip
+# What the clean story has nothing of (the admission story below has the last three).
+NOTHING_IN_CLEAN = {"faults", "expired", "attach", "replace"}
 
 
 def verdict_of(story: Story, **options: object) -> Verdict:
@@ -31,8 +38,11 @@ def test_a_clean_history_passes_every_property() -> None:
 
     assert [result.name for result in verdict.properties] == PROPERTIES
     assert verdict.passed, [(r.name, r.violations) for r in verdict.properties]
-    # A clean history has no faults to check; every other property looked at something.
-    assert all(result.checked > 0 for result in verdict.properties if result.name != "faults")
+    # A clean history has no faults, expiries, attaches or replaces to check; every other
+    # property looked at something.
+    assert all(
+        result.checked > 0 for result in verdict.properties if result.name not in NOTHING_IN_CLEAN
+    )
 
 
 def test_two_agents_at_once_in_one_scope_fail_the_bound() -> None:
@@ -179,20 +189,20 @@ def test_a_done_result_other_than_the_one_logged_fails_once() -> None:
     assert_only_fails(verdict_of(story), "once")
 
 
-def test_a_run_granted_while_an_earlier_one_still_waited_fails_fifo() -> None:
+def test_a_run_granted_while_an_earlier_one_still_waited_fails_order() -> None:
     story = clean(b_agent=(5.5, 6.5))
     story.read(4.5, "B", "PENDING", phase="chaos", queue_position=1)
     story.regrant("B", 5.45)  # after C (granted 3.05), which was sent after B's 202
 
     verdict = verdict_of(story)
 
-    assert_only_fails(verdict, "fifo")
+    assert_only_fails(verdict, "order")
     assert (
-        verdict["fifo"]
+        verdict["order"]
         .violations[0]
         .startswith("C (reject, sent 08:00:03.000) had a slot by 08:00:03.050")
     )
-    assert "still waited at 08:00:05.450 (its grant)" in verdict["fifo"].violations[0]
+    assert "still waited at 08:00:05.450 (its grant)" in verdict["order"].violations[0]
 
 
 def with_d(story: Story, granted: float) -> None:
@@ -206,17 +216,17 @@ def test_runs_granted_in_one_coordinator_task_may_share_their_grant_time() -> No
     story = clean()
     with_d(story, 1.25)  # granted with B (1.25), in one coordinator task: two slots
 
-    assert verdict_of(story)["fifo"].passed
-    assert verdict_of(story)["fifo"].checked > 0
+    assert verdict_of(story)["order"].passed
+    assert verdict_of(story)["order"].checked > 0
 
 
-def test_a_later_run_granted_before_an_earlier_one_fails_fifo_whatever_the_agents_did() -> None:
+def test_a_later_run_granted_before_an_earlier_one_fails_order_whatever_the_agents_did() -> None:
     story = clean()
     with_d(story, 1.0)  # before B (1.25), whose 202 came before D was asked for
 
     verdict = verdict_of(story)
 
-    assert verdict["fifo"].violations == [
+    assert verdict["order"].violations == [
         "D (enqueue, sent 08:00:00.700) had a slot by 08:00:01.000 while B (enqueue, 202 at "
         "08:00:00.600, queue_position 1) still waited at 08:00:01.250 (its grant)"
     ]
@@ -229,11 +239,11 @@ def test_a_grant_known_only_from_the_execution_start_proves_no_inversion() -> No
 
     verdict = verdict_of(story)
 
-    assert verdict["fifo"].passed
-    assert any("not proven" in note for note in verdict["fifo"].notes)
+    assert verdict["order"].passed
+    assert any("not proven" in note for note in verdict["order"].notes)
     assert (
         'grants by source: {"the coordinator\'s record": 4, "the slot execution\'s start": 1}'
-        in (verdict["fifo"].notes)
+        in (verdict["order"].notes)
     )
 
 
@@ -243,9 +253,9 @@ def test_the_old_approximation_from_agent_starts_is_still_an_option() -> None:
     assert verdict_of(story).passed
     fallback = verdict_of(story, fifo_grants="agent_start")
     assert fallback.passed
-    assert any("not proven" in note for note in fallback["fifo"].notes)
+    assert any("not proven" in note for note in fallback["order"].notes)
     assert verdict_of(story, fifo_grants="agent_start", fifo_tolerance_seconds=1.0).failed() == [
-        "fifo"
+        "order"
     ]
 
 
@@ -262,7 +272,7 @@ def test_a_status_read_in_an_outage_is_no_evidence_of_waiting() -> None:
     assert verdict_of(story, fifo_grants="agent_start").passed
 
 
-def test_a_reject_granted_while_an_earlier_run_waited_fails_fifo() -> None:
+def test_a_reject_granted_while_an_earlier_run_waited_fails_order() -> None:
     story = clean(b_agent=None)
     story.ops = [op for op in story.ops if op.request.get("run_id") != "B"]
     story.regrant("B", None)
@@ -271,9 +281,9 @@ def test_a_reject_granted_while_an_earlier_run_waited_fails_fifo() -> None:
 
     verdict = verdict_of(story)
 
-    assert_only_fails(verdict, "fifo")
-    assert verdict["fifo"].violations[0].startswith("C (reject")
-    assert "(a cancel that ended it was sent)" in verdict["fifo"].violations[0]
+    assert_only_fails(verdict, "order")
+    assert verdict["order"].violations[0].startswith("C (reject")
+    assert "(a cancel that ended it was sent)" in verdict["order"].violations[0]
 
 
 def test_two_runs_for_one_key_fail_keys() -> None:
@@ -616,3 +626,372 @@ def test_a_503_is_excused_until_one_timeout_after_a_paused_worker_resumed() -> N
     worker_fault(killed, "worker0", 20.0, 31.2, "kill-worker")  # its polls closed as it died
     killed.start(37.5, 40.1, "enqueue", None, status=503)
     assert_only_fails(verdict_of(killed), "5xx")
+
+
+# --- admission control: priorities, queue timeouts, attach, replace, live limits ------------------
+
+
+def verdict_at(story: Story, slots: int) -> Verdict:
+    """The verdict of ``story`` in a deployment of ``slots`` slots (the clean story has one)."""
+    return check(story.history(slots=slots), story.lines)
+
+
+def ask(
+    story: Story,
+    sent: float,
+    answered: float,
+    on_busy: str,
+    run_id: str,
+    *,
+    position: int | None = None,
+    status: int = 202,
+    answer: dict[str, object] | None = None,
+    agent_type: str = POLICY,
+    **fields: object,
+) -> None:
+    """A start with more fields than ``on_busy`` (priority, queue_timeout_seconds), answered
+    ``status`` with ``run_id`` (and ``answer``'s fields)."""
+    request = {"body": {**body(on_busy, agent_type), **fields}, "key": None}
+    reply = {"run_id": run_id, "queue_position": position, **(answer or {})}
+    story.op("start", sent, answered, request, status, reply)
+    if status == 202:
+        story.log("api0-1", "run_accepted", answered - 0.01, run_id)
+
+
+def resend(story: Story, run_id: str, **fields: object) -> None:
+    """Give the start that made ``run_id`` more fields (its priority, its on_busy)."""
+    for index, op in enumerate(story.ops):
+        if op.kind == "start" and isinstance(op.body, dict) and op.body.get("run_id") == run_id:
+            request = {**op.request, "body": {**op.request["body"], **fields}}
+            story.ops[index] = op.model_copy(update={"request": request})
+
+
+def with_expired(story: Story, timeout: float | None = 1.0, read_at: float = 9.0) -> None:
+    """E: enqueued behind B (sent 0.55, 202 at 0.65, position 2) with ``timeout``; read
+    waiting at 1.0, then ERROR "expired in queue" at ``read_at``."""
+    fields = {} if timeout is None else {"queue_timeout_seconds": timeout}
+    ask(story, 0.55, 0.65, "enqueue", "E", position=2, **fields)
+    story.read(1.0, "E", "PENDING", phase="chaos", queue_position=2)
+    story.read(read_at, "E", "ERROR", error="expired in queue")
+
+
+def admission() -> Story:
+    """The clean story and a run of each new kind, every property holding (one slot):
+    E  enqueue, queue timeout 1 s       202 at 0.65 (position 2), expired (read at 9.0)
+       attach (same request as A)       sent 0.15, 200 at 0.2: attached to A, which runs
+    G  attach, a document-extractor     sent 4.3, 202 at 4.35, granted 4.32, agent 4.4-5.6
+    R  replace, priority 5              sent 5.5, 202 at 5.55 replacing G (its agent cancelled
+                                        at 5.6), granted 5.65, agent 5.7-5.9
+    """
+    story = clean()
+    with_expired(story)
+    ask(story, 0.15, 0.2, "attach", "A", status=200, answer={"attached": True})
+    ask(story, 4.3, 4.35, "attach", "G", agent_type=EXTRACTOR)
+    story.granted["G"] = 4.32
+    story.agent("G", 4.4, 5.6, ended_by="agent_cancelled")
+    story.read(9.0, "G", "ERROR", error="cancelled", replaced_by="R")
+    ask(story, 5.5, 5.55, "replace", "R", position=1, answer={"replaced_run_id": "G"}, priority=5)
+    story.granted["R"] = 5.65
+    story.agent("R", 5.7, 5.9, result=None, has_result=True)
+    story.read(9.0, "R", "DONE", result=None)
+    return story
+
+
+def test_the_admission_story_passes_every_property_and_checks_the_new_ones() -> None:
+    verdict = verdict_of(admission())
+
+    assert verdict.passed, [(r.name, r.violations) for r in verdict.properties]
+    assert {name: verdict[name].checked for name in ("expired", "attach", "replace")} == {
+        "expired": 1,
+        "attach": 2,  # the 200 and G
+        "replace": 1,
+    }
+    assert "later runs of a better rank granted while an earlier one waited: 0" in (
+        verdict["order"].notes
+    )
+
+
+def with_d_asking(story: Story, granted: float, on_busy: str = "enqueue", **fields: object) -> None:
+    """D: sent after B's 202 (so after B in line), granted at ``granted`` (and ended before its
+    agent started)."""
+    ask(story, 0.7, 0.8, on_busy, "D", position=2, **fields)
+    story.read(9.0, "D", "ERROR", error="terminated")  # before its agent started
+    story.regrant("D", granted)
+
+
+@pytest.mark.parametrize(("priority", "fails"), [(4, True), (3, True), (2, False), (1, False)])
+def test_a_later_run_granted_first_fails_order_unless_its_priority_is_better(
+    priority: int, fails: bool
+) -> None:
+    story = clean()
+    with_d_asking(story, 1.0, priority=priority)  # before B (1.25, priority 3), queued before D
+
+    verdict = verdict_of(story)
+
+    assert verdict["order"].passed is not fails, verdict["order"].violations
+    assert verdict.failed() == (["order"] if fails else [])
+    overtook = f"later runs of a better rank granted while an earlier one waited: {int(not fails)}"
+    assert overtook in verdict["order"].notes
+    if fails:
+        assert (
+            verdict["order"]
+            .violations[0]
+            .startswith(
+                f"D (enqueue{'' if priority == 3 else f' p{priority}'}, sent 08:00:00.700) had a "
+                "slot by 08:00:01.000 while B (enqueue, 202 at 08:00:00.600"
+            )
+        )
+
+
+def test_a_replace_goes_before_every_waiting_run_but_not_before_an_earlier_replace() -> None:
+    story = clean()
+    with_d_asking(story, 1.0, on_busy="replace", priority=5)
+    assert verdict_of(story).passed, "a replace waits first in line, whatever its priority"
+
+    resend(story, "B", on_busy="replace")  # B too: it came first
+    assert_only_fails(verdict_of(story), "order")
+
+
+def test_a_reject_never_passes_a_waiting_run_whatever_the_priorities() -> None:
+    story = clean(b_agent=(5.5, 6.5))
+    story.read(4.5, "B", "PENDING", phase="chaos", queue_position=1)
+    story.regrant("B", 5.45)  # after C (a reject, granted 3.05), sent after B's 202
+    resend(story, "B", priority=5)
+    resend(story, "C", priority=1)
+    assert_only_fails(verdict_of(story), "order")
+
+    resend(story, "C", on_busy="enqueue")  # a better priority that waits may go first
+    assert verdict_of(story).passed
+
+
+def test_a_run_expired_in_its_queue_that_had_a_slot_or_an_agent_fails_expired() -> None:
+    granted = clean()
+    with_expired(granted)
+    assert verdict_of(granted).passed
+    granted.regrant("E", 2.35)  # its reads say it had a slot
+    verdict = verdict_of(granted)
+    assert_only_fails(verdict, "expired")
+    assert verdict["expired"].violations == [
+        "E (enqueue, sent 08:00:00.550), read expired at 08:00:09.050: granted a slot by "
+        "08:00:02.350"
+    ]
+
+    started = clean()
+    with_expired(started)
+    started.agent("E", 2.4, 2.9, ended_by="agent_error")  # between B's agent and C's
+    verdict = verdict_of(started)
+    assert_only_fails(verdict, "expired")
+    assert "its agent started: E attempt 1" in verdict["expired"].violations[0]
+
+
+def test_a_run_expired_without_a_queue_timeout_or_before_it_passed_fails_expired() -> None:
+    untimed = clean()
+    with_expired(untimed, timeout=None)
+    verdict = verdict_of(untimed)
+    assert_only_fails(verdict, "expired")
+    assert verdict["expired"].violations[0].endswith("its start had no queue_timeout_seconds")
+
+    early = clean()
+    with_expired(early, timeout=20.0)  # sent 0.55: not before 20.55; read expired at 9.05
+    verdict = verdict_of(early)
+    assert_only_fails(verdict, "expired")
+    assert (
+        verdict["expired"]
+        .violations[0]
+        .endswith("before its queue_timeout_seconds (20) had passed")
+    )
+
+    with_expired(later := clean(), timeout=20.0, read_at=21.0)
+    assert verdict_of(later).passed
+
+
+def test_an_attach_answered_with_a_run_of_another_request_fails_attach() -> None:
+    story = clean()
+    ask(
+        story, 0.15, 0.2, "attach", "A", status=200, answer={"attached": True}, agent_type=EXTRACTOR
+    )
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "attach")
+    assert verdict["attach"].violations == [
+        f"an attach sent 08:00:00.150 for ('{EXTRACTOR}', '{USER}', 'null') was answered 200 "
+        f"with A, a run of ('{POLICY}', '{USER}', 'null')"
+    ]
+
+
+def attach_beside_a(story: Story) -> None:
+    """X: an attach of A's request, sent 0.3 while A runs, answered 202 (a new run) at 0.35;
+    cancelled while it waits (0.9)."""
+    ask(story, 0.3, 0.35, "attach", "X", position=1)
+    story.op("cancel", 0.9, 0.95, {"run_id": "X"}, 200, {"run_id": "X", "state": "ERROR"})
+    story.read(9.0, "X", "ERROR", error="cancelled")
+
+
+def test_an_attach_that_made_a_run_while_the_same_request_was_open_fails_attach() -> None:
+    story = clean()
+    attach_beside_a(story)  # A was read RUNNING at 1.0, after X's 202
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "attach")
+    assert verdict["attach"].violations == [
+        "X (attach, sent 08:00:00.300, 202 at 08:00:00.350) is a new run while A (enqueue, 202 "
+        "at 08:00:00.100) of the same request was open: read RUNNING in a read sent "
+        "08:00:01.000"
+    ]
+
+
+def test_an_attach_may_make_a_run_when_the_open_one_was_being_cancelled_or_not_seen_open() -> None:
+    cancelled = clean()
+    attach_beside_a(cancelled)
+    cancelled.op("cancel", 0.25, 0.4, {"run_id": "A"}, 409, {"detail": "ended"})
+    assert verdict_of(cancelled).passed
+
+    replaced = clean()
+    attach_beside_a(replaced)
+    replaced.read(8.9, "A", "DONE", replaced_by="R-unknown")  # replaced by a run no 202 named
+    assert verdict_of(replaced).passed
+
+    unseen = clean()
+    attach_beside_a(unseen)
+    unseen.ops = [op for op in unseen.ops if op.phase != "chaos" or op.kind != "status"]
+    # Read open only while X was decided (sent before its 202 came): no proof A was open after.
+    unseen.read(0.32, "A", "RUNNING", phase="chaos")
+    assert verdict_of(unseen).passed
+
+
+def test_a_replacement_whose_agent_started_while_the_replaced_one_worked_fails_replace() -> None:
+    story = admission()
+    story.lines = [line for line in story.lines if line.run_id != "G"]
+    story.agent("G", 4.4, 5.8, ended_by="agent_cancelled")  # R's agent started at 5.7
+
+    verdict = verdict_at(story, slots=2)  # two agents at once: within N
+
+    assert_only_fails(verdict, "replace")
+    assert (
+        verdict["replace"]
+        .violations[0]
+        .startswith("R replaced G: its agent started at 08:00:05.700")
+    )
+    assert verdict_at(story, slots=1).failed() == ["bound", "replace"]  # with one slot: both
+
+
+def test_a_run_replaced_by_two_runs_fails_replace() -> None:
+    story = admission()
+    story.read(9.5, "G", "ERROR", error="cancelled", replaced_by="R2")
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "replace")
+    assert verdict["replace"].violations == ["G was replaced by 2 runs: ['R', 'R2']"]
+
+
+def test_a_priority_5_run_that_never_ends_fails_final() -> None:
+    story = admission()
+    story.ops = [
+        op for op in story.ops if not (op.request.get("run_id") == "R" and op.phase == "final")
+    ]
+    story.read(9.0, "R", "RUNNING")
+
+    verdict = verdict_of(story)
+
+    assert_only_fails(verdict, "final")
+    assert "R (replace, priority 5" in verdict["final"].violations[0]
+    assert "last state by priority: 3: {'DONE': 4, 'ERROR': 2}; 5: {'RUNNING': 1}" in (
+        verdict["final"].notes
+    )
+
+
+def with_overlap(story: Story) -> None:
+    """D: started at once at 3.18 (granted 3.18), its agent 3.3-3.8 beside C's (3.2-4.2)."""
+    ask(story, 3.15, 3.2, "enqueue", "D")
+    story.granted["D"] = 3.18
+    story.agent("D", 3.3, 3.8, result=None, has_result=True)
+    story.read(9.0, "D", "DONE", result=None)
+
+
+def change_n(
+    story: Story, slots: int, sent: float, answered: float, status: int | None = 200
+) -> None:
+    answer = {"slots": slots} if status == 200 else {"detail": "..."}
+    error = "timeout" if status is None else None
+    story.op("limits", sent, answered, {"body": {"slots": slots}}, status, answer, error=error)
+
+
+def test_a_raised_n_allows_more_agents_once_it_may_have_taken_effect() -> None:
+    story = clean()
+    with_overlap(story)
+    assert_only_fails(verdict_at(story, slots=1), "bound")
+
+    raised = clean()
+    with_overlap(raised)
+    change_n(raised, 2, 2.0, 2.5)
+    verdict = verdict_at(raised, slots=1)
+    assert verdict.passed, verdict["bound"].violations
+    assert "changes of N: 1 (to 2), 0 of them unanswered" in verdict["bound"].notes
+
+    unanswered = clean()
+    with_overlap(unanswered)
+    change_n(unanswered, 2, 2.0, 12.0, status=None)  # may have taken effect, or not
+    assert verdict_at(unanswered, slots=1).passed
+
+    refused = clean()
+    with_overlap(refused)
+    change_n(refused, 2, 2.0, 2.5, status=422)  # changed nothing
+    assert_only_fails(verdict_at(refused, slots=1), "bound")
+
+
+def test_a_lowered_n_bounds_the_agents_of_runs_granted_once_it_was_in_effect() -> None:
+    story = clean()
+    with_overlap(story)
+    assert verdict_at(story, slots=2).passed
+
+    change_n(story, 1, 2.0, 2.5)  # certainly in effect before C and D were sent
+    verdict = verdict_at(story, slots=2)
+    assert_only_fails(verdict, "bound")
+    assert (
+        verdict["bound"]
+        .violations[0]
+        .startswith("global: 2 agents at 08:00:03.300 (N at most 1 from 08:00:03.000): C attempt 1")
+    )
+
+    while_granting = clean()
+    with_overlap(while_granting)
+    change_n(while_granting, 1, 2.0, 3.1)  # answered after C was sent: C may have had N=2
+    assert verdict_at(while_granting, slots=2).passed
+
+
+def test_the_bound_under_changes_counts_each_run_from_its_earliest_grant() -> None:
+    """Three agents under N = 3 lowered to 1: none too many while the first one works (N was 3
+    when it was granted); the two granted under N = 1 are too many once it has left."""
+
+    def span(run_id: str, start: float, end: float) -> Span:
+        return Span(run_id, 1, "worker0-1", POLICY, USER, 1, T0 + start, T0 + end, "agent_complete")
+
+    spans = [span("A", 1.0, 5.0), span("B", 3.0, 8.0), span("C", 3.5, 8.0)]
+    granted_after = {"A": T0 + 0.9, "B": T0 + 2.9, "C": T0 + 3.4}
+    lowered = [LimitChange(slots=1, sent=T0 + 2.0, answered=T0 + 2.5)]
+
+    result = check_bound(spans, 3, ScopeKind.GLOBAL, "chaos", lowered, granted_after)
+
+    assert result.violations == [
+        "global: 2 agents at 08:00:05.000 (N at most 1 from 08:00:02.900): "
+        f"{spans[1].describe()}; {spans[2].describe()}"
+    ]
+    assert check_bound(spans, 3, ScopeKind.GLOBAL, "chaos").passed
+
+
+def test_possible_limits_are_those_not_certainly_superseded() -> None:
+    changes = [
+        LimitChange(slots=1, sent=10.0, answered=11.0),
+        LimitChange(slots=4, sent=20.0, answered=math.inf),  # no answer
+        LimitChange(slots=2, sent=30.0, answered=31.0),
+    ]
+
+    assert possible_limits(3, changes, 0.0, 9.0) == {3}
+    assert possible_limits(3, changes, 0.0, 10.5) == {3, 1}
+    assert possible_limits(3, changes, 11.5, 12.0) == {1}
+    assert possible_limits(3, changes, 21.0, 22.0) == {1, 4}
+    assert possible_limits(3, changes, 32.0, 40.0) == {2, 4}
+    assert possible_limits(3, [], 0.0, 40.0) == {3}
