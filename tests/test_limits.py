@@ -198,6 +198,7 @@ async def test_a_paused_scope_queues_and_starts_nothing_until_resumed(
     waiting = await _enqueue(api)
     refused = await post_run(api)
     assert refused.status_code == 409, refused.text
+    assert refused.json()["detail"] == "This scope is paused, please retry later"
     agent.released[first].set()
     await wait_for_state(api, first, "DONE")
     # The slot is free and the scope paused: the waiting run keeps its place and says why.

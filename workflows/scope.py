@@ -125,6 +125,8 @@ class AgentScopeWorkflow:
         self._starting: set[str] = set()
         self._watching: set[str] = set()
         self._published: tuple[int, int] | None = None
+        # What the Web UI's current details last showed (a pause changes them, not the queue).
+        self._details: tuple[object, ...] | None = None
         # When the loop last started a read of the settings of its own.
         self._loop_read_at: datetime | None = None
         # When the latest read that came back began (the loop's or an admit's).
@@ -586,15 +588,18 @@ class AgentScopeWorkflow:
         book = self._book
         assert book is not None
         shown = (book.queue_version, book.busy_slots())
-        if shown == self._published:
+        details = (shown, book.limits.slots, book.limits.paused, book.limits.fair_shares)
+        if details == self._details:
             return
-        self._published = shown
-        workflow.upsert_search_attributes(
-            [
-                search_attributes.QUEUE_DEPTH.value_set(book.queue_length),
-                search_attributes.SLOTS_BUSY.value_set(book.busy_slots()),
-            ]
-        )
+        self._details = details
+        if shown != self._published:
+            self._published = shown
+            workflow.upsert_search_attributes(
+                [
+                    search_attributes.QUEUE_DEPTH.value_set(book.queue_length),
+                    search_attributes.SLOTS_BUSY.value_set(book.busy_slots()),
+                ]
+            )
         view = book.view(0, _SHOWN_IN_DETAILS)
         slots = "\n".join(
             f"- slot {slot.slot}: {slot.state.value}"

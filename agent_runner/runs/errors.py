@@ -32,10 +32,18 @@ class AgentBusyError(Exception):
     """Every slot of the scope is taken, or runs wait in its queue: ``running_run_id`` is the
     run that has held a slot longest, granted at ``running_since``."""
 
-    def __init__(self, running_run_id: str | None, running_since: datetime | None = None) -> None:
+    def __init__(
+        self,
+        running_run_id: str | None,
+        running_since: datetime | None = None,
+        *,
+        paused: bool = False,
+    ) -> None:
         super().__init__("An agent is already running, please retry later")
         self.running_run_id = running_run_id
         self.running_since = running_since
+        # The scope is paused (it starts nothing until resumed).
+        self.paused = paused
 
 
 class QueueFullError(Exception):

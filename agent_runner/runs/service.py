@@ -600,7 +600,9 @@ def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
             answer.run_id, answer.queue_position, answer.replayed, attached, answer.replaced_run_id
         )
     if answer.admission == Admission.BUSY:
-        raise AgentBusyError(answer.holder_run_id, answer.holder_granted_at)
+        raise AgentBusyError(
+            answer.holder_run_id, answer.holder_granted_at, paused=answer.reason == "paused"
+        )
     if answer.admission == Admission.FULL:
         raise QueueFullError()
     if answer.admission == Admission.EXPIRED:

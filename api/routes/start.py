@@ -26,6 +26,7 @@ from api.routes.common import ERRORS, agents_router, status_url
 from api.schemas import SAFE_KEY_PATTERN, BusyResponse, ErrorResponse, RunAccepted, RunRequest
 
 BUSY_DETAIL = "An agent is already running, please retry later"
+PAUSED_DETAIL = "This scope is paused, please retry later"
 QUEUE_FULL_DETAIL = "The queue is full, please retry later"
 
 router = agents_router()
@@ -51,8 +52,9 @@ logger = structlog.stdlib.get_logger(__name__)
         409: {
             "model": BusyResponse,
             "description": (
-                "Every slot is taken or runs are queued (`reject`), or the queue is full "
-                "(`enqueue`); see `Location` and `Retry-After`"
+                "Every slot is taken or runs are queued (`reject`), the scope is paused "
+                '(`reject`: "This scope is paused, please retry later"), or the queue is full '
+                "(`enqueue`, `attach`, `replace`); see `Location` and `Retry-After`"
             ),
         },
         413: {"model": ErrorResponse, "description": "Body over API_MAX_BODY_BYTES"},
@@ -187,5 +189,6 @@ def busy_response(state: AppState, busy: AgentBusyError) -> JSONResponse:
     headers["Retry-After"] = str(
         retry_after_seconds(busy.running_since, state.settings.agent_duration_seconds)
     )
-    body = BusyResponse(detail=BUSY_DETAIL, running_run_id=busy.running_run_id)
+    detail = PAUSED_DETAIL if busy.paused else BUSY_DETAIL
+    body = BusyResponse(detail=detail, running_run_id=busy.running_run_id)
     return JSONResponse(body.model_dump(), status.HTTP_409_CONFLICT, headers=headers)
