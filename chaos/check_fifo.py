@@ -4,9 +4,10 @@ A run's rank (:attr:`chaos.facts.Accepted.rank`) is 0 for an ``on_busy=replace``
 first in line), else its priority (1 first). For accepted runs A and B of one scope, A's 202
 received before B's request was sent: B may not get a slot while A still waits when B is a
 ``reject`` start (granted only when nothing waits, whatever the priorities), or when
-``rank(A) <= rank(B)``. A run that waited ``aging_seconds`` is served as priority 1, but A waited
-longer than B, so aging never serves B first where this rule says A; fair shares (off in chaos)
-would. When both were granted, that is ``grant(A) <= grant(B)`` (ties allowed: one coordinator
+``rank(A) <= rank(B)`` and A is no replace (a replace waits for the slot of the run it
+replaced, and another slot that frees meanwhile goes to the next run: chaos seed 70913). A
+run that waited ``aging_seconds`` is served as priority 1, but A waited longer than B, so
+aging never serves B first where this rule says A; fair shares (off in chaos) would. When both were granted, that is ``grant(A) <= grant(B)`` (ties allowed: one coordinator
 task may grant several runs); when A never was (it was cancelled, or expired, while it waited),
 B may not have been granted before A certainly stopped waiting. That covers an enqueued run
 overtaken by a later one of no better rank and a ``reject`` start granted while an earlier
@@ -66,8 +67,11 @@ def waited_until(
 
 
 def bound_by_order(a: Accepted, b: Accepted) -> bool:
-    """Whether B, sent after A's 202, may not be granted while A waits."""
-    return b.on_busy == "reject" or a.rank <= b.rank
+    """Whether B, sent after A's 202, may not be granted while A waits. A replace waits for
+    the slot of the run it replaced (never beside that run's agent: property ``replace``), so
+    a slot another run leaves meanwhile may go to a later run; a ``reject`` start still never
+    passes it (nothing is granted to one while any run waits)."""
+    return b.on_busy == "reject" or (a.on_busy != "replace" and a.rank <= b.rank)
 
 
 def check_order(

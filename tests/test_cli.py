@@ -736,6 +736,19 @@ async def test_limits_are_shown_and_changed_by_an_api_keys_id(scripted: Scripted
             "limits", "set", "--slots", "1", "--no-fair-shares", "--aging-seconds", "600",
         )  # fmt: skip
         assert restored.code == 0, restored
+    user = new_user()
+    paused = await scripted.cli("pause", user, "--json")
+    assert (paused.code, paused.json()["scope"], paused.json()["paused"]) == (0, user, True)
+    own = await scripted.cli("limits", "set", "--scope", user, "--slots", "2", "--json")
+    assert (own.code, own.json()["slots"], own.json()["own"]["slots"]) == (0, 2, 2), own
+    shown = await scripted.cli("limits", "--scope", user)
+    assert "paused" in shown.out, shown
+    assert "True" in shown.out, shown
+    resumed = await scripted.cli("resume", user, "--json")
+    assert (resumed.code, resumed.json()["paused"]) == (0, False), resumed
+    not_a_scope = await scripted.cli("pause", "global")
+    assert not_a_scope.code == EXIT_USAGE, not_a_scope
+    clean(not_a_scope)
     weightless = await scripted.cli("limits", "set", "--weight", "batch")
     assert weightless.code == EXIT_USAGE, weightless
     clean(weightless)

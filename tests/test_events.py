@@ -21,6 +21,7 @@ from agent_runner.runs.follow import event_order
 from agent_runner.settings import Settings
 from devtools.processes import free_port
 from tests.helpers import (
+    USER_ID,
     LoggedProcess,
     assert_eventually,
     coordinating_worker,
@@ -194,6 +195,38 @@ async def test_a_resumed_stream_continues_from_last_event_id_without_repeats_or_
     # A new subscriber to a finished run gets its final status, then the end.
     [final] = await asyncio.wait_for(read_events(http, run_id), 30)
     assert final.name == "done"
+
+
+async def test_a_waiting_runs_position_may_rise_and_a_resumed_stream_still_follows(
+    http: httpx.AsyncClient,
+) -> None:
+    """Priorities (issue 21): a run queued later with a higher priority moves a waiting run
+    back; its stream says so with a later id, and Last-Event-ID resumes after it."""
+    await start_run(http)  # holds the slot: no worker has its agent, it stays PENDING
+    waiting = await start_run(http, on_busy="enqueue")
+    first_two = asyncio.ensure_future(read_events(http, waiting, limit=2))
+
+    async def streaming() -> None:
+        assert (await http.get(f"/agents/status/{waiting}")).json()["queue_position"] == 1
+
+    await assert_eventually(streaming)
+    await asyncio.sleep(0.5)  # the stream's first event is out before the queue changes
+    urgent = await http.post(
+        "/agents/run",
+        json={"agent_type": "policy-checker", "user_id": USER_ID, "on_busy": "enqueue",
+              "priority": 1},
+    )  # fmt: skip
+    assert urgent.json()["queue_position"] == 1, urgent.text
+    queued, moved = await asyncio.wait_for(first_two, 60)
+    assert (queued.name, queued.data["queue_position"]) == ("queued", 1)
+    assert (moved.name, moved.data["queue_position"]) == ("queued", 2)
+    assert event_order(moved.id) > event_order(queued.id)  # type: ignore[operator]
+
+    rest = asyncio.ensure_future(read_events(http, waiting, moved.id))
+    cancelled = await http.post(f"/agents/runs/{waiting}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    [end] = await asyncio.wait_for(rest, 60)
+    assert (end.name, end.data["error"]) == ("error", "cancelled")
 
 
 async def test_an_unknown_run_is_404_before_any_stream(http: httpx.AsyncClient) -> None:

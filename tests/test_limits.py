@@ -204,7 +204,8 @@ async def test_a_paused_scope_queues_and_starts_nothing_until_resumed(
     # The slot is free and the scope paused: the waiting run keeps its place and says why.
     status = (await api.get(f"/agents/status/{waiting}")).json()
     assert (status["queue_position"], status["scope_paused"]) == (1, True), status
-    assert waiting not in agent.worked and waiting not in agent.working
+    assert waiting not in agent.worked
+    assert waiting not in agent.working
 
     resumed = await api.post("/agents/scopes/global/resume")
     assert resumed.json()["paused"] is False
@@ -214,7 +215,7 @@ async def test_a_paused_scope_queues_and_starts_nothing_until_resumed(
     await wait_for_state(api, waiting, "DONE")
     changes = log_lines.events("limits_changed")
     assert [line["scope"] for line in changes] == ["global", "global"], changes
-    assert [line["scope_limits"] for line in changes][0]["paused"] is True
+    assert changes[0]["scope_limits"]["paused"] is True
     assert all(line["changed_by"].startswith("no API key") for line in changes)
 
 
