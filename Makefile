@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test test-fast lint format tools openapi histories bench bench-scale bench-overload chaos reliability-report clean
+.PHONY: install run test test-fast lint format tools openapi histories bench bench-scale bench-overload bench-admission chaos reliability-report clean
 
 # Installing writes to stderr only, so the first line `make run` prints is the stack's JSON.
 $(BIN)/uv:
@@ -86,6 +86,12 @@ bench-scale: install
 # every start 202 or a documented 503, every accepted run DONE. OVERLOAD_ARGS="--users 500".
 bench-overload: install
 	$(BIN)/python -m bench.overload $(OVERLOAD_ARGS)
+
+# Issue 21: 10,000 runs queued over 1,000 users (one slot each, held), then enqueue vs reject
+# answers, status reads of queued runs vs the in-memory seed's, and the coordinators' bounds.
+# ADMISSION_ARGS="--scopes 100 --fill-one".
+bench-admission: install
+	$(BIN)/python -m bench.admission $(ADMISSION_ARGS)
 
 # One seeded randomized fault run against a real stack (2 APIs, 2 workers, a real server) and its
 # verdict: `make chaos MINUTES=30 SEED=7 CHAOS_ARGS="--slots 2 --scope user_id"`.

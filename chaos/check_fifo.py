@@ -3,22 +3,22 @@
 A run's rank (:attr:`chaos.facts.Accepted.rank`) is 0 for an ``on_busy=replace`` start (it waits
 first in line), else its priority (1 first). For accepted runs A and B of one scope, A's 202
 received before B's request was sent: B may not get a slot while A still waits when B is a
-``reject`` start (granted only when nothing waits, whatever the priorities), or when
-``rank(A) <= rank(B)`` and A is no replace (a replace waits for the slot of the run it
-replaced, and another slot that frees meanwhile goes to the next run: chaos seed 70913). A
-run that waited ``aging_seconds`` is served as priority 1, but A waited longer than B, so
-aging never serves B first where this rule says A; fair shares (off in chaos) would. When both were granted, that is ``grant(A) <= grant(B)`` (ties allowed: one coordinator
-task may grant several runs); when A never was (it was cancelled, or expired, while it waited),
-B may not have been granted before A certainly stopped waiting. That covers an enqueued run
-overtaken by a later one of no better rank and a ``reject`` start granted while an earlier
-enqueued run of its scope waited. A later run of a better rank that certainly overtook an
-earlier one is counted in a note.
+``reject`` start (granted only when nothing waits, whatever the priorities), or when ``rank(A)
+<= rank(B)`` and A is no replace (a replace waits for the slot of the run it replaced, and
+another slot that frees meanwhile goes to the next run: chaos seed 70913). A run that waited
+``aging_seconds`` is served as priority 1, but A waited longer than B, so aging never serves B
+first where this rule says A; fair shares (off in chaos) would. When both were granted, that is
+``grant(A) <= grant(B)`` (ties allowed: one coordinator task may grant several runs); when A
+never was (it was cancelled, or expired, while it waited), B may not have been granted before A
+certainly stopped waiting. That covers an enqueued run overtaken by a later one of no better
+rank and a ``reject`` start granted while an earlier enqueued run of its scope waited. A later
+run of a better rank that certainly overtook an earlier one is counted in a note.
 
-When each run got its slot comes in as an input (:mod:`chaos.grants`), each grant an interval
-it certainly lies in. A run still waited at least until: its grant's lower bound; the start of
-the last status read that showed it queued (outside outages, when an API may answer a stale
-status); the start of a cancel that ended it while it waited. A violation is only claimed when
-B's grant is certainly before that.
+When each run got its slot comes in as an input (:mod:`chaos.grants`), each grant an interval it
+certainly lies in. A run still waited at least until: its grant's lower bound; the start of the
+last status read that showed it queued (outside outages, when an API may answer a stale status);
+the start of a cancel that ended it while it waited. A violation is only claimed when B's grant
+is certainly before that.
 """
 
 from __future__ import annotations
