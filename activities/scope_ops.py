@@ -95,6 +95,23 @@ async def _finding(client: Client, scope: Scope, slot: int) -> SlotFinding:
 
 @activity.defn(name=ADOPT_PREDECESSOR)
 async def adopt_predecessor(scope_id: str) -> object:
+    """:func:`_adopt_predecessor`, heartbeating every second while it asks: its coordinator
+    waits on it before it answers any start, so a task the server handed to a worker that was
+    then cut off is tried again on another after the heartbeat timeout (5 s), not after the
+    whole 30 s a slow replay of the predecessor may take (chaos seed 70913: a scope answered
+    nothing for 31 s after its coordinator was terminated, and its starts got 503)."""
+    work = asyncio.ensure_future(_adopt_predecessor(scope_id))
+    try:
+        while True:
+            done, _ = await asyncio.wait({work}, timeout=1.0)
+            if done:
+                return work.result()
+            activity.heartbeat()
+    finally:
+        work.cancel()
+
+
+async def _adopt_predecessor(scope_id: str) -> object:
     """What the coordinator before this one carried, when it was ended from outside
     (terminated, timed out, failed): asked of its closed execution (a query replays it), so its
     successor loses no queued run, key or record. None when the one before closed by itself

@@ -515,7 +515,12 @@ class AgentScopeWorkflow:
         """Starting afresh: what a coordinator ended from outside carried (None if nothing)."""
         try:
             raw: RawValue = await self._read(
-                ADOPT_PREDECESSOR, scope.id, RawValue, timedelta(seconds=30), local=True
+                ADOPT_PREDECESSOR,
+                scope.id,
+                RawValue,
+                timedelta(seconds=30),
+                local=True,
+                heartbeat=timedelta(seconds=5),
             )
         except ActivityError as err:
             if isinstance(err.cause, CancelledError):
@@ -557,7 +562,14 @@ class AgentScopeWorkflow:
         return findings
 
     async def _read(
-        self, name: str, arg: object, kind: Any, timeout: timedelta, *, local: bool = False
+        self,
+        name: str,
+        arg: object,
+        kind: Any,
+        timeout: timedelta,
+        *,
+        local: bool = False,
+        heartbeat: timedelta | None = None,
     ) -> Any:
         """One of the coordinator's reads; a start-up one (``local``, only ever from ``run``)
         is a local activity since LOCAL_READS_PATCH, tried once: one that fails is asked again
@@ -574,7 +586,12 @@ class AgentScopeWorkflow:
                 if isinstance(err.cause, CancelledError):
                     raise  # a cancel of the coordinator: asked again (see _despite_cancel)
         return await workflow.execute_activity(
-            name, arg, result_type=kind, start_to_close_timeout=timeout, retry_policy=_QUICK_RETRY
+            name,
+            arg,
+            result_type=kind,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=_QUICK_RETRY,
         )
 
     def _new_run_id(self) -> str:
