@@ -381,10 +381,10 @@ def test_a_503_is_excused_in_the_first_seconds_of_one_worker_down(kind: str) -> 
     story.op("status", 36.0, 38.0, {"run_id": "A", "wait": None}, 503, {"detail": ""})
     assert verdict_of(story).passed
 
-    # A killed worker's polls closed, a cut heartbeat leaves its worker serving: by now the
-    # other worker has every task. A paused or cut-off worker's open polls can take a task's
-    # retry again until it is back (the next test).
-    later = 38.0 if kind in ("kill-worker", "heartbeat-cut") else 78.0
+    # A killed worker's polls closed: by now the other worker has every task. A paused or
+    # cut-off worker's open polls (heartbeat-cut cuts its worker off too, until the heal) can
+    # take a task's retry again until it is back (the next test).
+    later = 38.0 if kind == "kill-worker" else 78.0
     story.start(later, later + 2.0, "enqueue", None, status=503)
     assert_only_fails(verdict_of(story), "5xx")
 

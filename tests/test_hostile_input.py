@@ -100,9 +100,11 @@ def test_openapi_fuzzing_finds_no_server_error_and_no_schema_violation(api_url: 
         def fuzz(case: schemathesis.Case) -> None:
             # page_token is opaque: any string fits the schema, only tokens this API issued are
             # valid, and a forged one is a clear 400, which this one check would count against.
-            # So is the queue's scope: one schema for every deployment, and only a scope of
-            # this one's kind (AGENT_SCOPE) names a scope; any other text is a clear 422.
-            opaque = ("/agents/runs", "/agents/queue")
+            # So is a scope (the queue's, the limits' and a pause's): one schema for every
+            # deployment, and only a scope of this one's kind (AGENT_SCOPE) names a scope; any
+            # other text is a clear 422.
+            opaque = ("/agents/runs", "/agents/queue", "/agents/limits/{scope}")
+            opaque += ("/agents/scopes/{scope}/pause", "/agents/scopes/{scope}/resume")
             excluded = [positive_data_acceptance] if case.path in opaque else []
             # A key used again with another body is a clear 422 by design (tested on its own);
             # here each generated request gets a key of its own.
@@ -435,6 +437,11 @@ ROUTES = [
     ("GET", "/agents/types"),
     ("GET", "/agents/limits"),
     ("PUT", "/agents/limits"),
+    ("GET", "/agents/limits/{scope}"),
+    ("PUT", "/agents/limits/{scope}"),
+    ("DELETE", "/agents/limits/{scope}"),
+    ("POST", "/agents/scopes/{scope}/pause"),
+    ("POST", "/agents/scopes/{scope}/resume"),
     ("GET", "/agents/runs/{run_id}/events"),
     ("GET", "/healthz"),
     ("HEAD", "/healthz"),
