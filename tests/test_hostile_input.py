@@ -647,7 +647,8 @@ def test_no_input_anywhere_gets_a_server_error(
     body: bytes,
     chunked: bool,
 ) -> None:
-    path = template.format(run_id=quote_from_bytes(path_value, safe=""))
+    value = quote_from_bytes(path_value, safe="")
+    path = template.format(run_id=value, scope=value)
     target = f"{path}?{query}" if query else path
     header_map = dict(header_map)
     if "Content-Length" in header_map or method == "HEAD":
