@@ -104,8 +104,9 @@ async def set_scope_limits(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "Give at least one of slots, queue_max, weights"
         )
-    own = _own(await _record(state), named)
-    return await _change(state, request, named, replace(own, **given))
+    current = await _record(state)
+    own = _own(current, named)
+    return await _change(state, request, named, current, replace(own, **given))
 
 
 @router.delete(
@@ -118,8 +119,9 @@ async def clear_scope_limits(
 ) -> ScopeLimitsResponse:
     """The scope follows the deployment's limits again (a pause stays until resumed)."""
     named = named_scope(state.runs.target, scope)
-    own = _own(await _record(state), named)
-    return await _change(state, request, named, ScopeOverride(paused=own.paused))
+    current = await _record(state)
+    own = _own(current, named)
+    return await _change(state, request, named, current, ScopeOverride(paused=own.paused))
 
 
 @router.post(
@@ -147,8 +149,9 @@ async def _pause(
     state: AppState, request: Request, scope: str, *, paused: bool
 ) -> ScopeLimitsResponse:
     named = named_scope(state.runs.target, scope)
-    own = _own(await _record(state), named)
-    return await _change(state, request, named, replace(own, paused=paused))
+    current = await _record(state)
+    own = _own(current, named)
+    return await _change(state, request, named, current, replace(own, paused=paused))
 
 
 async def _record(state: AppState) -> DeploymentSettings:
@@ -165,9 +168,13 @@ def _own(record: DeploymentSettings, scope: Scope) -> ScopeOverride:
 
 
 async def _change(
-    state: AppState, request: Request, scope: Scope, own: ScopeOverride
+    state: AppState,
+    request: Request,
+    scope: Scope,
+    current: DeploymentSettings,
+    own: ScopeOverride,
 ) -> ScopeLimitsResponse:
-    current = await _record(state)
+    """Set the scope's own limits to ``own``, on the record ``current`` was read as."""
     try:
         with temporal_call():
             record = await change_limits(
