@@ -16,6 +16,7 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Replayer
 
+from agent_runner.contract import ADMIT, READ_SETTINGS, AdmitRequest, RunRequest
 from agent_runner.deployment import join_deployment
 from agent_runner.runs import (
     AgentBusyError,
@@ -384,3 +385,38 @@ async def test_a_long_queue_continues_as_new_and_loses_nothing(
         if replayed.replay_failure is not None:
             failures.append((execution.id, execution.run_id, str(replayed.replay_failure)[:300]))
     assert failures == []
+
+
+async def test_admits_that_arrive_together_share_one_read_of_the_settings(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    """Each admit read the deployment's record itself: about ten history events per start, so
+    a busy coordinator continued as new every few seconds, and a start that met it on its way
+    out ran out of its budget (503; chaos seed 83339). An admit now decides with a read that
+    came back within the last second (and after the limits last changed)."""
+    settings = queue_settings(temporal_address, agent_duration_seconds=30.0)
+    async with in_process_worker(temporal_client, settings):
+        await start(temporal_client, settings, OnBusy.REJECT)
+        handle = temporal_client.get_workflow_handle(settings.workflow_id)
+
+        async def admit() -> None:
+            request = AdmitRequest(
+                f"request:{uuid.uuid4()}",
+                RunRequest("policy-checker", USER_ID, policy=settings.run_policy()),
+            )
+            await handle.execute_update(ADMIT.name, [request], result_type=ADMIT.result_type)
+
+        admits = 30
+        await asyncio.gather(*(admit() for _ in range(admits)))
+        reads, run_id = 0, (await handle.describe()).run_id
+        while run_id:  # back through every continue-as-new
+            execution = temporal_client.get_workflow_handle(settings.workflow_id, run_id=run_id)
+            events = [event async for event in execution.fetch_history_events()]
+            reads += sum(
+                event.activity_task_scheduled_event_attributes.activity_type.name == READ_SETTINGS
+                for event in events
+            )
+            run_id = events[
+                0
+            ].workflow_execution_started_event_attributes.continued_execution_run_id
+    assert reads < admits

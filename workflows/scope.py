@@ -104,6 +104,15 @@ LOCAL_READS_PATCH = "local-reads"
 # replaced its coordinator, whose successor could not replay it either to take over its queue
 # (found by tests/test_queue.py and by chaos seed 35759).
 PATCHES_FIRST = "no-local-activities"
+# The patch, asked at an execution's first moment like PATCHES_FIRST, after which
+# - what it carries is kept within a byte budget (see ScopeBook's ``budgeted``): before it, a
+#   busy scope's continue-as-new input could pass Temporal's 2 MB limit (1,000 ended records
+#   and 1,000 waiting runs weigh about 2.4 MB); and
+# - an admit decides with any read of the settings that came back and began within
+#   SETTINGS_FRESH and after the latest LIMITS_CHANGED, rather than always with a read of its
+#   own: an admit was about ten history events, so a busy coordinator continued as new every few
+#   seconds, and a start meeting it on its way out could run out of its budget (chaos seed 83339).
+BUDGET_PATCH = "carried-budget-and-shared-admit-reads"
 _QUICK = timedelta(seconds=10)
 # A settings read is one describe call; one the server handed to a worker that was then cut off
 # waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
@@ -136,6 +145,10 @@ class AgentScopeWorkflow:
         # (LOCAL_READS_PATCH), decided in ``run``; and when its start-up read of the settings
         # began.
         self._patches_first = False
+        # Whether it took BUDGET_PATCH (decided in ``run``), and when it was last told the
+        # limits changed.
+        self._budgeted = False
+        self._changed_at: datetime | None = None
         self._local_reads = False
         self._startup_read_at: datetime | None = None
         # Told the limits changed (LIMITS_CHANGED): the loop reads them before it grants again.
@@ -150,11 +163,18 @@ class AgentScopeWorkflow:
     async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
         """Start, queue or refuse each request, in order."""
         book = await self._ready_book()
-        # A read of its own, started now, so the bound it decides with is fresh; never one
-        # another handler started (see _load_settings). Since the patch, the start-up read
-        # serves while it is fresh: it was done before any handler could go on, so every
-        # handler finds it done, on first run and on replay alike.
-        if not self._startup_read_fresh():
+        if self._budgeted:
+            # Every read whose result came in with this update has been taken in first (the
+            # SDK may resume the two in either order, see _load_settings), so the choice below
+            # is the same on first run and on replay. The read is used, never awaited.
+            await workflow.wait_condition(lambda: True)
+            if self._read_stale():
+                await self._load_settings()
+        elif not self._startup_read_fresh():
+            # A read of its own, started now, so the bound it decides with is fresh; never one
+            # another handler started (see _load_settings). Since LOCAL_READS_PATCH, the
+            # start-up read serves while it is fresh: it was done before any handler could go
+            # on, so every handler finds it done, on first run and on replay alike.
             await self._load_settings()
         now = workflow.now()
         answers = [book.admit(request, now, self._new_run_id) for request in requests]
@@ -180,6 +200,7 @@ class AgentScopeWorkflow:
         """The limits changed (an API's PUT, a pause, a resume): read them now, so a raised N
         or a resume grants the waiting runs at once, not at the scope's next event."""
         self._limits_changed = True
+        self._changed_at = workflow.now()
         self._dirty = True
 
     @workflow.query(name=RUNS.name)
@@ -211,11 +232,12 @@ class AgentScopeWorkflow:
         # to its end (a patch first asked later could answer differently on replay).
         self._patches_first = workflow.patched(PATCHES_FIRST)
         self._local_reads = not self._patches_first and workflow.patched(LOCAL_READS_PATCH)
+        self._budgeted = self._patches_first and workflow.patched(BUDGET_PATCH)
         scope = _own_scope()
         state = _carried_state(carried)
         # Known from its first moment, so its queries always answer: what the execution before
         # carried over, or nothing (a coordinator starting afresh knows no run yet).
-        self._book = ScopeBook(scope, state or ScopeState(), _POLICY)
+        self._book = ScopeBook(scope, state or ScopeState(), _POLICY, budgeted=self._budgeted)
         settings = await self._despite_cancel(self._read_settings)
         if settings.scope_kind != scope.kind:
             raise InvalidRunInputError(
@@ -472,6 +494,14 @@ class AgentScopeWorkflow:
         assert self._book is not None
         return self._book
 
+    def _read_stale(self) -> bool:
+        """Whether no read that came back began within SETTINGS_FRESH and after the limits
+        were last said to change (an admit then reads before it decides)."""
+        read_at, changed_at = self._read_at, self._changed_at
+        if read_at is None or workflow.now() - read_at >= SETTINGS_FRESH:
+            return True
+        return changed_at is not None and read_at < changed_at
+
     def _startup_read_fresh(self) -> bool:
         began = self._startup_read_at
         return began is not None and workflow.now() - began < SETTINGS_FRESH
@@ -540,7 +570,9 @@ class AgentScopeWorkflow:
             return
         state: ScopeState = parse_as(ScopeState, carried, "a predecessor's state")
         limits = self._book.limits if self._book else state.limits
-        self._book = ScopeBook(scope, replace(state, limits=limits), _POLICY)
+        self._book = ScopeBook(
+            scope, replace(state, limits=limits), _POLICY, budgeted=self._budgeted
+        )
         workflow.logger.warning(
             "coordinator_adopted",
             extra={"scope": scope.id, "queued": self._book.queue_length},

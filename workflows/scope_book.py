@@ -28,7 +28,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,9 +70,19 @@ SLOT_RECORD_RETENTION = timedelta(minutes=10)
 ENDED_RECORDS_KEPT = 1000
 KEYS_KEPT = 5000
 ANSWERS_KEPT = 1000
-# The bytes of requests a queue may hold: it is carried across continue-as-new, whose input
-# Temporal caps at 2 MB.
+# The bytes of requests a queue may hold, as counted before the byte budget (_size).
 QUEUE_BYTES_MAX = 1_000_000
+# The byte budget (a book made ``budgeted``): everything carried across continue-as-new, whose
+# input Temporal caps at 2 MB (2,097,152 bytes), counted as the JSON it is carried as.
+# The open runs (waiting and working): past it a start is refused as FULL.
+OPEN_BYTES_MAX = 800_000
+# Kept for reads and repeats, the oldest forgotten first past their budget.
+ENDED_BYTES_MAX = 250_000
+KEYS_BYTES_MAX = 300_000
+ANSWERS_BYTES_MAX = 200_000
+# The rest is bounded by counts: fairness passes (PASSES_KEPT keys of at most 128 characters,
+# about 155 KB), durations (about 50 KB), the limits' weights (about 140 KB), slots and fences
+# (MAX_SLOTS, about 15 KB): at most about 1.9 MB in all.
 CANCELLED = "cancelled"
 # The recent durations kept per agent type (a waiting run's eta is their median), and the agent
 # types kept.
@@ -179,8 +189,14 @@ class Grant:
 
 
 class ScopeBook:
-    def __init__(self, scope: Scope, state: ScopeState, default_policy: RunPolicy) -> None:
+    def __init__(
+        self, scope: Scope, state: ScopeState, default_policy: RunPolicy, *, budgeted: bool = True
+    ) -> None:
+        """``budgeted``: keep what it carries within the byte budget (OPEN_BYTES_MAX and the
+        rest); False only for a coordinator execution begun before it (its history replays
+        as it ran)."""
         self.scope = scope
+        self.budgeted = budgeted
         self.limits = state.limits
         self.default_policy = default_policy
         self._entries = {entry.run_id: entry for entry in state.entries}
@@ -195,6 +211,15 @@ class ScopeBook:
         self._passes = dict(state.passes)
         self._fair_clock = state.fair_clock
         self._durations = {kind: list(times) for kind, times in state.durations.items()}
+        # The ended runs' records, oldest end first, with their weight; keys' and answers'.
+        ended = sorted(
+            (entry for entry in self._entries.values() if entry.phase == RunPhase.ENDED),
+            key=lambda entry: (entry.ended_at or _EPOCH, entry.seq),
+        )
+        self._ended = {entry.run_id: _weight(entry) if budgeted else 0 for entry in ended}
+        self._ended_bytes = sum(self._ended.values())
+        self._keys_bytes = sum(map(_key_weight, self._keys.values()))
+        self._answers_bytes = sum(map(_answer_weight, self._answers.values()))
         # The book's time: the latest moment it was told (reads without one use it).
         self._now: datetime | None = None
         # Runs a replace cancelled whose workflows are to be told (the coordinator takes them).
@@ -256,22 +281,24 @@ class ScopeBook:
             self._remember(request, attached, now)
             return attached
         slot = None if self._queue else self._free_slot()
-        size = _size(run)
-        if slot is None and request.on_busy == OnBusy.REJECT:
-            return self._busy(request.request_id)
-        if slot is None and self._full(size):
-            return AdmitAnswer(request.request_id, Admission.FULL)
         entry = Entry(
-            run_id=mint(),
+            run_id="",
             request=run,
             accepted_at=now,
             seq=self._next_seq,
             idempotency_key=key,
-            size=size,
             priority=request.priority,
             fairness_key=request.fairness_key,
             jumps=request.on_busy == OnBusy.REPLACE,
+            queued_at=now,
         )
+        entry.size = _weight(entry) + RUN_ID_BYTES if self.budgeted else _size(run)
+        if slot is None and request.on_busy == OnBusy.REJECT:
+            return self._busy(request.request_id)
+        if self._full(entry.size, queued=slot is None):
+            return AdmitAnswer(request.request_id, Admission.FULL)
+        entry.run_id, entry.queued_at = mint(), None
+        size = entry.size
         self._next_seq += 1
         self._entries[entry.run_id] = entry
         replaced = self._replace_for(entry) if slot is None and entry.jumps else None
@@ -342,12 +369,32 @@ class ScopeBook:
     def _remember(self, request: AdmitRequest, answer: AdmitAnswer, now: datetime) -> None:
         key = request.idempotency_key
         if key is None:
-            self._answers[request.request_id] = Answered(request.request_id, answer, now)
-            _trim(self._answers, ANSWERS_KEPT)
+            self._drop_answer(request.request_id)
+            answered = Answered(request.request_id, answer, now)
+            self._answers[request.request_id] = answered
+            self._answers_bytes += _answer_weight(answered)
+            while self._answers and (
+                len(self._answers) > ANSWERS_KEPT
+                or (self.budgeted and self._answers_bytes > ANSWERS_BYTES_MAX)
+            ):
+                self._drop_answer(next(iter(self._answers)))
         else:
-            run_id = str(answer.run_id)
-            self._keys[key] = KeyRecord(key, run_id, request.fingerprint, now, answer.admission)
-            _trim(self._keys, KEYS_KEPT)
+            self._drop_key(key)
+            made = KeyRecord(key, str(answer.run_id), request.fingerprint, now, answer.admission)
+            self._keys[key] = made
+            self._keys_bytes += _key_weight(made)
+            while self._keys and (
+                len(self._keys) > KEYS_KEPT or (self.budgeted and self._keys_bytes > KEYS_BYTES_MAX)
+            ):
+                self._drop_key(next(iter(self._keys)))
+
+    def _drop_key(self, key: str) -> None:
+        if (made := self._keys.pop(key, None)) is not None:
+            self._keys_bytes -= _key_weight(made)
+
+    def _drop_answer(self, request_id: str) -> None:
+        if (answered := self._answers.pop(request_id, None)) is not None:
+            self._answers_bytes -= _answer_weight(answered)
 
     def _busy(self, request_id: str) -> AdmitAnswer:
         holders = [
@@ -364,10 +411,19 @@ class ScopeBook:
             reason="paused" if self.limits.paused else "runs are waiting" if self._queue else None,
         )
 
-    def _full(self, size: int) -> bool:
-        return (
-            len(self._queue) >= self.limits.queue_max or self._queue_bytes + size > QUEUE_BYTES_MAX
-        )
+    def _full(self, size: int, *, queued: bool) -> bool:
+        """Whether a start of ``size`` bytes finds no room: past queue_max (one to queue), or
+        past the open runs' byte budget (any start, once budgeted)."""
+        if queued and len(self._queue) >= self.limits.queue_max:
+            return True
+        if self.budgeted:
+            return self._open_bytes() + size > OPEN_BYTES_MAX
+        return queued and self._queue_bytes + size > QUEUE_BYTES_MAX
+
+    def _open_bytes(self) -> int:
+        """What the waiting and the working runs weigh."""
+        working = (self._entries[hold.run_id] for hold in self._slots.values() if hold.run_id)
+        return self._queue_bytes + sum(entry.size for entry in working)
 
     # --- slots ----------------------------------------------------------------------------------
 
@@ -392,6 +448,7 @@ class ScopeBook:
         self._now = now
         self._drain(now)
         self._expire_waiting(now)
+        self._keep_ended_within_budget()
         while self._queue and (slot := self._free_slot()) is not None:
             run_id = next((run_id for run_id in self._order(now) if self._ready(run_id)), None)
             if run_id is None:
@@ -645,12 +702,39 @@ class ScopeBook:
             entry.cancel_requested = True
             stop = entry.temporal_run_id is not None
             effect = CancelEffect.STOPPING
-        return CancelAnswer(effect, self.record(run_id)), stop
+        answer = CancelAnswer(effect, self.record(run_id))
+        self._keep_ended_within_budget()
+        return answer, stop
 
     def _end(self, entry: Entry, outcome: RunOutcome, now: datetime) -> None:
         entry.phase = RunPhase.ENDED
         entry.outcome = replace(outcome, finished_at=outcome.finished_at or now)
         entry.ended_at = now
+        weight = _weight(entry) if self.budgeted else 0
+        self._ended_bytes += weight - self._ended.pop(entry.run_id, 0)
+        self._ended[entry.run_id] = weight
+
+    def _forget(self, run_id: str) -> None:
+        """Drop an ended run's record."""
+        del self._entries[run_id]
+        self._ended_bytes -= self._ended.pop(run_id, 0)
+
+    def _keep_ended_within_budget(self) -> None:
+        """Forget ended runs' records past ENDED_BYTES_MAX: an outsized one first (a large
+        result), then the oldest; never one a waiting replacement still looks at (see
+        :meth:`_ready`). A forgotten run that reached a slot is told by its slot's execution."""
+        if not self.budgeted:
+            return
+        while self._ended_bytes > ENDED_BYTES_MAX:
+            forgettable = [run_id for run_id in self._ended if self._forgettable(run_id)]
+            if not forgettable:
+                return
+            outsized = (run_id for run_id in forgettable if self._ended[run_id] > OUTSIZED)
+            self._forget(next(outsized, forgettable[0]))
+
+    def _forgettable(self, run_id: str) -> bool:
+        replacement = self._entries.get(self._entries[run_id].replaced_by or "")
+        return replacement is None or replacement.phase != RunPhase.QUEUED
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -823,13 +907,13 @@ class ScopeBook:
         for index, entry in enumerate(ended):
             expiry = _expiry(entry)
             if index < excess or (expiry is not None and expiry <= now):
-                del self._entries[entry.run_id]
+                self._forget(entry.run_id)
         for key, record in list(self._keys.items()):
             if record.at + RETENTION <= now:
-                del self._keys[key]
+                self._drop_key(key)
         for request_id, answered in list(self._answers.items()):
             if answered.at + ANSWER_RETENTION <= now:
-                del self._answers[request_id]
+                self._drop_answer(request_id)
         self.grant_waiting(now)
 
     def idle(self) -> bool:
@@ -867,6 +951,30 @@ def _trim(table: dict[str, Any], kept: int) -> None:
     """Drop the oldest (first inserted) items beyond ``kept``."""
     while len(table) > kept:
         del table[next(iter(table))]
+
+
+# A run id's room in an entry weighed before its id is minted (ids are about 40 characters).
+RUN_ID_BYTES = 100
+# An ended run's record this heavy is forgotten before older ones.
+OUTSIZED = ENDED_BYTES_MAX // 4
+
+
+def _weight(item: Any) -> int:
+    """What a dataclass weighs in the carried state: the bytes of its JSON (about; the payload
+    converter's own JSON differs in spacing only)."""
+    return len(json.dumps(asdict(item), separators=(",", ":"), default=str))
+
+
+def _key_weight(made: KeyRecord) -> int:
+    """A key record's weight: its strings and about 100 bytes of names and time."""
+    return 100 + len(made.key) + len(made.run_id) + len(made.fingerprint or "")
+
+
+def _answer_weight(answered: Answered) -> int:
+    """An answer's weight: its strings and about 260 bytes of names, times and flags."""
+    answer = answered.answer
+    texts = (answer.run_id, answer.holder_run_id, answer.reason, answer.replaced_run_id)
+    return 260 + 2 * len(answered.request_id) + sum(len(text or "") for text in texts)
 
 
 def _size(request: RunRequest) -> int:
