@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio.converter import DataConverter
 
@@ -45,7 +46,7 @@ def _admit(
     now: datetime,
     *,
     key: str | None = None,
-    params: dict[str, object] | None = None,
+    params: dict[str, Any] | None = None,
     agent_type: str = "document-extractor",
     fairness_key: str | None = None,
     on_busy: OnBusy = OnBusy.ENQUEUE,
