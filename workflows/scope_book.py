@@ -226,6 +226,9 @@ class ScopeBook:
         self._stops: list[str] = []
         # The service order, worked out once per queue version and moment (reads ask often).
         self._order_cache: tuple[tuple[Any, ...], list[str], dict[str, int]] | None = None
+        self._waits_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+        # Runs closed (their durations change the etas).
+        self._closes = 0
 
     def carried(self) -> ScopeState:
         return ScopeState(
@@ -347,17 +350,18 @@ class ScopeBook:
         """The oldest open run (waiting or on a slot, not being cancelled) of the same agent
         type, user and params."""
         params = _canonical(run.params)
-        return next(
+        return min(
             (
                 entry
-                for entry in sorted(self._entries.values(), key=lambda entry: entry.seq)
+                for entry in self._entries.values()
                 if entry.phase != RunPhase.ENDED
                 and not entry.cancel_requested
                 and entry.request.agent_type == run.agent_type
                 and entry.request.user_id == run.user_id
                 and _canonical(entry.request.params) == params
             ),
-            None,
+            key=lambda entry: entry.seq,
+            default=None,
         )
 
     def _again(self, answer: AdmitAnswer) -> AdmitAnswer:
@@ -641,6 +645,7 @@ class ScopeBook:
         entry = self._entries[run_id]
         slot = entry.slot
         self._end(entry, outcome, now)
+        self._closes += 1
         if entry.granted_at is not None:
             times = self._durations.pop(entry.request.agent_type, [])
             times.append(max(0.0, (now - entry.granted_at).total_seconds()))
@@ -754,31 +759,59 @@ class ScopeBook:
         how long until its turn."""
         if entry.phase != RunPhase.QUEUED:
             return {}
-        before = self._order(now)[: self._place(entry.run_id, now)]
-        ahead = [0] * PRIORITY_LAST
-        for run_id in before:
-            ahead[max(PRIORITY_FIRST, self._rank(self._entries[run_id], now)) - 1] += 1
+        ahead, eta = self._waits(now)[entry.run_id]
         return {
             "queue_expires_at": _queue_deadline(entry),
             "slot_holders": [hold.run_id for _, hold in sorted(self._slots.items()) if hold.run_id],
-            "ahead": ahead,
-            "eta_seconds": None if self.limits.paused else self._eta(before, now),
+            "ahead": list(ahead),
+            "eta_seconds": eta,
             "scope_paused": self.limits.paused,
         }
 
-    def _median(self, agent_type: str) -> float | None:
-        times = sorted(self._durations.get(agent_type, []))
-        return times[len(times) // 2] if times else None
+    def _waits(self, now: datetime) -> dict[str, tuple[tuple[int, ...], float | None]]:
+        """Every waiting run's ``ahead`` counts and ``eta_seconds``, in one pass over the
+        service order (a page of a long queue asked each run's in a pass of its own: quadratic),
+        kept until the book or the time changes."""
+        order = self._order(now)
+        assert self._order_cache is not None
+        slots = tuple((slot, hold.run_id, hold.free_at, hold.foreign) for slot, hold in
+                      sorted(self._slots.items()))  # fmt: skip
+        cache_key = (
+            self._order_cache[0],
+            slots,
+            self._closes,
+            self.limits.slots,
+            self.limits.paused,
+        )
+        if self._waits_cache is not None and self._waits_cache[0] == cache_key:
+            return self._waits_cache[1]
+        medians = {kind: sorted(times)[len(times) // 2] for kind, times in
+                   self._durations.items() if times}  # fmt: skip
+        frees = self._frees(now, medians)
+        ahead = [0] * PRIORITY_LAST
+        table: dict[str, tuple[tuple[int, ...], float | None]] = {}
+        for run_id in order:
+            entry = self._entries[run_id]
+            eta = None if frees is None or self.limits.paused else round(frees[0], 1)
+            table[run_id] = (tuple(ahead), eta)
+            ahead[max(PRIORITY_FIRST, self._rank(entry, now)) - 1] += 1
+            typical = medians.get(entry.request.agent_type)
+            if frees is not None and typical is not None:
+                heapq.heapreplace(frees, frees[0] + typical)
+            else:
+                frees = None  # a duration not known: no eta behind it
+        self._waits_cache = (cache_key, table)
+        return table
 
-    def _eta(self, before: list[str], now: datetime) -> float | None:
-        """Seconds until a slot is granted to the run behind ``before``: each busy slot frees
-        when its run has worked its agent type's median, then each run ahead takes the slot
-        that frees first for its own median. None when a duration is not known."""
+    def _frees(self, now: datetime, medians: dict[str, float]) -> list[float] | None:
+        """When each of the N slots frees, as a heap of seconds from now: each busy slot when
+        its run has worked its agent type's median (each run ahead then takes the slot that
+        frees first for its own median). None when a duration is not known."""
         frees: list[float] = []
         for hold in self._slots.values():
             if hold.run_id is not None:
                 holder = self._entries[hold.run_id]
-                typical = self._median(holder.request.agent_type)
+                typical = medians.get(holder.request.agent_type)
                 if typical is None or holder.granted_at is None:
                     return None
                 frees.append(max(0.0, typical - (now - holder.granted_at).total_seconds()))
@@ -791,12 +824,7 @@ class ScopeBook:
         frees = frees[max(0, len(frees) - self.limits.slots) :]
         frees += [0.0] * (self.limits.slots - len(frees))
         heapq.heapify(frees)
-        for run_id in before:
-            typical = self._median(self._entries[run_id].request.agent_type)
-            if typical is None:
-                return None
-            heapq.heappush(frees, heapq.heappop(frees) + typical)
-        return round(frees[0], 1)
+        return frees
 
     def record(self, run_id: str, now: datetime | None = None) -> RunRecord | None:
         entry = self._entries.get(run_id)
