@@ -16,7 +16,7 @@ ends), then ``--per-scope`` runs each with ``on_busy=enqueue`` and a priority fr
   (bench/inmemory_app.py: one process, a dict; its one run works, it has no queue), in turns of
   ``--reads``/2 seconds each, ours first. Goal: ours >= 0.8x its reads per second.
 - **bounds.** 5 coordinators' history (events, bytes, largest event, executions of their
-  continue-as-new chain), the queue a scope may hold (``queue_max``, and ``QUEUE_BYTES_MAX`` of
+  continue-as-new chain), the queue a scope may hold (``queue_max``, and ``OPEN_BYTES_MAX`` of
   requests carried across continue-as-new under Temporal's 2 MB payload limit) and what a
   caller gets past it (``409`` "The queue is full"), and the input a coordinator's
   continue-as-new would carry with its queue that full, at ``queue_max`` and at the largest
@@ -50,11 +50,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowQueryFailedError
 from temporalio.converter import DataConverter
 from temporalio.service import RPCError
 
 from agent_runner.contract import (
+    RUNS,
     SCOPE_WORKFLOW,
     Admission,
     AdmitRequest,
@@ -72,8 +73,7 @@ from bench.measure import say, summary
 from bench.services import BENCH_API, BENCH_WORKER, STACKS, Services, StackSpec
 from bench.table import Row, row
 from devtools.processes import ROOT
-from workflows.scope_book import QUEUE_BYTES_MAX, ScopeBook, ScopeState
-from workflows.scope_book import _size as carried_bytes  # the bound's own estimate
+from workflows.scope_book import OPEN_BYTES_MAX, ScopeBook, ScopeState
 
 CONCURRENCY = 20
 READERS = 5
@@ -231,41 +231,67 @@ class Reads:
         }
 
 
+Read = Callable[[str], Awaitable[str]]
+TIMED = "200"  # the answer of a read that is timed
+
+
 async def _read_for(
-    http: httpx.AsyncClient,
-    urls: list[str],
-    seconds: float,
-    fine: Callable[[dict[str, Any]], bool],
-    into: Reads,
-    errors: list[str],
-    rng: random.Random,
+    targets: list[str], seconds: float, read: Read, into: Reads, rng: random.Random
 ) -> None:
-    """``READERS`` readers GET random ``urls`` for ``seconds``. Only reads answered ``200``
-    with a body ``fine`` says is right are timed and count toward reads per second."""
+    """``READERS`` readers ``read`` random ``targets`` for ``seconds``. Only reads answered
+    TIMED are timed and count toward reads per second."""
     deadline = time.monotonic() + seconds
 
     async def reader() -> None:
         while time.monotonic() < deadline:
-            target = rng.choice(urls)
             began = time.perf_counter()
-            try:
-                response = await http.get(target)
-            except httpx.HTTPError as err:
-                into.answers["no answer"] += 1
-                errors.append(f"status: {type(err).__name__}")
-                continue
+            answer = await read(rng.choice(targets))
             took = time.perf_counter() - began
-            code = response.status_code
-            good = code == 200 and fine(_json(response))
-            into.answers[str(code) if code != 200 or good else "200 not as expected"] += 1
-            if good:
+            into.answers[answer] += 1
+            if answer == TIMED:
                 into.times.append(took)
-            elif code >= 500 and not (code == 503 and "retry-after" in response.headers):
-                errors.append(f"status: {code} {response.text[:200]}")
 
     began = time.perf_counter()
     await asyncio.gather(*(reader() for _ in range(READERS)))
     into.seconds += time.perf_counter() - began
+
+
+def _http_read(
+    http: httpx.AsyncClient, fine: Callable[[dict[str, Any]], bool], errors: list[str]
+) -> Read:
+    """A GET of a status URL: TIMED when answered ``200`` with a body ``fine`` says is right."""
+
+    async def read(url: str) -> str:
+        try:
+            response = await http.get(url)
+        except httpx.HTTPError as err:
+            errors.append(f"status: {type(err).__name__}")
+            return "no answer"
+        code = response.status_code
+        if code == 200:
+            return TIMED if fine(_json(response)) else "200 not as expected"
+        if code >= 500 and not (code == 503 and "retry-after" in response.headers):
+            errors.append(f"status: {code} {response.text[:200]}")
+        return str(code)
+
+    return read
+
+
+def _query_read(client: Client) -> Read:
+    """Raw Temporal: the query our API makes for a queued run's status (``runs`` to its
+    scope's coordinator), sent straight from this process; ``target`` is "scope id run id"."""
+
+    async def read(target: str) -> str:
+        workflow_id, run_id = target.split(" ")
+        try:
+            records = await client.get_workflow_handle(workflow_id).query(
+                RUNS.name, [run_id], result_type=RUNS.result_type
+            )
+        except (RPCError, WorkflowQueryFailedError) as err:
+            return type(err).__name__
+        return TIMED if records and records[0].queue_position is not None else "not queued"
+
+    return read
 
 
 async def _coordinator(client: Client, workflow_id: str) -> dict[str, Any]:
@@ -373,7 +399,7 @@ async def _run(
     lost, ended = await _missing(http, url, held, queued, errors)
 
     say(f"status reads: {READERS} readers, ours and the in-memory seed's, {args.reads:g} s each")
-    reads = await _reads(args, services, http, queued, errors, rng)
+    reads = await _reads(args, services, client, http, queued, errors, rng)
 
     say("bounds")
     bounds = await _bounds(args, client, http, url, settings.workflow_id, held, errors)
@@ -463,6 +489,7 @@ async def _missing(
 async def _reads(
     args: argparse.Namespace,
     services: Services,
+    client: Client,
     http: httpx.AsyncClient,
     queued: dict[str, list[str]],
     errors: list[str],
@@ -472,22 +499,31 @@ async def _reads(
     ours_urls = [f"{url}/agents/status/{run_id}" for ids in queued.values() for run_id in ids]
     if not ours_urls:
         return {}
+    base = services["admission"].settings.workflow_id
+    raw_targets = [
+        f"{scope_for(base, ScopeKind.USER_ID, agent_type=SLEEPER, user_id=user).id} {run_id}"
+        for user, ids in queued.items()
+        for run_id in ids
+    ]
     seed = await http.post(
         f"{memory}/agents/run",
         json={"agent_type": SLEEPER, "user_id": str(uuid.uuid4()), "duration_seconds": args.hold},
     )
     seed.raise_for_status()
     memory_urls = [f"{memory}/agents/status/{seed.json()['run_id']}"]
-    ours, inmemory = Reads(), Reads()
+    ours, inmemory, raw = Reads(), Reads(), Reads()
+    read_ours = _http_read(http, lambda b: b.get("queue_position") is not None, errors)
+    read_memory = _http_read(http, lambda b: b.get("state") == "RUNNING", errors)
     turn = args.reads / READ_TURNS
     for _ in range(READ_TURNS):
-        await _read_for(
-            http, ours_urls, turn, lambda b: b.get("queue_position") is not None, ours, errors, rng
-        )
-        await _read_for(
-            http, memory_urls, turn, lambda b: b.get("state") == "RUNNING", inmemory, errors, rng
-        )
-    return {"ours_queued": ours.figures(), "inmemory_running": inmemory.figures()}
+        await _read_for(ours_urls, turn, read_ours, ours, rng)
+        await _read_for(memory_urls, turn, read_memory, inmemory, rng)
+        await _read_for(raw_targets, turn, _query_read(client), raw, rng)
+    return {
+        "ours_queued": ours.figures(),
+        "inmemory_running": inmemory.figures(),
+        "temporal_query": raw.figures(),
+    }
 
 
 async def _bounds(
@@ -503,7 +539,7 @@ async def _bounds(
     limits = await _get(http, f"{url}/agents/limits", errors)
     queue_max = int(_json(limits)["queue_max"]) if limits is not None else 0
     request = RunRequest(SLEEPER, str(uuid.uuid4()), params={"seconds": float(args.hold)})
-    request_bytes = carried_bytes(request)
+    request_bytes = queued_run_bytes(request)
     coordinators = [
         await _coordinator(
             client, scope_for(base, ScopeKind.USER_ID, agent_type=SLEEPER, user_id=user).id
@@ -512,7 +548,7 @@ async def _bounds(
     ]
     return {
         "queue_max": queue_max,
-        "queue_bytes_max": QUEUE_BYTES_MAX,
+        "queue_bytes_max": OPEN_BYTES_MAX,
         "request_bytes": request_bytes,
         "largest_queue": largest_queue(queue_max, request_bytes),
         "past_it": f'409 "{QUEUE_FULL_DETAIL}" with Retry-After',
@@ -529,7 +565,7 @@ async def _bounds(
 
 def carried_when_full(queue_max: int, request: RunRequest) -> dict[str, Any]:
     """The input a coordinator's continue-as-new carries with one run on its slot and its queue
-    as full as ``queue_max`` and ``QUEUE_BYTES_MAX`` let ``request`` fill it (each enqueued
+    as full as ``queue_max`` and ``OPEN_BYTES_MAX`` let ``request`` fill it (each enqueued
     once, priorities 1 to 5 in turn), as the default data converter encodes it."""
     scope = scope_for("bench-admission", ScopeKind.USER_ID, agent_type=SLEEPER,
                       user_id=request.user_id)  # fmt: skip
@@ -554,10 +590,22 @@ def carried_when_full(queue_max: int, request: RunRequest) -> dict[str, Any]:
     return {"queue_max": queue_max, "queued": queued, "bytes": payload.ByteSize()}
 
 
+def queued_run_bytes(request: RunRequest) -> int:
+    """What one queued run of ``request`` weighs in its coordinator's byte budget."""
+    scope = scope_for("bench-admission", ScopeKind.USER_ID, agent_type=SLEEPER,
+                      user_id=request.user_id)  # fmt: skip
+    book = ScopeBook(scope, ScopeState(ScopeLimits(slots=1)), RunPolicy())
+    admit = AdmitRequest(f"request:{uuid.uuid4()}", request, on_busy=OnBusy.ENQUEUE)
+    answer = book.admit(admit, datetime.now(UTC), lambda: f"{uuid.uuid4()}~{scope.code}")
+    entry = book.entry(answer.run_id or "")
+    assert entry is not None
+    return entry.size
+
+
 def largest_queue(queue_max: int, request_bytes: int) -> int:
-    """How many runs of one request size a scope's queue may hold: ``queue_max``, unless their
-    requests (as the coordinator weighs them) reach ``QUEUE_BYTES_MAX`` first."""
-    return min(queue_max, QUEUE_BYTES_MAX // max(1, request_bytes))
+    """How many runs of one weight a scope's queue may hold beside the one on its slot:
+    ``queue_max``, unless the open runs reach ``OPEN_BYTES_MAX`` first."""
+    return max(0, min(queue_max, OPEN_BYTES_MAX // max(1, request_bytes) - 1))
 
 
 def verdict(results: dict[str, Any]) -> list[Row]:
@@ -579,6 +627,14 @@ def verdict(results: dict[str, Any]) -> list[Row]:
             row("status of a queued run, p99 (vs the in-memory seed's)", ours["p99_ms"],
                 memory["p99_ms"], "ms"),
         ]  # fmt: skip
+        if (raw := reads.get("temporal_query")) and raw["n"]:
+            rows += [
+                row("status of a queued run, reads/s (vs raw Temporal: the coordinator's query "
+                    "it makes, sent straight)", ours["reads_per_s"], raw["reads_per_s"],
+                    "reads/s"),
+                row("status of a queued run, p50 (vs raw Temporal's query p50)", ours["p50_ms"],
+                    raw["p50_ms"], "ms"),
+            ]  # fmt: skip
     bounds = results["bounds"]
     coordinators = list(bounds["coordinators"])
     if fill := bounds.get("fill_one"):
@@ -601,7 +657,7 @@ def verdict(results: dict[str, Any]) -> list[Row]:
     rows.append(
         _fact(
             f"largest queue per scope: min(queue_max {bounds['queue_max']}, "
-            f"{bounds['queue_bytes_max']:,} B / {bounds['request_bytes']} B a request)",
+            f"{bounds['queue_bytes_max']:,} B of open runs / {bounds['request_bytes']} B a run)",
             str(bounds["largest_queue"]),
             f"past it: {bounds['past_it']}",
             None,

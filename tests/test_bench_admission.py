@@ -8,13 +8,13 @@ from typing import Any
 
 from agent_runner.contract import RunRequest
 from bench.admission import SLEEPER, carried_when_full, largest_queue, parse_args, verdict
-from workflows.scope_book import QUEUE_BYTES_MAX
+from workflows.scope_book import OPEN_BYTES_MAX
 
 
-def test_the_largest_queue_is_queue_max_until_the_requests_weigh_the_byte_cap() -> None:
-    assert largest_queue(1000, 320) == 1000
-    assert largest_queue(100_000, 320) == QUEUE_BYTES_MAX // 320
-    assert largest_queue(1000, 65_836) == QUEUE_BYTES_MAX // 65_836
+def test_the_largest_queue_is_queue_max_until_the_runs_weigh_the_byte_budget() -> None:
+    assert largest_queue(1000, 700) == 1000
+    assert largest_queue(100_000, 700) == OPEN_BYTES_MAX // 700 - 1
+    assert largest_queue(1000, 65_836) == OPEN_BYTES_MAX // 65_836 - 1
 
 
 def test_the_carried_state_of_a_full_queue_holds_every_queued_run() -> None:
@@ -39,7 +39,7 @@ def _results(**more: Any) -> dict[str, Any]:
         },
         "bounds": {
             "queue_max": 1000,
-            "queue_bytes_max": QUEUE_BYTES_MAX,
+            "queue_bytes_max": OPEN_BYTES_MAX,
             "request_bytes": 318,
             "largest_queue": 1000,
             "past_it": '409 "The queue is full, please retry later" with Retry-After',
