@@ -98,6 +98,9 @@ PRIORITY_DEFAULT = 3
 PRIORITY_LAST = 5
 # Fairness keys and their weights (ScopeLimits.weights).
 MAX_FAIRNESS_KEY = 128
+# What a fairness key (and an Idempotency-Key, a weight's key) may be: plain text that shows as
+# itself wherever it is shown (the Web UI's current details are Markdown).
+FAIRNESS_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
 MAX_WEIGHT = 1000
 MAX_WEIGHTS = 1000
 # Scopes with limits of their own (the record carries them all).
@@ -552,7 +555,8 @@ class DeploymentSettings:
             slots=self.limits.slots if own.slots is None else own.slots,
             queue_max=self.limits.queue_max if own.queue_max is None else own.queue_max,
             weights=self.limits.weights if own.weights is None else own.weights,
-            paused=own.paused,
+            # A deployment-wide pause pauses every scope (a scope's resume cannot undo it).
+            paused=own.paused or self.limits.paused,
         )
 
 
@@ -567,6 +571,13 @@ class SettingsChange:
     seed: bool = False
     scope: str | None = None
     override: ScopeOverride | None = None
+    # The record's version the change was made from: refused (STALE_CHANGE) if it changed
+    # since, so two changes made at once from one read never undo each other. None: any.
+    based_on: int | None = None
+
+
+# A change refused because the record changed since it was read (read it again, change again).
+STALE_CHANGE = "the settings record changed since this change was made"
 
 
 # --- messages -----------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from agent_runner.contract import (
     SETTINGS_FRESH,
     SETTINGS_MEMO,
     SETTINGS_WORKFLOW,
+    STALE_CHANGE,
     DeploymentSettings,
     ScopeLimits,
     ScopeOverride,
@@ -107,6 +108,10 @@ async def join_deployment(client: Client, settings: Settings, *, role: str) -> D
     return record
 
 
+class StaleChangeError(InvalidRunInputError):
+    """A change made from a read of the record that another change has overtaken."""
+
+
 async def change_limits(
     client: Client,
     settings: Settings,
@@ -115,17 +120,21 @@ async def change_limits(
     changed_by: str,
     scope: Scope | None = None,
     override: ScopeOverride | None = None,
+    based_on: int | None = None,
 ) -> DeploymentSettings:
     """Change the deployment's limits, or (``scope`` given) that scope's own (``override``;
     None: it follows the deployment's again): an update of the record, in its history with
-    ``changed_by``. Returns the record once every coordinator follows it (a second later).
-    A lower N lets the agents at work finish and grants nothing until fewer than N work."""
+    ``changed_by``; ``based_on``: the record's version it was made from
+    (:class:`StaleChangeError` if another change came first). Returns the record once every
+    coordinator follows it (a second later). A lower N lets the agents at work finish and
+    grants nothing until fewer than N work."""
     base = settings.workflow_id
     change = SettingsChange(
         limits=limits,
         changed_by=changed_by,
         scope=scope.label if scope is not None else None,
         override=override,
+        based_on=based_on,
     )
     handle = client.get_workflow_handle(settings_id(base))
     try:
@@ -142,8 +151,12 @@ async def change_limits(
                 CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
             )
     except WorkflowUpdateFailedError as err:
-        # The record's own check refused it (the API checks the rest before).
-        raise InvalidRunInputError(str(err.cause or err)) from None
+        # The record's own check refused it (the API checks the rest before), or it was made
+        # from a read another change overtook (``based_on``).
+        message = str(err.cause or err)
+        if STALE_CHANGE in message:
+            raise StaleChangeError(message) from None
+        raise InvalidRunInputError(message) from None
     told = await _tell_coordinators(client, settings, scope)
     # A coordinator not told (none was open, or visibility had not listed it yet) reads the
     # record again before a decision once its read is this old: answer once every one follows.

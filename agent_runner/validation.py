@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from agent_runner.contract import (
+    FAIRNESS_KEY_PATTERN,
     MAX_FAIRNESS_KEY,
     MAX_WEIGHT,
     MAX_WEIGHTS,
@@ -175,4 +176,10 @@ def check_admission(request: AdmitRequest) -> None:
     if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_FAIRNESS_KEY):
         raise InvalidRunInputError(
             f"Invalid input: fairness_key must be 1 to {MAX_FAIRNESS_KEY} characters"
+        )
+    if key is not None and not re.fullmatch(FAIRNESS_KEY_PATTERN, key):
+        # Another client's admit put Markdown and HTML in the Web UI's current details (found
+        # by a hostile trial); the API refuses such a key already.
+        raise InvalidRunInputError(
+            "Invalid input: fairness_key must be letters, digits and . _ : - only"
         )

@@ -10,6 +10,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic.json_schema import SkipJsonSchema
 
 from agent_runner.contract import (
+    FAIRNESS_KEY_PATTERN,
     MAX_WEIGHT,
     MAX_WEIGHTS,
     PRIORITY_DEFAULT,
@@ -21,13 +22,20 @@ from agent_runner.runs import OnBusy, RunState
 from agent_runner.validation import MAX_TIMEOUT_SECONDS
 
 # What an Idempotency-Key may contain: it is quoted into visibility queries as it is.
-SAFE_KEY_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
+SAFE_KEY_PATTERN = FAIRNESS_KEY_PATTERN
 
 
 def _json_number(value: object) -> object:
     """A JSON number, as the schema's integer means it (2.0 is 2): true and "2" are not."""
     if isinstance(value, bool | str):
         raise ValueError("must be a whole number, not a string or a boolean")
+    return value
+
+
+def _json_float(value: object) -> object:
+    """A JSON number: true and "2.5" are not (pydantic would take them for 1.0 and 2.5)."""
+    if isinstance(value, bool | str):
+        raise ValueError("must be a number, not a string or a boolean")
     return value
 
 
@@ -86,7 +94,7 @@ class RunRequest(BaseModel):
             "`user_id`."
         ),
     )
-    queue_timeout_seconds: float | None = Field(
+    queue_timeout_seconds: Annotated[float | None, BeforeValidator(_json_float)] = Field(
         default=None,
         ge=0.001,
         le=MAX_TIMEOUT_SECONDS,
@@ -373,6 +381,13 @@ class LimitsResponse(BaseModel):
         )
     )
     weights: dict[str, int] = Field(description="Fairness keys' weights; 1 unless named.")
+    paused: bool = Field(
+        False,
+        description=(
+            "The whole deployment paused (`PUT /agents/limits` `paused`): every scope queues "
+            "and starts nothing, whatever its own pause says."
+        ),
+    )
     scopes: dict[str, ScopeOwnLimits] = Field(
         default_factory=dict,
         description=(
@@ -426,7 +441,7 @@ class LimitsChangeRequest(BaseModel):
         | SkipJsonSchema[None]
     ) = None
     aging_seconds: (
-        Annotated[float, Field(ge=0, le=MAX_TIMEOUT_SECONDS), BeforeValidator(_json_number)]
+        Annotated[float, Field(ge=0, le=MAX_TIMEOUT_SECONDS), BeforeValidator(_json_float)]
         | SkipJsonSchema[None]
     ) = None
     fair_shares: Annotated[bool, Field(strict=True)] | SkipJsonSchema[None] = None
@@ -442,3 +457,5 @@ class LimitsChangeRequest(BaseModel):
         ]
         | SkipJsonSchema[None]
     ) = None
+    # The whole deployment: every scope paused, whatever its own pause says.
+    paused: Annotated[bool, Field(strict=True)] | SkipJsonSchema[None] = None

@@ -316,6 +316,14 @@ def set_limits(
             metavar="KEY=N",
         ),
     ] = None,
+    paused: Annotated[
+        bool | None,
+        typer.Option(
+            "--paused/--resumed",
+            help="Pause (or resume) the whole deployment: every scope queues and starts nothing.",
+            show_default=False,
+        ),
+    ] = None,
     scope: ScopeOption = None,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
@@ -330,15 +338,20 @@ def set_limits(
         ("aging_seconds", aging_seconds),
         ("fair_shares", fair_shares),
         ("weights", parse_weights(weight) if weight is not None else None),
+        ("paused", paused),
     )
     change = {name: value for name, value in given if value is not None}
     if not change:
         render.print_error(
-            "give one or more of --slots, --queue-max, --aging-seconds, --fair-shares, --weight"
+            "give one or more of --slots, --queue-max, --aging-seconds, --fair-shares, --weight, "
+            "--paused"
         )
         raise typer.Exit(ExitCode.USAGE)
-    if scope is not None and {"aging_seconds", "fair_shares"} & set(change):
-        render.print_error("--aging-seconds and --fair-shares are the deployment's, not a scope's")
+    if scope is not None and {"aging_seconds", "fair_shares", "paused"} & set(change):
+        render.print_error(
+            "--aging-seconds, --fair-shares and --paused are the deployment's, not a scope's "
+            "(a scope: agent-runner pause|resume SCOPE)"
+        )
         raise typer.Exit(ExitCode.USAGE)
     with api_for(url, api_key) as api:
         body = api.set_scope_limits(scope, change) if scope else api.set_limits(change)

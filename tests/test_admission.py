@@ -239,6 +239,8 @@ async def test_replace_stops_the_oldest_agent_and_takes_its_slot_before_the_queu
         {"fairness_key": "a b"},
         {"queue_timeout_seconds": 0},
         {"queue_timeout_seconds": -1},
+        {"queue_timeout_seconds": "10"},  # was taken as 10 seconds (a new-user trial)
+        {"queue_timeout_seconds": True},
         {"on_busy": "replace-all"},
     ],
 )

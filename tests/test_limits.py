@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 
 from agent_runner.agents import Agent, AgentContext, NoParams
@@ -23,6 +23,7 @@ from agent_runner.contract import (
     SETTINGS_WORKFLOW,
     DeploymentSettings,
     ScopeLimits,
+    ScopeOverride,
     SettingsChange,
 )
 from agent_runner.deployment import read_deployment
@@ -260,3 +261,57 @@ async def test_a_bad_scope_change_is_a_422_and_changes_nothing(
     answer = await api.request(method, path, json=body)
     assert answer.status_code == 422, answer.text
     assert (await api.get("/agents/limits")).json() == before
+
+
+async def test_changes_made_at_once_are_all_kept(
+    gated: tuple[httpx.AsyncClient, Gated],
+) -> None:
+    """Failed before (a new-user trial): three PUTs sent at once each answered 200 with its own
+    change, and the record kept one of them (each wrote back the whole limits it had read)."""
+    api, _ = gated
+    answers = await asyncio.gather(
+        api.put("/agents/limits", json={"slots": 3}),
+        api.put("/agents/limits", json={"aging_seconds": 100}),
+        api.put("/agents/limits", json={"fair_shares": True}),
+        api.put("/agents/limits/global", json={"queue_max": 50}),
+        api.post("/agents/scopes/global/pause"),
+    )
+    assert [answer.status_code for answer in answers] == [200] * 5, [a.text for a in answers]
+    limits = (await api.get("/agents/limits")).json()
+    assert (limits["slots"], limits["aging_seconds"], limits["fair_shares"]) == (3, 100, True)
+    assert (limits["scopes"]["global"]["queue_max"], limits["scopes"]["global"]["paused"]) == (
+        50,
+        True,
+    )
+
+
+async def test_a_deployment_wide_pause_is_shown_and_undone_through_the_api(
+    gated: tuple[httpx.AsyncClient, Gated], temporal_client: Client, idle_settings: Settings
+) -> None:
+    """Failed before (a new-user trial): a pause of the whole deployment, made through Temporal,
+    did not show in GET /agents/limits, a scope's resume answered 200 still paused, and no
+    request could undo it. Its own limits did not pause a scope either."""
+    api, _ = gated
+    assert (await api.put("/agents/limits/global", json={"slots": 2})).status_code == 200
+    paused = await api.put("/agents/limits", json={"paused": True})
+    assert paused.status_code == 200, paused.text
+    assert (await api.get("/agents/limits")).json()["paused"] is True
+    assert (await api.get("/agents/limits/global")).json()["paused"] is True
+    refused = await post_run(api)
+    assert refused.json()["detail"] == "This scope is paused, please retry later"
+    resumed = await api.post("/agents/scopes/global/resume")
+    assert resumed.status_code == 409, resumed.text
+    assert "PUT /agents/limits" in resumed.json()["detail"]
+    assert (await api.put("/agents/limits", json={"paused": False})).json()["paused"] is False
+    assert (await post_run(api)).status_code == 202
+
+    # A scope name no scope of this deployment can have is refused by the record itself (it
+    # could never be changed back through the API).
+    forged = SettingsChange(
+        limits=ScopeLimits(slots=1), changed_by="another system", scope="../../etc",
+        override=ScopeOverride(slots=5),
+    )  # fmt: skip
+    handle = temporal_client.get_workflow_handle(settings_id(idle_settings.workflow_id))
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(CHANGE_SETTINGS.name, forged, result_type=DeploymentSettings)
+    assert "../../etc" not in (await api.get("/agents/limits")).json()["scopes"]

@@ -662,7 +662,7 @@ class AgentScopeWorkflow:
             + (f", key `{record.fairness_key}`" if record.fairness_key else "")
             + f", since {record.accepted_at:%H:%M:%S} UTC"
             + (
-                f", expires {record.queue_expires_at:%H:%M:%S} UTC"
+                f", expires {record.queue_expires_at:%Y-%m-%d %H:%M:%S} UTC"
                 if record.queue_expires_at
                 else ""
             )

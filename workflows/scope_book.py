@@ -368,7 +368,9 @@ class ScopeBook:
         """An earlier answer, given again with the run's place as it is now."""
         entry = self._entries.get(answer.run_id or "")
         position = self._position(entry) if entry is not None else None
-        return replace(answer, queue_position=position, replayed=True)
+        # A replace's run still says whom it replaced (a key's record keeps no answer).
+        replaced = entry.replacing if entry is not None else answer.replaced_run_id
+        return replace(answer, queue_position=position, replayed=True, replaced_run_id=replaced)
 
     def _remember(self, request: AdmitRequest, answer: AdmitAnswer, now: datetime) -> None:
         key = request.idempotency_key

@@ -10,7 +10,7 @@ record again within a second of any decision (see :mod:`workflows.scope`).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from temporalio import workflow
 from temporalio.common import RawValue
@@ -21,11 +21,12 @@ with workflow.unsafe.imports_passed_through():
         MAX_SCOPE_OVERRIDES,
         SETTINGS_MEMO,
         SETTINGS_WORKFLOW,
+        STALE_CHANGE,
         DeploymentSettings,
         ScopeOverride,
         SettingsChange,
     )
-    from agent_runner.ids import MAX_SCOPE_NAME, settings_id
+    from agent_runner.ids import MAX_SCOPE_NAME, scope_named, settings_id
     from agent_runner.validation import InvalidRunInputError, check_limits, parse_as
 
 
@@ -66,6 +67,12 @@ class AgentRunnerSettingsWorkflow:
         answered 200 with the change, and every coordinator then read the seed)."""
         await workflow.wait_condition(lambda: self._record is not None)
         assert self._record is not None
+        if change.based_on is not None and change.based_on != self._record.version:
+            # Made from a read another change has overtaken (found by a new-user trial: three
+            # PUTs at once each answered 200, and the record kept one of them).
+            raise InvalidRunInputError(
+                f"{STALE_CHANGE} (version {change.based_on}, now {self._record.version})"
+            )
         now = workflow.now()
         if change.scope is not None:
             scopes = dict(self._record.scopes)
@@ -97,9 +104,9 @@ class AgentRunnerSettingsWorkflow:
             workflow.logger.info(
                 "settings_changed",
                 extra={
-                    "slots": change.limits.slots,
-                    "queue_max": change.limits.queue_max,
+                    "limits": asdict(self._record.limits),
                     "scope": change.scope,
+                    "scope_limits": asdict(change.override) if change.override else None,
                     "changed_by": change.changed_by,
                     "version": self._record.version,
                 },
@@ -115,6 +122,16 @@ class AgentRunnerSettingsWorkflow:
         if not isinstance(change.scope, str) or not 0 < len(change.scope) <= MAX_SCOPE_NAME:
             raise InvalidRunInputError(f"a scope's name is 1 to {MAX_SCOPE_NAME} characters")
         if self._record is not None:
+            base = workflow.info().workflow_id.split(":", 1)[0]
+            kind = self._record.scope_kind
+            if (named := scope_named(base, kind, change.scope)) is None or (
+                named.label != change.scope
+            ):
+                # A name no scope of this deployment has could never be changed back through
+                # the API (found by a new-user trial: "../../etc" was taken).
+                raise InvalidRunInputError(
+                    f"{change.scope!r} is not a scope of this deployment (scopes are {kind.value})"
+                )
             own = {change.scope: change.override or ScopeOverride()}
             check_limits(replace(self._record, scopes=own).limits_for(change.scope))
             if len(set(self._record.scopes) | {change.scope}) > MAX_SCOPE_OVERRIDES:

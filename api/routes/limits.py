@@ -9,14 +9,15 @@ accepting and queueing runs and starts none until it is resumed."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Annotated, Any
 
 import structlog
 from fastapi import HTTPException, Path, Request, status
 
-from agent_runner.contract import DeploymentSettings, ScopeOverride
-from agent_runner.deployment import change_limits, read_deployment
+from agent_runner.contract import DeploymentSettings, ScopeLimits, ScopeOverride
+from agent_runner.deployment import StaleChangeError, change_limits, read_deployment
 from agent_runner.ids import MAX_SCOPE_NAME, Scope
 from agent_runner.runs import TemporalUnavailableError
 from agent_runner.runs.errors import temporal_call
@@ -32,6 +33,8 @@ from api.schemas import (
 )
 
 router = agents_router()
+# A change overtaken by another (see _changed) is made again from a new read this often at most.
+CHANGE_TRIES = 10
 logger = structlog.stdlib.get_logger(__name__)
 ScopePath = Annotated[
     str,
@@ -67,16 +70,11 @@ async def set_limits(
     if not given:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
-            "Give at least one of slots, queue_max, aging_seconds, fair_shares, weights",
+            "Give at least one of slots, queue_max, aging_seconds, fair_shares, weights, paused",
         )
-    current = await _record(state)
-    with temporal_call():
-        record = await change_limits(
-            state.runs.client,
-            state.settings,
-            replace(current.limits, **given),
-            changed_by=caller(request),
-        )
+    record = await _changed(
+        state, request, lambda current: (replace(current.limits, **given), None, None)
+    )
     return _body(record)
 
 
@@ -104,9 +102,7 @@ async def set_scope_limits(
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "Give at least one of slots, queue_max, weights"
         )
-    current = await _record(state)
-    own = _own(current, named)
-    return await _change(state, request, named, current, replace(own, **given))
+    return await _change(state, request, named, lambda own: replace(own, **given))
 
 
 @router.delete(
@@ -119,9 +115,7 @@ async def clear_scope_limits(
 ) -> ScopeLimitsResponse:
     """The scope follows the deployment's limits again (a pause stays until resumed)."""
     named = named_scope(state.runs.target, scope)
-    current = await _record(state)
-    own = _own(current, named)
-    return await _change(state, request, named, current, ScopeOverride(paused=own.paused))
+    return await _change(state, request, named, lambda own: ScopeOverride(paused=own.paused))
 
 
 @router.post(
@@ -149,9 +143,12 @@ async def _pause(
     state: AppState, request: Request, scope: str, *, paused: bool
 ) -> ScopeLimitsResponse:
     named = named_scope(state.runs.target, scope)
-    current = await _record(state)
-    own = _own(current, named)
-    return await _change(state, request, named, current, replace(own, paused=paused))
+    if not paused and (await _record(state)).limits.paused:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            'The whole deployment is paused: resume it with PUT /agents/limits {"paused": false}',
+        )
+    return await _change(state, request, named, lambda own: replace(own, paused=paused))
 
 
 async def _record(state: AppState) -> DeploymentSettings:
@@ -171,29 +168,51 @@ async def _change(
     state: AppState,
     request: Request,
     scope: Scope,
-    current: DeploymentSettings,
-    own: ScopeOverride,
+    own: Callable[[ScopeOverride], ScopeOverride],
 ) -> ScopeLimitsResponse:
-    """Set the scope's own limits to ``own``, on the record ``current`` was read as."""
-    try:
-        with temporal_call():
-            record = await change_limits(
-                state.runs.client,
-                state.settings,
-                current.limits,
-                changed_by=caller(request),
-                scope=scope,
-                override=own,
-            )
-    except ValueError as err:  # refused by the record's own check (too many scopes)
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+    """Set the scope's own limits to ``own(what they are)``."""
+    record = await _changed(
+        state,
+        request,
+        lambda current: (current.limits, scope, own(_own(current, scope))),
+    )
     return _scope_body(record, scope)
+
+
+Change = Callable[[DeploymentSettings], tuple[ScopeLimits, Scope | None, ScopeOverride | None]]
+
+
+async def _changed(state: AppState, request: Request, change: Change) -> DeploymentSettings:
+    """The record, changed as ``change(the record as read)`` says, made from the record's
+    latest version: a change that another overtook between its read and its update is made
+    again from a new read (two PUTs at once each answered 200 and one was lost)."""
+    for _ in range(CHANGE_TRIES):
+        current = await _record(state)
+        limits, scope, own = change(current)
+        try:
+            with temporal_call():
+                return await change_limits(
+                    state.runs.client,
+                    state.settings,
+                    limits,
+                    changed_by=caller(request),
+                    scope=scope,
+                    override=own,
+                    based_on=current.version,
+                )
+        except StaleChangeError:
+            continue
+        except ValueError as err:  # refused by the record's own check (too many scopes)
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
+    raise HTTPException(
+        status.HTTP_409_CONFLICT, "The limits keep changing under this change, please retry"
+    )
 
 
 def _body(record: DeploymentSettings) -> LimitsResponse:
     return LimitsResponse(
         scope_kind=record.scope_kind.value,
-        **{name: value for name, value in asdict(record.limits).items() if name != "paused"},
+        **asdict(record.limits),
         scopes={
             name: ScopeOwnLimits.model_validate(own, from_attributes=True)
             for name, own in record.scopes.items()

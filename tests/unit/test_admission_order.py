@@ -196,8 +196,22 @@ def test_a_waiting_run_says_who_holds_the_slots_whats_ahead_and_about_when():
 
 def test_an_admit_with_a_bad_priority_or_fairness_key_is_refused():
     scope = book()
-    for extra in ({"priority": 0}, {"priority": 6}, {"priority": True}, {"fairness_key": ""}):
+    # Markup in a key (another client's admit) would show in the Web UI's current details.
+    markup = "`\n# INJECTED\n<img src=x onerror=alert(1)>"
+    for extra in ({"priority": 0}, {"priority": 6}, {"priority": True}, {"fairness_key": ""},
+                  {"fairness_key": markup}, {"fairness_key": "é/ü ☃"}):  # fmt: skip
         assert admit(scope, **extra).admission == Admission.INVALID, extra
+
+
+def test_a_repeated_replace_still_names_the_run_it_replaced():
+    """Failed before (a new-user trial): the same Idempotency-Key sent again answered the run
+    with replaced_run_id null."""
+    scope = book()
+    holder = occupy(scope)
+    first = admit(scope, on_busy=OnBusy.REPLACE, idempotency_key="rep-1", fingerprint="f")
+    again = admit(scope, on_busy=OnBusy.REPLACE, idempotency_key="rep-1", fingerprint="f")
+    assert (again.run_id, again.replayed) == (first.run_id, True)
+    assert again.replaced_run_id == first.replaced_run_id == holder
 
 
 def test_the_order_and_fair_turns_are_carried_across_continue_as_new():
