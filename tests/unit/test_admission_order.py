@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import random
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -279,3 +280,40 @@ def test_a_replacement_never_takes_another_slot_before_the_replaced_run_left_its
     later = T0 + timedelta(seconds=60)
     scope.expire(later)
     assert [grant.run_id for grant in scope.to_start()] == [replacing]
+
+
+def test_fair_shares_hold_beside_runs_of_other_keys_and_priorities():
+    """Failed before (the randomized run's fairness phase, simulated): every grant moved one
+    round-robin clock to its key's turn, so grants to other keys (and at other priorities)
+    took the turns a backlogged key had earned, and two keys weighted 3:1 got 0.66 : 0.34
+    over 100 grants."""
+    for seed in range(5):
+        shares = _fair_shares_beside_others(random.Random(seed))
+        assert 0.675 <= min(shares) <= max(shares) <= 0.825, (seed, min(shares), max(shares))
+
+
+def _fair_shares_beside_others(rng: random.Random) -> list[float]:
+    """fair-a's share of each 100 grants to fair-a and fair-b (weighted 3:1, both kept
+    backlogged at priority 3) while other callers' runs come at random priorities."""
+    scope = book(ScopeLimits(slots=2, queue_max=1000, fair_shares=True,
+                             weights={"fair-a": 3, "fair-b": 1}))  # fmt: skip
+    now, grants, working = T0, [], []
+    waiting: dict[str, set[str]] = {"fair-a": set(), "fair-b": set()}
+    while len(grants) < 400:
+        now += timedelta(seconds=0.1)
+        for key, backlog in (("fair-a", 8), ("fair-b", 4)):
+            for _ in range(backlog - len(waiting[key])):
+                waiting[key].add(admit(scope, now=now, user=USERS[4], fairness_key=key).run_id)
+        if rng.random() < 0.2:
+            priority = rng.choices([1, 2, 3, 4, 5], [1, 1, 6, 1, 1])[0]
+            admit(scope, now=now, user=rng.choice(USERS[:3]), priority=priority)
+        for grant in scope.to_start():
+            scope.started(grant.run_id, "temporal")
+            working.append(grant.run_id)
+            for key, run_ids in waiting.items():
+                if grant.run_id in run_ids:
+                    run_ids.discard(grant.run_id)
+                    grants.append(key)
+        if working and rng.random() < 0.2:
+            scope.closed(working.pop(0), RunOutcome(RunState.DONE), clean=True, now=now)
+    return [grants[i : i + 100].count("fair-a") / 100 for i in range(len(grants) - 100)]
