@@ -5,8 +5,9 @@ The rule: every ``GAP_SECONDS`` or so (drawn from its own generator) it either p
 chaos scope for ``PAUSE_SECONDS`` and resumes it (``POST /agents/scopes/{scope}/pause``, then
 ``/resume``, retried until an API answers 200), or, with ``--slots`` N > 1, sets N to a random
 value from 1 to N (``PUT /agents/limits``). In the fair-shares phases planned from the seed
-(:func:`fair_phases`) fair shares are on, with :data:`chaos.fair.WEIGHTS` and a larger queue,
-while the feeders of :mod:`chaos.fair` keep both keys backlogged; turning a phase on or off is
+(:func:`fair_phases`) fair shares are on, with :data:`chaos.fair.WEIGHTS`, a larger queue and
+the run's own N (pauses go on, changes of N wait), while the feeders of :mod:`chaos.fair` keep
+both keys backlogged; turning a phase on or off is
 retried until an API answers 200. Every ``PUT`` names every limit it cares for (N, the queue's
 size, ``aging_seconds``, ``fair_shares``, ``weights``), so the checker knows what each change set
 (:mod:`chaos.limits` says what it makes of them). Each change, pause and resume is an op with
@@ -35,12 +36,15 @@ GAP_SECONDS = (5.0, 25.0)
 PAUSE_SHARE = 0.35
 PAUSE_SECONDS = (2.0, 6.0)
 RESTORE_SECONDS = 120.0
-# The fair-shares phases: the first begins this share of the run in, each lasts half the run
-# within these bounds, the next begins a gap later, and none goes on past END_SHARE of the run.
-FAIR_FIRST_SHARE = (0.1, 0.2)
-FAIR_SECONDS = (60.0, 150.0)
+# The fair-shares phases: the first begins this share of the run in, each lasts LENGTH_SHARE
+# of the run within these bounds, the next begins a gap later, and none goes on past END_SHARE
+# of the run. Long, because faults leave few grants: seed 4242 (4 minutes, every fault kind)
+# granted the two keys 34 runs in a phase of 120 s with N changing.
+FAIR_FIRST_SHARE = (0.05, 0.1)
+FAIR_LENGTH_SHARE = 0.75
+FAIR_SECONDS = (60.0, 300.0)
 FAIR_GAP_SECONDS = (60.0, 180.0)
-FAIR_END_SHARE = 0.8
+FAIR_END_SHARE = 0.85
 FAIR_SHORTEST_SECONDS = 30.0
 
 
@@ -48,7 +52,7 @@ def fair_phases(rng: random.Random, seconds: float) -> list[tuple[float, float]]
     """When fair shares are on: (from, to) in seconds after the clients began."""
     phases: list[tuple[float, float]] = []
     at = seconds * rng.uniform(*FAIR_FIRST_SHARE)
-    length = min(max(seconds / 2, FAIR_SECONDS[0]), FAIR_SECONDS[1])
+    length = min(max(seconds * FAIR_LENGTH_SHARE, FAIR_SECONDS[0]), FAIR_SECONDS[1])
     while True:
         end = min(at + length, seconds * FAIR_END_SHARE)
         if end - at < FAIR_SHORTEST_SECONDS:
@@ -152,7 +156,7 @@ class LimitsChanger:
                 continue
             if self.rng.random() < PAUSE_SHARE:
                 await self._pause(stop)
-            elif self.slots > 1:
+            elif self.slots > 1 and not self.phase.on.is_set():
                 self._current = self.rng.randint(1, self.slots)
                 await self._limits("limits", "chaos", self.rng.randrange(len(self.calls.urls)))
             next_step = time.monotonic() + self.rng.uniform(*self.gap_seconds)
