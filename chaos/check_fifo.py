@@ -3,16 +3,16 @@
 A run's rank (:attr:`chaos.facts.Accepted.rank`) is 0 for an ``on_busy=replace`` start (it waits
 first in line), else its priority (1 first). For accepted runs A and B of one scope, A's 202
 received before B's request was sent: B may not get a slot while A still waits when B is a
-``reject`` start (granted only when nothing waits, whatever the priorities), or when ``rank(A)
-<= rank(B)`` and A is no replace (a replace waits for the slot of the run it replaced, and
-another slot that frees meanwhile goes to the next run: chaos seed 70913). A run that waited
-``aging_seconds`` is served as priority 1, but A waited longer than B, so aging never serves B
-first where this rule says A. When both were granted, that is
-``grant(A) <= grant(B)`` (ties allowed: one coordinator task may grant several runs); when A
-never was (it was cancelled, or expired, while it waited), B may not have been granted before A
-certainly stopped waiting. That covers an enqueued run overtaken by a later one of no better
-rank and a ``reject`` start granted while an earlier enqueued run of its scope waited. A later
-run of a better rank that certainly overtook an earlier one is counted in a note.
+``reject`` start (granted only when nothing waits, whatever the priorities), or when ``rank(A) <=
+rank(B)`` and A is no replace (a replace waits for the slot of the run it replaced, and another slot
+that frees meanwhile goes to the next run: chaos seed 70913). A run that waited ``aging_seconds`` is
+served as priority 1, but A waited longer than B, so aging never serves B first where this rule says
+A. When both were granted, that is ``grant(A) <= grant(B)`` (ties allowed: one coordinator task may
+grant several runs); when A never was (it was cancelled, or expired, while it waited), B may not
+have been granted before A certainly stopped waiting. That covers an enqueued run overtaken by a
+later one of no better rank and a ``reject`` start granted while an earlier enqueued run of its
+scope waited. A later run of a better rank that certainly overtook an earlier one is counted in a
+note.
 
 Fair shares (:mod:`chaos.fair`) interleave the fairness keys of one rank, in order within each
 key; a better rank still goes first. So where fair shares could have been on at some instant of

@@ -2,11 +2,11 @@
 shares on with :data:`WEIGHTS`, :mod:`chaos.limiter`), one feeder per fairness key keeps that
 key backlogged, so the checker can judge the shares the two keys got (:mod:`chaos.check_fair`).
 
-The rule: a feeder keeps :data:`BACKLOG` of its key's runs waiting (it reads the oldest it
-knows; once that one is no longer queued it starts more). Its runs are plain ``enqueue`` starts
-of priority :data:`PRIORITY`, with an Idempotency-Key (a start that got a 503 or no answer is
-retried with its key, so no run of a key is unknown), no queue timeout, no params, and a user of
-their own (``attach`` never matches them); the feeders share nothing with the other clients, so
+The rule: a feeder keeps :data:`BACKLOG` of its key's runs waiting (it reads the oldest it knows;
+once that one is no longer queued it starts more). Its runs are plain ``enqueue`` starts of priority
+:data:`PRIORITY`, with an Idempotency-Key (a start that got a 503 or no answer is retried with its
+key, so a run whose answer was lost is named by a retry's), no queue timeout, no params, and a user
+of their own (``attach`` never matches them); the feeders share nothing with the other clients, so
 no client cancels or reads them. Priority 1 because a grant of another priority moves the
 round-robin's clock for every key (workflows/scope_book.py ``_take_turn``): the phase's runs are
 outranked only by a ``replace``.
