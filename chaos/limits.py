@@ -2,14 +2,14 @@
 recorded as ``limits`` ops; ``POST /agents/scopes/{scope}/pause`` and ``/resume``, recorded as
 ``pause`` and ``resume`` ops) and what they allow the checker to say.
 
-The rule: a change takes effect at an unknown instant between its request's send and its
-answer (the API answers once every coordinator follows it); a change that got no answer, or a
-5xx, may have taken effect at any instant after it was sent, or never; a change answered 4xx
-changed nothing. So a value v was possibly in effect at some instant of [a, b] when v is the
-run's own or a change to v sent by b, unless a change sent after v's was answered (certainly in
-effect, and later) by a. A value is *certainly* in effect throughout [a, b] when it is the only
-one possible there. For N the checker takes the largest possible, the bound that can only make
-a property *easier* to pass; for the queue's order (fair shares) and a pause, only what is
+The rule: a change takes effect at an unknown instant between its request's send and its answer (the
+API answers once every coordinator follows it); a change that got no answer, or a 5xx, may have
+taken effect at any instant after it was sent, or never; a change answered 4xx, or that could not
+connect to its API, changed nothing. So a value v was possibly in effect at some instant of [a, b]
+when v is the run's own or a change to v sent by b, unless a change sent after v's was answered
+(certainly in effect, and later) by a. A value is *certainly* in effect throughout [a, b] when it is
+the only one possible there. For N the checker takes the largest possible, the bound that can only
+make a property *easier* to pass; for the queue's order (fair shares) and a pause, only what is
 certain is held against the product.
 
 A ``PUT /agents/limits`` writes the whole limits as the API read them, with the fields it names
@@ -59,9 +59,13 @@ class FairOrder:
 FAIR_OFF = FairOrder(fair_shares=False)
 
 
+# A request that could not connect was never sent (httpx.ConnectError: the connection failed).
+NEVER_SENT = "connection (ConnectError)"
+
+
 def _took_effect(op: Op) -> float | None:
     """When the change certainly was in effect (inf: perhaps never); None: it changed nothing."""
-    if op.status is not None and 400 <= op.status < 500:
+    if (op.status is not None and 400 <= op.status < 500) or op.error == NEVER_SENT:
         return None
     return op.ended if op.status is not None and op.status < 300 else math.inf
 

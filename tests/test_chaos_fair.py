@@ -77,6 +77,16 @@ def test_a_grant_the_pause_or_resume_may_not_have_covered_is_no_violation() -> N
     )
 
 
+def test_a_resume_that_could_not_connect_changed_nothing() -> None:
+    story = clean()
+    pause(story, 2.0, 2.5)
+    story.op("resume", 2.6, 2.6, {"scope": "global", "label": "global"}, None,
+             error="connection (ConnectError)")  # fmt: skip
+    pause(story, 3.5, 3.6, resume=True)
+
+    assert verdict_of(story).failed() == ["paused"]
+
+
 def test_an_earlier_resume_that_got_no_answer_leaves_no_pause_certain() -> None:
     changes = [
         Change(False, 1.0, math.inf),  # a resume with no answer: it may land at any time
