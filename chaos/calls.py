@@ -1,5 +1,6 @@
-"""The requests a chaos actor makes (a start, a status read, a cancel, a change of N), each
-recorded as one :class:`Op` whatever happens: its answer, or the exception in its place.
+"""The requests a chaos actor makes (a start, a status read, a cancel, a change of the limits,
+a pause or a resume), each recorded as one :class:`Op` whatever happens: its answer, or the
+exception in its place.
 
 The rule: ``started`` is read before the request is sent and ``ended`` after its answer (or
 failure) arrived; a request cut short because the run stopped waiting for it is recorded as
@@ -58,11 +59,19 @@ class Calls:
         asked = Asked(client, "cancel", phase, api, {"run_id": run_id})
         return await self._call(asked, "POST", f"/agents/runs/{run_id}/cancel")
 
-    async def limits(self, client: str, phase: Phase, api: int, slots: int) -> Op:
-        """``PUT /agents/limits`` with a new N; it answers once every coordinator follows it."""
-        body = {"slots": slots}
+    async def limits(self, client: str, phase: Phase, api: int, body: dict[str, Any]) -> Op:
+        """``PUT /agents/limits`` (N, the queue's size and order); it answers once every
+        coordinator follows it."""
         asked = Asked(client, "limits", phase, api, {"body": body})
         return await self._call(asked, "PUT", "/agents/limits", json=body)
+
+    async def pause(
+        self, client: str, phase: Phase, api: int, scope: str, label: str, *, paused: bool
+    ) -> Op:
+        """Pause (or resume) the scope the checker calls ``scope`` (``label`` in the URL)."""
+        kind: OpKind = "pause" if paused else "resume"
+        asked = Asked(client, kind, phase, api, {"scope": scope, "label": label})
+        return await self._call(asked, "POST", f"/agents/scopes/{label}/{kind}")
 
     async def _call(
         self,

@@ -13,7 +13,9 @@ replaced run's agent stopped; (e) keys: one run per Idempotency-Key; (f) 5xx: no
 and a 503 only around an outage or a fault; (g) liveness: after healing, a new run in every
 scope used ends DONE; (h) granted: every agent that started belongs to a run an answer named;
 (i) faults: every fault was injected as planned; (j) replays: every history replays on the
-workers' code (replayed after the run, :mod:`chaos.replays`).
+workers' code (replayed after the run, :mod:`chaos.replays`); (n) paused: no run granted a slot
+while its scope was certainly paused; (o) fair: two backlogged fairness keys weighted 3:1 get
+0.75 +- 0.075 of every 100 grants to them while fair shares were certainly on.
 
 The only tolerances: ``grace_seconds`` and ``worker_grace_seconds`` (a 503 just after an outage
 or a worker fault, while clients reconnect and workflow tasks find a live worker), and with the
@@ -31,10 +33,12 @@ from chaos.check_api import check_errors, check_liveness
 from chaos.check_attach import check_attach
 from chaos.check_bound import check_bound
 from chaos.check_expired import check_expired
+from chaos.check_fair import check_fair, unnamed_starts
 from chaos.check_faults import check_faults
 from chaos.check_fifo import check_order, waited_until
 from chaos.check_granted import check_granted
 from chaos.check_keys import check_keys
+from chaos.check_paused import check_paused
 from chaos.check_replace import check_replace
 from chaos.check_runs import check_final, check_once
 from chaos.facts import (
@@ -50,7 +54,15 @@ from chaos.facts import (
 from chaos.grants import FifoGrants, Grant, grants_from_agent_starts, grants_from_started_at
 from chaos.history import History, Op
 from chaos.intervals import merged
-from chaos.limits import limit_changes
+from chaos.limits import (
+    FAIR_OFF,
+    aging_floor,
+    limit_changes,
+    order_changes,
+    pause_changes,
+    paused_scopes,
+    possible_values,
+)
 from chaos.logs import LogLine
 from chaos.replays import check_replays
 from chaos.spans import agent_spans
@@ -122,8 +134,36 @@ def check(
             check_granted(history, lines),
             check_faults(history),
             check_replays(history),
+            check_paused(
+                recorded,
+                {scope: pause_changes(history, scope) for scope in paused_scopes(history)},
+            ),
+            check_fair(
+                accepted,
+                recorded,
+                waited_until(accepted, recorded, reads, successful_cancels(history), trusted),
+                order_changes(history),
+                aging_floor(history),
+                unnamed_starts(history, accepted),
+            ),
         ]
     )
+
+
+def fair_at_grant(history: History, grants: Mapping[str, Sequence[Grant]]) -> set[str]:
+    """The runs at some instant of whose grant fair shares could have been on."""
+    changes = order_changes(history)
+    if not changes:
+        return set()
+    return {
+        grant.run_id
+        for scope in grants.values()
+        for grant in scope
+        if any(
+            order is None or order.fair_shares
+            for order in possible_values(FAIR_OFF, changes, grant.earliest, grant.latest)
+        )
+    }
 
 
 def _granted_after(
@@ -167,7 +207,9 @@ def _order(
         )
     trusted = fresh_reads(history, grace)
     waited = waited_until(accepted, grants, reads, successful_cancels(history), trusted)
-    result = check_order(accepted, grants, waited)
+    result = check_order(
+        accepted, grants, waited, fair_at_grant(history, grants), aging_floor(history)
+    )
     return result.model_copy(update={"notes": [note, *result.notes]})
 
 

@@ -88,6 +88,13 @@ def priority_of(body: Mapping[str, Any]) -> int:
     return PRIORITY_DEFAULT
 
 
+def fair_key_of(body: Mapping[str, Any]) -> str:
+    """Whose share a start is served from with fair shares on: its ``fairness_key``, else its
+    user (lowercased, as a user id is compared)."""
+    key = body.get("fairness_key")
+    return key if isinstance(key, str) else str(body.get("user_id")).lower()
+
+
 @dataclass(frozen=True)
 class Accepted:
     run_id: str
@@ -104,6 +111,8 @@ class Accepted:
     triple: Triple = ("", "", "")
     # on_busy=replace: the run its 202 says it cancelled.
     replaced_run_id: str | None = None
+    # Whose share it is served from with fair shares on: its fairness_key, else its user.
+    fair_key: str = ""
 
     @property
     def rank(self) -> int:
@@ -151,6 +160,7 @@ def accepted_runs(history: History) -> dict[str, Accepted]:
             queue_timeout=float(timeout) if isinstance(timeout, int | float) else None,
             triple=triple_of(body),
             replaced_run_id=replaced if isinstance(replaced, str) else None,
+            fair_key=fair_key_of(body),
         )
     return runs
 

@@ -17,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent_runner.ids import ScopeKind
 
-OpKind = Literal["start", "status", "cancel", "limits"]
+OpKind = Literal["start", "status", "cancel", "limits", "pause", "resume"]
 # "chaos": while faults are injected; "final": the end-of-run reads of every accepted run (and
-# the change of N back to the run's own); "probe": the liveness probe after healing.
+# the limits and the pause put back as the run's own); "probe": the liveness probe after healing.
 Phase = Literal["chaos", "final", "probe"]
 ProcessRole = Literal["server", "api", "worker"]
 
@@ -37,7 +37,8 @@ class Op(_Record):
     phase: Phase
     api: int
     # start: {"body": {...}, "key": str | None}; status: {"run_id", "wait"}; cancel: {"run_id"};
-    # limits (PUT /agents/limits): {"body": {"slots": n}}
+    # limits (PUT /agents/limits): {"body": {"slots": n, ...}}; pause and resume (POST
+    # /agents/scopes/{label}/pause, /resume): {"scope": the checker's name of it, "label"}
     request: dict[str, Any]
     started: float
     ended: float

@@ -1,13 +1,22 @@
-"""Which N could have been in effect when: the changes of N a run made (``PUT /agents/limits``,
-recorded as ``limits`` ops) and what they allow the checker to say.
+"""Which limits could have been in effect when: the changes a run made (``PUT /agents/limits``,
+recorded as ``limits`` ops; ``POST /agents/scopes/{scope}/pause`` and ``/resume``, recorded as
+``pause`` and ``resume`` ops) and what they allow the checker to say.
 
-The rule: a change takes effect at an unknown instant between its request's send and its
-answer (the API answers once every coordinator follows it); a change that got no answer, or a
-5xx, may have taken effect at any instant after it was sent, or never; a change answered 4xx
-changed nothing. So N = v was possibly in effect at some instant of [a, b] when v is the run's
-own N or a change to v sent by b, unless a change sent after v's was answered (certainly in
-effect, and later) by a: the checker then takes the largest such v, the bound that can only make
-a property *easier* to pass.
+The rule: a change takes effect at an unknown instant between its request's send and its answer (the
+API answers once every coordinator follows it); a change that got no answer, or a 5xx, may have
+taken effect at any instant after it was sent, or never; a change answered 4xx, or that could not
+connect to its API, changed nothing. So a value v was possibly in effect at some instant of [a, b]
+when v is the run's own or a change to v sent by b, unless a change sent after v's was answered
+(certainly in effect, and later) by a. A value is *certainly* in effect throughout [a, b] when it is
+the only one possible there. For N the checker takes the largest possible, the bound that can only
+make a property *easier* to pass; for the queue's order (fair shares) and a pause, only what is
+certain is held against the product.
+
+A ``PUT /agents/limits`` writes the whole limits as the API read them, with the fields it names
+over them: one that names ``fair_shares`` sets the order to what it names; one that does not
+(the changes of runs from before fair shares) writes back what it read, which is unknown, so its
+order counts as any (``None``), unless no change of the run ever named ``fair_shares``: then fair
+shares were off throughout.
 """
 
 from __future__ import annotations
@@ -15,16 +24,50 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from chaos.history import History
+from agent_runner.contract import ScopeLimits
+from chaos.history import History, Op
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Change(Generic[T]):
+    value: T
+    sent: float
+    # When it was certainly in effect: its answer; inf when it got none (or a 5xx).
+    answered: float
 
 
 @dataclass(frozen=True)
 class LimitChange:
     slots: int
     sent: float
-    # When it was certainly in effect: its answer; inf when it got none (or a 5xx).
     answered: float
+
+
+@dataclass(frozen=True)
+class FairOrder:
+    """The queue's order a change set: fair shares on or off, and the weights (sorted)."""
+
+    fair_shares: bool
+    weights: tuple[tuple[str, int], ...] = ()
+
+
+# The order every run begins with (the deployment's default): fair shares off.
+FAIR_OFF = FairOrder(fair_shares=False)
+
+
+# A request that could not connect was never sent (httpx.ConnectError: the connection failed).
+NEVER_SENT = "connection (ConnectError)"
+
+
+def _took_effect(op: Op) -> float | None:
+    """When the change certainly was in effect (inf: perhaps never); None: it changed nothing."""
+    if (op.status is not None and 400 <= op.status < 500) or op.error == NEVER_SENT:
+        return None
+    return op.ended if op.status is not None and op.status < 300 else math.inf
 
 
 def limit_changes(history: History) -> list[LimitChange]:
@@ -32,26 +75,77 @@ def limit_changes(history: History) -> list[LimitChange]:
     changes: list[LimitChange] = []
     for op in history.ops:
         slots = (op.request.get("body") or {}).get("slots") if op.kind == "limits" else None
-        if not isinstance(slots, int) or (op.status is not None and 400 <= op.status < 500):
-            continue
-        answered = op.ended if op.status is not None and op.status < 300 else math.inf
-        changes.append(LimitChange(slots=slots, sent=op.started, answered=answered))
+        answered = _took_effect(op)
+        if isinstance(slots, int) and answered is not None:
+            changes.append(LimitChange(slots=slots, sent=op.started, answered=answered))
     return sorted(changes, key=lambda change: change.sent)
+
+
+def order_changes(history: History) -> list[Change[FairOrder | None]]:
+    """Every change of the queue's order that may have taken effect, in the order sent (None:
+    an order not known, see the module's rule); none when no change named ``fair_shares``."""
+    limits = [op for op in history.ops if op.kind == "limits"]
+    if not any("fair_shares" in (op.request.get("body") or {}) for op in limits):
+        return []
+    changes: list[Change[FairOrder | None]] = []
+    for op in limits:
+        body = op.request.get("body") or {}
+        answered = _took_effect(op)
+        if answered is None:
+            continue
+        order: FairOrder | None = None
+        if isinstance(body.get("fair_shares"), bool) and isinstance(body.get("weights"), dict):
+            order = FairOrder(body["fair_shares"], tuple(sorted(body["weights"].items())))
+        changes.append(Change(order, op.started, answered))
+    return sorted(changes, key=lambda change: change.sent)
+
+
+def aging_floor(history: History) -> float:
+    """The shortest ``aging_seconds`` that could have been in effect at any time of the run."""
+    sent = [
+        float(aging)
+        for op in history.ops
+        if op.kind == "limits"
+        and isinstance(aging := (op.request.get("body") or {}).get("aging_seconds"), int | float)
+    ]
+    return min([ScopeLimits().aging_seconds, *sent])
+
+
+def pause_changes(history: History, scope: str) -> list[Change[bool]]:
+    """Every pause (True) and resume (False) of ``scope`` that may have taken effect."""
+    changes: list[Change[bool]] = []
+    for op in history.ops:
+        if op.kind not in ("pause", "resume") or op.request.get("scope") != scope:
+            continue
+        answered = _took_effect(op)
+        if answered is not None:
+            changes.append(Change(op.kind == "pause", op.started, answered))
+    return sorted(changes, key=lambda change: change.sent)
+
+
+def paused_scopes(history: History) -> list[str]:
+    return sorted({str(op.request.get("scope")) for op in history.ops if op.kind == "pause"})
+
+
+def possible_values(initial: T, changes: Sequence[Change[T]], start: float, end: float) -> list[T]:
+    """Every value that could have been in effect at some instant of [start, end] (each once)."""
+    candidates: Iterable[Change[T]] = [Change(initial, -math.inf, -math.inf), *changes]
+    found: list[T] = []
+    for candidate in candidates:
+        superseded = any(
+            later.sent > candidate.answered and later.answered <= start for later in changes
+        )
+        if candidate.sent <= end and not superseded and candidate.value not in found:
+            found.append(candidate.value)
+    return found
 
 
 def possible_limits(
     initial: int, changes: Sequence[LimitChange], start: float, end: float
 ) -> set[int]:
     """Every N that could have been in effect at some instant of [start, end]."""
-    candidates: Iterable[LimitChange] = [LimitChange(initial, -math.inf, -math.inf), *changes]
-    return {
-        candidate.slots
-        for candidate in candidates
-        if candidate.sent <= end
-        and not any(
-            later.sent > candidate.answered and later.answered <= start for later in changes
-        )
-    }
+    generic = [Change(change.slots, change.sent, change.answered) for change in changes]
+    return set(possible_values(initial, generic, start, end))
 
 
 def most_allowed(initial: int, changes: Sequence[LimitChange], start: float, end: float) -> int:

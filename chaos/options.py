@@ -55,5 +55,10 @@ class ChaosOptions:
         rng = derived_rng(self.seed, "users")
         return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(self.users)]
 
+    def fair_user_id(self) -> str:
+        """The user of the fair-shares phases' runs (:mod:`chaos.fair`): none of the clients'."""
+        rng = derived_rng(self.seed, "fair-user")
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
     def agent_duration_seconds(self) -> float:
         return derived_rng(self.seed, "duration").choice(AGENT_DURATIONS)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chaos.facts import accepted_runs, attached_id, state_of, status_reads
+from chaos.fair import WEIGHTS
 from chaos.history import History
 from chaos.verdicts import Verdict
 
@@ -46,10 +47,19 @@ def summary(history: History) -> dict[str, Any]:
             )
         ),
         "limit_changes": [
-            f"{op.request['body'].get('slots')}: {op.status or op.error}"
+            f"{op.request['body'].get('slots')}"
+            f"{' fair' if op.request['body'].get('fair_shares') else ''}: {op.status or op.error}"
             for op in history.ops
             if op.kind == "limits"
         ],
+        "pauses": [
+            f"{op.kind} {op.request.get('scope')}: {op.status or op.error}"
+            for op in history.ops
+            if op.kind in ("pause", "resume")
+        ],
+        "fair_runs_accepted": dict(
+            Counter(run.fair_key for run in accepted.values() if run.fair_key in WEIGHTS)
+        ),
         "faults": dict(Counter(fault.kind for fault in history.faults)),
         "outage_seconds": round(sum(w.ended - w.started for w in history.outages), 1),
     }

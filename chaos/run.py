@@ -1,6 +1,6 @@
-"""One chaos run from start to verdict: start the stack, let the clients, the limits changer and
-the nemesis loose, heal, set N back, read every accepted run to its end, probe liveness, stop
-everything, check.
+"""One chaos run from start to verdict: start the stack, let the clients, the fair-shares
+feeders, the limits changer and the nemesis loose, heal, resume and set the limits back, read
+every accepted run to its end, probe liveness, stop everything, check.
 
 The rule: every process this run starts is stopped before it returns, whatever happened; the
 history and the verdict are written to the run's directory even when the verdict fails.
@@ -18,7 +18,8 @@ import httpx
 from chaos.calls import Calls
 from chaos.checker import CheckerOptions, check
 from chaos.clients import Client, Known
-from chaos.facts import accepted_runs
+from chaos.facts import accepted_runs, scope_of
+from chaos.fair import WEIGHTS, Feeder
 from chaos.faults import kinds_named
 from chaos.finale import probe, read_until_final
 from chaos.history import Recorder, RunConfig, write_history
@@ -40,6 +41,7 @@ from chaos.verdicts import Verdict
 
 # How long the clients get to finish the request they are making once told to stop.
 CLIENTS_STOP_SECONDS = 30.0
+QUEUE_MAX = 20
 
 
 def stack_settings(options: ChaosOptions) -> dict[str, Any]:
@@ -48,7 +50,7 @@ def stack_settings(options: ChaosOptions) -> dict[str, Any]:
         "workflow_id": WORKFLOW_ID,
         "agent_slots": options.slots,
         "agent_scope": options.scope,
-        "agent_queue_max": 20,
+        "agent_queue_max": QUEUE_MAX,
         "agent_duration_seconds": options.agent_duration_seconds(),
         "agent_heartbeat_timeout_seconds": HEARTBEAT_TIMEOUT_SECONDS,
         "agent_retry_initial_interval_seconds": 0.2,
@@ -88,8 +90,20 @@ async def _chaos_phase(
         )
         for n in range(options.clients)
     ]
+    feeders = [
+        Feeder(
+            key=key,
+            calls=calls,
+            rng=derived_rng(options.seed, f"feeder-{key}"),
+            agent_type=AGENT_TYPES[0],
+            user_id=options.fair_user_id(),
+            seed=options.seed,
+        )
+        for key in WEIGHTS
+    ]
     stop = asyncio.Event()
     tasks = [asyncio.ensure_future(client.run(stop)) for client in clients]
+    tasks += [asyncio.ensure_future(feeder.run(stop, limiter.phase)) for feeder in feeders]
     tasks.append(asyncio.ensure_future(limiter.run(stop)))
     strikes = plan(
         derived_rng(options.seed, "schedule"), kinds_named(options.kinds), options.seconds
@@ -151,7 +165,15 @@ async def run_chaos(
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
         async with httpx.AsyncClient(limits=limits) as http:
             calls = Calls(http, stack.api_urls, recorder)
-            limiter = LimitsChanger(calls, derived_rng(options.seed, "limits"), options.slots)
+            fair_scope = scope_of(options.scope, AGENT_TYPES[0], options.fair_user_id())
+            limiter = LimitsChanger(
+                calls,
+                derived_rng(options.seed, "limits"),
+                options.slots,
+                QUEUE_MAX,
+                (fair_scope, fair_scope.partition(":")[2] or fair_scope),
+                options.seconds,
+            )
             await _chaos_phase(options, stack, calls, users, limiter)
             await stack.heal()
             await limiter.restore()

@@ -20,9 +20,10 @@ from tests.chaos_histories import POLICY, T0, USER, Story, body, clean
 EXTRACTOR = "document-extractor"
 
 PROPERTIES = ["bound", "final", "once", "order", "expired", "attach", "replace", "keys", "5xx",
-              "liveness", "granted", "faults", "replays"]  # fmt: skip
-# What the clean story has nothing of (the admission story below has the last three).
-NOTHING_IN_CLEAN = {"faults", "expired", "attach", "replace"}
+              "liveness", "granted", "faults", "replays", "paused", "fair"]  # fmt: skip
+# What the clean story has nothing of (the admission story below has expired, attach and
+# replace; tests/test_chaos_fair.py has paused and fair).
+NOTHING_IN_CLEAN = {"faults", "expired", "attach", "replace", "paused", "fair"}
 
 
 def verdict_of(story: Story, **options: object) -> Verdict:
