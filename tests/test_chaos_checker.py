@@ -221,6 +221,17 @@ def test_runs_granted_in_one_coordinator_task_may_share_their_grant_time() -> No
     assert verdict_of(story)["order"].checked > 0
 
 
+def test_a_run_read_queued_after_its_own_grant_time_was_granted_with_the_later_one() -> None:
+    """Failed before (seed 61819): a grant's time is its coordinator task's start, and a query
+    answers from the task before until that task completes; the read was taken for proof that
+    B still waited after D, granted in the same task."""
+    story = clean()
+    with_d(story, 1.25)
+    story.read(1.6, "B", "PENDING", phase="chaos", queue_position=1)
+
+    assert verdict_of(story)["order"].passed
+
+
 def test_a_later_run_granted_before_an_earlier_one_fails_order_whatever_the_agents_did() -> None:
     story = clean()
     with_d(story, 1.0)  # before B (1.25), whose 202 came before D was asked for
