@@ -735,16 +735,20 @@ class ScopeBook:
 
     def _keep_ended_within_budget(self) -> None:
         """Forget ended runs' records past ENDED_BYTES_MAX: an outsized one first (a large
-        result), then the oldest; never one a waiting replacement still looks at (see
-        :meth:`_ready`). A forgotten run that reached a slot is told by its slot's execution."""
+        result), then the oldest of runs that reached a slot (their slot's execution tells
+        them), and only then the oldest of runs that ended without one (cancelled or expired
+        while waiting: nothing else tells them; chaos seed 61819 read 111 of them 404 when
+        the oldest went first); never one a waiting replacement still looks at (see
+        :meth:`_ready`)."""
         if not self.budgeted:
             return
         while self._ended_bytes > ENDED_BYTES_MAX:
             forgettable = [run_id for run_id in self._ended if self._forgettable(run_id)]
             if not forgettable:
                 return
-            outsized = (run_id for run_id in forgettable if self._ended[run_id] > OUTSIZED)
-            self._forget(next(outsized, forgettable[0]))
+            outsized = [run_id for run_id in forgettable if self._ended[run_id] > OUTSIZED]
+            slotted = [run_id for run_id in forgettable if self._entries[run_id].granted_at]
+            self._forget((outsized or slotted or forgettable)[0])
 
     def _forgettable(self, run_id: str) -> bool:
         replacement = self._entries.get(self._entries[run_id].replaced_by or "")

@@ -154,3 +154,27 @@ def test_a_replaced_runs_record_is_kept_while_its_replacement_waits() -> None:
     assert entry is not None
     assert entry.phase == RunPhase.ENDED
     assert book.to_start() == []  # still draining: the replacement waits
+
+
+def test_runs_that_ended_without_a_slot_are_forgotten_last() -> None:
+    """Failed before (chaos seed 61819: 111 runs read 404): the oldest records went first,
+    and a run cancelled or expired while it waited is told by nothing else; a run that
+    reached a slot is told by its slot's execution."""
+    book = ScopeBook(Scope("agent-runner"), ScopeState(ScopeLimits(slots=1)), RunPolicy())
+    now = T0
+    _admit(book, now)
+    (holder,) = [grant.run_id for grant in book.to_start()]
+    book.started(holder, "temporal-holder")
+    waiting = [book.admit(AdmitRequest(f"request:{next(_ids)}", RunRequest("document-extractor",
+               USER, {"n": index}, RunPolicy()), on_busy=OnBusy.ENQUEUE), now, _mint).run_id
+               for index in range(20)]  # fmt: skip
+    for run_id in waiting:
+        assert run_id is not None
+        book.cancel(run_id, now)
+    book.closed(holder, RunOutcome(RunState.DONE, "approved"), clean=True, now=now)
+    for _ in range(400):  # runs that reach a slot, ending with results, long after
+        now += timedelta(seconds=1)
+        _admit(book, now)
+        _finish_started(book, now, {"text": "r" * 500})
+    assert all(book.record(str(run_id)) is not None for run_id in waiting)
+    assert book.record(holder) is None  # the oldest that reached a slot went first
