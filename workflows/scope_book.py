@@ -520,7 +520,7 @@ class ScopeBook:
             # aged run) would otherwise take the turns a backlogged key had earned (found by
             # the randomized run's fairness phase: 3:1 fell to 0.66 with mixed priorities).
             earned = (self._passes.get(waiting_key, turn) for waiting_key in waiting)
-            self._fair_clock = max(self._fair_clock, min(turn, *earned))
+            self._fair_clock = max(self._fair_clock, min([turn, *earned]))
         else:
             self._fair_clock = turn
         for known, passed in list(self._passes.items()):

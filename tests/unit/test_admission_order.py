@@ -317,3 +317,12 @@ def _fair_shares_beside_others(rng: random.Random) -> list[float]:
         if working and rng.random() < 0.2:
             scope.closed(working.pop(0), RunOutcome(RunState.DONE), clean=True, now=now)
     return [grants[i : i + 100].count("fair-a") / 100 for i in range(len(grants) - 100)]
+
+
+def test_fair_shares_grant_the_last_waiting_run():
+    """Failed before (the suite's fair-shares test): the grant that emptied the queue had no
+    waiting key to hold the clock at, and raised TypeError inside the coordinator."""
+    scope = book(ScopeLimits(fair_shares=True, weights={"a": 3}))
+    holder = occupy(scope)
+    last = admit(scope, fairness_key="a").run_id
+    assert finish(scope, holder) == last
