@@ -20,8 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
-
 from agent_runner.process import exit_now
 from bench.context import Bench, Scenario, Sizes
 from bench.measure import load_average, say
@@ -29,7 +27,7 @@ from bench.report import markdown, write_doc
 from bench.scenarios import burst, lease, orchestration, queue, reads, scopes, streaming
 from bench.services import Services
 from bench.table import checks, table
-from devtools.processes import ROOT
+from devtools.processes import ROOT, connect_when_healthy
 
 # In this order; each after the stacks it names have started.
 SCENARIOS = [
@@ -50,7 +48,7 @@ SCENARIOS = [
 
 async def run_scenarios(services: Services, sizes: Sizes, chosen: list[Scenario]) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    client = await Client.connect(services.server.address)
+    client = await connect_when_healthy(services.server.address)
     bench = Bench(services, client, sizes)
     for index, scenario in enumerate(chosen):
         services.start(scenario.stacks)

@@ -72,7 +72,7 @@ from bench.api_client import sleeper
 from bench.measure import say, summary
 from bench.services import BENCH_API, BENCH_WORKER, STACKS, Services, StackSpec
 from bench.table import Row, row
-from devtools.processes import ROOT
+from devtools.processes import ROOT, connect_when_healthy
 from workflows.scope_book import OPEN_BYTES_MAX, ScopeBook, ScopeState
 
 CONCURRENCY = 20
@@ -715,7 +715,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     services.server.start()
     try:
         services.start(["admission", "inmemory"])
-        client = await Client.connect(services.server.address)
+        client = await connect_when_healthy(services.server.address)
         async with httpx.AsyncClient(timeout=120) as http:
             return await _run(args, services, client, http)
     finally:

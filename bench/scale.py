@@ -46,7 +46,7 @@ from bench.measure import percentile, say
 from bench.report import write_between
 from bench.scenarios.lease import calls_in_window, per_second
 from bench.services import BENCH_API, BENCH_WORKER, STACKS, Services, StackSpec
-from devtools.processes import ROOT
+from devtools.processes import ROOT, connect_when_healthy
 
 CONCURRENCY = 20
 READERS = 5
@@ -205,7 +205,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     points: list[dict[str, Any]] = []
     try:
         services.start(["scale", "raw"])
-        client = await Client.connect(services.server.address)
+        client = await connect_when_healthy(services.server.address)
         async with httpx.AsyncClient(timeout=120) as http:
             await asyncio.sleep(2.0)
             idle = await calls_in_window(http, services.metrics_url, args.window)

@@ -4,6 +4,7 @@ worker processes, stopping them in order, and waiting until something serves."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import IO, Self
 
 from pydantic import SecretStr
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from agent_runner import search_attributes
@@ -196,6 +198,20 @@ class DevServer:
     def stop(self, signum: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> None:
         if self.process is not None:
             stop_process(self.process, timeout=timeout, signum=signum)
+
+
+async def connect_when_healthy(address: str, timeout: float = 60.0) -> Client:
+    """A client of the dev server at ``address``, once its frontend says it is healthy: it
+    listens a moment before it is ("Frontend is not healthy yet", found by the bench smoke
+    test under a busy core)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await Client.connect(address)
+        except RuntimeError as err:
+            if "not healthy" not in str(err) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 class ChildProcess:
