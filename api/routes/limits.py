@@ -143,12 +143,18 @@ async def _pause(
     state: AppState, request: Request, scope: str, *, paused: bool
 ) -> ScopeLimitsResponse:
     named = named_scope(state.runs.target, scope)
-    if not paused and (await _record(state)).limits.paused:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            'The whole deployment is paused: resume it with PUT /agents/limits {"paused": false}',
-        )
-    return await _change(state, request, named, lambda own: replace(own, paused=paused))
+
+    def change(current: DeploymentSettings) -> tuple[ScopeLimits, Scope, ScopeOverride]:
+        # Checked on the read the change is made from (one read, not a second before it).
+        if not paused and current.limits.paused:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                "The whole deployment is paused: resume it with PUT /agents/limits "
+                '{"paused": false}',
+            )
+        return current.limits, named, replace(_own(current, named), paused=paused)
+
+    return _scope_body(await _changed(state, request, change), named)
 
 
 async def _record(state: AppState) -> DeploymentSettings:
