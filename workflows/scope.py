@@ -113,6 +113,15 @@ PATCHES_FIRST = "no-local-activities"
 #   own: an admit was about ten history events, so a busy coordinator continued as new every few
 #   seconds, and a start meeting it on its way out could run out of its budget (chaos seed 83339).
 BUDGET_PATCH = "carried-budget-and-shared-admit-reads"
+# The patch, asked at an execution's first moment after BUDGET_PATCH, after which whether a
+# read of the settings is still fresh is decided by a timer, not by comparing workflow.now()
+# with when the read began. A worker that takes over an execution (its cache missed: the worker
+# before it died, or was cut off) may run the first task after one that answered an update with
+# the time of the task before (Temporal's Python SDK 1.35); replay has the right time. So a
+# read looked fresh on first run and stale on replay: the loop granted without reading where
+# replay read first, and the history no longer replayed (the suite's short chaos run, twice).
+# A timer's firing is an event in the history: first run and replay see it at the same point.
+FRESH_TIMER_PATCH = "settings-freshness-by-timer"
 _QUICK = timedelta(seconds=10)
 # A settings read is one describe call; one the server handed to a worker that was then cut off
 # waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
@@ -149,6 +158,14 @@ class AgentScopeWorkflow:
         # limits changed.
         self._budgeted = False
         self._changed_at: datetime | None = None
+        # Since FRESH_TIMER_PATCH: whether a read came back that began after the latest
+        # LIMITS_CHANGED, whose SETTINGS_FRESH has not run out (a timer says when it has); how
+        # many such reads came back; and how many LIMITS_CHANGED signals came.
+        self._timed_fresh = False
+        self._fresh = False
+        self._fresh_reads = 0
+        self._changes = 0
+        self._fresh_timer = False
         self._local_reads = False
         self._startup_read_at: datetime | None = None
         # Told the limits changed (LIMITS_CHANGED): the loop reads them before it grants again.
@@ -168,7 +185,7 @@ class AgentScopeWorkflow:
             # SDK may resume the two in either order, see _load_settings), so the choice below
             # is the same on first run and on replay. The read is used, never awaited.
             await workflow.wait_condition(lambda: True)
-            if self._read_stale():
+            if not self._fresh if self._timed_fresh else self._read_stale():
                 await self._load_settings()
         elif not self._startup_read_fresh():
             # A read of its own, started now, so the bound it decides with is fresh; never one
@@ -201,6 +218,8 @@ class AgentScopeWorkflow:
         or a resume grants the waiting runs at once, not at the scope's next event."""
         self._limits_changed = True
         self._changed_at = workflow.now()
+        self._changes += 1
+        self._fresh = False
         self._dirty = True
 
     @workflow.query(name=RUNS.name)
@@ -233,6 +252,7 @@ class AgentScopeWorkflow:
         self._patches_first = workflow.patched(PATCHES_FIRST)
         self._local_reads = not self._patches_first and workflow.patched(LOCAL_READS_PATCH)
         self._budgeted = self._patches_first and workflow.patched(BUDGET_PATCH)
+        self._timed_fresh = self._budgeted and workflow.patched(FRESH_TIMER_PATCH)
         scope = _own_scope()
         state = _carried_state(carried)
         # Known from its first moment, so its queries always answer: what the execution before
@@ -302,6 +322,8 @@ class AgentScopeWorkflow:
         """Whether the loop reads the record again before it grants: when no read of its own
         began within SETTINGS_FRESH, and (since the patch) no read at all did: an admit's read
         that has come back is as fresh as one of the loop's (it is not awaited, only used)."""
+        if self._timed_fresh:
+            return not self._fresh
         if self._loop_read_at is not None and now - self._loop_read_at < SETTINGS_FRESH:
             return False
         if not self._since(SHARED_READS_PATCH):
@@ -527,7 +549,7 @@ class AgentScopeWorkflow:
         other when it replays (temporalio/sdk-python#673, #1591). A handler that waited on a
         read another one started would then end in one task on first run and in another on
         replay, a history that no longer replays (found by the randomized run)."""
-        began = workflow.now()
+        began, changes = workflow.now(), self._changes
         found: DeploymentSettings | None = await self._read(
             READ_SETTINGS,
             settings_id(_own_scope().base),
@@ -540,6 +562,24 @@ class AgentScopeWorkflow:
             self._read_at = max(began, self._read_at) if self._read_at else began
             if self._book is not None:
                 self._book.limits = found.limits_for(_own_scope().label)
+            if self._timed_fresh and changes == self._changes:
+                self._fresh, self._fresh_reads = True, self._fresh_reads + 1
+                if not self._fresh_timer:
+                    self._fresh_timer = True
+                    self._spawn(self._expire_freshness())
+
+    async def _expire_freshness(self) -> None:
+        """Mark the settings stale SETTINGS_FRESH after the latest fresh read began, by a timer
+        (see FRESH_TIMER_PATCH): while reads keep coming back, it waits again for the newest.
+        Only the timers' lengths use workflow.now(); a timer that runs a little long or short
+        does not change what the history records."""
+        while True:
+            seen = self._fresh_reads
+            left = self._read_at + SETTINGS_FRESH - workflow.now() if self._read_at else None
+            await workflow.sleep(max(0.01, left.total_seconds() if left else 0.0))
+            if self._fresh_reads == seen:
+                break
+        self._fresh = self._fresh_timer = False
 
     async def _predecessor(self, scope: Scope) -> object:
         """Starting afresh: what a coordinator ended from outside carried (None if nothing)."""
