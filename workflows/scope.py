@@ -299,19 +299,31 @@ class AgentScopeWorkflow:
         assert book is not None
         wakeup = book.next_wakeup()
         timeout = (wakeup - workflow.now()).total_seconds() if wakeup else None
+        fired = False
+        if self._timed_fresh and timeout is not None:
+            # Since FRESH_TIMER_PATCH, whether it waits does not hang on workflow.now() (a
+            # worker that took the coordinator over may see the time of the task before, see
+            # the patch): it always waits, at least a moment, and the timer that fires is an
+            # event of the history, so what came due by then is due on replay too.
+            timeout = max(timeout, 0.001)
         if timeout is None or timeout > 0:
-            with contextlib.suppress(TimeoutError):  # the book changes by itself then
+            try:
                 await workflow.wait_condition(
                     lambda: self._dirty or self._may_end(), timeout=timeout
                 )
+            except TimeoutError:  # the book changes by itself then
+                fired = True
         self._dirty = False
-        if book.to_start() or book.queue_length:
-            now = workflow.now()
-            if self._limits_changed or self._settings_stale(now):
-                self._limits_changed = False
-                self._loop_read_at = now
-                await self._load_settings()
-        book.expire(workflow.now())
+        now = workflow.now()
+        if fired and wakeup is not None and self._timed_fresh:
+            now = max(now, wakeup)
+        waiting = book.to_start() or book.queue_length
+        if waiting and (self._limits_changed or self._settings_stale(now)):
+            self._limits_changed = False
+            self._loop_read_at = now
+            await self._load_settings()
+            now = max(now, workflow.now()) if self._timed_fresh else workflow.now()
+        book.expire(now if self._timed_fresh else workflow.now())
         for grant in book.to_start():
             if grant.run_id not in self._starting:
                 self._starting.add(grant.run_id)
