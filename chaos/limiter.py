@@ -6,9 +6,10 @@ chaos scope for ``PAUSE_SECONDS`` and resumes it (``POST /agents/scopes/{scope}/
 ``/resume``, retried until an API answers 200), or, with ``--slots`` N > 1, sets N to a random
 value from 1 to N (``PUT /agents/limits``). In the fair-shares phases planned from the seed
 (:func:`fair_phases`) fair shares are on, with :data:`chaos.fair.WEIGHTS`, a larger queue and
-the run's own N (pauses go on, changes of N wait), while the feeders of :mod:`chaos.fair` keep
-both keys backlogged; turning a phase on or off is
-retried until an API answers 200. Every ``PUT`` names every limit it cares for (N, the queue's
+the run's own N, while the feeders of :mod:`chaos.fair` keep both keys backlogged; pauses and
+changes of N wait meanwhile (either ends a stretch of grants the checker judges; a 30-minute run
+with pauses in the phase judged none). Turning a phase on or off is retried until an API
+answers 200. Every ``PUT`` names every limit it cares for (N, the queue's
 size, ``aging_seconds``, ``fair_shares``, ``weights``), so the checker knows what each change set
 (:mod:`chaos.limits` says what it makes of them). Each change, pause and resume is an op with
 its send and answer times. Once the clients have stopped and the stack is healed,
@@ -154,7 +155,8 @@ class LimitsChanger:
                 _, on = boundaries.pop(0)
                 await self._set_fair(on)
                 continue
-            if self.rng.random() < PAUSE_SHARE:
+            pause = self.rng.random() < PAUSE_SHARE
+            if pause and not self.phase.on.is_set():
                 await self._pause(stop)
             elif self.slots > 1 and not self.phase.on.is_set():
                 self._current = self.rng.randint(1, self.slots)
