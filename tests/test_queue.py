@@ -80,6 +80,26 @@ async def start(
     return outcome.run_id, outcome.queue_position
 
 
+async def histories_that_do_not_replay(
+    client: Client, settings: Settings
+) -> list[tuple[str, str, str]]:
+    """Every execution of the deployment's task queue replayed on today's code: (workflow id,
+    run id, failure) of each that did not replay as it ran."""
+    replayer = Replayer(
+        workflows=[AgentRunWorkflow, AgentScopeWorkflow, AgentRunnerSettingsWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
+    )
+    failures = []
+    async for execution in client.list_workflows(f"TaskQueue = '{settings.task_queue}'"):
+        history = await client.get_workflow_handle(
+            execution.id, run_id=execution.run_id
+        ).fetch_history()
+        replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        if replayed.replay_failure is not None:
+            failures.append((execution.id, execution.run_id, str(replayed.replay_failure)[:300]))
+    return failures
+
+
 async def status(client: Client, settings: Settings, run_id: str) -> RunStatus:
     return await (await runs_of(client, settings)).status(run_id)
 
@@ -383,19 +403,7 @@ async def test_a_long_queue_continues_as_new_and_loses_nothing(
     # start-up local activity ran now and then in the next workflow task, and replayed in the
     # one before: a patch it asked for there made a history that no longer replayed
     # (workflows/scope.py, PATCHES_FIRST); a worker that lost it from its cache failed its tasks.
-    replayer = Replayer(
-        workflows=[AgentRunWorkflow, AgentScopeWorkflow, AgentRunnerSettingsWorkflow],
-        workflow_runner=WORKFLOW_RUNNER,
-    )
-    failures = []
-    async for execution in temporal_client.list_workflows(f"TaskQueue = '{settings.task_queue}'"):
-        history = await temporal_client.get_workflow_handle(
-            execution.id, run_id=execution.run_id
-        ).fetch_history()
-        replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-        if replayed.replay_failure is not None:
-            failures.append((execution.id, execution.run_id, str(replayed.replay_failure)[:300]))
-    assert failures == []
+    assert await histories_that_do_not_replay(temporal_client, settings) == []
 
 
 async def test_admits_that_arrive_together_share_one_read_of_the_settings(
@@ -469,16 +477,4 @@ async def test_a_worker_that_takes_over_after_an_update_keeps_histories_that_rep
 
             await assert_eventually(lambda: done(first), timeout=60)
             await assert_eventually(lambda: done(second), timeout=60)
-    replayer = Replayer(
-        workflows=[AgentRunWorkflow, AgentScopeWorkflow, AgentRunnerSettingsWorkflow],
-        workflow_runner=WORKFLOW_RUNNER,
-    )
-    failures = []
-    async for execution in temporal_client.list_workflows(f"TaskQueue = '{settings.task_queue}'"):
-        history = await temporal_client.get_workflow_handle(
-            execution.id, run_id=execution.run_id
-        ).fetch_history()
-        replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-        if replayed.replay_failure is not None:
-            failures.append((execution.id, execution.run_id, str(replayed.replay_failure)[:300]))
-    assert failures == []
+    assert await histories_that_do_not_replay(temporal_client, settings) == []

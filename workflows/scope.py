@@ -123,6 +123,8 @@ BUDGET_PATCH = "carried-budget-and-shared-admit-reads"
 # A timer's firing is an event in the history: first run and replay see it at the same point.
 FRESH_TIMER_PATCH = "settings-freshness-by-timer"
 _QUICK = timedelta(seconds=10)
+# Reads an admit makes at most to decide with fresh limits (FRESH_TIMER_PATCH).
+_ADMIT_READS = 3
 # A settings read is one describe call; one the server handed to a worker that was then cut off
 # waits this long, not _QUICK, before another worker reads instead (every admit waits on one).
 _READ = timedelta(seconds=5)
@@ -185,7 +187,14 @@ class AgentScopeWorkflow:
             # SDK may resume the two in either order, see _load_settings), so the choice below
             # is the same on first run and on replay. The read is used, never awaited.
             await workflow.wait_condition(lambda: True)
-            if not self._fresh if self._timed_fresh else self._read_stale():
+            if self._timed_fresh:
+                # A read that began before a change's signal leaves them stale: read again
+                # (a few times at most, should changes keep coming; it then decides as held).
+                for _ in range(_ADMIT_READS):
+                    if self._fresh:
+                        break
+                    await self._load_settings()
+            elif self._read_stale():
                 await self._load_settings()
         elif not self._startup_read_fresh():
             # A read of its own, started now, so the bound it decides with is fresh; never one
@@ -219,7 +228,7 @@ class AgentScopeWorkflow:
         self._limits_changed = True
         self._changed_at = workflow.now()
         self._changes += 1
-        self._fresh = False
+        self._set_fresh(False)
         self._dirty = True
 
     @workflow.query(name=RUNS.name)
@@ -258,6 +267,7 @@ class AgentScopeWorkflow:
         # Known from its first moment, so its queries always answer: what the execution before
         # carried over, or nothing (a coordinator starting afresh knows no run yet).
         self._book = ScopeBook(scope, state or ScopeState(), _POLICY, budgeted=self._budgeted)
+        self._set_fresh(self._fresh)  # nothing is granted before the start-up read (the patch)
         settings = await self._despite_cancel(self._read_settings)
         if settings.scope_kind != scope.kind:
             raise InvalidRunInputError(
@@ -575,7 +585,8 @@ class AgentScopeWorkflow:
             if self._book is not None:
                 self._book.limits = found.limits_for(_own_scope().label)
             if self._timed_fresh and changes == self._changes:
-                self._fresh, self._fresh_reads = True, self._fresh_reads + 1
+                self._fresh_reads += 1
+                self._set_fresh(True)
                 if not self._fresh_timer:
                     self._fresh_timer = True
                     self._spawn(self._expire_freshness())
@@ -591,7 +602,16 @@ class AgentScopeWorkflow:
             await workflow.sleep(max(0.01, left.total_seconds() if left else 0.0))
             if self._fresh_reads == seen:
                 break
-        self._fresh = self._fresh_timer = False
+        self._fresh_timer = False
+        self._set_fresh(False)
+
+    def _set_fresh(self, fresh: bool) -> None:
+        """Whether the limits it holds are fresh (since FRESH_TIMER_PATCH): while they are
+        not, its book gives no slot, so a slot freed meanwhile goes by the limits a new read
+        brings."""
+        self._fresh = fresh
+        if self._timed_fresh and self._book is not None:
+            self._book.hold_grants = not fresh
 
     async def _predecessor(self, scope: Scope) -> object:
         """Starting afresh: what a coordinator ended from outside carried (None if nothing)."""
@@ -625,6 +645,7 @@ class AgentScopeWorkflow:
         self._book = ScopeBook(
             scope, replace(state, limits=limits), _POLICY, budgeted=self._budgeted
         )
+        self._set_fresh(self._fresh)
         workflow.logger.warning(
             "coordinator_adopted",
             extra={"scope": scope.id, "queued": self._book.queue_length},

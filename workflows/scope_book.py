@@ -231,6 +231,12 @@ class ScopeBook:
         self._waits_cache: tuple[tuple[Any, ...], dict[str, Any]] | None = None
         # Runs closed (their durations change the etas).
         self._closes = 0
+        # Set by the coordinator while the limits it holds may be out of date (it was told they
+        # changed, or its last read's second ran out) until a read comes back: no slot is given
+        # meanwhile. A slot freed in the same workflow task as a change's signal went by the
+        # old limits before (chaos seed 17: fair shares turned off, two runs granted in fair
+        # order after its coordinator's worker was killed and the task came back 10 s later).
+        self.hold_grants = False
 
     def carried(self) -> ScopeState:
         return ScopeState(
@@ -436,8 +442,9 @@ class ScopeBook:
     # --- slots ----------------------------------------------------------------------------------
 
     def _free_slot(self) -> int | None:
-        """The lowest free slot, while fewer than N are busy and the scope is not paused."""
-        if len(self._slots) >= self.limits.slots or self.limits.paused:
+        """The lowest free slot, while fewer than N are busy, the scope is not paused and the
+        limits are not being read again (``hold_grants``)."""
+        if len(self._slots) >= self.limits.slots or self.limits.paused or self.hold_grants:
             return None
         return next(slot for slot in range(self.limits.slots) if slot not in self._slots)
 

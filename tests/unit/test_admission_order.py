@@ -326,3 +326,22 @@ def test_fair_shares_grant_the_last_waiting_run():
     holder = occupy(scope)
     last = admit(scope, fairness_key="a").run_id
     assert finish(scope, holder) == last
+
+
+def test_no_slot_is_given_while_the_limits_are_being_read_again():
+    """A slot freed in the same workflow task as a change's signal went by the old limits: fair
+    shares were turned off, and its coordinator, back 10 s after its worker was killed, granted
+    two runs in fair order (chaos seed 17). The coordinator now holds grants until a read that
+    began after the change comes back; the book gives none meanwhile."""
+    scope = book(ScopeLimits(fair_shares=True, weights={USERS[1]: 3}))
+    holder = occupy(scope)
+    early = admit(scope, user=USERS[2]).run_id  # first come
+    later = admit(scope, user=USERS[1]).run_id  # weighted 3: first under fair shares
+    scope.hold_grants = True  # told the limits changed
+    assert finish(scope, holder) is None
+    assert admit(scope, user=USERS[3]).admission == Admission.QUEUED
+    scope.limits = replace(scope.limits, fair_shares=False)  # the read came back
+    scope.hold_grants = False
+    scope.grant_waiting(T0)
+    assert [grant.run_id for grant in scope.to_start()] == [early]
+    assert scope.record(later).queue_position == 1
