@@ -416,6 +416,21 @@ class AgentScopeWorkflow:
             )
         except WorkflowAlreadyStartedError:
             self._starting.discard(grant.run_id)
+            entry = book.entry(grant.run_id)
+            # Said in the log (the run's record forgets the grant: it waits again, first in
+            # line), so whoever checks the service order knows when it was served first.
+            workflow.logger.warning(
+                "slot_taken_by_another_execution",
+                extra={
+                    "run_id": grant.run_id,
+                    "agent_type": grant.request.agent_type,
+                    "user_id": grant.request.user_id,
+                    "slot_workflow_id": slot_id,
+                    "granted_at": entry.granted_at.isoformat()
+                    if entry and entry.granted_at
+                    else None,
+                },
+            )
             book.refused(grant.run_id, None, workflow.now())
             self._watch_foreign(grant.slot, slot_id, None)
             self._dirty = True
