@@ -51,7 +51,13 @@ from chaos.facts import (
     successful_cancels,
     terminations,
 )
-from chaos.grants import FifoGrants, Grant, grants_from_agent_starts, grants_from_started_at
+from chaos.grants import (
+    FifoGrants,
+    Grant,
+    first_grants,
+    grants_from_agent_starts,
+    grants_from_started_at,
+)
 from chaos.history import History, Op
 from chaos.intervals import merged
 from chaos.limits import (
@@ -205,6 +211,7 @@ def _order(
             f"grants: first agent_start, tolerance {tolerance:g} s of time without outage or "
             "worker fault"
         )
+    grants = first_grants(grants, lines)
     trusted = fresh_reads(history, grace)
     waited = waited_until(accepted, grants, reads, successful_cancels(history), trusted)
     result = check_order(

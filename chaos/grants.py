@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from chaos.facts import Accepted
 from chaos.history import Op
 from chaos.intervals import Interval, walk_back
-from chaos.logs import START_EVENT, LogLine, epoch
+from chaos.logs import SLOT_TAKEN_EVENT, START_EVENT, LogLine, epoch
 
 FifoGrants = Literal["started_at", "agent_start"]
 EXACT = "the coordinator's record"
@@ -91,3 +91,26 @@ def grants_from_agent_starts(
         earliest = max(run.sent, walk_back(started, tolerance_seconds, unclean))
         order[run.scope].append(Grant(run_id, min(earliest, latest), latest, START_EVENT))
     return _ordered(order)
+
+
+def first_grants(grants: GrantOrder, lines: Sequence[LogLine]) -> dict[str, list[Grant]]:
+    """``grants`` with each run whose slot's id another execution held (its coordinator logged
+    ``slot_taken_by_another_execution``) granted when it was first: its record forgets that
+    grant, and it waits first in line again, so it was served in order then (the suite's chaos
+    run: a squatter on the slot, the run re-granted 11 s later, read as overtaken by a run
+    granted beside it the first time). Only ``order`` judges by the first grant."""
+    first: dict[str, float] = {}
+    for line in lines:
+        if line.event == SLOT_TAKEN_EVENT and line.granted_at is not None:
+            first[line.run_id] = min(first.get(line.run_id, line.granted_at), line.granted_at)
+    return _ordered(
+        {
+            scope: [
+                replace(grant, earliest=first[grant.run_id], latest=first[grant.run_id])
+                if grant.run_id in first and first[grant.run_id] < grant.earliest
+                else grant
+                for grant in scoped
+            ]
+            for scope, scoped in grants.items()
+        }
+    )

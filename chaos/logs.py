@@ -27,7 +27,10 @@ END_EVENTS = frozenset(
 # Written as an attempt hands its result to its run, before agent_complete.
 REPORTING_EVENT = "agent_reporting"
 ACCEPTED_EVENT = "run_accepted"
-READ_EVENTS = END_EVENTS | {START_EVENT, ACCEPTED_EVENT, REPORTING_EVENT}
+# A coordinator's: a granted run found its slot's id held by another execution and waits first
+# in line again; ``granted_at`` is when it was granted (its record forgets it).
+SLOT_TAKEN_EVENT = "slot_taken_by_another_execution"
+READ_EVENTS = END_EVENTS | {START_EVENT, ACCEPTED_EVENT, REPORTING_EVENT, SLOT_TAKEN_EVENT}
 
 
 class LogLine(BaseModel):
@@ -51,6 +54,8 @@ class LogLine(BaseModel):
     result: Any = None
     idempotency_key: str | None = None
     queue_position: int | None = None
+    # slot_taken_by_another_execution: when the run had been granted.
+    granted_at: float | None = None
 
 
 def epoch(value: str) -> float:
@@ -68,6 +73,7 @@ def parse_line(process: str, text: str) -> LogLine | None:
         return None
     expired = raw.get("lease_expired_at")
     stopped = raw.get("stopped_at")
+    granted = raw.get("granted_at")
     return LogLine(
         process=process,
         event=raw["event"],
@@ -83,6 +89,7 @@ def parse_line(process: str, text: str) -> LogLine | None:
         result=raw.get("result"),
         idempotency_key=raw.get("idempotency_key"),
         queue_position=raw.get("queue_position"),
+        granted_at=epoch(granted) if isinstance(granted, str) else None,
     )
 
 

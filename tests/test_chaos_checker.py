@@ -244,6 +244,18 @@ def test_a_later_run_granted_before_an_earlier_one_fails_order_whatever_the_agen
     ]
 
 
+def test_a_run_whose_slot_another_execution_held_is_judged_by_its_first_grant() -> None:
+    """Failed before (the suite's chaos run): B was granted with D (1.0) in one coordinator
+    task, found its slot's id held by the nemesis's own execution, and waited first in line
+    again until 1.25. Its record keeps only the second grant, so D looked like it overtook B.
+    The coordinator logs the first grant; ``order`` judges B by it."""
+    story = clean()
+    with_d(story, 1.0)
+    story.log("worker0-1", "slot_taken_by_another_execution", 1.1, "B", granted_at=T0 + 1.0)
+
+    assert verdict_of(story)["order"].passed
+
+
 def test_a_grant_known_only_from_the_execution_start_proves_no_inversion() -> None:
     story = clean()
     with_d(story, 1.3)
