@@ -227,6 +227,14 @@ async def test_probes_answer_head(api: httpx.AsyncClient, path: str) -> None:
             b"\x08\x09\x12QUnable to perform workflow execution update due to Workflow Task in "
             b"failed state.",
         ),
+        # Chaos seed 93151: a status read of a scope whose coordinator was terminated just
+        # after it continued as new, before its new execution ran a task.
+        RPCError(
+            "Workflow execution closed before WorkflowTaskStarted event",
+            RPCStatusCode.FAILED_PRECONDITION,
+            b"\x08\t\x12:Workflow execution closed before WorkflowTaskStarted event\x1aJ\nHtype"
+            b".googleapis.com/temporal.api.errordetails.v1.WorkflowNotReadyFailure",
+        ),
     ],
 )
 def test_a_coordinator_whose_workflow_task_fails_is_unavailable_never_500(

@@ -113,11 +113,15 @@ _TRANSPORT = "transport error"
 # FAILED_PRECONDITION with these words: the workflow cannot answer now because its workflow task
 # is failing (a worker cannot run it), or, for a query, because no worker polled its task queue
 # lately (just after a server restart, before the workers' polls are back: found by the
-# randomized run as a 500). Nothing the client sent is wrong: 503, not 500.
+# randomized run as a 500), or because its newest execution was closed from outside before it
+# ran a single task (a coordinator terminated just after it continued as new: a query has no
+# state to answer from until the next start's coordinator takes its queue over; chaos seed
+# 93151, a 500). Nothing the client sent is wrong: 503, not 500.
 _TASK_FAILING = (
     "Workflow Task in failed state",
     "workflow task failure",
     "no poller seen for task queue recently",
+    "Workflow execution closed before WorkflowTaskStarted event",
 )
 
 
