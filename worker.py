@@ -68,9 +68,6 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 def build_workers(client: Client, settings: Settings, agents: AgentRegistry) -> Workers:
     """The workers every process of ours runs (tests build theirs here too)."""
-    common: dict[str, Any] = {
-        "graceful_shutdown_timeout": timedelta(seconds=settings.worker_graceful_shutdown_seconds),
-    }
     main = Worker(
         client,
         task_queue=settings.task_queue,
@@ -78,20 +75,31 @@ def build_workers(client: Client, settings: Settings, agents: AgentRegistry) -> 
         activities=SCOPE_ACTIVITIES,
         sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,
         workflow_runner=WORKFLOW_RUNNER,
-        **common,
+        **_common(settings),
     )
+    return Workers([main, *agent_workers(client, settings, agents)])
+
+
+def agent_workers(client: Client, settings: Settings, agents: AgentRegistry) -> list[Worker]:
+    """One worker per agent, on that agent's own task queue (a test serves agents alone with
+    these, beside workflow workers of its own)."""
     deployment = None if settings.worker_any_deployment else settings.workflow_id
     run_agent = AgentActivities(agents, deployment).run_agent
-    per_agent = [
+    return [
         Worker(
             client,
             task_queue=agent_task_queue(settings.task_queue, name),
             activities=[run_agent],
-            **common,
+            **_common(settings),
         )
         for name in agents
     ]
-    return Workers([main, *per_agent])
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    return {
+        "graceful_shutdown_timeout": timedelta(seconds=settings.worker_graceful_shutdown_seconds),
+    }
 
 
 async def main(settings: Settings, agents: AgentRegistry | None = None) -> None:

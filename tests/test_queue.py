@@ -14,14 +14,12 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
-from activities import AgentActivities
 from activities.builtin_agents import builtin_agents
 from agent_runner.agent_registry import AgentRegistry
 from agent_runner.contract import ADMIT, READ_SETTINGS, AdmitRequest, RunRequest
 from agent_runner.deployment import join_deployment
-from agent_runner.ids import agent_task_queue
 from agent_runner.runs import (
     AgentBusyError,
     OnBusy,
@@ -41,7 +39,7 @@ from tests.helpers import (
     in_process_worker,
     make_settings,
 )
-from worker import WORKFLOW_RUNNER
+from worker import WORKFLOW_RUNNER, Workers, agent_workers
 from workflows.agent_run import AgentRunWorkflow
 from workflows.scope import AgentScopeWorkflow
 from workflows.settings import AgentRunnerSettingsWorkflow
@@ -451,12 +449,7 @@ async def test_a_worker_that_takes_over_after_an_update_keeps_histories_that_rep
     workflows/scope.py, FRESH_TIMER_PATCH. A graceful hand-over here did not show that time.)"""
     settings = queue_settings(temporal_address, agent_duration_seconds=3.0)
     agents = AgentRegistry.of(builtin_agents(settings.agent_duration_seconds))
-    serving = Worker(
-        temporal_client,
-        task_queue=agent_task_queue(settings.task_queue, "policy-checker"),
-        activities=[AgentActivities(agents, settings.workflow_id).run_agent],
-    )
-    async with serving:
+    async with Workers(agent_workers(temporal_client, settings, agents)):
         async with coordinating_worker(settings):
             first, _ = await start(temporal_client, settings, OnBusy.REJECT)
 

@@ -333,7 +333,7 @@ class AgentScopeWorkflow:
             self._loop_read_at = now
             await self._load_settings()
             now = max(now, workflow.now()) if self._timed_fresh else workflow.now()
-        book.expire(now if self._timed_fresh else workflow.now())
+        book.expire(now)
         for grant in book.to_start():
             if grant.run_id not in self._starting:
                 self._starting.add(grant.run_id)
