@@ -1,0 +1,102 @@
+"""A start that meets its coordinator on its way out for longer than its decision's time.
+
+Found by the randomized run (seed 93151): a busy coordinator continuing as new failed its
+closing task three times in 1.3 s (new events came in during each), and the updates those
+tasks carried were refused. The API sent the start again until its budget ran out, but every
+try carried the deadline of the first (three quarters of the budget after it was sent): the
+coordinator that finally took it answered EXPIRED, and the start answered ``503`` with no fault
+around it. Each try now carries a deadline of its own, and a coordinator on its way out is
+asked again for two budgets in all.
+
+The coordinator here is a stand-in served by an in-process worker on a task queue of its own:
+for a while each of its executions continues as new in its first task, so an admit that reaches
+it is never applied; then it decides as the real one does (a request past its deadline is
+EXPIRED). What is under test is the API's real start path against the real server.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import pytest
+from temporalio import workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from agent_runner.contract import (
+    ADMIT,
+    SCOPE_WORKFLOW,
+    Admission,
+    AdmitAnswer,
+    AdmitRequest,
+    RunRequest,
+)
+from agent_runner.ids import ScopeKind
+from agent_runner.runs.service import Runs, StartRequest
+from tests.helpers import make_settings
+
+
+@workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
+class PassingCoordinator:
+    """Until the time in its memo, each execution takes an admit in, then continues as new
+    before deciding (the server tells the caller the update was never applied); after it, it
+    decides."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.deciding = False
+
+    @workflow.run
+    async def run(self, carried: Any = None) -> None:
+        until = workflow.memo_value("until", type_hint=float)
+        await workflow.wait_condition(lambda: self.asked > 0)
+        if time.time() < until:  # a stand-in, never replayed: the real clock will do
+            workflow.continue_as_new(carried, memo={"until": until})
+        self.deciding = True
+        await workflow.wait_condition(workflow.all_handlers_finished)
+
+    @workflow.update(name=ADMIT.name, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
+        self.asked += 1
+        await workflow.wait_condition(lambda: self.deciding)
+        now = workflow.now()
+        return [
+            AdmitAnswer(request.request_id, Admission.EXPIRED)
+            if request.not_after is not None and now > request.not_after
+            else AdmitAnswer(request.request_id, Admission.STARTED, f"run-{uuid.uuid4()}")
+            for request in requests
+        ]
+
+
+@pytest.mark.parametrize(
+    "passing_seconds",
+    [
+        # Past the first try's decision time (three quarters of the 2 s budget), within the
+        # budget: the try that reached a deciding execution carried the first try's deadline.
+        1.8,
+        # Past the budget, within the two it is now asked for.
+        2.6,
+    ],
+)
+async def test_a_start_that_meets_its_coordinator_on_its_way_out_a_while_is_answered(
+    temporal_client: Client, temporal_address: str, passing_seconds: float
+) -> None:
+    task_queue = f"passing-{uuid.uuid4()}"
+    settings = make_settings(temporal_address, task_queue=task_queue)
+    target = settings.run_target(ScopeKind.GLOBAL)
+    scope = target.scope(agent_type="policy-checker", user_id="u")
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[PassingCoordinator]):
+        await temporal_client.start_workflow(
+            SCOPE_WORKFLOW,
+            None,
+            id=scope.id,
+            task_queue=task_queue,
+            memo={"until": time.time() + passing_seconds},
+        )
+        runs = Runs(temporal_client, target)
+        outcome = await runs.start(
+            StartRequest(RunRequest(agent_type="policy-checker", user_id="u"))
+        )
+    assert outcome.run_id.startswith("run-")
