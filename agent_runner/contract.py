@@ -574,10 +574,15 @@ class SettingsChange:
     # The record's version the change was made from: refused (STALE_CHANGE) if it changed
     # since, so two changes made at once from one read never undo each other. None: any.
     based_on: int | None = None
+    # Refused (CHANGE_EXPIRED) if it reaches the record later, by the worker's clock: a change
+    # whose caller got no answer takes effect by then or never. None: whenever.
+    not_after: datetime | None = None
 
 
 # A change refused because the record changed since it was read (read it again, change again).
 STALE_CHANGE = "the settings record changed since this change was made"
+# A change refused because it reached the record after its deadline (nothing changed).
+CHANGE_EXPIRED = "the change reached the settings record after its deadline"
 
 
 # --- messages -----------------------------------------------------------------------------------

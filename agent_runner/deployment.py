@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
+from datetime import datetime
 
 import structlog
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -19,6 +20,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.contract import (
+    CHANGE_EXPIRED,
     CHANGE_SETTINGS,
     LIMITS_CHANGED,
     SCOPE_WORKFLOW,
@@ -112,6 +114,15 @@ class StaleChangeError(InvalidRunInputError):
     """A change made from a read of the record that another change has overtaken."""
 
 
+# The API makes a change within this many RPC budgets (TEMPORAL_RPC_TIMEOUT_SECONDS) of taking it
+# up, or never (see api.routes.limits._changed): the deadline it gives change_limits.
+CHANGE_WITHIN = 4
+
+
+class ChangeExpiredError(RuntimeError):
+    """A change that reached the record after its ``not_after``: nothing changed."""
+
+
 async def change_limits(
     client: Client,
     settings: Settings,
@@ -121,11 +132,13 @@ async def change_limits(
     scope: Scope | None = None,
     override: ScopeOverride | None = None,
     based_on: int | None = None,
+    not_after: datetime | None = None,
 ) -> DeploymentSettings:
     """Change the deployment's limits, or (``scope`` given) that scope's own (``override``;
     None: it follows the deployment's again): an update of the record, in its history with
     ``changed_by``; ``based_on``: the record's version it was made from
-    (:class:`StaleChangeError` if another change came first). Returns the record once every
+    (:class:`StaleChangeError` if another change came first); ``not_after``: when it is made by
+    at the latest (:class:`ChangeExpiredError` after). Returns the record once every
     coordinator follows it (a second later). A lower N lets the agents at work finish and
     grants nothing until fewer than N work."""
     base = settings.workflow_id
@@ -135,6 +148,7 @@ async def change_limits(
         scope=scope.label if scope is not None else None,
         override=override,
         based_on=based_on,
+        not_after=not_after,
     )
     handle = client.get_workflow_handle(settings_id(base))
     try:
@@ -156,6 +170,8 @@ async def change_limits(
         message = str(err.cause or err)
         if STALE_CHANGE in message:
             raise StaleChangeError(message) from None
+        if CHANGE_EXPIRED in message:
+            raise ChangeExpiredError(message) from None
         raise InvalidRunInputError(message) from None
     told = await _tell_coordinators(client, settings, scope)
     # A coordinator not told (none was open, or visibility had not listed it yet) reads the

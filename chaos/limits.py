@@ -6,8 +6,12 @@ The rule: a change takes effect at an unknown instant between its request's send
 API answers once every coordinator follows it); a change that got no answer, or a 5xx, may have
 taken effect at any instant after it was sent, or never; a change answered 4xx, or that could not
 connect to its API, changed nothing. So a value v was possibly in effect at some instant of [a, b]
-when v is the run's own or a change to v sent by b, unless a change sent after v's was answered
-(certainly in effect, and later) by a. A value is *certainly* in effect throughout [a, b] when it is
+when v is the run's own or a change to v sent by b, unless a change sent after v's had settled
+was answered (certainly in effect, and later) by a. A change has settled once it is in the
+record or never will be: at its answer, or for one with no answer when the API's bound for
+making a change has passed (``limits_settled_seconds`` after its send: the client's timeout,
+after which the API begins no try, and the API's deadline for the record, see
+``api.routes.limits._changed``). A value is *certainly* in effect throughout [a, b] when it is
 the only one possible there. For N the checker takes the largest possible, the bound that can only
 make a property *easier* to pass; for the queue's order (fair shares) and a pause, only what is
 certain is held against the product.
@@ -38,6 +42,13 @@ class Change(Generic[T]):
     sent: float
     # When it was certainly in effect: its answer; inf when it got none (or a 5xx).
     answered: float
+    # By when it had reached the record or never would: its answer, or for one with none the
+    # latest the API makes a change by (inf: whenever, as runs from before that bound).
+    settled: float = math.inf
+
+    def __post_init__(self) -> None:
+        if self.answered < self.settled:
+            object.__setattr__(self, "settled", self.answered)
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class LimitChange:
     slots: int
     sent: float
     answered: float
+    settled: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,13 @@ def _took_effect(op: Op) -> float | None:
     return op.ended if op.status is not None and op.status < 300 else math.inf
 
 
+def _settled(history: History, op: Op) -> float:
+    """By when the change had reached the record or never would: the API makes a change within
+    ``limits_settled_seconds`` of its send, or never (see api.routes.limits._changed)."""
+    within = history.config.limits_settled_seconds
+    return math.inf if within is None else op.started + within
+
+
 def limit_changes(history: History) -> list[LimitChange]:
     """Every change of N that may have taken effect, in the order they were sent."""
     changes: list[LimitChange] = []
@@ -77,7 +96,9 @@ def limit_changes(history: History) -> list[LimitChange]:
         slots = (op.request.get("body") or {}).get("slots") if op.kind == "limits" else None
         answered = _took_effect(op)
         if isinstance(slots, int) and answered is not None:
-            changes.append(LimitChange(slots=slots, sent=op.started, answered=answered))
+            changes.append(
+                LimitChange(slots, op.started, answered, min(answered, _settled(history, op)))
+            )
     return sorted(changes, key=lambda change: change.sent)
 
 
@@ -96,7 +117,7 @@ def order_changes(history: History) -> list[Change[FairOrder | None]]:
         order: FairOrder | None = None
         if isinstance(body.get("fair_shares"), bool) and isinstance(body.get("weights"), dict):
             order = FairOrder(body["fair_shares"], tuple(sorted(body["weights"].items())))
-        changes.append(Change(order, op.started, answered))
+        changes.append(Change(order, op.started, answered, _settled(history, op)))
     return sorted(changes, key=lambda change: change.sent)
 
 
@@ -119,7 +140,7 @@ def pause_changes(history: History, scope: str) -> list[Change[bool]]:
             continue
         answered = _took_effect(op)
         if answered is not None:
-            changes.append(Change(op.kind == "pause", op.started, answered))
+            changes.append(Change(op.kind == "pause", op.started, answered, _settled(history, op)))
     return sorted(changes, key=lambda change: change.sent)
 
 
@@ -133,7 +154,7 @@ def possible_values(initial: T, changes: Sequence[Change[T]], start: float, end:
     found: list[T] = []
     for candidate in candidates:
         superseded = any(
-            later.sent > candidate.answered and later.answered <= start for later in changes
+            later.sent > candidate.settled and later.answered <= start for later in changes
         )
         if candidate.sent <= end and not superseded and candidate.value not in found:
             found.append(candidate.value)
@@ -144,7 +165,9 @@ def possible_limits(
     initial: int, changes: Sequence[LimitChange], start: float, end: float
 ) -> set[int]:
     """Every N that could have been in effect at some instant of [start, end]."""
-    generic = [Change(change.slots, change.sent, change.answered) for change in changes]
+    generic = [
+        Change(change.slots, change.sent, change.answered, change.settled) for change in changes
+    ]
     return set(possible_values(initial, generic, start, end))
 
 

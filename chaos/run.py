@@ -15,7 +15,9 @@ from typing import Any
 
 import httpx
 
-from chaos.calls import Calls
+from agent_runner.deployment import CHANGE_WITHIN
+from agent_runner.settings import Settings
+from chaos.calls import REQUEST_TIMEOUT_SECONDS, Calls
 from chaos.checker import CheckerOptions, check
 from chaos.clients import Client, Known
 from chaos.facts import accepted_runs, scope_of
@@ -58,6 +60,19 @@ def stack_settings(options: ChaosOptions) -> dict[str, Any]:
         "worker_graceful_shutdown_seconds": 3.0,
         "log_level": "INFO",
     }
+
+
+def limits_settled_seconds(settings: dict[str, Any]) -> float:
+    """How long after its send a limits change is in the record or never will be: the
+    clients' timeout (the API begins no try once its caller has gone), then the API's deadline
+    for the record, and a second for the two clocks."""
+    budget = float(
+        settings.get(
+            "temporal_rpc_timeout_seconds",
+            Settings.model_fields["temporal_rpc_timeout_seconds"].default,
+        )
+    )
+    return REQUEST_TIMEOUT_SECONDS + CHANGE_WITHIN * budget + 1.0
 
 
 def probe_body(scope: str, users: list[str]) -> dict[str, str]:
@@ -157,6 +172,7 @@ async def run_chaos(
         agent_duration_seconds=options.agent_duration_seconds(),
         heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS,
         workflow_id=WORKFLOW_ID,
+        limits_settled_seconds=limits_settled_seconds(stack_settings(options)),
     )
     recorder = Recorder(config)
     stack = ChaosStack(directory, stack_settings(options), recorder)

@@ -1021,3 +1021,22 @@ def test_possible_limits_are_those_not_certainly_superseded() -> None:
     assert possible_limits(3, changes, 21.0, 22.0) == {1, 4}
     assert possible_limits(3, changes, 32.0, 40.0) == {2, 4}
     assert possible_limits(3, [], 0.0, 40.0) == {3}
+
+
+def test_a_change_with_no_answer_is_superseded_once_it_has_settled() -> None:
+    """The API makes a change within a bound of its send or never (``settled``): one sent
+    after that and answered holds from its answer on. Before the bound, an unanswered change
+    counted as possibly in effect for the rest of the run, so after any change of the fair
+    phase that got no answer, fair shares were never certainly on and nothing was judged
+    (chaos seed 93151)."""
+    changes = [
+        LimitChange(slots=1, sent=10.0, answered=11.0),
+        LimitChange(slots=4, sent=20.0, answered=math.inf, settled=25.0),  # no answer
+        LimitChange(slots=2, sent=26.0, answered=27.0),
+        LimitChange(slots=5, sent=30.0, answered=math.inf, settled=35.0),  # no answer
+        LimitChange(slots=3, sent=33.0, answered=34.0),  # sent before the 5 had settled
+    ]
+
+    assert possible_limits(3, changes, 21.0, 22.0) == {1, 4}
+    assert possible_limits(3, changes, 27.5, 28.0) == {2}
+    assert possible_limits(3, changes, 40.0, 41.0) == {5, 3}

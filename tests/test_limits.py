@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from agent_runner.contract import (
     ScopeOverride,
     SettingsChange,
 )
-from agent_runner.deployment import read_deployment
+from agent_runner.deployment import ChangeExpiredError, change_limits, read_deployment
 from agent_runner.ids import settings_id
 from agent_runner.settings import Settings
 from tests.helpers import (
@@ -315,3 +316,38 @@ async def test_a_deployment_wide_pause_is_shown_and_undone_through_the_api(
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update(CHANGE_SETTINGS.name, forged, result_type=DeploymentSettings)
     assert "../../etc" not in (await api.get("/agents/limits")).json()["scopes"]
+
+
+async def test_a_change_held_up_on_its_way_to_the_record_is_made_by_its_deadline_or_never(
+    temporal_client: Client, idle_settings: Settings
+) -> None:
+    """A change that got no answer took effect whenever it reached the record: an update waits
+    on the server while no worker runs the record, and a paused API takes its change up again
+    when it wakes, over any change made since (the randomized run then had to count every
+    unanswered change as possibly in effect for the rest of the run, and so never judged fair
+    shares). A change now carries a deadline; the record refuses it after, and nothing
+    changes."""
+    seed = DeploymentSettings(limits=ScopeLimits(slots=1), changed_by="seed")
+    await temporal_client.start_workflow(
+        SETTINGS_WORKFLOW,
+        seed,
+        id=settings_id(idle_settings.workflow_id),
+        task_queue=idle_settings.task_queue,
+        memo={SETTINGS_MEMO: seed},
+    )
+    held_up = asyncio.create_task(
+        change_limits(
+            temporal_client,
+            idle_settings,
+            ScopeLimits(slots=3),
+            changed_by="test",
+            not_after=datetime.now(UTC) + timedelta(seconds=0.5),
+        )
+    )
+    await asyncio.sleep(1.0)  # no worker runs the record yet: the update waits on the server
+    async with coordinating_worker(idle_settings):
+        with pytest.raises(ChangeExpiredError):
+            await held_up
+        record, _ = await read_deployment(temporal_client, idle_settings.workflow_id)
+        assert record is not None
+        assert (record.limits.slots, record.version) == (1, seed.version), record

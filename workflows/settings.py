@@ -11,12 +11,14 @@ record again within a second of any decision (see :mod:`workflows.scope`).
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 
 from temporalio import workflow
 from temporalio.common import RawValue
 
 with workflow.unsafe.imports_passed_through():
     from agent_runner.contract import (
+        CHANGE_EXPIRED,
         CHANGE_SETTINGS,
         MAX_SCOPE_OVERRIDES,
         SETTINGS_MEMO,
@@ -116,6 +118,15 @@ class AgentRunnerSettingsWorkflow:
 
     @change_settings.validator
     def _check(self, change: SettingsChange) -> None:
+        if change.not_after is not None:
+            # A validator runs on first run only (a refused update leaves nothing in the
+            # history), so the real clock is safe here, and is the one the caller's deadline
+            # was set by: workflow.now() may be the time of the task before, after a worker
+            # took the workflow over (see FRESH_TIMER_PATCH in workflows.scope).
+            with workflow.unsafe.sandbox_unrestricted():
+                late = datetime.now(UTC) > change.not_after
+            if late:
+                raise InvalidRunInputError(f"{CHANGE_EXPIRED} ({change.not_after.isoformat()})")
         check_limits(change.limits)
         if change.scope is None:
             return

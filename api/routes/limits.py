@@ -9,15 +9,23 @@ accepting and queueing runs and starts none until it is resumed."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
 from fastapi import HTTPException, Path, Request, status
 
 from agent_runner.contract import DeploymentSettings, ScopeLimits, ScopeOverride
-from agent_runner.deployment import StaleChangeError, change_limits, read_deployment
+from agent_runner.deployment import (
+    CHANGE_WITHIN,
+    ChangeExpiredError,
+    StaleChangeError,
+    change_limits,
+    read_deployment,
+)
 from agent_runner.ids import MAX_SCOPE_NAME, Scope
 from agent_runner.runs import TemporalUnavailableError
 from agent_runner.runs.errors import temporal_call
@@ -35,6 +43,8 @@ from api.schemas import (
 router = agents_router()
 # A change overtaken by another (see _changed) is made again from a new read this often at most.
 CHANGE_TRIES = 10
+# The status logged for a change whose caller went away before it was made (nobody reads it).
+CLIENT_GONE = 499
 logger = structlog.stdlib.get_logger(__name__)
 ScopePath = Annotated[
     str,
@@ -191,10 +201,24 @@ Change = Callable[[DeploymentSettings], tuple[ScopeLimits, Scope | None, ScopeOv
 async def _changed(state: AppState, request: Request, change: Change) -> DeploymentSettings:
     """The record, changed as ``change(the record as read)`` says, made from the record's
     latest version: a change that another overtook between its read and its update is made
-    again from a new read (two PUTs at once each answered 200 and one was lost)."""
+    again from a new read (two PUTs at once each answered 200 and one was lost).
+
+    It is made within CHANGE_WITHIN budgets of the API taking it up, or never (the record
+    refuses it after: ``503``, nothing changed), and no try begins once its caller has gone:
+    a change that got no answer never takes effect long after (a paused API, or an update
+    held up on its way to the record, would otherwise make it later, over a newer one)."""
+    loop = asyncio.get_running_loop()
+    within = state.settings.temporal_rpc_timeout_seconds * CHANGE_WITHIN
+    deadline = loop.time() + within
+    not_after = datetime.now(UTC) + timedelta(seconds=within)
     for _ in range(CHANGE_TRIES):
+        if await request.is_disconnected():
+            logger.warning("limits_change_abandoned", reason="the caller went away")
+            raise HTTPException(CLIENT_GONE, "The caller went away: nothing was changed")
         current = await _record(state)
         limits, scope, own = change(current)
+        if loop.time() > deadline:
+            raise TemporalUnavailableError("the change could not be made in time")
         try:
             with temporal_call():
                 return await change_limits(
@@ -205,9 +229,12 @@ async def _changed(state: AppState, request: Request, change: Change) -> Deploym
                     scope=scope,
                     override=own,
                     based_on=current.version,
+                    not_after=not_after,
                 )
         except StaleChangeError:
             continue
+        except ChangeExpiredError:
+            raise TemporalUnavailableError("the change could not be made in time") from None
         except ValueError as err:  # refused by the record's own check (too many scopes)
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(err)) from None
     raise HTTPException(
