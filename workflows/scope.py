@@ -122,6 +122,12 @@ BUDGET_PATCH = "carried-budget-and-shared-admit-reads"
 # replay read first, and the history no longer replayed (the suite's short chaos run, twice).
 # A timer's firing is an event in the history: first run and replay see it at the same point.
 FRESH_TIMER_PATCH = "settings-freshness-by-timer"
+# The patch, asked at an execution's first moment after FRESH_TIMER_PATCH, after which fair shares
+# keep a round-robin clock per priority (ScopeBook's ``rank_clocks``): a key that begins to wait
+# again takes its turns from where its priority's service has got to. Before it, runs waiting at
+# a lower priority held the one clock back, and a key back after a moment with nothing queued
+# took the turns another key had been granted meanwhile (chaos seed 93151: eleven in a row).
+RANK_CLOCKS_PATCH = "fair-clock-per-priority"
 _QUICK = timedelta(seconds=10)
 # Reads an admit makes at most to decide with fresh limits (FRESH_TIMER_PATCH).
 _ADMIT_READS = 3
@@ -164,6 +170,8 @@ class AgentScopeWorkflow:
         # LIMITS_CHANGED, whose SETTINGS_FRESH has not run out (a timer says when it has); how
         # many such reads came back; and how many LIMITS_CHANGED signals came.
         self._timed_fresh = False
+        # Since RANK_CLOCKS_PATCH (decided in ``run``): fair shares keep a clock per priority.
+        self._rank_clocks = False
         self._fresh = False
         self._fresh_reads = 0
         self._changes = 0
@@ -262,11 +270,12 @@ class AgentScopeWorkflow:
         self._local_reads = not self._patches_first and workflow.patched(LOCAL_READS_PATCH)
         self._budgeted = self._patches_first and workflow.patched(BUDGET_PATCH)
         self._timed_fresh = self._budgeted and workflow.patched(FRESH_TIMER_PATCH)
+        self._rank_clocks = self._timed_fresh and workflow.patched(RANK_CLOCKS_PATCH)
         scope = _own_scope()
         state = _carried_state(carried)
         # Known from its first moment, so its queries always answer: what the execution before
         # carried over, or nothing (a coordinator starting afresh knows no run yet).
-        self._book = ScopeBook(scope, state or ScopeState(), _POLICY, budgeted=self._budgeted)
+        self._book = self._new_book(scope, state or ScopeState())
         self._set_fresh(self._fresh)  # nothing is granted before the start-up read (the patch)
         settings = await self._despite_cancel(self._read_settings)
         if settings.scope_kind != scope.kind:
@@ -651,15 +660,19 @@ class AgentScopeWorkflow:
             return None
         return workflow.payload_converter().from_payload(raw.payload)
 
+    def _new_book(self, scope: Scope, state: ScopeState) -> ScopeBook:
+        """A book of this execution's code (the patches it took)."""
+        return ScopeBook(
+            scope, state, _POLICY, budgeted=self._budgeted, rank_clocks=self._rank_clocks
+        )
+
     def _adopt(self, scope: Scope, carried: object) -> None:
         """Take over what the predecessor carried."""
         if carried is None:
             return
         state: ScopeState = parse_as(ScopeState, carried, "a predecessor's state")
         limits = self._book.limits if self._book else state.limits
-        self._book = ScopeBook(
-            scope, replace(state, limits=limits), _POLICY, budgeted=self._budgeted
-        )
+        self._book = self._new_book(scope, replace(state, limits=limits))
         self._set_fresh(self._fresh)
         workflow.logger.warning(
             "coordinator_adopted",

@@ -174,6 +174,9 @@ class ScopeState:
     # and the pass of the last grant.
     passes: dict[str, float] = field(default_factory=dict)
     fair_clock: float = 0.0
+    # Fair shares, per priority (its rank, as text): the turn of its last grant (a book made
+    # ``rank_clocks``).
+    rank_clocks: dict[str, float] = field(default_factory=dict)
     # The last DURATIONS_KEPT durations (seconds on a slot) of each agent type's runs.
     durations: dict[str, list[float]] = field(default_factory=dict)
 
@@ -192,13 +195,21 @@ class Grant:
 
 class ScopeBook:
     def __init__(
-        self, scope: Scope, state: ScopeState, default_policy: RunPolicy, *, budgeted: bool = True
+        self,
+        scope: Scope,
+        state: ScopeState,
+        default_policy: RunPolicy,
+        *,
+        budgeted: bool = True,
+        rank_clocks: bool = True,
     ) -> None:
         """``budgeted``: keep what it carries within the byte budget (OPEN_BYTES_MAX and the
-        rest); False only for a coordinator execution begun before it (its history replays
-        as it ran)."""
+        rest); ``rank_clocks``: a key that begins to wait again at a priority takes its turns
+        from where that priority's service has got to (see _turn_of). Each False only for a
+        coordinator execution begun before it (its history replays as it ran)."""
         self.scope = scope
         self.budgeted = budgeted
+        self.rank_clocks = rank_clocks
         self.limits = state.limits
         self.default_policy = default_policy
         self._entries = {entry.run_id: entry for entry in state.entries}
@@ -212,6 +223,7 @@ class ScopeBook:
         self._queue_bytes = sum(self._entries[run_id].size for run_id in self._queue)
         self._passes = dict(state.passes)
         self._fair_clock = state.fair_clock
+        self._rank_clocks = dict(state.rank_clocks)
         self._durations = {kind: list(times) for kind, times in state.durations.items()}
         # The ended runs' records, oldest end first, with their weight; keys' and answers'.
         ended = sorted(
@@ -251,6 +263,7 @@ class ScopeBook:
             next_seq=self._next_seq,
             passes=dict(self._passes),
             fair_clock=self._fair_clock,
+            rank_clocks=dict(self._rank_clocks),
             durations={kind: list(times) for kind, times in self._durations.items()},
         )
 
@@ -473,7 +486,7 @@ class ScopeBook:
             self._queue_bytes -= entry.size
             self.queue_version += 1
             if self.limits.fair_shares:
-                self._take_turn(entry)
+                self._take_turn(entry, self._rank(entry, now))
             self._grant(entry, slot, now)
 
     def _ready(self, run_id: str) -> bool:
@@ -514,15 +527,29 @@ class ScopeBook:
     def _weight(self, key: str) -> int:
         return max(1, self.limits.weights.get(key, 1))
 
-    def _turn_of(self, key: str, passes: dict[str, float], clock: float) -> float:
-        """When the key's next grant comes: its pass, never behind the clock (a key that
-        waited for nothing banks no turns)."""
-        return max(passes.get(key, clock), clock)
+    def _turn_of(
+        self, key: str, passes: dict[str, float], clock: float, floor: float | None = None
+    ) -> float:
+        """When the key's next grant comes: its pass, never behind the clock nor its
+        priority's (``floor``): a key that waited for nothing banks no turns. The clock never
+        passes a waiting key's turn (see _take_turn), so runs waiting at a lower priority hold
+        it back; the turn of the last grant at the key's own priority does not wait for them
+        (chaos seed 93151: fair-a, back after a moment with nothing queued, took the turns
+        fair-b had been granted meanwhile, eleven grants in a row)."""
+        return max(passes.get(key, clock), clock, clock if floor is None else floor)
 
-    def _take_turn(self, entry: Entry) -> None:
+    def _rank_floor(self, rank: int, clocks: dict[str, float] | None = None) -> float | None:
+        """The turn of the last grant at ``rank`` (None: none, or a book before rank clocks)."""
+        if not self.rank_clocks:
+            return None
+        return (self._rank_clocks if clocks is None else clocks).get(str(rank))
+
+    def _take_turn(self, entry: Entry, rank: int) -> None:
         key = self._fair_key(entry)
-        turn = self._turn_of(key, self._passes, self._fair_clock)
+        turn = self._turn_of(key, self._passes, self._fair_clock, self._rank_floor(rank))
         self._passes[key] = turn + 1 / self._weight(key)
+        if self.rank_clocks:
+            self._rank_clocks[str(rank)] = turn
         waiting = {self._fair_key(self._entries[run_id]) for run_id in self._queue}
         if self.budgeted:
             # The clock never passes a waiting key's turn: a grant at another priority (or an
@@ -542,13 +569,14 @@ class ScopeBook:
         limits = self.limits
         cache_key: tuple[Any, ...] = (self.queue_version, now, limits.fair_shares)
         cache_key += (limits.aging_seconds, tuple(sorted(limits.weights.items())), self._fair_clock)
+        cache_key += tuple(sorted(self._rank_clocks.items()))
         if self._order_cache is not None and self._order_cache[0] == cache_key:
             return self._order_cache[1]
         by_rank: dict[int, list[str]] = {}
         for run_id in self._queue:
             by_rank.setdefault(self._rank(self._entries[run_id], now), []).append(run_id)
         order: list[str] = []
-        passes, clock = dict(self._passes), self._fair_clock
+        passes, clock, floors = dict(self._passes), self._fair_clock, dict(self._rank_clocks)
         for rank in sorted(by_rank):
             if not limits.fair_shares:
                 order += by_rank[rank]
@@ -557,7 +585,8 @@ class ScopeBook:
             for run_id in by_rank[rank]:
                 keyed.setdefault(self._fair_key(self._entries[run_id]), []).append(run_id)
             # (turn, place of the key's first run, key): ties go to the key that waited first.
-            turns = [(self._turn_of(key, passes, clock), index, key) for index, key in
+            floor = self._rank_floor(rank, floors)
+            turns = [(self._turn_of(key, passes, clock, floor), index, key) for index, key in
                      enumerate(keyed)]  # fmt: skip
             heapq.heapify(turns)
             heads = dict.fromkeys(keyed, 0)
@@ -566,6 +595,7 @@ class ScopeBook:
                 order.append(keyed[key][heads[key]])
                 heads[key] += 1
                 passes[key], clock = turn + 1 / self._weight(key), turn
+                floors[str(rank)] = turn
                 if heads[key] < len(keyed[key]):
                     heapq.heappush(turns, (passes[key], index, key))
         self._order_cache = (

@@ -345,3 +345,47 @@ def test_no_slot_is_given_while_the_limits_are_being_read_again():
     scope.grant_waiting(T0)
     assert [grant.run_id for grant in scope.to_start()] == [early]
     assert scope.record(later).queue_position == 1
+
+
+def test_a_key_that_stops_waiting_banks_no_turns_beside_waiting_runs_of_lower_priority():
+    """Failed before (chaos seed 93151, once its fair phase was judged): fair-a's feeder had
+    nothing queued for a moment while fair-b was granted three runs alone; back, fair-a took
+    eleven grants in a row (0.83 of 47). A key that waited for nothing banks no turns: its
+    turn is never behind the round-robin's clock. But that clock never passes a waiting key's
+    turn, and other callers' runs waiting at a lower priority held it far behind the keys
+    being served, so fair-a came back with the turns fair-b had taken meanwhile. Now each
+    priority has a clock of its own, where its service has got to."""
+    scope = book(ScopeLimits(fair_shares=True, weights={"fair-a": 3, "fair-b": 1}))
+    current = occupy(scope)
+    for user in USERS[:3]:  # others' runs, waiting at the default priority throughout
+        for _ in range(5):
+            admit(scope, user=user, priority=3)
+    for _ in range(6):  # a few of them served first: their keys' turns are far behind
+        current = str(finish(scope, current))
+    waiting = {"fair-a": 0, "fair-b": 0}
+
+    def serve(keys: tuple[str, ...], grants: int) -> list[str]:
+        nonlocal current
+        served = []
+        for _ in range(grants):
+            for key in keys:
+                for _ in range(4 - waiting[key]):
+                    admit(scope, user=USERS[4], fairness_key=key, priority=1)
+                    waiting[key] += 1
+            granted = finish(scope, current)
+            assert granted is not None
+            entry = scope.entry(granted)
+            assert entry is not None
+            key = str(entry.fairness_key)
+            waiting[key] -= 1
+            served.append(key)
+            current = granted
+        return served
+
+    serve(("fair-a", "fair-b"), 40)
+    while waiting["fair-a"]:  # fair-a's queue runs dry; fair-b alone for a few grants
+        serve(("fair-b",), 1)
+    assert serve(("fair-b",), 6) == ["fair-b"] * 6
+    back = serve(("fair-a", "fair-b"), 40)
+    assert 0.675 <= back.count("fair-a") / len(back) <= 0.825, back
+    assert "fair-b" in back[:8], back
