@@ -122,11 +122,12 @@ BUDGET_PATCH = "carried-budget-and-shared-admit-reads"
 # replay read first, and the history no longer replayed (the suite's short chaos run, twice).
 # A timer's firing is an event in the history: first run and replay see it at the same point.
 FRESH_TIMER_PATCH = "settings-freshness-by-timer"
-# The patch, asked at an execution's first moment after FRESH_TIMER_PATCH, after which fair shares
-# keep a round-robin clock per priority (ScopeBook's ``rank_clocks``): a key that begins to wait
-# again takes its turns from where its priority's service has got to. Before it, runs waiting at
-# a lower priority held the one clock back, and a key back after a moment with nothing queued
-# took the turns another key had been granted meanwhile (chaos seed 93151: eleven in a row).
+# The patch, asked at an execution's first moment after FRESH_TIMER_PATCH, after which each
+# priority's fair shares are a round-robin of its own (ScopeBook's ``rank_clocks``: a pass per
+# key and priority, and a clock per priority): a key that begins to wait again takes its turns
+# from where its priority's service has got to. Before it, runs waiting at a lower priority held
+# the one clock back, and a key back after a moment with nothing queued took the turns another
+# key had been granted meanwhile (chaos seed 93151: eleven in a row).
 RANK_CLOCKS_PATCH = "fair-clock-per-priority"
 _QUICK = timedelta(seconds=10)
 # Reads an admit makes at most to decide with fresh limits (FRESH_TIMER_PATCH).

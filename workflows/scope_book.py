@@ -171,11 +171,11 @@ class ScopeState:
     queue_version: int = 0
     next_seq: int = 1
     # Fair shares: each fairness key's pass (its next turn; it grows by 1/weight per grant)
-    # and the pass of the last grant.
+    # and the pass of the last grant. A book made ``rank_clocks`` keeps a pass per key and
+    # priority ("<rank> <key>") and, per priority (its rank, as text), the turn of its last
+    # grant; its fair_clock stays as it was carried.
     passes: dict[str, float] = field(default_factory=dict)
     fair_clock: float = 0.0
-    # Fair shares, per priority (its rank, as text): the turn of its last grant (a book made
-    # ``rank_clocks``).
     rank_clocks: dict[str, float] = field(default_factory=dict)
     # The last DURATIONS_KEPT durations (seconds on a slot) of each agent type's runs.
     durations: dict[str, list[float]] = field(default_factory=dict)
@@ -486,7 +486,7 @@ class ScopeBook:
             self._queue_bytes -= entry.size
             self.queue_version += 1
             if self.limits.fair_shares:
-                self._take_turn(entry, self._rank(entry, now))
+                self._take_turn(entry, now)
             self._grant(entry, slot, now)
 
     def _ready(self, run_id: str) -> bool:
@@ -528,28 +528,40 @@ class ScopeBook:
         return max(1, self.limits.weights.get(key, 1))
 
     def _turn_of(
-        self, key: str, passes: dict[str, float], clock: float, floor: float | None = None
+        self, key: str, rank: int, passes: dict[str, float], clock: float, floors: dict[str, float]
     ) -> float:
-        """When the key's next grant comes: its pass, never behind the clock nor its
-        priority's (``floor``): a key that waited for nothing banks no turns. The clock never
-        passes a waiting key's turn (see _take_turn), so runs waiting at a lower priority hold
-        it back; the turn of the last grant at the key's own priority does not wait for them
-        (chaos seed 93151: fair-a, back after a moment with nothing queued, took the turns
-        fair-b had been granted meanwhile, eleven grants in a row)."""
-        return max(passes.get(key, clock), clock, clock if floor is None else floor)
-
-    def _rank_floor(self, rank: int, clocks: dict[str, float] | None = None) -> float | None:
-        """The turn of the last grant at ``rank`` (None: none, or a book before rank clocks)."""
-        if not self.rank_clocks:
-            return None
-        return (self._rank_clocks if clocks is None else clocks).get(str(rank))
-
-    def _take_turn(self, entry: Entry, rank: int) -> None:
-        key = self._fair_key(entry)
-        turn = self._turn_of(key, self._passes, self._fair_clock, self._rank_floor(rank))
-        self._passes[key] = turn + 1 / self._weight(key)
+        """When the key's next grant at ``rank`` comes: its pass, never behind the clock (a
+        key that waited for nothing banks no turns). Since rank clocks each priority is a
+        round-robin of its own: a pass per key and priority, and the priority's clock is the
+        turn of its last grant (``floors``). Before, one clock that never passed a waiting
+        key's turn (see _take_turn) was held back by runs waiting at a lower priority, and a
+        key back after a moment with nothing queued took the turns another had been granted
+        meanwhile (chaos seed 93151: eleven grants in a row)."""
         if self.rank_clocks:
+            floor = floors.get(str(rank), 0.0)
+            return max(passes.get(_pass_key(key, rank), floor), floor)
+        return max(passes.get(key, clock), clock)
+
+    def _take_turn(self, entry: Entry, now: datetime) -> None:
+        key, rank = self._fair_key(entry), self._rank(entry, now)
+        turn = self._turn_of(key, rank, self._passes, self._fair_clock, self._rank_clocks)
+        if self.rank_clocks:
+            self._passes[_pass_key(key, rank)] = turn + 1 / self._weight(key)
             self._rank_clocks[str(rank)] = turn
+            waiting = {
+                _pass_key(self._fair_key(queued), self._rank(queued, now))
+                for queued in (self._entries[run_id] for run_id in self._queue)
+            }
+            for known, passed in list(self._passes.items()):
+                # A pass at or behind its priority's clock counts as the clock (and one kept
+                # per key only, from an execution before rank clocks, no more).
+                rank_text, _, _ = known.rpartition(" ")
+                floor = self._rank_clocks.get(rank_text) if rank_text else None
+                if known not in waiting and (floor is None or passed <= floor):
+                    del self._passes[known]
+            _trim(self._passes, PASSES_KEPT)
+            return
+        self._passes[key] = turn + 1 / self._weight(key)
         waiting = {self._fair_key(self._entries[run_id]) for run_id in self._queue}
         if self.budgeted:
             # The clock never passes a waiting key's turn: a grant at another priority (or an
@@ -585,19 +597,19 @@ class ScopeBook:
             for run_id in by_rank[rank]:
                 keyed.setdefault(self._fair_key(self._entries[run_id]), []).append(run_id)
             # (turn, place of the key's first run, key): ties go to the key that waited first.
-            floor = self._rank_floor(rank, floors)
-            turns = [(self._turn_of(key, passes, clock, floor), index, key) for index, key in
-                     enumerate(keyed)]  # fmt: skip
+            turns = [(self._turn_of(key, rank, passes, clock, floors), index, key)
+                     for index, key in enumerate(keyed)]  # fmt: skip
             heapq.heapify(turns)
             heads = dict.fromkeys(keyed, 0)
             while turns:
                 turn, index, key = heapq.heappop(turns)
                 order.append(keyed[key][heads[key]])
                 heads[key] += 1
-                passes[key], clock = turn + 1 / self._weight(key), turn
+                held = _pass_key(key, rank) if self.rank_clocks else key
+                passes[held], clock = turn + 1 / self._weight(key), turn
                 floors[str(rank)] = turn
                 if heads[key] < len(keyed[key]):
-                    heapq.heappush(turns, (passes[key], index, key))
+                    heapq.heappush(turns, (passes[held], index, key))
         self._order_cache = (
             cache_key,
             order,
@@ -1025,6 +1037,12 @@ def _expiry(entry: Entry) -> datetime | None:
         return None
     kept = SLOT_RECORD_RETENTION if entry.granted_at is not None else RETENTION
     return entry.ended_at + kept
+
+
+def _pass_key(key: str, rank: int) -> str:
+    """Where a key's pass at a priority is kept, since rank clocks (a fairness key has no
+    space)."""
+    return f"{rank} {key}"
 
 
 def _trim(table: dict[str, Any], kept: int) -> None:

@@ -389,3 +389,35 @@ def test_a_key_that_stops_waiting_banks_no_turns_beside_waiting_runs_of_lower_pr
     back = serve(("fair-a", "fair-b"), 40)
     assert 0.675 <= back.count("fair-a") / len(back) <= 0.825, back
     assert "fair-b" in back[:8], back
+
+
+def test_a_grant_at_one_priority_takes_no_turns_from_the_keys_runs_at_another():
+    """Found reviewing the clock per priority: a key's pass was one for every priority, so a
+    run of its at a busy higher priority (or one that aged into it) was granted at that
+    priority's clock, far ahead, and its runs at its own priority then lost every turn they
+    had: the other key got about forty grants in a row. Each priority is now a round-robin
+    of its own."""
+    scope = book(ScopeLimits(fair_shares=True))
+    current = occupy(scope)
+    for _ in range(30):
+        admit(scope, fairness_key="a", priority=3)
+        admit(scope, fairness_key="b", priority=3)
+
+    def serve(grants: int) -> list[str]:
+        nonlocal current
+        served = []
+        for _ in range(grants):
+            current = str(finish(scope, current))
+            entry = scope.entry(current)
+            assert entry is not None
+            served.append(f"{entry.fairness_key}@{entry.priority}")
+        return served
+
+    serve(4)
+    for _ in range(40):  # another caller keeps priority 1 busy for a while
+        admit(scope, fairness_key="c", priority=1)
+    assert serve(40) == ["c@1"] * 40
+    admit(scope, fairness_key="a", priority=1)
+    assert serve(1) == ["a@1"]
+    after = serve(20)
+    assert after.count("a@3") == after.count("b@3") == 10, after
