@@ -95,9 +95,9 @@ class RunConfig(_Record):
     workflow_id: str
     # The stack's own workers (worker0 ..), each behind a proxy of its own.
     workers: int = 2
-    # A limits change is in the record this long after its send or never (see chaos.limits);
-    # None: whenever (runs from before the API bounded it).
-    limits_settled_seconds: float | None = None
+    # A limits change is in the record this long after its API took it up, or never (see
+    # chaos.limits); None: whenever (runs from before the API bounded it).
+    limits_made_within_seconds: float | None = None
 
 
 class Replays(_Record):

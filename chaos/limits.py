@@ -9,8 +9,8 @@ connect to its API, changed nothing. So a value v was possibly in effect at some
 when v is the run's own or a change to v sent by b, unless a change sent after v's had settled
 was answered (certainly in effect, and later) by a. A change has settled once it is in the
 record or never will be: at its answer, or for one with no answer when the API's bound for
-making a change has passed (``limits_settled_seconds`` after its send: the client's timeout,
-after which the API begins no try, and the API's deadline for the record, see
+making a change has passed (see ``_settled``: the client's longest hand-over of the request,
+or the end of a pause of its API, then the API's deadline for the record, see
 ``api.routes.limits._changed``). A value is *certainly* in effect throughout [a, b] when it is
 the only one possible there. For N the checker takes the largest possible, the bound that can only
 make a property *easier* to pass; for the queue's order (fair shares) and a pause, only what is
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from agent_runner.contract import ScopeLimits
+from chaos.calls import REQUEST_TIMEOUT_SECONDS
 from chaos.history import History, Op
 
 T = TypeVar("T")
@@ -71,6 +72,9 @@ class FairOrder:
 FAIR_OFF = FairOrder(fair_shares=False)
 
 
+# The longest a client takes to hand a request over to its API: httpx's pool, connect and write
+# phases, each with its own timeout.
+HAND_OVER_SECONDS = 3 * REQUEST_TIMEOUT_SECONDS
 # A request that could not connect was never sent (httpx.ConnectError: the connection failed).
 NEVER_SENT = "connection (ConnectError)"
 
@@ -83,10 +87,22 @@ def _took_effect(op: Op) -> float | None:
 
 
 def _settled(history: History, op: Op) -> float:
-    """By when the change had reached the record or never would: the API makes a change within
-    ``limits_settled_seconds`` of its send, or never (see api.routes.limits._changed)."""
-    within = history.config.limits_settled_seconds
-    return math.inf if within is None else op.started + within
+    """By when the change had reached the record or never would: the API makes a change
+    within ``limits_made_within_seconds`` of taking it up, or never. It takes it up once the
+    request has reached it: within the client's wait to hand it over (a pool, a connect and a
+    write phase of REQUEST_TIMEOUT_SECONDS each), or, when that API was paused meanwhile, once
+    it resumes (its check that the caller has gone can miss the caller's close)."""
+    within = history.config.limits_made_within_seconds
+    if within is None:
+        return math.inf
+    taken_up = op.started + HAND_OVER_SECONDS
+    resumed = [
+        fault.ended
+        for fault in history.faults
+        if fault.kind == "pause-api" and f"api{op.api}" in fault.affects
+        and fault.started <= taken_up and fault.ended >= op.started
+    ]  # fmt: skip
+    return max([taken_up, *resumed]) + within
 
 
 def limit_changes(history: History) -> list[LimitChange]:

@@ -17,7 +17,7 @@ import httpx
 
 from agent_runner.deployment import CHANGE_WITHIN
 from agent_runner.settings import Settings
-from chaos.calls import REQUEST_TIMEOUT_SECONDS, Calls
+from chaos.calls import Calls
 from chaos.checker import CheckerOptions, check
 from chaos.clients import Client, Known
 from chaos.facts import accepted_runs, scope_of
@@ -62,17 +62,12 @@ def stack_settings(options: ChaosOptions) -> dict[str, Any]:
     }
 
 
-def limits_settled_seconds(settings: dict[str, Any]) -> float:
-    """How long after its send a limits change is in the record or never will be: the
-    clients' timeout (the API begins no try once its caller has gone), then the API's deadline
-    for the record, and a second for the two clocks."""
-    budget = float(
-        settings.get(
-            "temporal_rpc_timeout_seconds",
-            Settings.model_fields["temporal_rpc_timeout_seconds"].default,
-        )
-    )
-    return REQUEST_TIMEOUT_SECONDS + CHANGE_WITHIN * budget + 1.0
+def limits_made_within_seconds(values: dict[str, Any]) -> float:
+    """How long after its API took a limits change up it is in the record or never will be:
+    the API's deadline for the record (see api.routes.limits._changed), and a second for the
+    two clocks."""
+    budget = Settings(_env_file=None, **values).temporal_rpc_timeout_seconds
+    return CHANGE_WITHIN * budget + 1.0
 
 
 def probe_body(scope: str, users: list[str]) -> dict[str, str]:
@@ -172,7 +167,7 @@ async def run_chaos(
         agent_duration_seconds=options.agent_duration_seconds(),
         heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_SECONDS,
         workflow_id=WORKFLOW_ID,
-        limits_settled_seconds=limits_settled_seconds(stack_settings(options)),
+        limits_made_within_seconds=limits_made_within_seconds(stack_settings(options)),
     )
     recorder = Recorder(config)
     stack = ChaosStack(directory, stack_settings(options), recorder)

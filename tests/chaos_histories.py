@@ -49,6 +49,8 @@ class Story:
     recorded: bool = True
     # What replaying its workflows found (three executions: its settings, coordinator and run).
     replays: Replays | None = field(default_factory=lambda: Replays(checked=3, failures=[]))
+    # The API's bound for making a limits change (None: a run from before it).
+    limits_made_within: float | None = None
 
     def op(
         self,
@@ -192,6 +194,7 @@ class Story:
             agent_duration_seconds=1.0,
             heartbeat_timeout_seconds=3.0,
             workflow_id="chaos",
+            limits_made_within_seconds=self.limits_made_within,
         )
         return History(
             config=config,

@@ -12,7 +12,7 @@ from chaos.check_bound import check_bound
 from chaos.checker import CheckerOptions, check
 from chaos.history import FaultRecord, Replays
 from chaos.intervals import merged, walk_back
-from chaos.limits import LimitChange, possible_limits
+from chaos.limits import LimitChange, pause_changes, possible_limits, possible_values
 from chaos.spans import Span
 from chaos.verdicts import Verdict
 from tests.chaos_histories import POLICY, T0, USER, Story, body, clean
@@ -1040,3 +1040,27 @@ def test_a_change_with_no_answer_is_superseded_once_it_has_settled() -> None:
     assert possible_limits(3, changes, 21.0, 22.0) == {1, 4}
     assert possible_limits(3, changes, 27.5, 28.0) == {2}
     assert possible_limits(3, changes, 40.0, 41.0) == {5, 3}
+
+
+@pytest.mark.parametrize(("api_paused", "certain"), [(None, True), ((5.0, 50.0), False)])
+def test_an_unanswered_change_settles_after_its_hand_over_or_its_apis_pause(
+    api_paused: tuple[float, float] | None, certain: bool
+) -> None:
+    """A resume with no answer settles once its request was surely handed over (30 s: the
+    client's pool, connect and write phases) and the API's bound has passed (9 s here); a
+    pause sent after that and answered is certain from its answer. While its API was paused,
+    the request may be taken up when it resumes (its check that the caller has gone can miss
+    the close), so it settles only that long after the resume (found reviewing the bound)."""
+    story = Story(limits_made_within=9.0)
+    scope = {"scope": "global", "label": "global"}
+    story.op("resume", 1.0, 11.0, scope, None, error="timeout")
+    story.op("pause", 45.0, 45.5, scope, 200, {"scope": "global", "paused": True})
+    if api_paused is not None:
+        began, ended = api_paused
+        story.faults.append(
+            FaultRecord(kind="pause-api", target="api0", started=T0 + began, ended=T0 + ended,
+                        affects=["api0"])
+        )  # fmt: skip
+    changes = pause_changes(story.history(), "global")
+
+    assert (possible_values(False, changes, T0 + 46.0, T0 + 47.0) == [True]) is certain

@@ -357,10 +357,11 @@ class Runs:
             try:
                 return await call(timedelta(seconds=min(budget, max(0.1, deadline - loop.time()))))
             except RPCError as err:
-                if not _passing(err) or loop.time() > deadline:
+                # A try with less than half a budget left could hardly be decided in time.
+                if not _passing(err) or loop.time() > deadline - budget / 2:
                     raise
             except WorkflowUpdateFailedError as err:
-                if not not_applied(err) or loop.time() > deadline:
+                if not not_applied(err) or loop.time() > deadline - budget / 2:
                     raise
             await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
 
@@ -654,22 +655,32 @@ async def _ask_again(
     The coordinator may have decided in time (before ``not_after``) with its answer lost on the
     way: its runs were started, and a ``503`` would tell the callers to start them again (found
     by trying 300 new users at once: 11 starts answered 503 had run). So the same requests are
-    sent again, for LATE_ANSWER of the budget: the coordinator answers a request id it has
-    answered with that answer, and one it has not (or not yet) decided on with EXPIRED, since
-    ``not_after`` has passed; whichever execution of it is current (it may have continued as
-    new since). None if that call fails too: then nobody can tell (an Idempotency-Key makes the
-    retry safe, see docs/api.md)."""
+    sent again, for LATE_ANSWER of the budget (again while they meet the coordinator on its way
+    out): the coordinator answers a request id it has answered with that answer, and one it has
+    not (or not yet) decided on with EXPIRED, since ``not_after`` has passed; whichever
+    execution of it is current (it may have continued as new since). None if that fails
+    otherwise: then nobody can tell (an Idempotency-Key makes the retry safe, see
+    docs/api.md)."""
     wait = max(budget * LATE_ANSWER, LATE_ANSWER_MIN)
-    try:
-        async with asyncio.timeout(wait.total_seconds()):
-            return await admit(wait, f"admit-{uuid.uuid4()}")
-    except (
-        TimeoutError,
-        RPCError,
-        WorkflowUpdateRPCTimeoutOrCancelledError,
-        WorkflowUpdateFailedError,
-    ):
-        return None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait.total_seconds()
+    asked = f"admit-{uuid.uuid4()}"
+    while (left := deadline - loop.time()) > 0:
+        try:
+            async with asyncio.timeout(left):
+                return await admit(timedelta(seconds=left), asked)
+        except RPCError as err:
+            # Met the coordinator on its way out (what made the answer late, often): asked
+            # again, within the wait, of the execution after it.
+            if not _passing(err):
+                return None
+        except WorkflowUpdateFailedError as err:
+            if not not_applied(err):
+                return None
+        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
+            return None
+        await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
+    return None
 
 
 def _passing(err: RPCError) -> bool:
