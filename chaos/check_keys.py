@@ -5,15 +5,24 @@ refused (never a 202); a repeat with the same body of a key that already had a 2
 run again (a 202, or an outage's 503, never a 409 or 422); and of all the run ids a key was
 ever given (in a 202, or in an API's ``run_accepted`` line whose answer may have been lost), at
 most one ever had an agent start.
+
+While the coordinator keeps the key, that is: it keeps the newest keys of its scope within a
+byte budget (docs/api.md: about 1,050), so a key may be forgotten once the keys made after it
+weigh enough, and a repeat after that makes a new run (chaos seed 47129: three keys repeated
+after about 970 newer ones). The promise is judged within each stretch the key was surely
+kept, from the keys the checker saw made (answers and ``run_accepted`` lines; one it did not
+see only makes it stricter).
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
 from chaos.facts import (
     accepted_id,
+    attached_id,
     scope_of,
     stamp,
     start_body,
@@ -24,6 +33,7 @@ from chaos.facts import (
 from chaos.history import History, Op
 from chaos.logs import ACCEPTED_EVENT, START_EVENT, LogLine
 from chaos.verdicts import PropertyResult
+from workflows.scope_book import KEYS_BYTES_MAX, KEYS_KEPT
 
 NAME = "keys"
 TITLE = "one run per Idempotency-Key"
@@ -37,15 +47,26 @@ def check_keys(history: History, lines: Sequence[LogLine]) -> PropertyResult:
         key = start_key(op)
         if op.kind == "start" and key is not None:
             by_key[key].append(op)
-    logged: dict[str, set[str]] = defaultdict(set)
+    logged: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for line in lines:
         if line.event == ACCEPTED_EVENT and line.idempotency_key is not None:
-            logged[line.idempotency_key].add(line.run_id)
+            logged[line.idempotency_key].append((line.at, line.run_id))
     started = {line.run_id for line in lines if line.event == START_EVENT}
     terminated = terminations(history)
+    forgotten = _forgotten(history, by_key, logged)
     violations: list[str] = []
+    notes: list[str] = []
     for key, ops in by_key.items():
-        problem = _key_problem(key, ops, logged[key], started)
+        problem = None
+        moments = sorted(forgotten.get(key, []))
+        for index, kept in enumerate(_stretches(ops, moments)):
+            # The run ids logged for the key while this stretch lasted.
+            since = -math.inf if index == 0 else moments[index - 1]
+            until = moments[index] if index < len(moments) else math.inf
+            ids = {run_id for at, run_id in logged[key] if since <= at < until}
+            problem = problem or _key_problem(key, kept, ids, started)
+        if key in forgotten:
+            notes.append(f"key {key} may have been forgotten at {stamp(forgotten[key][0])}")
         if problem is not None:
             body = start_body(ops[0])
             scope = scope_of(history.config.scope, body.get("agent_type"), body.get("user_id"))
@@ -54,7 +75,58 @@ def check_keys(history: History, lines: Sequence[LogLine]) -> PropertyResult:
                 last = max(op.started for op in ops)
                 problem += terminated_between(terminated, scope, first, last)
             violations.append(problem)
-    return PropertyResult(name=NAME, title=TITLE, checked=len(by_key), violations=violations)
+    if notes:
+        notes = [f"keys the coordinator may have forgotten (its byte budget): {len(notes)}"]
+    return PropertyResult(
+        name=NAME, title=TITLE, checked=len(by_key), violations=violations, notes=notes
+    )
+
+
+def _weight(key: str, run_id: str) -> int:
+    """A key record's weight as the coordinator counts it (ScopeBook's _key_weight: a keyed
+    request always carries its 64-character fingerprint)."""
+    return 100 + len(key) + len(run_id) + 64
+
+
+def _forgotten(
+    history: History, by_key: dict[str, list[Op]], logged: dict[str, list[tuple[float, str]]]
+) -> dict[str, list[float]]:
+    """Per key, the moments from which its coordinator may have forgotten it: the keys of its
+    scope made since it was (re)made weigh past the budget, or are KEYS_KEPT."""
+    made: dict[str, list[tuple[float, str, str]]] = defaultdict(list)  # scope: (at, key, run)
+    for key, ops in by_key.items():
+        body = start_body(ops[0])
+        scope = scope_of(history.config.scope, body.get("agent_type"), body.get("user_id"))
+        seen: dict[str, float] = {}
+        for op in ops:
+            run_id = accepted_id(op) or attached_id(op)
+            if run_id is not None:
+                seen[run_id] = min(seen.get(run_id, op.ended), op.ended)
+        for at, run_id in logged.get(key, []):
+            seen[run_id] = min(seen.get(run_id, at), at)
+        made[scope].extend((at, key, run_id) for run_id, at in seen.items())
+    found: dict[str, list[float]] = defaultdict(list)
+    for records in made.values():
+        records.sort()
+        for index, (_, key, run_id) in enumerate(records):
+            weight, count = _weight(key, run_id), 1
+            for later_at, later_key, later_run in records[index + 1 :]:
+                if later_key == key:
+                    break  # made again: its own stretch
+                weight, count = weight + _weight(later_key, later_run), count + 1
+                if weight > KEYS_BYTES_MAX or count > KEYS_KEPT:
+                    found[key].append(later_at)
+                    break
+    return dict(found)
+
+
+def _stretches(ops: Sequence[Op], moments: Sequence[float]) -> list[list[Op]]:
+    """The key's starts split at each moment it may have been forgotten (sorted): one list per
+    stretch between them, empty where none was sent."""
+    stretches: list[list[Op]] = [[] for _ in range(len(moments) + 1)]
+    for op in ops:
+        stretches[sum(1 for moment in moments if op.started >= moment)].append(op)
+    return stretches
 
 
 def _key_problem(key: str, ops: Sequence[Op], logged: set[str], started: set[str]) -> str | None:

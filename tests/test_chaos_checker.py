@@ -9,6 +9,7 @@ import pytest
 
 from agent_runner.ids import ScopeKind
 from chaos.check_bound import check_bound
+from chaos.check_keys import check_keys
 from chaos.checker import CheckerOptions, check
 from chaos.history import FaultRecord, Replays
 from chaos.intervals import merged, walk_back
@@ -319,6 +320,25 @@ def test_two_runs_for_one_key_fail_keys() -> None:
 
     assert_only_fails(verdict, "keys")
     assert "key key-a: 202s with 2 run ids" in verdict["keys"].violations[0]
+
+
+@pytest.mark.parametrize(("newer", "kept"), [(100, True), (1300, False)])
+def test_a_key_repeated_after_its_coordinator_may_have_forgotten_it_may_get_a_new_run(
+    newer: int, kept: bool
+) -> None:
+    """Found by the randomized run (seed 47129): the coordinator keeps a scope's newest keys
+    within a byte budget (about 1,050, docs/api.md), and three keys repeated after about 970
+    newer ones got new runs, as documented; `keys` called each a violation. A second run is one
+    only while the key was surely kept."""
+    story = clean()
+    for n in range(newer):
+        story.start(5.2 + n / 1000, 5.2 + n / 1000, "enqueue", f"00000000-0000-4000-8000-{n:012d}",
+                    key=f"k-{n:04d}")  # fmt: skip
+    story.start(7.0, 7.1, "enqueue", "A2", key="key-a")
+
+    result = check_keys(story.history(), story.lines)
+
+    assert (result.violations != []) is kept, result.violations
 
 
 def test_a_run_accepted_for_a_key_whose_answer_was_lost_that_also_ran_fails_keys() -> None:
