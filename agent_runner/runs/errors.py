@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -162,13 +161,6 @@ def temporal_call() -> Iterator[None]:
         if is_unavailable(err):
             message = err.message if isinstance(err, RPCError) else str(err)
             raise TemporalUnavailableError(message) from err
-        if isinstance(err, WorkflowUpdateRPCTimeoutOrCancelledError) and isinstance(
-            err.__cause__, asyncio.CancelledError
-        ):
-            # Our own wait was cancelled: the API is stopping and cut its requests short past
-            # its graceful shutdown (chaos seed 47129: a limits change answered 500). The call
-            # may still be made; the caller asks another replica.
-            raise TemporalUnavailableError("this API is stopping; ask again") from err
         raise
     except WorkflowUpdateFailedError as err:
         if not_applied(err):
