@@ -3,6 +3,7 @@ client sent; no stack trace, no 5xx for a client's mistake."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -14,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.responses import Response
+from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
 
 from agent_runner.runs import StartsBusyError, TemporalUnavailableError
 from agent_runner.runs.errors import NoWorkerError
@@ -124,6 +126,15 @@ def _retry_later(detail: str) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, WorkflowUpdateRPCTimeoutOrCancelledError) and isinstance(
+        exc.__cause__, asyncio.CancelledError
+    ):
+        # The API is stopping: past its graceful shutdown it cancelled the request's wait for
+        # an update, which the SDK turns into this error (chaos seed 47129: a limits change
+        # answered 500). Nothing the client sent is wrong; another replica can answer. (The
+        # runs package leaves a cancelled wait as it is, so no retry loop outlives a cancel.)
+        logger.warning("request_cut_short", path=request.url.path, reason="the API is stopping")
+        return _retry_later(UNAVAILABLE_DETAIL)
     logger.exception("request_failed", path=request.url.path)
     return JSONResponse({"detail": "Internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR)
 

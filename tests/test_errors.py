@@ -8,13 +8,14 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from fastapi import Request
 from temporalio.client import Client, WorkflowUpdateRPCTimeoutOrCancelledError
 from temporalio.service import RPCError, RPCStatusCode
 
 from agent_runner.ids import ScopeKind
 from agent_runner.runs.errors import is_unavailable, temporal_call
 from agent_runner.settings import Settings
-from api.errors import RETRY_AFTER_UNAVAILABLE_SECONDS, UNAVAILABLE_DETAIL
+from api.errors import RETRY_AFTER_UNAVAILABLE_SECONDS, UNAVAILABLE_DETAIL, _unexpected_error
 from api.main import create_app
 from devtools.processes import free_port
 from tests.helpers import USER_ID, ListHandler, app_client, make_settings, start_run
@@ -246,6 +247,21 @@ def test_a_coordinator_whose_workflow_task_fails_is_unavailable_never_500(
     assert not is_unavailable(
         RPCError("Workflow execution already completed", RPCStatusCode.FAILED_PRECONDITION, b"")
     )
+
+
+async def test_a_request_cut_short_by_the_apis_own_shutdown_is_a_503_never_500() -> None:
+    """Found by the randomized run (seed 47129): an API stopping cancelled a limits change's
+    wait past its graceful shutdown; the SDK turns that into
+    WorkflowUpdateRPCTimeoutOrCancelledError, and the API answered 500."""
+    cut = WorkflowUpdateRPCTimeoutOrCancelledError()
+    cut.__cause__ = asyncio.CancelledError("Task cancelled, timeout graceful shutdown exceeded")
+    scope = {"type": "http", "method": "PUT", "path": "/agents/limits", "headers": [],
+             "query_string": b"", "scheme": "http", "server": ("127.0.0.1", 8000)}  # fmt: skip
+
+    answer = await _unexpected_error(Request(scope), cut)
+
+    assert answer.status_code == 503
+    assert answer.headers["Retry-After"] == str(RETRY_AFTER_UNAVAILABLE_SECONDS)
 
 
 async def test_a_start_answered_503_was_not_made(
