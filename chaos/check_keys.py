@@ -55,7 +55,6 @@ def check_keys(history: History, lines: Sequence[LogLine]) -> PropertyResult:
     terminated = terminations(history)
     forgotten = _forgotten(history, by_key, logged)
     violations: list[str] = []
-    notes: list[str] = []
     for key, ops in by_key.items():
         problem = None
         moments = sorted(forgotten.get(key, []))
@@ -65,8 +64,6 @@ def check_keys(history: History, lines: Sequence[LogLine]) -> PropertyResult:
             until = moments[index] if index < len(moments) else math.inf
             ids = {run_id for at, run_id in logged[key] if since <= at < until}
             problem = problem or _key_problem(key, kept, ids, started)
-        if key in forgotten:
-            notes.append(f"key {key} may have been forgotten at {stamp(forgotten[key][0])}")
         if problem is not None:
             body = start_body(ops[0])
             scope = scope_of(history.config.scope, body.get("agent_type"), body.get("user_id"))
@@ -75,8 +72,11 @@ def check_keys(history: History, lines: Sequence[LogLine]) -> PropertyResult:
                 last = max(op.started for op in ops)
                 problem += terminated_between(terminated, scope, first, last)
             violations.append(problem)
-    if notes:
-        notes = [f"keys the coordinator may have forgotten (its byte budget): {len(notes)}"]
+    notes = (
+        [f"keys the coordinator may have forgotten (its byte budget): {len(forgotten)}"]
+        if forgotten
+        else []
+    )
     return PropertyResult(
         name=NAME, title=TITLE, checked=len(by_key), violations=violations, notes=notes
     )

@@ -57,6 +57,7 @@ class LimitChange:
     slots: int
     sent: float
     answered: float
+    # As Change's (capped at the answer when it is made one, see possible_limits).
     settled: float = math.inf
 
 
@@ -112,9 +113,7 @@ def limit_changes(history: History) -> list[LimitChange]:
         slots = (op.request.get("body") or {}).get("slots") if op.kind == "limits" else None
         answered = _took_effect(op)
         if isinstance(slots, int) and answered is not None:
-            changes.append(
-                LimitChange(slots, op.started, answered, min(answered, _settled(history, op)))
-            )
+            changes.append(LimitChange(slots, op.started, answered, _settled(history, op)))
     return sorted(changes, key=lambda change: change.sent)
 
 

@@ -350,20 +350,9 @@ class Runs:
         :func:`not_applied`: terminated under it, or unprocessed), for PASSING_BUDGETS budgets
         in all; each call has at most a budget. Nothing was applied in either case, so the next
         call reaches the next execution (or starts it) once."""
-        loop = asyncio.get_running_loop()
         budget = self.target.rpc_timeout.total_seconds()
-        deadline = loop.time() + budget * PASSING_BUDGETS
-        while True:
-            try:
-                return await call(timedelta(seconds=min(budget, max(0.1, deadline - loop.time()))))
-            except RPCError as err:
-                # A try with less than half a budget left could hardly be decided in time.
-                if not _passing(err) or loop.time() > deadline - budget / 2:
-                    raise
-            except WorkflowUpdateFailedError as err:
-                if not not_applied(err) or loop.time() > deadline - budget / 2:
-                    raise
-            await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
+        # A try with less than half a budget left could hardly be decided in time.
+        return await _again_while_passing(call, budget * PASSING_BUDGETS, budget, budget / 2)
 
     # --- reads ----------------------------------------------------------------------------------
 
@@ -661,26 +650,41 @@ async def _ask_again(
     execution of it is current (it may have continued as new since). None if that fails
     otherwise: then nobody can tell (an Idempotency-Key makes the retry safe, see
     docs/api.md)."""
-    wait = max(budget * LATE_ANSWER, LATE_ANSWER_MIN)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait.total_seconds()
+    wait = max(budget * LATE_ANSWER, LATE_ANSWER_MIN).total_seconds()
     asked = f"admit-{uuid.uuid4()}"
-    while (left := deadline - loop.time()) > 0:
+    try:
+        async with asyncio.timeout(wait):
+            # Meeting the coordinator on its way out (what made the answer late, often), it
+            # is asked again, within the wait, of the execution after it.
+            return await _again_while_passing(lambda left: admit(left, asked), wait, wait, 0.0)
+    except (
+        TimeoutError,
+        RPCError,
+        WorkflowUpdateRPCTimeoutOrCancelledError,
+        WorkflowUpdateFailedError,
+    ):
+        return None
+
+
+async def _again_while_passing(
+    call: Callable[[timedelta], Awaitable[T]], total: float, per_try: float, spare: float
+) -> T:
+    """``call(its timeout)``, an update to a coordinator, made again while it meets the
+    coordinator on its way out (see :func:`_passing`) or was never applied (see
+    :func:`not_applied`), for ``total`` seconds in all: each try at most ``per_try``, none
+    begun with less than ``spare`` left. The last error is raised."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + total
+    while True:
         try:
-            async with asyncio.timeout(left):
-                return await admit(timedelta(seconds=left), asked)
+            return await call(timedelta(seconds=min(per_try, max(0.1, deadline - loop.time()))))
         except RPCError as err:
-            # Met the coordinator on its way out (what made the answer late, often): asked
-            # again, within the wait, of the execution after it.
-            if not _passing(err):
-                return None
+            if not _passing(err) or loop.time() > deadline - spare:
+                raise
         except WorkflowUpdateFailedError as err:
-            if not not_applied(err):
-                return None
-        except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError):
-            return None
+            if not not_applied(err) or loop.time() > deadline - spare:
+                raise
         await asyncio.sleep(random.uniform(0.02, 0.1))  # noqa: S311 (jitter)
-    return None
 
 
 def _passing(err: RPCError) -> bool:

@@ -204,7 +204,8 @@ async def _changed(state: AppState, request: Request, change: Change) -> Deploym
     again from a new read (two PUTs at once each answered 200 and one was lost).
 
     It is made within CHANGE_WITHIN budgets of the API taking it up, or never (the record
-    refuses it after: ``503``, nothing changed), and no try begins once its caller has gone:
+    refuses it after; a ``503`` before then may still take effect until then), and no try
+    begins once its caller has gone:
     a change that got no answer never takes effect long after (a paused API, or an update
     held up on its way to the record, would otherwise make it later, over a newer one)."""
     loop = asyncio.get_running_loop()
