@@ -12,6 +12,12 @@ The coordinator here is a stand-in served by an in-process worker on a task queu
 for a while each of its executions continues as new in its first task, so an admit that reaches
 it is never applied; then it decides as the real one does (a request past its deadline is
 EXPIRED). What is under test is the API's real start path against the real server.
+
+Chaos seed 47129 then found the same 503 with a try that did reach a deciding execution: the
+one after a busy coordinator's continue-as-new, whose start-up (its 700 KB carry, then the
+settings) took 1.5 s and decided 41 ms past the try's deadline. EXPIRED is a decision that
+started nothing, so the API now asks again, with a deadline of its own, within the same two
+budgets.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from agent_runner.contract import (
     RunRequest,
 )
 from agent_runner.ids import ScopeKind
-from agent_runner.runs.service import Runs, StartRequest
+from agent_runner.runs.service import Runs, StartOutcome, StartRequest
 from tests.helpers import make_settings
 
 
@@ -61,6 +67,10 @@ class PassingCoordinator:
     async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
         self.asked += 1
         await workflow.wait_condition(lambda: self.deciding)
+        return self.decide(requests)
+
+    @staticmethod
+    def decide(requests: list[AdmitRequest]) -> list[AdmitAnswer]:
         now = workflow.now()
         return [
             AdmitAnswer(request.request_id, Admission.EXPIRED)
@@ -68,6 +78,23 @@ class PassingCoordinator:
             else AdmitAnswer(request.request_id, Admission.STARTED, f"run-{uuid.uuid4()}")
             for request in requests
         ]
+
+
+@workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
+class SlowCoordinator:
+    """Takes an admit in and decides it as the real one does, but an admit that comes before
+    the time in its memo is decided only then (a start-up that reads a large carry)."""
+
+    @workflow.run
+    async def run(self, _carried: Any = None) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.update(name=ADMIT.name)
+    async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
+        until = workflow.memo_value("until", type_hint=float)
+        if (late := until - time.time()) > 0:  # a stand-in, never replayed
+            await workflow.sleep(late)
+        return PassingCoordinator.decide(requests)
 
 
 @pytest.mark.parametrize(
@@ -83,20 +110,37 @@ class PassingCoordinator:
 async def test_a_start_that_meets_its_coordinator_on_its_way_out_a_while_is_answered(
     temporal_client: Client, temporal_address: str, passing_seconds: float
 ) -> None:
+    outcome = await _start_against(
+        temporal_client, temporal_address, PassingCoordinator, passing_seconds
+    )
+    assert outcome.run_id.startswith("run-")
+
+
+async def test_a_start_its_coordinator_decides_past_its_deadline_is_asked_again(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    # Past the first try's decision time (1.5 s), within its budget: the answer, EXPIRED,
+    # comes back in time, and the next try is decided at once.
+    outcome = await _start_against(temporal_client, temporal_address, SlowCoordinator, 1.7)
+    assert outcome.run_id.startswith("run-")
+
+
+async def _start_against(
+    temporal_client: Client, temporal_address: str, stand_in: type, seconds: float
+) -> StartOutcome:
+    """The API's start of one run, against a stand-in coordinator whose memo says until when
+    it misbehaves (``seconds`` from now)."""
     task_queue = f"passing-{uuid.uuid4()}"
     settings = make_settings(temporal_address, task_queue=task_queue)
     target = settings.run_target(ScopeKind.GLOBAL)
     scope = target.scope(agent_type="policy-checker", user_id="u")
-    async with Worker(temporal_client, task_queue=task_queue, workflows=[PassingCoordinator]):
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[stand_in]):
         await temporal_client.start_workflow(
             SCOPE_WORKFLOW,
             None,
             id=scope.id,
             task_queue=task_queue,
-            memo={"until": time.time() + passing_seconds},
+            memo={"until": time.time() + seconds},
         )
         runs = Runs(temporal_client, target)
-        outcome = await runs.start(
-            StartRequest(RunRequest(agent_type="policy-checker", user_id="u"))
-        )
-    assert outcome.run_id.startswith("run-")
+        return await runs.start(StartRequest(RunRequest(agent_type="policy-checker", user_id="u")))
