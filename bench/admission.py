@@ -102,11 +102,12 @@ NOTES = {
 T = TypeVar("T")
 
 
-def _stack(services: Services, hold: float) -> StackSpec:
-    """One slot per user. The API waits for Temporal as long as bench.scale's does (30 s), so
-    an answer's time is measured rather than cut at 2 s into a 503. A holder that waits for a
-    worker (one worker runs 100 agents at once) fails that attempt after 5 minutes and tries
-    again: with every attempt allowed and a timeout past ``hold``, no holder ends in the run."""
+def _stack(services: Services, hold: float, workers: int = 1) -> StackSpec:
+    """One slot per user, ``workers`` worker processes. The API waits for Temporal as long as
+    bench.scale's does (30 s), so an answer's time is measured rather than cut at 2 s into a
+    503. A holder that waits for a worker (one worker runs 100 agents at once) fails that
+    attempt after 5 minutes and tries again: with every attempt allowed and a timeout past
+    ``hold``, no holder ends in the run."""
     settings = services.settings(
         "admission",
         agent_scope=ScopeKind.USER_ID,
@@ -115,7 +116,8 @@ def _stack(services: Services, hold: float) -> StackSpec:
         agent_max_attempts=MAX_ATTEMPTS,
         temporal_rpc_timeout_seconds=30.0,
     )
-    return StackSpec(settings, {"admission-worker": BENCH_WORKER, "admission-api": BENCH_API})
+    processes = {f"admission-worker-{i}": BENCH_WORKER for i in range(1, workers + 1)}
+    return StackSpec(settings, {**processes, "admission-api": BENCH_API})
 
 
 @dataclass
@@ -430,6 +432,7 @@ async def _run(
         "finished_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "scopes": args.scopes,
         "per_scope": args.per_scope,
+        "workers": args.workers,
         "hold_seconds": args.hold,
         "concurrency": CONCURRENCY,
         "held": len(held),
@@ -711,7 +714,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix="agent-runner-bench-admission-"))
     say(f"logs in {directory}")
     services = Services(directory)
-    STACKS["admission"] = partial(_stack, hold=args.hold)
+    STACKS["admission"] = partial(_stack, hold=args.hold, workers=args.workers)
     services.server.start()
     try:
         services.start(["admission", "inmemory"])
@@ -734,6 +737,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--fill-one", action="store_true", help="fill one scope to queue_max, then one past it"
     )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--seed", type=int, default=21, help="users, priorities, read order")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     return parser.parse_args(argv)
