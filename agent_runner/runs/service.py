@@ -274,19 +274,20 @@ class Runs:
         self, scope: Scope, requests: list[AdmitRequest], update_id: str
     ) -> list[AdmitAnswer]:
         """:meth:`_admit_now` once the gate lets it through (it waits at most a budget for that,
-        else :class:`StartsBusyError`); how long the answer took adapts the gate."""
+        else :class:`StartsBusyError`); how long the answer took adapts the gate, and so does a
+        coordinator that decided too late."""
         budget = self.target.rpc_timeout.total_seconds()
         loop = asyncio.get_running_loop()
         async with self.gate.through(budget) as ticket:
             began = loop.time()
             try:
-                answers = await self._admit_now(scope, requests, update_id)
+                answers, decided_late = await self._admit_now(scope, requests, update_id)
             except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
                 if is_unavailable(err):
                     self.gate.overran(ticket)
                 raise
             took = loop.time() - began
-            if took > budget:  # answered late (see _ask_again)
+            if took > budget or decided_late:  # answered late (see _ask_again)
                 self.gate.overran(ticket)
             elif took < budget / 2:
                 self.gate.answered_in_time()
@@ -294,39 +295,39 @@ class Runs:
 
     async def _admit_now(
         self, scope: Scope, requests: list[AdmitRequest], update_id: str
-    ) -> list[AdmitAnswer]:
-        """:meth:`_admit_once`, and the requests it answers EXPIRED sent again, each time with
-        a deadline of its own, while PASSING_BUDGETS budgets from the first send leave at least
-        half a budget.
+    ) -> tuple[list[AdmitAnswer], bool]:
+        """:meth:`_admit_once`; if its coordinator decided too late (:class:`_Tried`), the
+        requests it answered EXPIRED are sent once more, with a deadline of their own, if the
+        PASSING_BUDGETS budgets from the first send leave at least half a budget. The answers,
+        and whether any was decided too late.
 
-        EXPIRED is a decision: that coordinator started nothing for the request and remembered
-        nothing of it, so asking again cannot make a second run (and a request id it has
-        answered since is answered the same). A coordinator can decide late with no fault: the
-        execution after a busy one's continue-as-new reads its carried state and the settings
-        first (chaos seed 47129: 1.5 s, past the try's three quarters of the budget; the start
-        answered 503). A try that fails answers its requests as the one before did."""
+        EXPIRED in answer to a try (not to a question asked again after a lost answer, which
+        may be a decision made in time and forgotten since) is a decision: that coordinator
+        started nothing for the request and remembered nothing of it, so sending it again
+        cannot make a second run (and a request id it has answered since is answered the
+        same). A coordinator can decide late with no fault: the execution after a busy one's
+        continue-as-new reads its carried state and the settings first (chaos seed 47129:
+        1.5 s, past the try's three quarters of the budget; the start answered 503). Once
+        only: a coordinator that decided too late twice is overloaded, and the answer is 503."""
         loop = asyncio.get_running_loop()
         budget = self.target.rpc_timeout.total_seconds()
         until = loop.time() + budget * PASSING_BUDGETS
-        answers = await self._admit_once(scope, requests, update_id, until)
-        while loop.time() <= until - budget / 2:
-            late = [i for i, answer in enumerate(answers) if answer.admission == Admission.EXPIRED]
-            if not late:
-                break
-            again = f"admit-{uuid.uuid4()}"
-            logger.info("start_decided_late", scope=scope.id, update_id=update_id, again=again)
-            try:
-                answered = await self._admit_once(scope, [requests[i] for i in late], again, until)
-            except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowUpdateFailedError):
-                break
-            answers = list(answers)
-            for i, answer in zip(late, answered, strict=True):
-                answers[i] = answer
-        return answers
+        tried = await self._admit_once(scope, requests, update_id, until)
+        answers = tried.answers
+        late = [i for i, answer in enumerate(answers) if answer.admission == Admission.EXPIRED]
+        if not late or not tried.decided_late or loop.time() > until - budget / 2:
+            return answers, bool(late)
+        again = f"admit-{uuid.uuid4()}"
+        logger.info("start_decided_late", scope=scope.id, update_id=update_id, again=again)
+        retried = await self._admit_once(scope, [requests[i] for i in late], again, until)
+        answers = list(answers)
+        for i, answer in zip(late, retried.answers, strict=True):
+            answers[i] = answer
+        return answers, True
 
     async def _admit_once(
         self, scope: Scope, requests: list[AdmitRequest], update_id: str, until: float
-    ) -> list[AdmitAnswer]:
+    ) -> _Tried:
         """One update-with-start on the scope's coordinator (started if none runs). A
         coordinator closing (idle) or continuing as new as the update reaches it answers
         NOT_FOUND, RESOURCE_EXHAUSTED or "not ready" (its closing workflow task was refused
@@ -334,16 +335,19 @@ class Runs:
         time ``until`` and reaches the next execution (the update's id keeps it from being
         applied twice)."""
         budget = self.target.rpc_timeout
+        loop = asyncio.get_running_loop()
         stamped = requests
+        decide_by = 0.0
 
         async def admit(
             timeout: timedelta, update_id: str = update_id, *, again: bool = False
         ) -> list[AdmitAnswer]:
-            nonlocal stamped
+            nonlocal stamped, decide_by
             if not again:
                 # The coordinator decides by then (a later decision refuses the start:
                 # EXPIRED), so its answer has the rest of the call's time to come back. Each
                 # try has its own; a question again (_ask_again) keeps the last try's.
+                decide_by = loop.time() + timeout.total_seconds() * DECIDE_WITHIN
                 not_after = datetime.now(UTC) + timeout * DECIDE_WITHIN
                 stamped = [replace(request, not_after=not_after) for request in requests]
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
@@ -367,7 +371,7 @@ class Runs:
                 await _settled(start)
 
         try:
-            return await self._within_budget(admit, until)
+            answers = await self._within_budget(admit, until)
         except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
             if not _maybe_delivered(err):
                 raise
@@ -375,7 +379,10 @@ class Runs:
             if late is None:
                 raise
             logger.info("start_answered_late", scope=scope.id, update_id=update_id)
-            return late
+            return _Tried(late, decided_late=False)
+        # By this process's own clock: an EXPIRED that came back sooner was decided by a
+        # server whose clock is ahead of ours, and sending it again would meet the same.
+        return _Tried(answers, decided_late=loop.time() >= decide_by)
 
     async def _within_budget(
         self, call: Callable[[timedelta], Awaitable[T]], until: float | None = None
@@ -627,6 +634,16 @@ async def start_agent_run(
 
 
 _SERVICES: weakref.WeakKeyDictionary[Client, dict[RunTarget, Runs]] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class _Tried:
+    """The answers to one admit (see Runs._admit_once), and whether they came back from a try
+    after its decision time, by this process's clock (so an EXPIRED among them was decided too
+    late, not by a clock ahead of ours, nor in answer to a question asked again)."""
+
+    answers: list[AdmitAnswer]
+    decided_late: bool
 
 
 async def _settled(start: WithStartWorkflowOperation[Any, Any]) -> None:
