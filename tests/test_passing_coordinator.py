@@ -83,6 +83,10 @@ class PassingCoordinator:
 
 # What each stand-in coordinator was asked and answered, by its workflow id (each test's own).
 SEEN: dict[str, list[AdmitAnswer]] = {}
+# The budget the tests of a late decision give a start: its first try's answer comes back 0.1 s
+# past the try's decision time (three quarters of it), with a second of slack before the budget
+# runs out on a slow machine.
+BUDGET = 4.0
 
 
 @workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
@@ -121,7 +125,7 @@ class ForgetfulCoordinator:
         answers = PassingCoordinator.decide(requests)
         seen.extend(answers)
         if len(seen) == len(answers):
-            await workflow.sleep(3.0)
+            await workflow.sleep(BUDGET + 1.0)
         return answers
 
 
@@ -150,7 +154,9 @@ async def test_a_start_its_coordinator_decides_past_its_deadline_is_sent_again(
 ) -> None:
     # Chaos seed 47129. The first try's answer, EXPIRED, comes back within its budget; the
     # request is sent again with a deadline of its own and decided at once.
-    scope_id, outcome = await _start_against(temporal_client, temporal_address, SlowCoordinator)
+    scope_id, outcome = await _start_against(
+        temporal_client, temporal_address, SlowCoordinator, budget=BUDGET
+    )
     first, second = SEEN[scope_id]
     assert first.admission == Admission.EXPIRED
     assert second.admission == Admission.STARTED
@@ -165,7 +171,7 @@ async def test_an_expired_answer_to_a_question_asked_again_is_not_sent_again(
     # From a hostile review of the fix above: asked again after a lost answer, EXPIRED may be
     # a decision made in time and forgotten since. Sent again, it would start a second run.
     scope_id, outcome = await _start_against(
-        temporal_client, temporal_address, ForgetfulCoordinator
+        temporal_client, temporal_address, ForgetfulCoordinator, budget=BUDGET
     )
     assert outcome is None
     started, expired = SEEN[scope_id]
@@ -174,14 +180,18 @@ async def test_an_expired_answer_to_a_question_asked_again_is_not_sent_again(
 
 
 async def _start_against(
-    temporal_client: Client, temporal_address: str, stand_in: type, seconds: float = 0.0
+    temporal_client: Client,
+    temporal_address: str,
+    stand_in: type,
+    seconds: float = 0.0,
+    budget: float = 2.0,
 ) -> tuple[str, StartOutcome | None]:
-    """The API's start of one run (None for a 503), against a stand-in coordinator whose memo
-    says until when it misbehaves (``seconds`` from now), with the 2 s budget; and the stand-in's
-    workflow id."""
+    """The API's start of one run (None for a 503) with ``budget`` (seconds), against a stand-in
+    coordinator whose memo says until when it misbehaves (``seconds`` from now); and the
+    stand-in's workflow id."""
     task_queue = f"passing-{uuid.uuid4()}"
     settings = make_settings(
-        temporal_address, task_queue=task_queue, temporal_rpc_timeout_seconds=2.0
+        temporal_address, task_queue=task_queue, temporal_rpc_timeout_seconds=budget
     )
     target = settings.run_target(ScopeKind.GLOBAL)
     scope = target.scope(agent_type="policy-checker", user_id="u")
