@@ -351,3 +351,27 @@ async def test_a_change_held_up_on_its_way_to_the_record_is_made_by_its_deadline
         record, _ = await read_deployment(temporal_client, idle_settings.workflow_id)
         assert record is not None
         assert (record.limits.slots, record.version) == (1, seed.version), record
+
+
+async def test_a_change_no_worker_takes_up_is_answered_503_by_its_deadline(
+    idle_settings: Settings,
+) -> None:
+    """With every worker down, a change waits on the server for a worker to run the record.
+    The SDK waits for an update's answer with polls the server answers just before each one's
+    deadline, and polls again: the PUT hung with no end. Its wait now ends with the change's
+    deadline, and the record refuses it after that."""
+    workers = coordinating_worker(idle_settings)
+    await workers.__aenter__()
+    running = True
+    try:
+        async for api in app_client(idle_settings):
+            before = (await api.get("/agents/limits")).json()
+            await workers.__aexit__(None, None, None)
+            running = False
+            async with asyncio.timeout(60):  # a hang fails here, not in CI's limit
+                answer = await api.put("/agents/limits", json={"slots": before["slots"] + 1})
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["detail"] == "Temporal is unavailable, please retry later"
+    finally:
+        if running:
+            await workers.__aexit__(None, None, None)

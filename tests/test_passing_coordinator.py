@@ -22,6 +22,7 @@ budgets.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -40,6 +41,7 @@ from agent_runner.contract import (
     RunRequest,
 )
 from agent_runner.ids import ScopeKind
+from agent_runner.runs import service
 from agent_runner.runs.errors import TemporalUnavailableError
 from agent_runner.runs.service import Runs, StartOutcome, StartRequest
 from tests.helpers import make_settings
@@ -68,31 +70,37 @@ class PassingCoordinator:
     async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
         self.asked += 1
         await workflow.wait_condition(lambda: self.deciding)
-        return self.decide(requests)
-
-    @staticmethod
-    def decide(requests: list[AdmitRequest]) -> list[AdmitAnswer]:
-        now = workflow.now()
-        return [
-            AdmitAnswer(request.request_id, Admission.EXPIRED)
-            if request.not_after is not None and now > request.not_after
-            else AdmitAnswer(request.request_id, Admission.STARTED, f"run-{uuid.uuid4()}")
-            for request in requests
-        ]
+        return decided(requests)
 
 
-# What each stand-in coordinator was asked and answered, by its workflow id (each test's own).
+# What each stand-in coordinator answered, by its workflow id (each test's own).
 SEEN: dict[str, list[AdmitAnswer]] = {}
-# The budget the tests of a late decision give a start: its first try's answer comes back 0.1 s
-# past the try's decision time (three quarters of it), with a second of slack before the budget
-# runs out on a slow machine.
+# The budget the tests of a late decision give a start, and the part of it a try's decision
+# has (monkeypatched): a late answer comes back 0.1 s past the try's decision time, with almost
+# 2 s of slack before the budget runs out on a slow machine.
 BUDGET = 4.0
+DECIDE_WITHIN = 0.5
+
+
+def decided(requests: list[AdmitRequest], *, expired: bool = False) -> list[AdmitAnswer]:
+    """Decides as the real coordinator does (EXPIRED past a request's deadline, or when
+    ``expired``; else STARTED), and records its answers in SEEN."""
+    now = workflow.now()
+    answers = [
+        AdmitAnswer(request.request_id, Admission.EXPIRED)
+        if expired or (request.not_after is not None and now > request.not_after)
+        else AdmitAnswer(request.request_id, Admission.STARTED, f"run-{uuid.uuid4()}")
+        for request in requests
+    ]
+    SEEN.setdefault(workflow.info().workflow_id, []).extend(answers)
+    return answers
 
 
 @workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
 class SlowCoordinator:
-    """Decides as the real one does, but its first admit only just past that try's deadline (a
-    start-up that reads a large carry): EXPIRED."""
+    """Decides as the real one does, but as its memo's ``late`` says: ``first``, its first
+    admit only just past that try's deadline (a start-up that reads a large carry); ``always``,
+    every admit so; ``at_once``, every admit EXPIRED at once (a server whose clock is ahead)."""
 
     @workflow.run
     async def run(self, _carried: Any = None) -> None:
@@ -100,13 +108,15 @@ class SlowCoordinator:
 
     @workflow.update(name=ADMIT.name)
     async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
-        seen = SEEN.setdefault(workflow.info().workflow_id, [])
+        late = workflow.memo_value("late", type_hint=str)
         not_after = requests[0].not_after
-        if not seen and not_after is not None:  # a stand-in, never replayed: the real clock
-            await workflow.sleep(not_after.timestamp() + 0.1 - time.time())
-        answers = PassingCoordinator.decide(requests)
-        seen.extend(answers)
-        return answers
+        first = workflow.info().workflow_id not in SEEN
+        if late == "at_once":
+            return decided(requests, expired=True)
+        if (late == "always" or first) and not_after is not None:
+            # A stand-in, never replayed: the real clock will do.
+            await workflow.sleep(max(0.0, not_after.timestamp() + 0.1 - time.time()))
+        return decided(requests)
 
 
 @workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
@@ -121,12 +131,25 @@ class ForgetfulCoordinator:
 
     @workflow.update(name=ADMIT.name, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
-        seen = SEEN.setdefault(workflow.info().workflow_id, [])
-        answers = PassingCoordinator.decide(requests)
-        seen.extend(answers)
-        if len(seen) == len(answers):
+        first = workflow.info().workflow_id not in SEEN
+        answers = decided(requests)
+        if first:
             await workflow.sleep(BUDGET + 1.0)
         return answers
+
+
+@workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
+class SilentCoordinator:
+    """Takes every admit in and never answers it (as a handler whose read's worker died)."""
+
+    @workflow.run
+    async def run(self, _carried: Any = None) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.update(name=ADMIT.name, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
+        await workflow.wait_condition(lambda: False)
+        return []
 
 
 @pytest.mark.parametrize(
@@ -142,20 +165,24 @@ class ForgetfulCoordinator:
 async def test_a_start_that_meets_its_coordinator_on_its_way_out_a_while_is_answered(
     temporal_client: Client, temporal_address: str, passing_seconds: float
 ) -> None:
-    _, outcome = await _start_against(
+    scope_id, outcome = await _start_against(
         temporal_client, temporal_address, PassingCoordinator, passing_seconds
     )
     assert outcome is not None
-    assert outcome.run_id.startswith("run-")
+    # Decided once, in time: not saved by the resend of a late decision.
+    [answer] = SEEN[scope_id]
+    assert answer.admission == Admission.STARTED
+    assert outcome.run_id == answer.run_id
 
 
 async def test_a_start_its_coordinator_decides_past_its_deadline_is_sent_again(
-    temporal_client: Client, temporal_address: str
+    temporal_client: Client, temporal_address: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Chaos seed 47129. The first try's answer, EXPIRED, comes back within its budget; the
     # request is sent again with a deadline of its own and decided at once.
+    monkeypatch.setattr(service, "DECIDE_WITHIN", DECIDE_WITHIN)
     scope_id, outcome = await _start_against(
-        temporal_client, temporal_address, SlowCoordinator, budget=BUDGET
+        temporal_client, temporal_address, SlowCoordinator, budget=BUDGET, late="first"
     )
     first, second = SEEN[scope_id]
     assert first.admission == Admission.EXPIRED
@@ -163,6 +190,31 @@ async def test_a_start_its_coordinator_decides_past_its_deadline_is_sent_again(
     assert first.request_id == second.request_id
     assert outcome is not None
     assert outcome.run_id == second.run_id
+
+
+@pytest.mark.parametrize(
+    ("late", "sent"),
+    [
+        # Decided late again: sent again once only (an overloaded coordinator gets no more).
+        ("always", 2),
+        # EXPIRED before the try's decision time by the API's clock: the server's clock is
+        # ahead, and sending it again would meet the same.
+        ("at_once", 1),
+    ],
+)
+async def test_a_start_decided_late_is_sent_again_once_and_only_when_late_by_our_clock(
+    temporal_client: Client,
+    temporal_address: str,
+    monkeypatch: pytest.MonkeyPatch,
+    late: str,
+    sent: int,
+) -> None:
+    monkeypatch.setattr(service, "DECIDE_WITHIN", DECIDE_WITHIN)
+    scope_id, outcome = await _start_against(
+        temporal_client, temporal_address, SlowCoordinator, budget=BUDGET, late=late
+    )
+    assert outcome is None
+    assert [answer.admission for answer in SEEN[scope_id]] == [Admission.EXPIRED] * sent
 
 
 async def test_an_expired_answer_to_a_question_asked_again_is_not_sent_again(
@@ -185,10 +237,11 @@ async def _start_against(
     stand_in: type,
     seconds: float = 0.0,
     budget: float = 2.0,
+    late: str = "",
 ) -> tuple[str, StartOutcome | None]:
     """The API's start of one run (None for a 503) with ``budget`` (seconds), against a stand-in
-    coordinator whose memo says until when it misbehaves (``seconds`` from now); and the
-    stand-in's workflow id."""
+    coordinator whose memo says until when it misbehaves (``seconds`` from now) and how
+    (``late``); and the stand-in's workflow id."""
     task_queue = f"passing-{uuid.uuid4()}"
     settings = make_settings(
         temporal_address, task_queue=task_queue, temporal_rpc_timeout_seconds=budget
@@ -201,7 +254,7 @@ async def _start_against(
             None,
             id=scope.id,
             task_queue=task_queue,
-            memo={"until": time.time() + seconds},
+            memo={"until": time.time() + seconds, "late": late},
         )
         runs = Runs(temporal_client, target)
         request = StartRequest(RunRequest(agent_type="policy-checker", user_id="u"))
@@ -209,3 +262,14 @@ async def _start_against(
             return scope.id, await runs.start(request)
         except TemporalUnavailableError:
             return scope.id, None
+
+
+async def test_a_start_its_coordinator_takes_in_and_never_answers_is_answered_503(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    # The SDK waits for an accepted update's answer with polls the server answers just before
+    # each one's deadline, and polls again: the start waited with no end. Its wait now ends
+    # with its budget, as an RPC timeout does (asked again once, then 503).
+    async with asyncio.timeout(60):  # a hang fails here, not in CI's limit
+        _, outcome = await _start_against(temporal_client, temporal_address, SilentCoordinator)
+    assert outcome is None

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 
 from temporalio.client import (
@@ -149,6 +150,35 @@ def not_applied(err: BaseException) -> bool:
     """Whether ``err`` says the update was never applied, so sending it again is safe."""
     cause = err.cause if isinstance(err, WorkflowUpdateFailedError) else None
     return isinstance(cause, ApplicationError) and cause.type in _NOT_APPLIED
+
+
+@asynccontextmanager
+async def update_wait(seconds: float) -> AsyncIterator[None]:
+    """Bound the wait for an update's answer by the loop's clock, as its RPC timeout does not:
+    the SDK waits for an accepted update's outcome with polls the server answers just before
+    each one's deadline, and polls again, so an update accepted but not answered (its handler
+    awaits a read, and the worker running it died, or no worker runs it) was waited on with no
+    end. Past ``seconds`` the wait ends as an RPC timeout does,
+    :class:`WorkflowUpdateRPCTimeoutOrCancelledError` from DEADLINE_EXCEEDED (see
+    :func:`is_unavailable`): the update may still be applied. A cancel of the caller's own task
+    is left as it is."""
+    bound = asyncio.timeout(seconds)
+    try:
+        async with bound:
+            yield
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, TimeoutError):
+        if not bound.expired() or cancelling():
+            raise
+        raise WorkflowUpdateRPCTimeoutOrCancelledError() from RPCError(
+            f"no answer within {seconds:.2f} s", RPCStatusCode.DEADLINE_EXCEEDED, b""
+        )
+
+
+def cancelling() -> bool:
+    """Whether the running task is being cancelled (the SDK turns a cancel into an error of
+    its own)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 @contextmanager

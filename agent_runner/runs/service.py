@@ -66,10 +66,12 @@ from agent_runner.runs.errors import (
     RunFinishedError,
     RunNotFoundError,
     TemporalUnavailableError,
+    cancelling,
     fetch_page,
     is_unavailable,
     not_applied,
     temporal_call,
+    update_wait,
 )
 from agent_runner.runs.gate import StartGate
 from agent_runner.runs.pollers import pollers
@@ -94,6 +96,9 @@ LATE_ANSWER_MIN = timedelta(seconds=1)
 # few times over as new events come in during it (chaos seed 93151: three times in 1.3 s, and
 # a start answered 503 with no fault around it).
 PASSING_BUDGETS = 2
+# Past a try's RPC timeout, how long its wait for the update's answer may go on before it ends
+# as that timeout does (see update_wait): an accepted update's answer is polled with no end.
+WAIT_SLACK = 0.1
 
 
 @dataclass(frozen=True)
@@ -308,18 +313,30 @@ class Runs:
         same). A coordinator can decide late with no fault: the execution after a busy one's
         continue-as-new reads its carried state and the settings first (chaos seed 47129:
         1.5 s, past the try's three quarters of the budget; the start answered 503). Once
-        only: a coordinator that decided too late twice is overloaded, and the answer is 503."""
+        only: a coordinator that decided too late twice is overloaded, and the answer is 503.
+        A resend that fails fails the requests it carried; the others keep their answers."""
         loop = asyncio.get_running_loop()
         budget = self.target.rpc_timeout.total_seconds()
         until = loop.time() + budget * PASSING_BUDGETS
         tried = await self._admit_once(scope, requests, update_id, until)
         answers = tried.answers
         late = [i for i, answer in enumerate(answers) if answer.admission == Admission.EXPIRED]
-        if not late or not tried.decided_late or loop.time() > until - budget / 2:
+        if (
+            not late
+            or not tried.decided_late
+            or loop.time() > until - budget / 2
+            or any(answers[i].request_id != requests[i].request_id for i in late)
+            or cancelling()
+        ):
             return answers, bool(late)
         again = f"admit-{uuid.uuid4()}"
         logger.info("start_decided_late", scope=scope.id, update_id=update_id, again=again)
-        retried = await self._admit_once(scope, [requests[i] for i in late], again, until)
+        try:
+            retried = await self._admit_once(scope, [requests[i] for i in late], again, until)
+        except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError, WorkflowUpdateFailedError):
+            if len(late) == len(answers) or cancelling():
+                raise
+            return answers, True  # the late ones answer 503 (EXPIRED)
         answers = list(answers)
         for i, answer in zip(late, retried.answers, strict=True):
             answers[i] = answer
@@ -358,14 +375,17 @@ class Runs:
                 static_summary=f"The coordinator of scope {scope.label}",
             )
             try:
-                answers: list[AdmitAnswer] = await self.client.execute_update_with_start_workflow(
-                    ADMIT.name,
-                    stamped,
-                    start_workflow_operation=start,
-                    id=update_id,
-                    result_type=ADMIT.result_type,
-                    rpc_timeout=timeout,
-                )
+                async with update_wait(timeout.total_seconds() + WAIT_SLACK):
+                    answers: list[
+                        AdmitAnswer
+                    ] = await self.client.execute_update_with_start_workflow(
+                        ADMIT.name,
+                        stamped,
+                        start_workflow_operation=start,
+                        id=update_id,
+                        result_type=ADMIT.result_type,
+                        rpc_timeout=timeout,
+                    )
                 return answers
             finally:
                 await _settled(start)
@@ -595,9 +615,10 @@ class Runs:
 
         async def cancel(timeout: timedelta) -> CancelAnswer:
             try:
-                answer: CancelAnswer = await handle.execute_update(
-                    CANCEL.name, ref.run_id, result_type=CancelAnswer, rpc_timeout=timeout
-                )
+                async with update_wait(timeout.total_seconds() + WAIT_SLACK):
+                    answer: CancelAnswer = await handle.execute_update(
+                        CANCEL.name, ref.run_id, result_type=CancelAnswer, rpc_timeout=timeout
+                    )
             except RPCError as err:
                 if err.status != RPCStatusCode.NOT_FOUND:
                     raise

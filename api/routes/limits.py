@@ -28,7 +28,7 @@ from agent_runner.deployment import (
 )
 from agent_runner.ids import MAX_SCOPE_NAME, Scope
 from agent_runner.runs import TemporalUnavailableError
-from agent_runner.runs.errors import temporal_call
+from agent_runner.runs.errors import temporal_call, update_wait
 from api.auth import caller
 from api.deps import AppState, StateDep
 from api.routes.common import ERRORS, agents_router, named_scope
@@ -221,17 +221,20 @@ async def _changed(state: AppState, request: Request, change: Change) -> Deploym
         if loop.time() > deadline:
             raise TemporalUnavailableError("the change could not be made in time")
         try:
+            # Its wait ends with the deadline (an update no worker takes up was waited on with
+            # no end: a PUT with every worker down hung).
             with temporal_call():
-                return await change_limits(
-                    state.runs.client,
-                    state.settings,
-                    limits,
-                    changed_by=caller(request),
-                    scope=scope,
-                    override=own,
-                    based_on=current.version,
-                    not_after=not_after,
-                )
+                async with update_wait(max(0.1, deadline - loop.time())):
+                    return await change_limits(
+                        state.runs.client,
+                        state.settings,
+                        limits,
+                        changed_by=caller(request),
+                        scope=scope,
+                        override=own,
+                        based_on=current.version,
+                        not_after=not_after,
+                    )
         except StaleChangeError:
             continue
         except ChangeExpiredError:
