@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
@@ -34,6 +34,7 @@ from agent_runner.contract import (
     SettingsChange,
 )
 from agent_runner.ids import Scope, settings_id
+from agent_runner.runs.errors import update_wait
 from agent_runner.settings import Settings
 from agent_runner.validation import InvalidRunInputError, parse_as
 
@@ -47,10 +48,14 @@ class DeploymentMismatchError(RuntimeError):
     """This replica's environment contradicts the deployment in a way it cannot follow."""
 
 
-async def read_deployment(client: Client, base: str) -> tuple[DeploymentSettings | None, bool]:
-    """The deployment's record (None: none yet), and whether its workflow is open."""
+async def read_deployment(
+    client: Client, base: str, timeout: timedelta | None = None
+) -> tuple[DeploymentSettings | None, bool]:
+    """The deployment's record (None: none yet), and whether its workflow is open;
+    ``timeout``: the call's RPC timeout (a paused server holds a call without one)."""
     try:
-        description = await client.get_workflow_handle(settings_id(base)).describe()
+        handle = client.get_workflow_handle(settings_id(base))
+        description = await handle.describe(rpc_timeout=timeout)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             return None, False
@@ -133,14 +138,17 @@ async def change_limits(
     override: ScopeOverride | None = None,
     based_on: int | None = None,
     not_after: datetime | None = None,
+    wait: float | None = None,
 ) -> DeploymentSettings:
     """Change the deployment's limits, or (``scope`` given) that scope's own (``override``;
     None: it follows the deployment's again): an update of the record, in its history with
     ``changed_by``; ``based_on``: the record's version it was made from
     (:class:`StaleChangeError` if another change came first); ``not_after``: when it is made by
-    at the latest (:class:`ChangeExpiredError` after). Returns the record once every
-    coordinator follows it (a second later). A lower N lets the agents at work finish and
-    grants nothing until fewer than N work."""
+    at the latest (:class:`ChangeExpiredError` after); ``wait``: how long the update's answer
+    is waited for at most (see :func:`update_wait`; the telling of the coordinators after is
+    not cut short: the change is made). Returns the record once every coordinator follows it
+    (a second later). A lower N lets the agents at work finish and grants nothing until fewer
+    than N work."""
     base = settings.workflow_id
     change = SettingsChange(
         limits=limits,
@@ -151,7 +159,8 @@ async def change_limits(
         not_after=not_after,
     )
     handle = client.get_workflow_handle(settings_id(base))
-    try:
+
+    async def made() -> DeploymentSettings:
         try:
             record: DeploymentSettings = await handle.execute_update(
                 CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
@@ -164,6 +173,14 @@ async def change_limits(
             record = await handle.execute_update(
                 CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
             )
+        return record
+
+    try:
+        if wait is None:
+            record = await made()
+        else:
+            async with update_wait(wait):
+                record = await made()
     except WorkflowUpdateFailedError as err:
         # The record's own check refused it (the API checks the rest before), or it was made
         # from a read another change overtook (``based_on``).

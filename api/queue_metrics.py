@@ -35,7 +35,9 @@ class QueueGauges:
         target = runs.target
         try:
             # N as the deployment's record says now (another replica may have changed it).
-            deployment, _ = await read_deployment(runs.client, target.workflow_id)
+            deployment, _ = await read_deployment(
+                runs.client, target.workflow_id, target.rpc_timeout
+            )
         except RPCError as err:
             logger.warning("queue_gauges_unavailable", error=err.message)
             return

@@ -17,6 +17,7 @@ import pytest
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 
+from agent_runner import deployment
 from agent_runner.agents import Agent, AgentContext, NoParams
 from agent_runner.contract import (
     CHANGE_SETTINGS,
@@ -375,3 +376,17 @@ async def test_a_change_no_worker_takes_up_is_answered_503_by_its_deadline(
     finally:
         if running:
             await workers.__aexit__(None, None, None)
+
+
+async def test_a_change_made_is_answered_200_however_long_its_coordinators_take_to_follow(
+    idle_api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the hostile review of the bound above: it first bounded the whole change, the
+    telling of the coordinators and the second they take to follow included, so a change made
+    whose telling ran past the deadline was answered 503. Here the coordinators take longer to
+    follow than the change's deadline (8 s)."""
+    monkeypatch.setattr(deployment, "SETTINGS_FRESH", timedelta(seconds=9))
+    before = (await idle_api.get("/agents/limits")).json()
+    answer = await idle_api.put("/agents/limits", json={"slots": before["slots"] + 1})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["slots"] == before["slots"] + 1

@@ -64,6 +64,10 @@ class ScopeBatches(Generic[I, A]):
                 continue
             try:
                 answers = await self._send(pending.scope, [waiting.item for waiting in batch])
+            except asyncio.CancelledError:
+                for waiting in batch:  # their callers are not left waiting on a sender gone
+                    waiting.answer.cancel()
+                raise
             except Exception as err:
                 for waiting in batch:
                     if not waiting.answer.done():

@@ -672,6 +672,8 @@ async def _settled(start: WithStartWorkflowOperation[Any, Any]) -> None:
     failed), so nothing is left unretrieved."""
     with contextlib.suppress(BaseException):
         await asyncio.wait_for(start.workflow_handle(), timeout=0.001)
+    if cancelling():  # a cancel of our own task that came meanwhile is not taken in
+        raise asyncio.CancelledError
 
 
 def _outcome(answer: AdmitAnswer, key: str | None) -> StartOutcome:
@@ -739,6 +741,8 @@ async def _ask_again(
         WorkflowUpdateRPCTimeoutOrCancelledError,
         WorkflowUpdateFailedError,
     ):
+        if cancelling():  # our own task's cancel (the SDK's error for it): not an outage
+            raise
         return None
 
 

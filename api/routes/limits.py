@@ -28,7 +28,7 @@ from agent_runner.deployment import (
 )
 from agent_runner.ids import MAX_SCOPE_NAME, Scope
 from agent_runner.runs import TemporalUnavailableError
-from agent_runner.runs.errors import temporal_call, update_wait
+from agent_runner.runs.errors import temporal_call
 from api.auth import caller
 from api.deps import AppState, StateDep
 from api.routes.common import ERRORS, agents_router, named_scope
@@ -170,7 +170,9 @@ async def _pause(
 async def _record(state: AppState) -> DeploymentSettings:
     runs = state.runs
     with temporal_call():
-        record, _ = await read_deployment(runs.client, state.settings.workflow_id)
+        record, _ = await read_deployment(
+            runs.client, state.settings.workflow_id, runs.target.rpc_timeout
+        )
     if record is None:
         raise TemporalUnavailableError("the deployment's settings record is not there yet")
     return record
@@ -224,17 +226,17 @@ async def _changed(state: AppState, request: Request, change: Change) -> Deploym
             # Its wait ends with the deadline (an update no worker takes up was waited on with
             # no end: a PUT with every worker down hung).
             with temporal_call():
-                async with update_wait(max(0.1, deadline - loop.time())):
-                    return await change_limits(
-                        state.runs.client,
-                        state.settings,
-                        limits,
-                        changed_by=caller(request),
-                        scope=scope,
-                        override=own,
-                        based_on=current.version,
-                        not_after=not_after,
-                    )
+                return await change_limits(
+                    state.runs.client,
+                    state.settings,
+                    limits,
+                    changed_by=caller(request),
+                    scope=scope,
+                    override=own,
+                    based_on=current.version,
+                    not_after=not_after,
+                    wait=max(0.1, deadline - loop.time()),
+                )
         except StaleChangeError:
             continue
         except ChangeExpiredError:
