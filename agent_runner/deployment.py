@@ -145,10 +145,10 @@ async def change_limits(
     ``changed_by``; ``based_on``: the record's version it was made from
     (:class:`StaleChangeError` if another change came first); ``not_after``: when it is made by
     at the latest (:class:`ChangeExpiredError` after); ``wait``: how long the update's answer
-    is waited for at most (see :func:`update_wait`; the telling of the coordinators after is
-    not cut short: the change is made). Returns the record once every coordinator follows it
-    (a second later). A lower N lets the agents at work finish and grants nothing until fewer
-    than N work."""
+    is waited for at most (see :func:`update_wait`; None: no bound; the telling of the
+    coordinators after is not cut short: the change is made). Returns the record once every
+    coordinator follows it (a second later). A lower N lets the agents at work finish and
+    grants nothing until fewer than N work."""
     base = settings.workflow_id
     change = SettingsChange(
         limits=limits,
@@ -159,28 +159,20 @@ async def change_limits(
         not_after=not_after,
     )
     handle = client.get_workflow_handle(settings_id(base))
-
-    async def made() -> DeploymentSettings:
-        try:
-            record: DeploymentSettings = await handle.execute_update(
-                CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
-            )
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise
-            # Its workflow was ended from outside: start it again from its last record.
-            await join_deployment(client, settings, role=f"a change by {changed_by}")
-            record = await handle.execute_update(
-                CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
-            )
-        return record
-
     try:
-        if wait is None:
-            record = await made()
-        else:
-            async with update_wait(wait):
-                record = await made()
+        async with update_wait(wait):
+            try:
+                record: DeploymentSettings = await handle.execute_update(
+                    CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
+                )
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                # Its workflow was ended from outside: start it again from its last record.
+                await join_deployment(client, settings, role=f"a change by {changed_by}")
+                record = await handle.execute_update(
+                    CHANGE_SETTINGS.name, change, result_type=CHANGE_SETTINGS.result_type
+                )
     except WorkflowUpdateFailedError as err:
         # The record's own check refused it (the API checks the rest before), or it was made
         # from a read another change overtook (``based_on``).

@@ -153,15 +153,15 @@ def not_applied(err: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def update_wait(seconds: float) -> AsyncIterator[None]:
+async def update_wait(seconds: float | None) -> AsyncIterator[None]:
     """Bound the wait for an update's answer by the loop's clock, as its RPC timeout does not:
     the SDK waits for an accepted update's outcome with polls the server answers just before
     each one's deadline, and polls again, so an update accepted but not answered (its handler
     awaits a read, and the worker running it died, or no worker runs it) was waited on with no
     end. Past ``seconds`` the wait ends as an RPC timeout does,
     :class:`WorkflowUpdateRPCTimeoutOrCancelledError` from DEADLINE_EXCEEDED (see
-    :func:`is_unavailable`): the update may still be applied. A cancel of the caller's own task
-    is left as it is."""
+    :func:`is_unavailable`): the update may still be applied. None: no bound. A cancel of the
+    caller's own task is left as it is."""
     bound = asyncio.timeout(seconds)
     try:
         async with bound:
