@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -55,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         SURVEY_SLOTS,
         VIEW,
         WATCH_EXECUTION,
+        Admission,
         AdmitAnswer,
         AdmitRequest,
         AgentRunResult,
@@ -129,6 +132,25 @@ FRESH_TIMER_PATCH = "settings-freshness-by-timer"
 # the one clock back, and a key back after a moment with nothing queued took the turns another
 # key had been granted meanwhile (chaos seed 93151: eleven in a row).
 RANK_CLOCKS_PATCH = "fair-clock-per-priority"
+# The patch, asked at an execution's first moment after RANK_CLOCKS_PATCH (or by the first
+# admit, should one come before that moment), after which an admit's answer hangs only on its
+# history, never on workflow.now() after an await:
+# - whether a request came past its ``not_after`` is judged when it arrives, then only by a
+#   timer to its ``not_after`` that has fired (an event of the history) or by an EXPIRED given
+#   meanwhile for the same request id (a question asked again after a lost answer), not by the
+#   clock of the task the admit goes on in after its read; and
+# - a run's id comes from its request id and the execution's id, not from a sequence, so a
+#   request decided otherwise cannot shift the ids of the requests after it.
+# A worker's first run of a task may see the time of the task before it (Temporal's Python SDK
+# 1.35, see FRESH_TIMER_PATCH); replay sees the right one. Chaos seed 68891: after a server
+# restart, two admits read the settings and were decided in the next task, in time by the clock
+# the worker saw (16.73 s, before their not_after of 16.96 s) and answered QUEUED; the replay
+# saw that task's time (17.66 s), decided one EXPIRED and minted no id, and every later run id
+# in the replayed state went to the request after the one it was answered to: a run granted
+# twice, a run lost, a run DONE with no agent. No command differed, so nothing flagged it.
+ADMIT_BY_HISTORY = "admit-decided-by-history"
+# The namespace of run ids minted from request ids (ADMIT_BY_HISTORY).
+_RUN_IDS = uuid.UUID("6f1c1e5e-7d0a-4c39-9a53-2b8f0e4d7a11")
 _QUICK = timedelta(seconds=10)
 # Reads an admit makes at most to decide with fresh limits (FRESH_TIMER_PATCH).
 _ADMIT_READS = 3
@@ -173,6 +195,13 @@ class AgentScopeWorkflow:
         self._timed_fresh = False
         # Since RANK_CLOCKS_PATCH (decided in ``run``): fair shares keep a clock per priority.
         self._rank_clocks = False
+        # Since ADMIT_BY_HISTORY (decided in ``run``, or by an admit before it): admits decide
+        # by their history (see the patch). The patches are asked once ``run`` has begun; the
+        # admits waiting on a read, by request id; the run ids minted per request id.
+        self._by_history = False
+        self._patches_asked = False
+        self._awaiting: dict[str, list[_Judged]] = {}
+        self._minted: dict[str, int] = {}
         self._fresh = False
         self._fresh_reads = 0
         self._changes = 0
@@ -190,6 +219,10 @@ class AgentScopeWorkflow:
     @workflow.update(name=ADMIT.name)
     async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
         """Start, queue or refuse each request, in order."""
+        # The first task of an execution runs the admit of an update-with-start before ``run``.
+        asked = self._patches_asked
+        if self._by_history if asked else workflow.patched(ADMIT_BY_HISTORY):
+            return await self._admit_by_history(requests)
         book = await self._ready_book()
         if self._budgeted:
             # Every read whose result came in with this update has been taken in first (the
@@ -217,6 +250,51 @@ class AgentScopeWorkflow:
             self._spawn(self._stop(run_id))
         self._dirty = True
         return answers
+
+    async def _admit_by_history(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
+        """Since ADMIT_BY_HISTORY: an admit whose answer hangs on its history only."""
+        judged = _Judged(requests, workflow.now())
+        for request_id in judged.ids:
+            self._awaiting.setdefault(request_id, []).append(judged)
+        try:
+            if not self._ready:
+                judged.start_timer()
+            book = await self._ready_book()
+            # Every read whose result came in with this update is taken in first (see admit).
+            await workflow.wait_condition(lambda: True)
+            if not judged.all_late():  # a late one is answered from memory, or EXPIRED
+                for _ in range(_ADMIT_READS):
+                    if self._fresh:
+                        break
+                    judged.start_timer()
+                    await self._load_settings()
+            now = workflow.now()
+            answers: list[AdmitAnswer] = []
+            for request in requests:
+                answer = book.admit(
+                    request,
+                    now,
+                    functools.partial(self._mint, request.request_id),
+                    late=request.request_id in judged.late,
+                )
+                if answer.admission is Admission.EXPIRED:
+                    # Decided as not made: an admit of the same request still waiting on a
+                    # read (its try, where this is the question asked again) is not made either.
+                    for other in self._awaiting.get(request.request_id, []):
+                        other.late.add(request.request_id)
+                answers.append(answer)
+            for run_id in book.take_stops():  # runs a replace cancelled: passed on, not awaited
+                self._spawn(self._stop(run_id))
+            self._dirty = True
+            return answers
+        finally:
+            judged.stop_timer()
+            for request_id in judged.ids:
+                waiting = self._awaiting.get(request_id, [])
+                if judged in waiting:
+                    waiting.remove(judged)
+                if not waiting:
+                    self._awaiting.pop(request_id, None)
 
     @workflow.update(name=CANCEL.name)
     async def cancel(self, run_id: str) -> CancelAnswer:
@@ -272,6 +350,8 @@ class AgentScopeWorkflow:
         self._budgeted = self._patches_first and workflow.patched(BUDGET_PATCH)
         self._timed_fresh = self._budgeted and workflow.patched(FRESH_TIMER_PATCH)
         self._rank_clocks = self._timed_fresh and workflow.patched(RANK_CLOCKS_PATCH)
+        self._by_history = self._rank_clocks and workflow.patched(ADMIT_BY_HISTORY)
+        self._patches_asked = True
         scope = _own_scope()
         state = _carried_state(carried)
         # Known from its first moment, so its queries always answer: what the execution before
@@ -732,6 +812,15 @@ class AgentScopeWorkflow:
         """A run id that names its scope (see :mod:`agent_runner.ids`)."""
         return RunRef(_own_scope(), str(workflow.uuid4())).run_id
 
+    def _mint(self, request_id: str) -> str:
+        """Since ADMIT_BY_HISTORY: the run id of a request, the same whichever requests were
+        decided before it, and never one minted before (the execution's id is in it, and a
+        request id minted again in one execution, its answer forgotten, is counted)."""
+        count = self._minted.get(request_id, 0)
+        self._minted[request_id] = count + 1
+        name = f"{workflow.info().run_id}/{request_id}/{count}"
+        return RunRef(_own_scope(), str(uuid.uuid5(_RUN_IDS, name))).run_id
+
     # --- where people look ----------------------------------------------------------------------
 
     def _publish(self) -> None:
@@ -803,6 +892,45 @@ async def _checked_activity(name: str, arg: object, kind: Any, **options: Any) -
                 "activity_answer_refused", extra={"activity": name, "reason": str(err)[:200]}
             )
         await workflow.sleep(1.0)
+
+
+class _Judged:
+    """Which of an admit's requests came past their ``not_after`` (ADMIT_BY_HISTORY): by the
+    clock when the admit arrives, then only by what the history records: a timer to the
+    earliest ``not_after`` that fired, or an EXPIRED given for the same request meanwhile."""
+
+    def __init__(self, requests: list[AdmitRequest], arrived: datetime) -> None:
+        self.ids = [request.request_id for request in requests]
+        self.late = {
+            request.request_id
+            for request in requests
+            if request.not_after is not None and arrived > request.not_after
+        }
+        self._due = [request for request in requests if request.not_after is not None]
+        self._timer: asyncio.TimerHandle | None = None
+        self._started = False
+
+    def all_late(self) -> bool:
+        return all(request_id in self.late for request_id in self.ids)
+
+    def start_timer(self) -> None:
+        """Before the admit waits past this task: a timer to the earliest ``not_after``."""
+        waiting = [request for request in self._due if request.request_id not in self.late]
+        if self._started or not waiting:
+            return
+        self._started = True
+        earliest = min(request.not_after for request in waiting if request.not_after)
+        left = max(0.001, (earliest - workflow.now()).total_seconds())
+        self._timer = asyncio.get_running_loop().call_later(left, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.late.update(request.request_id for request in self._due)
+
+    def stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class NotReadyError(RuntimeError):

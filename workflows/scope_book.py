@@ -269,8 +269,18 @@ class ScopeBook:
 
     # --- admission ------------------------------------------------------------------------------
 
-    def admit(self, request: AdmitRequest, now: datetime, mint: Callable[[], str]) -> AdmitAnswer:
-        """Start the run on a free slot, queue it, or refuse it; remember the answer."""
+    def admit(
+        self,
+        request: AdmitRequest,
+        now: datetime,
+        mint: Callable[[], str],
+        *,
+        late: bool | None = None,
+    ) -> AdmitAnswer:
+        """Start the run on a free slot, queue it, or refuse it; remember the answer.
+
+        ``late``: whether the request came past its ``not_after`` as the coordinator judged it
+        from its history (see ADMIT_BY_HISTORY in workflows/scope.py); None: by ``now``."""
         self._now = now
         key = request.idempotency_key
         if key is not None and (made := self._keys.get(key)) is not None:
@@ -280,7 +290,9 @@ class ScopeBook:
         earlier = self._answers.get(request.request_id)
         if key is None and earlier is not None:
             return self._again(earlier.answer)
-        if request.not_after is not None and now > request.not_after:
+        if late is None:
+            late = request.not_after is not None and now > request.not_after
+        if late:
             return AdmitAnswer(request.request_id, Admission.EXPIRED)
         try:
             run = checked_request(request.run, self.default_policy)
