@@ -18,6 +18,8 @@ admit was decided EXPIRED on replay.
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -74,7 +76,8 @@ async def test_an_admit_decided_after_its_read_is_decided_alike_whatever_the_tas
         payload["data"] = _encoded([[{"admission": "expired", "request_id": "elsewhere"}]])
     changed = WorkflowHistory.from_json(idle_settings.workflow_id, recorded)
     failure = await replay_one(new_replayer(), changed)
-    assert failure is not None and "answered otherwise on replay" in failure, failure
+    assert failure is not None
+    assert "answered otherwise on replay" in failure, failure
 
 
 def _attributes(event: dict[str, Any]) -> dict[str, Any]:
@@ -89,20 +92,13 @@ def _answers_run(event: dict[str, Any], run_id: str) -> bool:
 
 
 def _first_request(args: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     requests: list[dict[str, Any]] = json.loads(_decoded(args["payloads"][0]))
     return requests[0]
 
 
 def _decoded(payload: dict[str, Any]) -> str:
-    import base64
-
     return base64.b64decode(payload.get("data", "")).decode()
 
 
 def _encoded(value: object) -> str:
-    import base64
-    import json
-
     return base64.b64encode(json.dumps(value).encode()).decode()
