@@ -161,6 +161,15 @@ class AdmitRequest:
     priority: int = PRIORITY_DEFAULT
     # With fair shares on: whose share it is served from (None: its user's).
     fairness_key: str | None = None
+    # Asked again after a lost answer (the API's question): answered as before, or EXPIRED if
+    # the coordinator holds no answer for it; never starts a run. Only a question may come past
+    # its ``not_after``: any other such admit is refused (ADMIT_EXPIRED), before it is taken in.
+    question: bool = False
+
+
+# The type of the failure that refuses an admit come past its ``not_after``: its coordinator
+# took nothing in (an update refused by its validator leaves nothing in the history).
+ADMIT_EXPIRED = "AdmitExpired"
 
 
 class Admission(StrEnum):

@@ -24,7 +24,7 @@ import functools
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
     from agent_runner import search_attributes
     from agent_runner.contract import (
         ADMIT,
+        ADMIT_EXPIRED,
         ADOPT_PREDECESSOR,
         CANCEL,
         CARRY,
@@ -134,11 +135,13 @@ FRESH_TIMER_PATCH = "settings-freshness-by-timer"
 RANK_CLOCKS_PATCH = "fair-clock-per-priority"
 # The patch, asked at an execution's first moment after RANK_CLOCKS_PATCH (or by the first
 # admit, should one come before that moment), after which an admit's answer hangs only on its
-# history, never on workflow.now() after an await:
-# - whether a request came past its ``not_after`` is judged when it arrives, then only by a
-#   timer to its ``not_after`` that has fired (an event of the history) or by an EXPIRED given
-#   meanwhile for the same request id (a question asked again after a lost answer), not by the
-#   clock of the task the admit goes on in after its read; and
+# history, never on workflow.now():
+# - an admit come past its ``not_after`` is refused by its validator, by the real clock (a
+#   validator runs on first run only, and a refused update leaves nothing in the history);
+# - one taken in is late only when it is a question asked again after a lost answer (answered
+#   from memory, or EXPIRED), when a timer to its ``not_after`` has fired while it waited on a
+#   read (an event of the history), or when an EXPIRED was given meanwhile to the same try of
+#   the same request (its question); never by the clock of the task it goes on in; and
 # - a run's id comes from its request id and the execution's id, not from a sequence, so a
 #   request decided otherwise cannot shift the ids of the requests after it.
 # A worker's first run of a task may see the time of the task before it (Temporal's Python SDK
@@ -251,9 +254,26 @@ class AgentScopeWorkflow:
         self._dirty = True
         return answers
 
+    @admit.validator
+    def _check_admit(self, requests: list[AdmitRequest]) -> None:
+        """Refuse an admit come past its ``not_after`` (a question excepted): its caller gave
+        up, and nothing of it is taken in. A validator runs on first run only, so the real clock
+        is safe here, and is the one the caller's deadline was set by: workflow.now() may be the
+        time of the task before (see ADMIT_BY_HISTORY)."""
+        with workflow.unsafe.sandbox_unrestricted():
+            now = datetime.now(UTC)
+        for request in requests:
+            if not request.question and request.not_after is not None and now > request.not_after:
+                raise ApplicationError(
+                    f"the start came after its caller gave up (not_after "
+                    f"{request.not_after.isoformat()}): nothing was taken in",
+                    type=ADMIT_EXPIRED,
+                    non_retryable=True,
+                )
+
     async def _admit_by_history(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
         """Since ADMIT_BY_HISTORY: an admit whose answer hangs on its history only."""
-        judged = _Judged(requests, workflow.now())
+        judged = _Judged(requests)
         for request_id in judged.ids:
             self._awaiting.setdefault(request_id, []).append(judged)
         try:
@@ -278,10 +298,10 @@ class AgentScopeWorkflow:
                     late=request.request_id in judged.late,
                 )
                 if answer.admission is Admission.EXPIRED:
-                    # Decided as not made: an admit of the same request still waiting on a
-                    # read (its try, where this is the question asked again) is not made either.
+                    # Decided as not made: the same try of the same request, still waiting on
+                    # a read (where this is its question), is not made either.
                     for other in self._awaiting.get(request.request_id, []):
-                        other.late.add(request.request_id)
+                        other.withdraw(request)
                 answers.append(answer)
             for run_id in book.take_stops():  # runs a replace cancelled: passed on, not awaited
                 self._spawn(self._stop(run_id))
@@ -895,20 +915,25 @@ async def _checked_activity(name: str, arg: object, kind: Any, **options: Any) -
 
 
 class _Judged:
-    """Which of an admit's requests came past their ``not_after`` (ADMIT_BY_HISTORY): by the
-    clock when the admit arrives, then only by what the history records: a timer to the
-    earliest ``not_after`` that fired, or an EXPIRED given for the same request meanwhile."""
+    """Which of an admit's requests are late (ADMIT_BY_HISTORY), by what the history records
+    only: a question; a timer to the earliest ``not_after`` that fired while the admit waited;
+    an EXPIRED given meanwhile to the same try of the same request."""
 
-    def __init__(self, requests: list[AdmitRequest], arrived: datetime) -> None:
+    def __init__(self, requests: list[AdmitRequest]) -> None:
         self.ids = [request.request_id for request in requests]
-        self.late = {
-            request.request_id
-            for request in requests
-            if request.not_after is not None and arrived > request.not_after
-        }
+        self.late = {request.request_id for request in requests if request.question}
         self._due = [request for request in requests if request.not_after is not None]
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
+
+    def withdraw(self, expired: AdmitRequest) -> None:
+        """``expired`` was answered EXPIRED: so is this admit's same try of it (the same
+        ``not_after``; another caller's start with the same Idempotency-Key is its own)."""
+        if any(
+            request.request_id == expired.request_id and request.not_after == expired.not_after
+            for request in self._due
+        ):
+            self.late.add(expired.request_id)
 
     def all_late(self) -> bool:
         return all(request_id in self.late for request_id in self.ids)

@@ -15,6 +15,8 @@ from temporalio.client import (
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from agent_runner.contract import ADMIT_EXPIRED
+
 # The server did not answer: it refused the connection (UNAVAILABLE), let the call's deadline
 # pass (DEADLINE_EXCEEDED), or hung until the client's own RPC timeout cut the call short
 # (CANCELLED, "Timeout expired": a paused or wedged server). A cancellation of our own task is
@@ -150,6 +152,13 @@ def not_applied(err: BaseException) -> bool:
     """Whether ``err`` says the update was never applied, so sending it again is safe."""
     cause = err.cause if isinstance(err, WorkflowUpdateFailedError) else None
     return isinstance(cause, ApplicationError) and cause.type in _NOT_APPLIED
+
+
+def refused_late(err: WorkflowUpdateFailedError) -> bool:
+    """Whether a coordinator refused an admit come past its ``not_after`` (its validator: it
+    took nothing in)."""
+    cause = err.cause
+    return isinstance(cause, ApplicationError) and cause.type == ADMIT_EXPIRED
 
 
 @asynccontextmanager

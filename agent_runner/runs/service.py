@@ -70,6 +70,7 @@ from agent_runner.runs.errors import (
     fetch_page,
     is_unavailable,
     not_applied,
+    refused_late,
     temporal_call,
     update_wait,
 )
@@ -367,6 +368,9 @@ class Runs:
                 decide_by = loop.time() + timeout.total_seconds() * DECIDE_WITHIN
                 not_after = datetime.now(UTC) + timeout * DECIDE_WITHIN
                 stamped = [replace(request, not_after=not_after) for request in requests]
+            # A question is answered from what the coordinator holds, never started (and so is
+            # taken in past its not_after).
+            sent = [replace(request, question=True) for request in stamped] if again else stamped
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 SCOPE_WORKFLOW,
                 id=scope.id,
@@ -380,13 +384,19 @@ class Runs:
                         AdmitAnswer
                     ] = await self.client.execute_update_with_start_workflow(
                         ADMIT.name,
-                        stamped,
+                        sent,
                         start_workflow_operation=start,
                         id=update_id,
                         result_type=ADMIT.result_type,
                         rpc_timeout=timeout,
                     )
                 return answers
+            except WorkflowUpdateFailedError as err:
+                if not refused_late(err):
+                    raise
+                # Come past its not_after (by the coordinator's worker's clock): refused before
+                # it was taken in, so nothing was made, as an EXPIRED says.
+                return [AdmitAnswer(request.request_id, Admission.EXPIRED) for request in sent]
             finally:
                 await _settled(start)
 
