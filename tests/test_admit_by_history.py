@@ -160,6 +160,10 @@ async def test_an_admit_past_its_not_after_is_refused_untaken_and_a_question_is_
     assert first.admission == Admission.QUEUED
     [again] = await admit([replace(in_time, not_after=gone, question=True)], "its-question")
     assert (again.admission, again.run_id) == (Admission.QUEUED, first.run_id)
+    # An API from before the question field asks again with the try itself: taken in past its
+    # not_after, as it was answered already (a review of the validator: it was refused).
+    [repeat] = await admit([replace(in_time, not_after=gone)], "its-repeat")
+    assert (repeat.admission, repeat.run_id) == (Admission.QUEUED, first.run_id)
 
     history = (await coordinator.fetch_history()).to_json_dict()
     taken = {
@@ -168,7 +172,7 @@ async def test_an_admit_past_its_not_after_is_refused_untaken_and_a_question_is_
         if event["eventType"] == ACCEPTED
     }
     assert "late-admit" not in taken
-    assert {"late-question", "in-time", "its-question"} <= taken
+    assert {"late-question", "in-time", "its-question", "its-repeat"} <= taken
 
 
 def _attributes(event: dict[str, Any]) -> dict[str, Any]:

@@ -256,14 +256,20 @@ class AgentScopeWorkflow:
 
     @admit.validator
     def _check_admit(self, requests: list[AdmitRequest]) -> None:
-        """Refuse an admit come past its ``not_after`` (a question excepted): its caller gave
-        up, and nothing of it is taken in. A validator runs on first run only, so the real clock
-        is safe here, and is the one the caller's deadline was set by: workflow.now() may be the
-        time of the task before (see ADMIT_BY_HISTORY)."""
+        """Refuse an admit come past its ``not_after``: its caller gave up, and nothing of it
+        is taken in. A validator runs on first run only, so the real clock is safe here, and is
+        the one the caller's deadline was set by: workflow.now() may be the time of the task
+        before (see ADMIT_BY_HISTORY). Taken in past it all the same: a question, and a request
+        answered already or being decided (an API from before the ``question`` field asks again
+        with the try's own request, and gets its answer so)."""
         with workflow.unsafe.sandbox_unrestricted():
             now = datetime.now(UTC)
         for request in requests:
-            if not request.question and request.not_after is not None and now > request.not_after:
+            if request.question or request.not_after is None or now <= request.not_after:
+                continue
+            book = self._book
+            known = book is not None and self._ready and book.answered(request)
+            if not known and request.request_id not in self._awaiting:
                 raise ApplicationError(
                     f"the start came after its caller gave up (not_after "
                     f"{request.not_after.isoformat()}): nothing was taken in",

@@ -397,6 +397,14 @@ class ScopeBook:
             default=None,
         )
 
+    def answered(self, request: AdmitRequest) -> bool:
+        """Whether an admit of ``request`` would be answered from memory (its key's run, or a
+        keyless request's answer)."""
+        key = request.idempotency_key
+        if key is not None:
+            return key in self._keys
+        return request.request_id in self._answers
+
     def _again(self, answer: AdmitAnswer) -> AdmitAnswer:
         """An earlier answer, given again with the run's place as it is now."""
         entry = self._entries.get(answer.run_id or "")

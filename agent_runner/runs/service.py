@@ -405,6 +405,10 @@ class Runs:
         except (RPCError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
             if not _maybe_delivered(err):
                 raise
+            # Asked once the try's decision time has passed (a broken connection can end a try
+            # sooner): asked before, the try could still reach the coordinator after the
+            # question's EXPIRED, in time, and be started behind a 503.
+            await asyncio.sleep(max(0.0, decide_by - loop.time()))
             late = await _ask_again(lambda wait, asked: admit(wait, asked, again=True), budget)
             if late is None:
                 raise
