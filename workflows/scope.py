@@ -933,10 +933,12 @@ class _Judged:
         self._started = False
 
     def withdraw(self, expired: AdmitRequest) -> None:
-        """``expired`` was answered EXPIRED: so is this admit's same try of it (the same
-        ``not_after``; another caller's start with the same Idempotency-Key is its own)."""
+        """``expired`` was answered EXPIRED: so is this admit's request of the same id, every
+        try of it if it has no key (its id is its caller's own), else the same try (the same
+        ``not_after``: another caller's start with the same Idempotency-Key is its own)."""
         if any(
-            request.request_id == expired.request_id and request.not_after == expired.not_after
+            request.request_id == expired.request_id
+            and (expired.idempotency_key is None or request.not_after == expired.not_after)
             for request in self._due
         ):
             self.late.add(expired.request_id)
