@@ -36,11 +36,14 @@ from temporalio.worker import Worker
 from agent_runner.contract import (
     ADMIT,
     ADMIT_EXPIRED,
+    CANCEL,
     NOT_DECIDED,
     SCOPE_WORKFLOW,
     Admission,
     AdmitAnswer,
     AdmitRequest,
+    CancelAnswer,
+    CancelEffect,
     RunRequest,
 )
 from agent_runner.ids import ScopeKind
@@ -213,6 +216,26 @@ class UndecidedCoordinator:
         return decided(requests, by_clock=False)
 
 
+@workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
+class SlowCancelCoordinator:
+    """Takes its first cancel in and never answers it (as one its worker lost); answers the
+    next: the run was taken out of its queue."""
+
+    def __init__(self) -> None:
+        self.cancels = 0
+
+    @workflow.run
+    async def run(self, _carried: Any = None) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.update(name=CANCEL.name, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
+    async def cancel(self, run_id: str) -> CancelAnswer:
+        self.cancels += 1
+        if self.cancels == 1:
+            await workflow.wait_condition(lambda: False)
+        return CancelAnswer(CancelEffect.REMOVED)
+
+
 @pytest.mark.parametrize(
     "passing_seconds",
     [
@@ -357,6 +380,27 @@ async def test_a_start_never_decided_is_sent_again_when_its_question_says_so(
     assert question.request_id == started.request_id
     assert outcome is not None
     assert outcome.run_id == started.run_id
+
+
+async def test_a_cancel_whose_wait_ran_out_is_sent_again_within_the_budget(
+    temporal_client: Client, temporal_address: str
+) -> None:
+    # Chaos seed 19477: a cancel met the coordinator closing, the server refused it until its
+    # try's time was gone, and it answered 503. A cancel sent twice does what one does.
+    task_queue = f"passing-{uuid.uuid4()}"
+    settings = make_settings(
+        temporal_address, task_queue=task_queue, temporal_rpc_timeout_seconds=BUDGET / 2
+    )
+    target = settings.run_target(ScopeKind.GLOBAL)
+    run_id = str(uuid.uuid4())
+    scope = target.scope(agent_type="policy-checker", user_id="u")
+    async with Worker(temporal_client, task_queue=task_queue, workflows=[SlowCancelCoordinator]):
+        await temporal_client.start_workflow(
+            SCOPE_WORKFLOW, None, id=scope.id, task_queue=task_queue
+        )
+        async with asyncio.timeout(60):
+            answer = await Runs(temporal_client, target).cancel(run_id)
+    assert answer.effect == CancelEffect.REMOVED
 
 
 async def test_a_start_its_coordinator_takes_in_and_never_answers_is_answered_503(
