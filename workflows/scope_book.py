@@ -454,6 +454,11 @@ class ScopeBook:
             ):
                 self._forget_key(next(iter(self._keys)))
 
+    def forgot_before(self, moment: datetime) -> None:
+        """Whatever was answered before ``moment`` is forgotten (a coordinator starting afresh
+        with nothing handed over)."""
+        self._forgot_at = max(moment, self._forgot_at or moment)
+
     def _forget_key(self, key: str) -> None:
         if (made := self._keys.get(key)) is not None:
             self._forgot_at = max(made.at, self._forgot_at or made.at)
