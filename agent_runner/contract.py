@@ -165,17 +165,11 @@ class AdmitRequest:
     # the coordinator holds no answer for it; never starts a run. Only a question may come past
     # its ``not_after``: any other such admit is refused (ADMIT_EXPIRED), before it is taken in.
     question: bool = False
-    # A question's: when the first try of the request was sent (by the caller's clock). An
-    # EXPIRED then says NOT_DECIDED (its reason) when the coordinator has forgotten nothing
-    # made since: the request was never decided, and may be sent again as a new try.
-    first_sent_at: datetime | None = None
 
 
 # The type of the failure that refuses an admit come past its ``not_after``: its coordinator
 # took nothing in (an update refused by its validator leaves nothing in the history).
 ADMIT_EXPIRED = "AdmitExpired"
-# An EXPIRED answer's reason, to a question about a request the coordinator never decided.
-NOT_DECIDED = "not decided"
 
 
 class Admission(StrEnum):

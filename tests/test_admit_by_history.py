@@ -36,7 +36,6 @@ from agent_runner.contract import (
     ADMIT,
     ADMIT_EXPIRED,
     LIMITS_CHANGED,
-    NOT_DECIDED,
     Admission,
     AdmitRequest,
     OnBusy,
@@ -154,11 +153,6 @@ async def test_an_admit_past_its_not_after_is_refused_untaken_and_a_question_is_
     # Its question, asked after the caller gave up: nothing was made of it.
     [unknown] = await admit([replace(late, question=True)], "late-question")
     assert unknown.admission == Admission.EXPIRED
-    # Told when it was first sent: the coordinator has forgotten nothing since, so it says it
-    # never decided it (the API may send it again as a new try).
-    first_sent = replace(late, question=True, first_sent_at=datetime.now(UTC))
-    [undecided] = await admit([first_sent], "late-question-since")
-    assert (undecided.admission, undecided.reason) == (Admission.EXPIRED, NOT_DECIDED)
 
     # One decided in time, asked again past its not_after: the answer it was given.
     in_time = request(datetime.now(UTC) + timedelta(seconds=30))

@@ -37,7 +37,6 @@ from agent_runner.contract import (
     ADMIT,
     ADMIT_EXPIRED,
     CANCEL,
-    NOT_DECIDED,
     SCOPE_WORKFLOW,
     Admission,
     AdmitAnswer,
@@ -181,39 +180,6 @@ class RefusingCoordinator:
         SEEN[workflow.info().workflow_id] = [AdmitAnswer(requests[0].request_id, Admission.EXPIRED)]
         time.sleep(0.2)  # a stand-in, never replayed: comes back past the try's decision time
         raise ApplicationError("came after its caller gave up", type=ADMIT_EXPIRED)
-
-
-@workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
-class UndecidedCoordinator:
-    """Takes its first admit in and decides nothing of it until asked again; the question it
-    answers EXPIRED, NOT_DECIDED, and withdraws the try (as the real one does); then it starts
-    each request (chaos seed 19477: tries that never reached a coordinator continuing as new,
-    the server refusing them as "closing" until the try's budget ran out, answered 503)."""
-
-    def __init__(self) -> None:
-        self.withdrawn = False
-
-    @workflow.run
-    async def run(self, _carried: Any = None) -> None:
-        await workflow.wait_condition(lambda: False)
-
-    @workflow.update(name=ADMIT.name, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
-    async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
-        scope_id = workflow.info().workflow_id
-        if all(request.question for request in requests):
-            self.withdrawn = True
-            sent = requests[0].first_sent_at
-            reason = NOT_DECIDED if sent is not None else None
-            answers = [
-                AdmitAnswer(r.request_id, Admission.EXPIRED, reason=reason) for r in requests
-            ]
-            SEEN.setdefault(scope_id, []).extend(answers)
-            return answers
-        if scope_id not in SEEN:
-            SEEN[scope_id] = []
-            await workflow.wait_condition(lambda: self.withdrawn)
-            return [AdmitAnswer(r.request_id, Admission.EXPIRED) for r in requests]
-        return decided(requests, by_clock=False)
 
 
 @workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
@@ -362,22 +328,6 @@ async def test_a_start_its_coordinator_refuses_as_late_is_sent_again_as_after_an
     assert refused.admission == Admission.EXPIRED
     assert started.admission == Admission.STARTED
     assert refused.request_id == started.request_id
-    assert outcome is not None
-    assert outcome.run_id == started.run_id
-
-
-async def test_a_start_never_decided_is_sent_again_when_its_question_says_so(
-    temporal_client: Client, temporal_address: str
-) -> None:
-    # The try's wait runs out; asked again, the coordinator says it never decided it: sent
-    # again as a new try (once, within the two budgets), and started. It answered 503 before.
-    scope_id, outcome = await _start_against(
-        temporal_client, temporal_address, UndecidedCoordinator, budget=BUDGET
-    )
-    question, started = SEEN[scope_id]
-    assert (question.admission, question.reason) == (Admission.EXPIRED, NOT_DECIDED)
-    assert started.admission == Admission.STARTED
-    assert question.request_id == started.request_id
     assert outcome is not None
     assert outcome.run_id == started.run_id
 

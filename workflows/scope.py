@@ -203,8 +203,6 @@ class AgentScopeWorkflow:
         # admits waiting on a read, by request id; the run ids minted per request id.
         self._by_history = False
         self._patches_asked = False
-        # Starting afresh, its predecessor's carry could not be read.
-        self._predecessor_lost = False
         self._awaiting: dict[str, list[_Judged]] = {}
         self._minted: dict[str, int] = {}
         self._fresh = False
@@ -400,13 +398,6 @@ class AgentScopeWorkflow:
                 lambda: asyncio.gather(self._predecessor(scope), self._slots(scope, settings))
             )
             self._adopt(scope, taken_over)
-            if self._by_history and (self._predecessor_lost or taken_over is not None):
-                # Taking over from an execution ended from outside: what it answered may be
-                # forgotten (it could not be read, or its carry kept no forgot_at), so a
-                # question about a request sent before is not told NOT_DECIDED. Its start
-                # time is in its history: the same on replay. (One that closed with nothing
-                # kept had forgotten nothing younger than ANSWER_RETENTION.)
-                self._book.forgot_before(workflow.info().start_time)
             self._book.survey(findings, workflow.now())
         self._ready = True
         for slot, run_id, temporal_run_id in self._book.held():
@@ -773,7 +764,6 @@ class AgentScopeWorkflow:
                 "coordinator_predecessor_unreadable",
                 extra={"scope": scope.id, "error": str(err.cause)},
             )
-            self._predecessor_lost = True
             return None
         return workflow.payload_converter().from_payload(raw.payload)
 
@@ -944,8 +934,9 @@ class _Judged:
 
     def withdraw(self, expired: AdmitRequest) -> None:
         """``expired`` was answered EXPIRED: so is this admit's request of the same id, every
-        try of it if it has no key (its id is its caller's own), else the same try (the same
-        ``not_after``: another caller's start with the same Idempotency-Key is its own)."""
+        try of it if it has no key (its id is its caller's own: an earlier try still held, the
+        update of a later try with the same update id having been joined to it), else the same
+        try (the same ``not_after``: another caller's start with the same key is its own)."""
         if any(
             request.request_id == expired.request_id
             and (expired.idempotency_key is None or request.not_after == expired.not_after)

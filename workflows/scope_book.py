@@ -34,7 +34,6 @@ from typing import Any
 
 from agent_runner.contract import (
     EXPIRED_IN_QUEUE,
-    NOT_DECIDED,
     PRIORITY_DEFAULT,
     PRIORITY_FIRST,
     PRIORITY_LAST,
@@ -65,8 +64,6 @@ from agent_runner.validation import InvalidRunInputError, check_admission, check
 RETENTION = timedelta(hours=24)
 # How long the answer to a request without a key is kept for its repeats (a caller's retries).
 ANSWER_RETENTION = timedelta(minutes=10)
-# How far apart the API's clock and the coordinator's may be, for a question's NOT_DECIDED.
-CLOCKS_APART = timedelta(seconds=2)
 # How long the record of a run that reached a slot is kept after it ended: its slot's
 # execution (found by visibility) tells its story after that.
 SLOT_RECORD_RETENTION = timedelta(minutes=10)
@@ -182,9 +179,6 @@ class ScopeState:
     rank_clocks: dict[str, float] = field(default_factory=dict)
     # The last DURATIONS_KEPT durations (seconds on a slot) of each agent type's runs.
     durations: dict[str, list[float]] = field(default_factory=dict)
-    # When the newest answer or key it has forgotten was made: a question about a request first
-    # sent well after it cannot be about a decision forgotten (see ScopeBook.admit).
-    forgot_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -229,7 +223,6 @@ class ScopeBook:
         self._queue_bytes = sum(self._entries[run_id].size for run_id in self._queue)
         self._passes = dict(state.passes)
         self._fair_clock = state.fair_clock
-        self._forgot_at = state.forgot_at
         self._rank_clocks = dict(state.rank_clocks)
         self._durations = {kind: list(times) for kind, times in state.durations.items()}
         # The ended runs' records, oldest end first, with their weight; keys' and answers'.
@@ -272,7 +265,6 @@ class ScopeBook:
             fair_clock=self._fair_clock,
             rank_clocks=dict(self._rank_clocks),
             durations={kind: list(times) for kind, times in self._durations.items()},
-            forgot_at=self._forgot_at,
         )
 
     # --- admission ------------------------------------------------------------------------------
@@ -301,7 +293,7 @@ class ScopeBook:
         if late is None:
             late = request.not_after is not None and now > request.not_after
         if late:
-            return AdmitAnswer(request.request_id, Admission.EXPIRED, reason=self._unknown(request))
+            return AdmitAnswer(request.request_id, Admission.EXPIRED)
         try:
             run = checked_request(request.run, self.default_policy)
             check_admission(request)
@@ -405,17 +397,6 @@ class ScopeBook:
             default=None,
         )
 
-    def _unknown(self, request: AdmitRequest) -> str | None:
-        """For a question it holds no answer to: NOT_DECIDED when nothing it forgot was made
-        after the request was first sent (less a margin for the clocks), so no decision of it
-        can have been forgotten: the caller may send it again as a new try. None otherwise."""
-        sent = request.first_sent_at
-        if not request.question or sent is None:
-            return None
-        if self._forgot_at is not None and self._forgot_at >= sent - CLOCKS_APART:
-            return None
-        return NOT_DECIDED
-
     def answered(self, request: AdmitRequest) -> bool:
         """Whether an admit of ``request`` would be answered from memory (its key's run, or a
         keyless request's answer)."""
@@ -443,7 +424,7 @@ class ScopeBook:
                 len(self._answers) > ANSWERS_KEPT
                 or (self.budgeted and self._answers_bytes > ANSWERS_BYTES_MAX)
             ):
-                self._forget_answer(next(iter(self._answers)))
+                self._drop_answer(next(iter(self._answers)))
         else:
             self._drop_key(key)
             made = KeyRecord(key, str(answer.run_id), request.fingerprint, now, answer.admission)
@@ -452,22 +433,7 @@ class ScopeBook:
             while self._keys and (
                 len(self._keys) > KEYS_KEPT or (self.budgeted and self._keys_bytes > KEYS_BYTES_MAX)
             ):
-                self._forget_key(next(iter(self._keys)))
-
-    def forgot_before(self, moment: datetime) -> None:
-        """Whatever was answered before ``moment`` is forgotten (a coordinator starting afresh
-        with nothing handed over)."""
-        self._forgot_at = max(moment, self._forgot_at or moment)
-
-    def _forget_key(self, key: str) -> None:
-        if (made := self._keys.get(key)) is not None:
-            self._forgot_at = max(made.at, self._forgot_at or made.at)
-        self._drop_key(key)
-
-    def _forget_answer(self, request_id: str) -> None:
-        if (answered := self._answers.get(request_id)) is not None:
-            self._forgot_at = max(answered.at, self._forgot_at or answered.at)
-        self._drop_answer(request_id)
+                self._drop_key(next(iter(self._keys)))
 
     def _drop_key(self, key: str) -> None:
         if (made := self._keys.pop(key, None)) is not None:
@@ -1056,10 +1022,10 @@ class ScopeBook:
                 self._forget(entry.run_id)
         for key, record in list(self._keys.items()):
             if record.at + RETENTION <= now:
-                self._forget_key(key)
+                self._drop_key(key)
         for request_id, answered in list(self._answers.items()):
             if answered.at + ANSWER_RETENTION <= now:
-                self._forget_answer(request_id)
+                self._drop_answer(request_id)
         self.grant_waiting(now)
 
     def idle(self) -> bool:

@@ -38,7 +38,6 @@ from agent_runner import search_attributes
 from agent_runner.contract import (
     ADMIT,
     CANCEL,
-    NOT_DECIDED,
     PRIORITY_DEFAULT,
     RUN_WORKFLOW,
     RUNS,
@@ -309,9 +308,7 @@ class Runs:
         and whether any was decided too late.
 
         EXPIRED in answer to a try (not to a question asked again after a lost answer, which
-        may be a decision made in time and forgotten since, unless it says NOT_DECIDED: the
-        coordinator has forgotten nothing made since the request was first sent, and withdrew
-        any try of it it held) is a decision: that coordinator
+        may be a decision made in time and forgotten since) is a decision: that coordinator
         started nothing for the request and remembered nothing of it, so sending it again
         cannot make a second run (and a request id it has answered since is answered the
         same). A coordinator can decide late with no fault: the execution after a busy one's
@@ -324,8 +321,7 @@ class Runs:
         until = loop.time() + budget * PASSING_BUDGETS
         tried = await self._admit_once(scope, requests, update_id, until)
         answers = tried.answers
-        expired = [i for i, answer in enumerate(answers) if answer.admission == Admission.EXPIRED]
-        late = [i for i in expired if not tried.questioned or answers[i].reason == NOT_DECIDED]
+        late = [i for i, answer in enumerate(answers) if answer.admission == Admission.EXPIRED]
         if (
             not late
             or not tried.decided_late
@@ -333,7 +329,7 @@ class Runs:
             or any(answers[i].request_id != requests[i].request_id for i in late)
             or cancelling()
         ):
-            return answers, bool(expired)
+            return answers, bool(late)
         again = f"admit-{uuid.uuid4()}"
         logger.info("start_decided_late", scope=scope.id, update_id=update_id, again=again)
         try:
@@ -360,7 +356,6 @@ class Runs:
         loop = asyncio.get_running_loop()
         stamped = requests
         decide_by = 0.0
-        first_sent = datetime.now(UTC)
 
         async def admit(
             timeout: timedelta, update_id: str = update_id, *, again: bool = False
@@ -375,11 +370,7 @@ class Runs:
                 stamped = [replace(request, not_after=not_after) for request in requests]
             # A question is answered from what the coordinator holds, never started (and so is
             # taken in past its not_after).
-            sent = stamped
-            if again:
-                sent = [
-                    replace(request, question=True, first_sent_at=first_sent) for request in stamped
-                ]
+            sent = [replace(request, question=True) for request in stamped] if again else stamped
             start: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 SCOPE_WORKFLOW,
                 id=scope.id,
@@ -422,10 +413,7 @@ class Runs:
             if late is None:
                 raise
             logger.info("start_answered_late", scope=scope.id, update_id=update_id)
-            # NOT_DECIDED: the coordinator never decided it (nor holds a try of it now), so it
-            # may be sent again as a new try, as a try decided too late is.
-            undecided = any(answer.reason == NOT_DECIDED for answer in late)
-            return _Tried(late, decided_late=undecided, questioned=True)
+            return _Tried(late, decided_late=False)
         # By this process's own clock: an EXPIRED that came back sooner was decided by a
         # server whose clock is ahead of ours, and sending it again would meet the same.
         return _Tried(answers, decided_late=loop.time() >= decide_by)
@@ -702,8 +690,6 @@ class _Tried:
 
     answers: list[AdmitAnswer]
     decided_late: bool
-    # Answers to a question asked again: only an EXPIRED that says NOT_DECIDED may be sent again.
-    questioned: bool = False
 
 
 async def _settled(start: WithStartWorkflowOperation[Any, Any]) -> None:

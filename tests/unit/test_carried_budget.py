@@ -13,7 +13,6 @@ from typing import Any
 from temporalio.converter import DataConverter
 
 from agent_runner.contract import (
-    NOT_DECIDED,
     Admission,
     AdmitRequest,
     OnBusy,
@@ -30,7 +29,6 @@ from workflows.scope_book import ENDED_BYTES_MAX, ScopeBook, ScopeState
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 USER = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"
 LIMIT = 2 * 1024 * 1024
-BURST = 500
 _ids = itertools.count()
 
 
@@ -180,39 +178,3 @@ def test_runs_that_ended_without_a_slot_are_forgotten_last() -> None:
         _finish_started(book, now, {"text": "r" * 500})
     assert all(book.record(str(run_id)) is not None for run_id in waiting)
     assert book.record(holder) is None  # the oldest that reached a slot went first
-
-
-def test_a_question_says_not_decided_only_while_nothing_made_since_it_was_sent_is_forgotten() -> (
-    None
-):
-    # The API sends a request again after a question's EXPIRED only when it says NOT_DECIDED:
-    # a keyless answer forgotten under a burst (the byte budget) cannot be told from a request
-    # never decided, and sent again it would make a second run (review of the EXPIRED resend).
-    book = ScopeBook(Scope("agent-runner"), ScopeState(), RunPolicy(), budgeted=True)
-
-    def question(first_sent_at: datetime) -> AdmitRequest:
-        return AdmitRequest(
-            f"request:{next(_ids)}",
-            RunRequest("document-extractor", USER, {}, RunPolicy()),
-            on_busy=OnBusy.ENQUEUE,
-            question=True,
-            first_sent_at=first_sent_at,
-        )
-
-    asked = book.admit(question(T0), T0, _mint, late=True)
-    assert (asked.admission, asked.reason) == (Admission.EXPIRED, NOT_DECIDED)
-    # A burst: more answers than its byte budget keeps (about 380), the last at T0 + 60 s.
-    for n in range(BURST):
-        _admit(book, T0 + timedelta(seconds=60 * n / (BURST - 1)))
-    later = T0 + timedelta(seconds=61)
-    # It forgot the oldest answers (made in the burst's first seconds): a request first sent
-    # then may have been decided and forgotten.
-    forgotten = book.admit(question(T0 + timedelta(seconds=1)), later, _mint, late=True)
-    assert (forgotten.admission, forgotten.reason) == (Admission.EXPIRED, None)
-    # Sent after everything it forgot was made (beyond the clocks' margin): never decided.
-    fresh = book.admit(question(T0 + timedelta(seconds=10 * 60)), later, _mint, late=True)
-    assert (fresh.admission, fresh.reason) == (Admission.EXPIRED, NOT_DECIDED)
-    # What it carries keeps the time, for the execution after a continue-as-new.
-    carried = ScopeBook(Scope("agent-runner"), book.carried(), RunPolicy(), budgeted=True)
-    again = carried.admit(question(T0 + timedelta(seconds=1)), later, _mint, late=True)
-    assert again.reason is None
