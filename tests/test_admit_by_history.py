@@ -61,14 +61,7 @@ async def test_an_admit_decided_after_its_read_is_decided_alike_whatever_the_tas
     recorded = (await coordinator.fetch_history()).to_json_dict()
     events: list[dict[str, Any]] = recorded["events"]
 
-    completed = next(i for i, event in enumerate(events) if _answers_run(event, queued))
-    update_id = _attributes(events[completed])["meta"]["updateId"]
-    accepted = next(
-        i
-        for i, event in enumerate(events)
-        if event["eventType"] == ACCEPTED
-        and _attributes(event)["acceptedRequest"]["meta"]["updateId"] == update_id
-    )
+    accepted, completed = _admit_of(events, queued)
     read = [
         event
         for event in events[accepted:completed]
@@ -103,14 +96,7 @@ async def test_an_admit_decided_in_the_task_it_arrived_in_is_decided_alike_whate
     recorded = (await coordinator.fetch_history()).to_json_dict()
     events: list[dict[str, Any]] = recorded["events"]
 
-    completed = next(i for i, event in enumerate(events) if _answers_run(event, queued))
-    update_id = _attributes(events[completed])["meta"]["updateId"]
-    accepted = next(
-        i
-        for i, event in enumerate(events)
-        if event["eventType"] == ACCEPTED
-        and _attributes(event)["acceptedRequest"]["meta"]["updateId"] == update_id
-    )
+    accepted, completed = _admit_of(events, queued)
     arrived_in = max(i for i in range(accepted) if events[i]["eventType"] == TASK_STARTED)
     assert arrived_in == max(
         i for i in range(completed) if events[i]["eventType"] == TASK_STARTED
@@ -173,6 +159,19 @@ async def test_an_admit_past_its_not_after_is_refused_untaken_and_a_question_is_
     }
     assert "late-admit" not in taken
     assert {"late-question", "in-time", "its-question", "its-repeat"} <= taken
+
+
+def _admit_of(events: list[dict[str, Any]], run_id: str) -> tuple[int, int]:
+    """Where the admit that answered ``run_id`` was accepted, and where it was completed."""
+    completed = next(i for i, event in enumerate(events) if _answers_run(event, run_id))
+    update_id = _attributes(events[completed])["meta"]["updateId"]
+    accepted = next(
+        i
+        for i, event in enumerate(events)
+        if event["eventType"] == ACCEPTED
+        and _attributes(event)["acceptedRequest"]["meta"]["updateId"] == update_id
+    )
+    return accepted, completed
 
 
 def _attributes(event: dict[str, Any]) -> dict[str, Any]:
