@@ -136,6 +136,13 @@ async def test_an_admit_past_its_not_after_is_refused_untaken_and_a_question_is_
     assert isinstance(refused.value.cause, ApplicationError)
     assert refused.value.cause.type == ADMIT_EXPIRED
 
+    # A not_after with no UTC offset (the temporal CLI lets one through) is refused plainly.
+    naive = replace(late, not_after=gone.replace(tzinfo=None))
+    with pytest.raises(WorkflowUpdateFailedError) as unclear:
+        await admit([naive], "naive-admit")
+    assert isinstance(unclear.value.cause, ApplicationError)
+    assert "UTC offset" in unclear.value.cause.message
+
     # Its question, asked after the caller gave up: nothing was made of it.
     [unknown] = await admit([replace(late, question=True)], "late-question")
     assert unknown.admission == Admission.EXPIRED

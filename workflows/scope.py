@@ -265,6 +265,15 @@ class AgentScopeWorkflow:
         with workflow.unsafe.sandbox_unrestricted():
             now = datetime.now(UTC)
         for request in requests:
+            if request.not_after is not None and request.not_after.tzinfo is None:
+                # From another client (the temporal CLI): refused with a clear reason, not a
+                # TypeError from the comparison below.
+                raise ApplicationError(
+                    "not_after must be an ISO time with a UTC offset "
+                    f"(got {request.not_after.isoformat()})",
+                    type="InvalidRunInput",
+                    non_retryable=True,
+                )
             if request.question or request.not_after is None or now <= request.not_after:
                 continue
             book = self._book
