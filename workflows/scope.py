@@ -199,10 +199,9 @@ class AgentScopeWorkflow:
         # Since RANK_CLOCKS_PATCH (decided in ``run``): fair shares keep a clock per priority.
         self._rank_clocks = False
         # Since ADMIT_BY_HISTORY (decided in ``run``, or by an admit before it): admits decide
-        # by their history (see the patch). The patches are asked once ``run`` has begun; the
-        # admits waiting on a read, by request id; the run ids minted per request id.
+        # by their history (see the patch); the admits waiting on a read, by request id; the
+        # run ids minted per request id.
         self._by_history = False
-        self._patches_asked = False
         self._awaiting: dict[str, list[_Judged]] = {}
         self._minted: dict[str, int] = {}
         self._fresh = False
@@ -222,8 +221,9 @@ class AgentScopeWorkflow:
     @workflow.update(name=ADMIT.name)
     async def admit(self, requests: list[AdmitRequest]) -> list[AdmitAnswer]:
         """Start, queue or refuse each request, in order."""
-        # The first task of an execution runs the admit of an update-with-start before ``run``.
-        asked = self._patches_asked
+        # The first task of an execution runs the admit of an update-with-start before ``run``,
+        # which asks its patches and makes its book in one step.
+        asked = self._book is not None
         if self._by_history if asked else workflow.patched(ADMIT_BY_HISTORY):
             return await self._admit_by_history(requests)
         book = await self._ready_book()
@@ -268,11 +268,9 @@ class AgentScopeWorkflow:
             if request.not_after is not None and request.not_after.tzinfo is None:
                 # From another client (the temporal CLI): refused with a clear reason, not a
                 # TypeError from the comparison below.
-                raise ApplicationError(
+                raise InvalidRunInputError(
                     "not_after must be an ISO time with a UTC offset "
-                    f"(got {request.not_after.isoformat()})",
-                    type="InvalidRunInput",
-                    non_retryable=True,
+                    f"(got {request.not_after.isoformat()})"
                 )
             if request.question or request.not_after is None or now <= request.not_after:
                 continue
@@ -386,7 +384,6 @@ class AgentScopeWorkflow:
         self._timed_fresh = self._budgeted and workflow.patched(FRESH_TIMER_PATCH)
         self._rank_clocks = self._timed_fresh and workflow.patched(RANK_CLOCKS_PATCH)
         self._by_history = self._rank_clocks and workflow.patched(ADMIT_BY_HISTORY)
-        self._patches_asked = True
         scope = _own_scope()
         state = _carried_state(carried)
         # Known from its first moment, so its queries always answer: what the execution before
