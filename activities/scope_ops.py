@@ -33,6 +33,7 @@ from agent_runner.contract import (
     ExecutionClosed,
     ExecutionRef,
     RunOutcome,
+    RunPolicy,
     RunState,
     SlotFinding,
     SlotHolder,
@@ -42,6 +43,7 @@ from agent_runner.contract import (
 from agent_runner.executions import CLEAN_CLOSES, close_event, drain_lease, outcome_of
 from agent_runner.ids import Scope, place_of
 from agent_runner.validation import parse_as
+from workflows.scope_book import ScopeBook, ScopeState
 
 # One long poll of an execution's close event; the activity heartbeats between polls.
 _WATCH_POLL = timedelta(seconds=10)
@@ -202,6 +204,9 @@ async def _handed_to(client: Client, scope_id: str, run_id: str) -> object:
                 payloads = done.result.payloads
                 handed = converter.from_payload(payloads[0]) if payloads else None
                 break
+    runs = 0
+    if handed is not _NOTHING_TAKEN and handed is not None:
+        handed, runs = await _with_runs_it_started(client, scope_id, handed, events)
     if handed is not _NOTHING_TAKEN and answered:
         activity.logger.error(
             "coordinator_predecessor_read_from_history",
@@ -209,10 +214,68 @@ async def _handed_to(client: Client, scope_id: str, run_id: str) -> object:
                 "scope": scope_id,
                 "predecessor": run_id,
                 "updates_it_completed": answered,
+                "runs_it_started": runs,
                 "lost": "the admits and cancels it answered itself, if any",
             },
         )
     return handed
+
+
+async def _with_runs_it_started(
+    client: Client, scope_id: str, handed: object, events: Any
+) -> tuple[object, int]:
+    """``handed`` squared with the runs the coordinator that can no longer be asked started
+    itself, which its history records (each child start): a run it was handed queued or
+    granted, then started and saw end, is ended with its outcome; one still running holds its
+    slot (the successor's survey finds it there and watches it). And how many it started.
+
+    Found by the randomized run (seed 17, in the suite): the SDK ordered an admit and a child's
+    end otherwise on replay than on first run, so the coordinator's tasks failed; its successor
+    took over the queue it had been handed, in which three runs it had since run to the end
+    were still waiting, and ran them a second time."""
+    converter = client.data_converter.payload_converter
+    starts: dict[int, tuple[str, str, int, int]] = {}
+    started: list[tuple[int, str]] = []
+    for event in events:
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            begun = event.start_child_workflow_execution_initiated_event_attributes
+            place = place_of(begun.workflow_id)
+            if place is None or place.slot is None or not begun.input.payloads:
+                continue
+            given = converter.from_payload(begun.input.payloads[0])
+            if isinstance(given, dict) and isinstance(given.get("run_id"), str):
+                fence = given.get("fence_base")
+                starts[event.event_id] = (
+                    given["run_id"],
+                    begun.workflow_id,
+                    place.slot,
+                    fence if isinstance(fence, int) else 0,
+                )
+        elif event.HasField("child_workflow_execution_started_event_attributes"):
+            child = event.child_workflow_execution_started_event_attributes
+            if child.initiated_event_id in starts:
+                started.append((child.initiated_event_id, child.workflow_execution.run_id))
+    place = place_of(scope_id)
+    if not started or place is None:
+        return handed, 0
+    book = ScopeBook(
+        place.scope, parse_as(ScopeState, handed, "a predecessor's state"), RunPolicy()
+    )
+    book.hold_grants = True  # the successor grants, with the limits it reads
+    now = datetime.now(UTC)
+    for initiated, temporal_run_id in started:
+        run_id, workflow_id, slot, fence = starts[initiated]
+        if not book.took_slot(run_id, slot, fence, temporal_run_id, now):
+            continue  # one it admitted itself: lost with it (see docs/design.md)
+        handle = client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
+        description = await handle.describe()
+        if description.status == WorkflowExecutionStatus.RUNNING:
+            continue
+        clean = description.status in CLEAN_CLOSES
+        book.closed(
+            run_id, await outcome_of(client, await close_event(handle)), clean=clean, now=now
+        )
+    return book.carried(), len(started)
 
 
 # What the server answers, for good, a query of a closed execution it cannot replay.

@@ -15,7 +15,7 @@ did. What is under test is the real ``adopt_predecessor`` against the real serve
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,8 +26,21 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.scope_ops import adopt_predecessor
-from agent_runner.contract import ADOPT_PREDECESSOR, SCOPE_WORKFLOW
+from agent_runner.contract import (
+    ADOPT_PREDECESSOR,
+    SCOPE_WORKFLOW,
+    Admission,
+    AdmitRequest,
+    OnBusy,
+    RunPhase,
+    RunPolicy,
+    RunRequest,
+    RunState,
+    ScopeLimits,
+)
+from agent_runner.ids import Scope
 from tests.helpers import assert_eventually
+from workflows.scope_book import ScopeBook, ScopeState
 
 HANDED = {"queue": ["run-1", "run-2"], "next_seq": 7}
 
@@ -100,3 +113,105 @@ async def test_a_successor_takes_over_from_a_coordinator_whose_history_no_longer
     assert handed == HANDED
     description = await broken.describe()
     assert description.status == WorkflowExecutionStatus.TERMINATED
+
+
+STAND_IN_RUN = "StandInRun"
+USER = "9b64a3a7-f8e4-4f06-8e57-73b50b042f29"
+
+
+@workflow.defn(name=STAND_IN_RUN, sandboxed=False)
+class StandInRun:
+    """A run's workflow: run-a ends DONE at once, run-b runs until it is terminated."""
+
+    @workflow.run
+    async def run(self, given: dict[str, Any]) -> dict[str, Any]:
+        if given["run_id"] == "run-b":
+            await workflow.wait_condition(lambda: False)
+        return {"agent_type": "policy-checker", "user_id": USER, "result": "approved", "attempt": 1}
+
+
+@workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
+class CoordinatorThatRanItsRuns:
+    """Continues as new with the state it was given (two queued runs), starts both runs itself
+    on slots 0 and 1, sees run-a end, then breaks: every workflow task fails from there."""
+
+    @workflow.run
+    async def run(self, carried: dict[str, Any] | None = None) -> None:
+        if workflow.info().continued_run_id is None:
+            workflow.continue_as_new(carried)
+        scope_id = workflow.info().workflow_id
+        for slot, run_id in enumerate(("run-a", "run-b")):
+            child = await workflow.start_child_workflow(
+                STAND_IN_RUN,
+                {"run_id": run_id, "fence_base": 42 + slot},
+                id=f"{scope_id}:slot-{slot}",
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+            if run_id == "run-a":
+                await child
+        raise RuntimeError("this history no longer replays")
+
+
+def _two_queued_runs(scope_id: str) -> ScopeState:
+    book = ScopeBook(Scope(scope_id), ScopeState(ScopeLimits(2, 100)), RunPolicy())
+    book.hold_grants = True
+    now = datetime.now(UTC)
+    for run_id in ("run-a", "run-b"):
+        request = AdmitRequest(
+            request_id=f"request:{run_id}",
+            run=RunRequest("policy-checker", USER),
+            on_busy=OnBusy.ENQUEUE,
+        )
+        answer = book.admit(request, now, lambda run_id=run_id: run_id)
+        assert answer.admission == Admission.QUEUED, answer
+    return book.carried()
+
+
+async def test_a_successor_does_not_run_again_what_a_predecessor_it_cannot_ask_ran_itself(
+    temporal_client: Client,
+) -> None:
+    """Found by the randomized run (seed 17, in the suite): a coordinator whose history no
+    longer replayed had been handed a queue, then granted, started and seen to the end three
+    of its runs. Its successor took over the queue as it was handed and ran them again. Now
+    the predecessor's history says which runs it started, and the successor takes each as it
+    ended, or as running on its slot."""
+    scope_id = f"takeover-{uuid.uuid4()}"
+    task_queue = f"broken-{uuid.uuid4()}"
+    async with Worker(
+        temporal_client,
+        task_queue=task_queue,
+        workflows=[CoordinatorThatRanItsRuns, StandInRun],
+    ):
+        await temporal_client.start_workflow(
+            SCOPE_WORKFLOW, _two_queued_runs(scope_id), id=scope_id, task_queue=task_queue
+        )
+        broken = temporal_client.get_workflow_handle(scope_id)
+
+        async def task_failed() -> None:
+            kinds = [event.event_type async for event in broken.fetch_history_events()]
+            assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in kinds
+
+        await assert_eventually(task_failed)
+        await broken.terminate("its workflow task failed: a new coordinator takes over")
+
+        async def listed() -> None:
+            query = f"WorkflowId = '{scope_id}' AND ExecutionStatus = 'Terminated'"
+            assert [run async for run in temporal_client.list_workflows(query)] != []
+
+        await assert_eventually(listed)
+        carried = await ActivityEnvironment(client=temporal_client).run(adopt_predecessor, scope_id)
+        still_running = temporal_client.get_workflow_handle(f"{scope_id}:slot-1")
+        running_id = (await still_running.describe()).run_id
+        await still_running.terminate("the test is over")
+
+    assert isinstance(carried, ScopeState)
+    entries = {entry.run_id: entry for entry in carried.entries}
+    assert carried.queue == []
+    ended = entries["run-a"]
+    assert ended.phase == RunPhase.ENDED
+    assert ended.outcome is not None
+    assert (ended.outcome.state, ended.outcome.result) == (RunState.DONE, "approved")
+    running = entries["run-b"]
+    assert (running.phase, running.slot, running.fence_base) == (RunPhase.GRANTED, 1, 43)
+    assert running.temporal_run_id == running_id
+    assert [(hold.slot, hold.run_id) for hold in carried.slots] == [(1, "run-b")]

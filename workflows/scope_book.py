@@ -667,6 +667,32 @@ class ScopeBook:
         entry.temporal_run_id = temporal_run_id
         return entry.cancel_requested
 
+    def took_slot(
+        self, run_id: str, slot: int, fence_base: int, temporal_run_id: str, now: datetime
+    ) -> bool:
+        """A coordinator that can no longer be asked started this run's workflow on ``slot``
+        itself (its history says so): the run holds the slot and has started, whatever the
+        state that coordinator was handed says of it. False if the book does not know the run,
+        or it has ended."""
+        entry = self._entries.get(run_id)
+        if entry is None or entry.phase == RunPhase.ENDED:
+            return False
+        if run_id in self._queue:
+            self._queue.remove(run_id)
+            self._queue_bytes -= entry.size
+            self.queue_version += 1
+        hold = self._slots.get(entry.slot) if entry.slot is not None else None
+        if hold is not None and hold.run_id == run_id:
+            del self._slots[hold.slot]
+        while len(self._fence_floors) <= slot:
+            self._fence_floors.append(0)
+        self._fence_floors[slot] = max(self._fence_floors[slot], fence_base)
+        entry.phase, entry.slot, entry.fence_base = RunPhase.GRANTED, slot, fence_base
+        entry.granted_at = entry.granted_at or now
+        entry.temporal_run_id = temporal_run_id
+        self._slots[slot] = SlotHold(slot, run_id=run_id)
+        return True
+
     def refused(self, run_id: str, holder_run_id: str | None, now: datetime) -> None:
         """The run's slot id was held by an execution we did not start: the slot is foreign
         until that closes, and the run goes back to the head of the queue."""
