@@ -258,24 +258,46 @@ async def _with_runs_it_started(
     place = place_of(scope_id)
     if not started or place is None:
         return handed, 0
-    book = ScopeBook(
-        place.scope, parse_as(ScopeState, handed, "a predecessor's state"), RunPolicy()
-    )
+    try:
+        state = parse_as(ScopeState, handed, "a predecessor's state")
+    except (ValueError, TypeError):
+        return handed, len(started)  # not a state this code can square: handed on as it is
+    book = ScopeBook(place.scope, state, RunPolicy())
     book.hold_grants = True  # the successor grants, with the limits it reads
     now = datetime.now(UTC)
     for initiated, temporal_run_id in started:
         run_id, workflow_id, slot, fence = starts[initiated]
+        before = {held: (run, execution) for held, run, execution in book.held()}.get(slot)
         if not book.took_slot(run_id, slot, fence, temporal_run_id, now):
             continue  # one it admitted itself: lost with it (see docs/design.md)
-        handle = client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
-        description = await handle.describe()
-        if description.status == WorkflowExecutionStatus.RUNNING:
-            continue
-        clean = description.status in CLEAN_CLOSES
-        book.closed(
-            run_id, await outcome_of(client, await close_event(handle)), clean=clean, now=now
-        )
+        if before is not None and before[0] != run_id and before[1] is not None:
+            # The run it was handed on this slot had left it: ended as the server says.
+            await _close_if_ended(client, book, before[0], workflow_id, before[1], now)
+        await _close_if_ended(client, book, run_id, workflow_id, temporal_run_id, now)
     return book.carried(), len(started)
+
+
+async def _close_if_ended(
+    client: Client,
+    book: ScopeBook,
+    run_id: str,
+    workflow_id: str,
+    temporal_run_id: str,
+    now: datetime,
+) -> None:
+    """End ``run_id`` in ``book`` as its execution closed, if it has (one still running, or
+    gone past retention, is left to the successor's survey and watcher)."""
+    handle = client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
+    try:
+        description = await handle.describe()
+    except RPCError as err:
+        if err.status != RPCStatusCode.NOT_FOUND:
+            raise
+        return
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return
+    clean = description.status in CLEAN_CLOSES
+    book.closed(run_id, await outcome_of(client, await close_event(handle)), clean=clean, now=now)
 
 
 # What the server answers, for good, a query of a closed execution it cannot replay.

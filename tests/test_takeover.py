@@ -132,8 +132,9 @@ class StandInRun:
 
 @workflow.defn(name=SCOPE_WORKFLOW, sandboxed=False)
 class CoordinatorThatRanItsRuns:
-    """Continues as new with the state it was given (two queued runs), starts both runs itself
-    on slots 0 and 1, sees run-a end, then breaks: every workflow task fails from there."""
+    """Continues as new with the state it was given (run-x on slot 0, which has ended; run-a
+    and run-b queued), starts both queued runs itself on slots 0 and 1, sees run-a end, then
+    breaks: every workflow task fails from there."""
 
     @workflow.run
     async def run(self, carried: dict[str, Any] | None = None) -> None:
@@ -152,18 +153,19 @@ class CoordinatorThatRanItsRuns:
         raise RuntimeError("this history no longer replays")
 
 
-def _two_queued_runs(scope_id: str) -> ScopeState:
-    book = ScopeBook(Scope(scope_id), ScopeState(ScopeLimits(2, 100)), RunPolicy())
-    book.hold_grants = True
+def _handed(scope_id: str, first_execution: str) -> ScopeState:
+    """run-x holds slot 0 (its execution ``first_execution``); run-a and run-b wait."""
+    book = ScopeBook(Scope(scope_id), ScopeState(ScopeLimits(1, 100)), RunPolicy())
     now = datetime.now(UTC)
-    for run_id in ("run-a", "run-b"):
+    for run_id in ("run-x", "run-a", "run-b"):
         request = AdmitRequest(
             request_id=f"request:{run_id}",
             run=RunRequest("policy-checker", USER),
             on_busy=OnBusy.ENQUEUE,
         )
         answer = book.admit(request, now, lambda run_id=run_id: run_id)
-        assert answer.admission == Admission.QUEUED, answer
+        assert answer.admission in (Admission.STARTED, Admission.QUEUED), answer
+    book.started("run-x", first_execution)
     return book.carried()
 
 
@@ -182,8 +184,13 @@ async def test_a_successor_does_not_run_again_what_a_predecessor_it_cannot_ask_r
         task_queue=task_queue,
         workflows=[CoordinatorThatRanItsRuns, StandInRun],
     ):
+        first = await temporal_client.start_workflow(
+            STAND_IN_RUN, {"run_id": "run-x"}, id=f"{scope_id}:slot-0", task_queue=task_queue
+        )
+        await first.result()
+        handed = _handed(scope_id, first.result_run_id or "")
         await temporal_client.start_workflow(
-            SCOPE_WORKFLOW, _two_queued_runs(scope_id), id=scope_id, task_queue=task_queue
+            SCOPE_WORKFLOW, handed, id=scope_id, task_queue=task_queue
         )
         broken = temporal_client.get_workflow_handle(scope_id)
 
@@ -207,10 +214,11 @@ async def test_a_successor_does_not_run_again_what_a_predecessor_it_cannot_ask_r
     assert isinstance(carried, ScopeState)
     entries = {entry.run_id: entry for entry in carried.entries}
     assert carried.queue == []
-    ended = entries["run-a"]
-    assert ended.phase == RunPhase.ENDED
-    assert ended.outcome is not None
-    assert (ended.outcome.state, ended.outcome.result) == (RunState.DONE, "approved")
+    for run_id in ("run-x", "run-a"):  # run-x: handed on slot 0, which run-a took after it
+        ended = entries[run_id]
+        assert ended.phase == RunPhase.ENDED
+        assert ended.outcome is not None
+        assert (ended.outcome.state, ended.outcome.result) == (RunState.DONE, "approved")
     running = entries["run-b"]
     assert (running.phase, running.slot, running.fence_base) == (RunPhase.GRANTED, 1, 43)
     assert running.temporal_run_id == running_id
