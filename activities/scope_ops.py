@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ from agent_runner.contract import (
     ExecutionClosed,
     ExecutionRef,
     RunOutcome,
+    RunPhase,
     RunPolicy,
     RunState,
     SlotFinding,
@@ -225,79 +227,144 @@ async def _with_runs_it_started(
     client: Client, scope_id: str, handed: object, events: Any
 ) -> tuple[object, int]:
     """``handed`` squared with the runs the coordinator that can no longer be asked started
-    itself, which its history records (each child start): a run it was handed queued or
-    granted, then started and saw end, is ended with its outcome; one still running holds its
-    slot (the successor's survey finds it there and watches it). And how many it started.
+    itself, which its history records (each child start), and with the executions its own
+    survey found: a run it was handed queued or granted, then started and saw end, is ended
+    with its outcome; one still running holds its slot (the successor's survey finds it there
+    and watches it). And how many runs it started.
 
     Found by the randomized run (seed 17, in the suite): the SDK ordered an admit and a child's
     end otherwise on replay than on first run, so the coordinator's tasks failed; its successor
     took over the queue it had been handed, in which three runs it had since run to the end
     were still waiting, and ran them a second time."""
-    converter = client.data_converter.payload_converter
-    starts: dict[int, tuple[str, str, int, int]] = {}
-    started: list[tuple[int, str]] = []
-    for event in events:
-        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
-            begun = event.start_child_workflow_execution_initiated_event_attributes
-            place = place_of(begun.workflow_id)
-            if place is None or place.slot is None or not begun.input.payloads:
-                continue
-            given = converter.from_payload(begun.input.payloads[0])
-            if isinstance(given, dict) and isinstance(given.get("run_id"), str):
-                fence = given.get("fence_base")
-                starts[event.event_id] = (
-                    given["run_id"],
-                    begun.workflow_id,
-                    place.slot,
-                    fence if isinstance(fence, int) else 0,
-                )
-        elif event.HasField("child_workflow_execution_started_event_attributes"):
-            child = event.child_workflow_execution_started_event_attributes
-            if child.initiated_event_id in starts:
-                started.append((child.initiated_event_id, child.workflow_execution.run_id))
     place = place_of(scope_id)
-    if not started or place is None:
+    if place is None:
+        return handed, 0
+    starts, surveyed = _what_it_started(client, place.scope, events)
+    if not starts and not surveyed:
         return handed, 0
     try:
         state = parse_as(ScopeState, handed, "a predecessor's state")
     except (ValueError, TypeError):
-        return handed, len(started)  # not a state this code can square: handed on as it is
+        return handed, len(starts)  # not a state this code can square: handed on as it is
     book = ScopeBook(place.scope, state, RunPolicy())
-    book.hold_grants = True  # the successor grants, with the limits it reads
+    for run_id, execution in surveyed.items():
+        entry = book.entry(run_id)
+        if entry is not None and entry.phase == RunPhase.GRANTED and not entry.temporal_run_id:
+            book.started(run_id, execution[1])
+    executions = {run: (place.scope.slot_id(slot), exe) for slot, run, exe in book.held() if exe}
+    for start in starts:
+        if book.took_slot(start.run_id, start.slot, start.fence, start.execution, start.at):
+            executions[start.run_id] = (start.workflow_id, start.execution)
+    ends = await _ends(client, set(executions.values()))
     now = datetime.now(UTC)
-    for initiated, temporal_run_id in started:
-        run_id, workflow_id, slot, fence = starts[initiated]
-        before = {held: (run, execution) for held, run, execution in book.held()}.get(slot)
-        if not book.took_slot(run_id, slot, fence, temporal_run_id, now):
-            continue  # one it admitted itself: lost with it (see docs/design.md)
-        if before is not None and before[0] != run_id and before[1] is not None:
-            # The run it was handed on this slot had left it: ended as the server says.
-            await _close_if_ended(client, book, before[0], workflow_id, before[1], now)
-        await _close_if_ended(client, book, run_id, workflow_id, temporal_run_id, now)
-    return book.carried(), len(started)
+    for run_id, execution in executions.items():
+        entry = book.entry(run_id)
+        ended = ends.get(execution)
+        if ended is not None and entry is not None and entry.phase != RunPhase.ENDED:
+            at = ended[0].finished_at or now
+            book.closed_before(run_id, ended[0], clean=ended[1], now=at)
+    return book.carried(), len(starts)
 
 
-async def _close_if_ended(
-    client: Client,
-    book: ScopeBook,
-    run_id: str,
-    workflow_id: str,
-    temporal_run_id: str,
-    now: datetime,
-) -> None:
-    """End ``run_id`` in ``book`` as its execution closed, if it has (one still running, or
-    gone past retention, is left to the successor's survey and watcher)."""
-    handle = client.get_workflow_handle(workflow_id, run_id=temporal_run_id)
-    try:
-        description = await handle.describe()
-    except RPCError as err:
-        if err.status != RPCStatusCode.NOT_FOUND:
-            raise
-        return
-    if description.status == WorkflowExecutionStatus.RUNNING:
-        return
-    clean = description.status in CLEAN_CLOSES
-    book.closed(run_id, await outcome_of(client, await close_event(handle)), clean=clean, now=now)
+@dataclass(frozen=True)
+class _Start:
+    """A run's workflow a coordinator started on a slot (its history's child start)."""
+
+    run_id: str
+    workflow_id: str
+    slot: int
+    fence: int
+    execution: str
+    at: datetime
+
+
+def _what_it_started(
+    client: Client, scope: Scope, events: Any
+) -> tuple[list[_Start], dict[str, tuple[str, str]]]:
+    """From a coordinator's history: the runs' workflows it started, in order, and the
+    executions of our runs its start-up survey found on the slots (run id: slot's workflow id,
+    execution)."""
+    converter = client.data_converter.payload_converter
+    begun: dict[int, tuple[str, str, int, int]] = {}
+    starts: list[_Start] = []
+    surveys: set[int] = set()
+    surveyed: dict[str, tuple[str, str]] = {}
+    for event in events:
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            child = event.start_child_workflow_execution_initiated_event_attributes
+            slot_place = place_of(child.workflow_id)
+            if slot_place is None or slot_place.slot is None or not child.input.payloads:
+                continue
+            given = converter.from_payload(child.input.payloads[0])
+            if isinstance(given, dict) and isinstance(given.get("run_id"), str):
+                fence = given.get("fence_base")
+                begun[event.event_id] = (
+                    given["run_id"],
+                    child.workflow_id,
+                    slot_place.slot,
+                    fence if isinstance(fence, int) else 0,
+                )
+        elif event.HasField("child_workflow_execution_started_event_attributes"):
+            started = event.child_workflow_execution_started_event_attributes
+            if started.initiated_event_id in begun:
+                run_id, workflow_id, slot, fence = begun[started.initiated_event_id]
+                at = event.event_time.ToDatetime(tzinfo=UTC)
+                execution = started.workflow_execution.run_id
+                starts.append(_Start(run_id, workflow_id, slot, fence, execution, at))
+        elif event.activity_task_scheduled_event_attributes.activity_type.name == SURVEY_SLOTS:
+            surveys.add(event.event_id)
+        elif event.HasField("activity_task_completed_event_attributes"):
+            done = event.activity_task_completed_event_attributes
+            if done.scheduled_event_id in surveys and done.result.payloads:
+                raw = converter.from_payload(done.result.payloads[0])
+                for item in raw if isinstance(raw, list) else []:
+                    try:
+                        finding = parse_as(SlotFinding, item, "a survey's finding")
+                    except (ValueError, TypeError):
+                        continue
+                    if finding.holder_run_id and finding.run_id:
+                        where = (scope.slot_id(finding.slot), finding.run_id)
+                        surveyed[finding.holder_run_id] = where
+    return starts, surveyed
+
+
+# How many executions one take-over looks up at once.
+_LOOKUPS = 8
+
+
+async def _ends(
+    client: Client, executions: set[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[RunOutcome, bool]]:
+    """How each of ``executions`` (workflow id, run id) ended, and whether cleanly; one still
+    running is left out. One gone from the namespace ended as the watcher says ("gone")."""
+    gate = asyncio.Semaphore(_LOOKUPS)
+
+    async def end_of(execution: tuple[str, str]) -> tuple[RunOutcome, bool] | None:
+        handle = client.get_workflow_handle(execution[0], run_id=execution[1])
+        async with gate:
+            try:
+                description = await handle.describe()
+                if description.status == WorkflowExecutionStatus.RUNNING:
+                    return None
+                event = await close_event(handle)
+            except RPCError as err:
+                if err.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                return RunOutcome(RunState.ERROR, error="gone"), True
+            except LookupError:
+                return None
+            try:
+                outcome = await outcome_of(client, event)
+            except (ValueError, TypeError) as err:  # a result that is not a run's
+                outcome = RunOutcome(RunState.ERROR, error=f"closed: {err}"[:200])
+            return outcome, description.status in CLEAN_CLOSES
+
+    found = await asyncio.gather(*(end_of(execution) for execution in executions))
+    return {
+        execution: ended
+        for execution, ended in zip(executions, found, strict=True)
+        if ended is not None
+    }
 
 
 # What the server answers, for good, a query of a closed execution it cannot replay.

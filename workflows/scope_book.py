@@ -668,7 +668,7 @@ class ScopeBook:
         return entry.cancel_requested
 
     def took_slot(
-        self, run_id: str, slot: int, fence_base: int, temporal_run_id: str, now: datetime
+        self, run_id: str, slot: int, fence_base: int, temporal_run_id: str, at: datetime
     ) -> bool:
         """A coordinator that can no longer be asked started this run's workflow on ``slot``
         itself (its history says so): the run holds the slot and has started, whatever the
@@ -684,11 +684,16 @@ class ScopeBook:
         hold = self._slots.get(entry.slot) if entry.slot is not None else None
         if hold is not None and hold.run_id == run_id:
             del self._slots[hold.slot]
+        other = self._slots.get(slot)
+        displaced = self._entries.get(other.run_id) if other and other.run_id else None
+        if displaced is not None and displaced is not entry and displaced.temporal_run_id is None:
+            del self._slots[slot]
+            self._requeue(displaced, at)  # its start never happened, as the survey would say
         while len(self._fence_floors) <= slot:
             self._fence_floors.append(0)
         self._fence_floors[slot] = max(self._fence_floors[slot], fence_base)
         entry.phase, entry.slot, entry.fence_base = RunPhase.GRANTED, slot, fence_base
-        entry.granted_at = entry.granted_at or now
+        entry.granted_at = at
         entry.temporal_run_id = temporal_run_id
         self._slots[slot] = SlotHold(slot, run_id=run_id)
         return True
@@ -748,6 +753,14 @@ class ScopeBook:
     def closed(self, run_id: str, outcome: RunOutcome, *, clean: bool, now: datetime) -> None:
         """The run's workflow closed. ``clean``: by its own code, which ends only once its
         agent stopped; else (terminated, timed out) its slot drains for one lease."""
+        self.closed_before(run_id, outcome, clean=clean, now=now)
+        self.grant_waiting(now)
+
+    def closed_before(
+        self, run_id: str, outcome: RunOutcome, *, clean: bool, now: datetime
+    ) -> None:
+        """:meth:`closed` without giving a slot or ending a waiting run: for a coordinator
+        that can no longer be asked, whose successor goes on from its book."""
         entry = self._entries[run_id]
         slot = entry.slot
         self._end(entry, outcome, now)
@@ -759,7 +772,6 @@ class ScopeBook:
             _trim(self._durations, DURATION_TYPES_KEPT)
         if slot is not None and (hold := self._slots.get(slot)) and hold.run_id == run_id:
             self._release(slot, clean, lease_seconds(entry.policy.heartbeat_timeout_seconds), now)
-        self.grant_waiting(now)
 
     def held_by_foreign(self, slot: int, foreign_run_id: str) -> None:
         """A coordinator starting afresh found an execution it did not start on the slot."""

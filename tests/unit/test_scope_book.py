@@ -331,3 +331,30 @@ def test_a_run_of_another_scope_is_refused_and_takes_no_slot():
     assert answer.admission == Admission.INVALID
     assert answer.reason == f"this run belongs to scope {other}, not {USER}"
     assert mine.admit(request(), T0, mint).admission == Admission.STARTED
+
+
+def test_a_run_a_coordinator_started_itself_takes_its_slot_from_one_that_never_started():
+    """Taking over from a coordinator that can no longer be asked (activities/scope_ops.py):
+    its history says it started a queued run on slot 0; the run its book had on that slot but
+    never started waits first in line again, and the run's end gives no slot and ends no
+    waiting run (the successor does, with the limits it reads)."""
+    scope = book(slots=1)
+    never = scope.admit(request(), T0, mint)
+    waiting = scope.admit(request(OnBusy.ENQUEUE), T0, mint)
+    assert (never.admission, waiting.admission) == (Admission.STARTED, Admission.QUEUED)
+    assert never.run_id is not None
+    assert waiting.run_id is not None
+    later = T0 + timedelta(seconds=5)
+    assert scope.took_slot(waiting.run_id, 0, 77, "execution-w", later)
+    assert scope.held() == [(0, waiting.run_id, "execution-w")]
+    took = scope.entry(waiting.run_id)
+    assert took is not None
+    assert (took.fence_base, took.granted_at) == (77, later)
+    requeued = scope.entry(never.run_id)
+    assert requeued is not None
+    assert requeued.phase == RunPhase.QUEUED
+    outcome = RunOutcome(RunState.DONE, "approved", 1)
+    scope.closed_before(waiting.run_id, outcome, clean=True, now=later + timedelta(hours=1))
+    assert scope.held() == []
+    assert requeued.phase == RunPhase.QUEUED  # no slot given, though one is free
+    assert not scope.took_slot(waiting.run_id, 0, 78, "again", later)  # it has ended
