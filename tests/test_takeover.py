@@ -69,6 +69,26 @@ async def adopted(scope_id: str) -> dict[str, Any]:
     return HANDED
 
 
+async def _terminated_then_adopted(client: Client, scope_id: str) -> Any:
+    """Once the coordinator's workflow task has failed, terminate it as the API does, and ask
+    the real ``adopt_predecessor`` what its successor takes over."""
+    broken = client.get_workflow_handle(scope_id)  # the newest execution
+
+    async def task_failed() -> None:
+        kinds = [event.event_type async for event in broken.fetch_history_events()]
+        assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in kinds
+
+    await assert_eventually(task_failed)
+    await broken.terminate("its workflow task failed: a new coordinator takes over")
+
+    async def listed() -> None:
+        query = f"WorkflowId = '{scope_id}' AND ExecutionStatus = 'Terminated'"
+        assert [run async for run in client.list_workflows(query)] != []
+
+    await assert_eventually(listed)
+    return await ActivityEnvironment(client=client).run(adopt_predecessor, scope_id)
+
+
 @pytest.mark.parametrize(
     ("began", "broke"),
     [
@@ -95,20 +115,7 @@ async def test_a_successor_takes_over_from_a_coordinator_whose_history_no_longer
             memo={"how": [began, broke]},
         )
         broken = temporal_client.get_workflow_handle(scope_id)  # the newest execution
-
-        async def task_failed() -> None:
-            kinds = [event.event_type async for event in broken.fetch_history_events()]
-            assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in kinds
-
-        await assert_eventually(task_failed)
-        await broken.terminate("its workflow task failed: a new coordinator takes over")
-
-        async def listed() -> None:
-            query = f"WorkflowId = '{scope_id}' AND ExecutionStatus = 'Terminated'"
-            assert [run async for run in temporal_client.list_workflows(query)] != []
-
-        await assert_eventually(listed)
-        handed = await ActivityEnvironment(client=temporal_client).run(adopt_predecessor, scope_id)
+        handed = await _terminated_then_adopted(temporal_client, scope_id)
 
     assert handed == HANDED
     description = await broken.describe()
@@ -192,21 +199,7 @@ async def test_a_successor_does_not_run_again_what_a_predecessor_it_cannot_ask_r
         await temporal_client.start_workflow(
             SCOPE_WORKFLOW, handed, id=scope_id, task_queue=task_queue
         )
-        broken = temporal_client.get_workflow_handle(scope_id)
-
-        async def task_failed() -> None:
-            kinds = [event.event_type async for event in broken.fetch_history_events()]
-            assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED in kinds
-
-        await assert_eventually(task_failed)
-        await broken.terminate("its workflow task failed: a new coordinator takes over")
-
-        async def listed() -> None:
-            query = f"WorkflowId = '{scope_id}' AND ExecutionStatus = 'Terminated'"
-            assert [run async for run in temporal_client.list_workflows(query)] != []
-
-        await assert_eventually(listed)
-        carried = await ActivityEnvironment(client=temporal_client).run(adopt_predecessor, scope_id)
+        carried = await _terminated_then_adopted(temporal_client, scope_id)
         still_running = temporal_client.get_workflow_handle(f"{scope_id}:slot-1")
         running_id = (await still_running.describe()).run_id
         await still_running.terminate("the test is over")
