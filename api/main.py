@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import structlog
 from fastapi import Depends, FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from agent_runner.agent_registry import AgentRegistry
 from agent_runner.connection import api_retry_config, create_runtime
@@ -20,7 +21,11 @@ from api.agent_docs import describe_agents
 from api.auth import KeyBeforeBody, require_api_key
 from api.body_limit import BodySizeLimit
 from api.deps import AppState
-from api.errors import install_error_handlers
+from api.errors import (
+    RETRY_AFTER_UNAVAILABLE_SECONDS,
+    UNAVAILABLE_DETAIL,
+    install_error_handlers,
+)
 from api.metrics import MetricsMiddleware
 from api.routes import agents as agent_routes
 from api.routes import docs, events, health, limits, runs, start
@@ -41,6 +46,43 @@ class ClearLogContext:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         structlog.contextvars.clear_contextvars()
         await self.app(scope, receive, send)
+
+
+class AnswerWhenCutShort:
+    """A request the server cancels as it stops (past uvicorn's graceful shutdown) is answered
+    ``503`` with ``Retry-After`` if nothing was sent yet, not the ``500`` uvicorn sends for an
+    exception: nothing the client sent is wrong, and another replica can answer (chaos seed
+    37019: two status reads waiting on Temporal answered 500 as their API stopped). The
+    cancellation then goes on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            if not started:
+                logger.warning("request_cut_short", path=scope.get("path"), reason="stopping")
+                body = json.dumps({"detail": UNAVAILABLE_DETAIL}, separators=(",", ":")).encode()
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"retry-after", str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode()),
+                ]
+                await send({"type": "http.response.start", "status": 503, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+            raise
 
 
 def create_app(settings: Settings | None = None, agents: AgentRegistry | None = None) -> FastAPI:
@@ -66,6 +108,7 @@ def create_app(settings: Settings | None = None, agents: AgentRegistry | None = 
     app.add_middleware(ClearLogContext)
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(AnswerWhenCutShort)  # the outermost
     # With API keys set, /agents/* and the docs (and optionally /metrics) need one; health
     # stays open.
     protected = [Depends(require_api_key)] if state.api_keys else []

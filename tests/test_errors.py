@@ -340,3 +340,44 @@ async def test_starts_beyond_those_in_flight_wait_in_the_api_and_are_refused_the
     assert all(answer.status_code == 503 for answer in answers)
     assert "agent_runner_start_limit 4.0" in metrics
     assert "agent_runner_starts_refused_busy_total 12.0" in metrics
+
+
+@pytest.mark.parametrize("answered_first", [False, True])
+async def test_a_request_the_stopping_server_cancels_is_answered_503_unless_already_answered(
+    answered_first: bool,
+) -> None:
+    """Chaos seed 37019: two status reads waiting on Temporal were cancelled by uvicorn past its
+    graceful shutdown, and uvicorn answered 500. The outermost middleware answers 503 with
+    Retry-After if nothing was sent yet, and lets the cancellation go on."""
+    from api.main import AnswerWhenCutShort
+
+    waiting = asyncio.Event()
+
+    async def slow_route(scope: object, receive: object, send: object) -> None:
+        if answered_first:
+            await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        waiting.set()
+        await asyncio.Event().wait()  # a read waiting on Temporal
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "path": "/agents/status/x", "method": "GET", "headers": []}
+    request = asyncio.create_task(AnswerWhenCutShort(slow_route)(scope, receive, send))  # type: ignore[arg-type]
+    await waiting.wait()
+    request.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    statuses = [message["status"] for message in sent if message["type"] == "http.response.start"]
+    if answered_first:
+        assert statuses == [200]
+        return
+    assert statuses == [503]
+    headers = dict(sent[0]["headers"])  # type: ignore[arg-type]
+    assert headers[b"retry-after"] == b"2"
+    assert sent[1]["body"] == b'{"detail":"Temporal is unavailable, please retry later"}'
