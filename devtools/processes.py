@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -53,11 +54,32 @@ def temporal_cli() -> Path:
     return Path(found)
 
 
+# Ports handed out for our own listeners: below Linux's range for outgoing connections'
+# local ports (32768-60999 by default). A port the kernel picked from that range (bind to 0)
+# could be taken by any outgoing connection before the listener bound it, and the suite makes
+# many: a dev server once failed to start with "address already in use" on such a port.
+_PORTS = range(20000, 32000)
+_picked: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port free now, outside the range outgoing connections take theirs from, and not
+    handed out before by this process."""
+    for _ in range(200):
+        port = secrets.choice(_PORTS)
+        if port in _picked:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _picked.add(port)
         return port
+    with socket.socket() as sock:  # every try taken: the kernel's choice
+        sock.bind(("127.0.0.1", 0))
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
