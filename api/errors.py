@@ -108,16 +108,17 @@ RETRY_AFTER_UNAVAILABLE_SECONDS = 2
 
 async def _temporal_unavailable(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("temporal_unavailable", path=request.url.path, error=str(exc))
-    return _retry_later(str(exc) if isinstance(exc, NoWorkerError) else UNAVAILABLE_DETAIL)
+    return retry_later(str(exc) if isinstance(exc, NoWorkerError) else UNAVAILABLE_DETAIL)
 
 
 async def _starts_busy(request: Request, exc: Exception) -> JSONResponse:
     logger.warning("start_refused_busy", path=request.url.path, reason=str(exc))
     request.app.state.agent_runner.metrics.starts_refused_busy.inc()
-    return _retry_later(str(exc))
+    return retry_later(str(exc))
 
 
-def _retry_later(detail: str) -> JSONResponse:
+def retry_later(detail: str) -> JSONResponse:
+    """A 503 saying why, with Retry-After."""
     return JSONResponse(
         {"detail": detail},
         status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -134,7 +135,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         # answered 500). Nothing the client sent is wrong; another replica can answer. (The
         # runs package leaves a cancelled wait as it is, so no retry loop outlives a cancel.)
         logger.warning("request_cut_short", path=request.url.path, reason="the API is stopping")
-        return _retry_later(UNAVAILABLE_DETAIL)
+        return retry_later(UNAVAILABLE_DETAIL)
     logger.exception("request_failed", path=request.url.path)
     return JSONResponse({"detail": "Internal server error"}, status.HTTP_500_INTERNAL_SERVER_ERROR)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -21,11 +20,7 @@ from api.agent_docs import describe_agents
 from api.auth import KeyBeforeBody, require_api_key
 from api.body_limit import BodySizeLimit
 from api.deps import AppState
-from api.errors import (
-    RETRY_AFTER_UNAVAILABLE_SECONDS,
-    UNAVAILABLE_DETAIL,
-    install_error_handlers,
-)
+from api.errors import UNAVAILABLE_DETAIL, install_error_handlers, retry_later
 from api.metrics import MetricsMiddleware
 from api.routes import agents as agent_routes
 from api.routes import docs, events, health, limits, runs, start
@@ -74,14 +69,7 @@ class AnswerWhenCutShort:
         except asyncio.CancelledError:
             if not started:
                 logger.warning("request_cut_short", path=scope.get("path"), reason="stopping")
-                body = json.dumps({"detail": UNAVAILABLE_DETAIL}, separators=(",", ":")).encode()
-                headers = [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"retry-after", str(RETRY_AFTER_UNAVAILABLE_SECONDS).encode()),
-                ]
-                await send({"type": "http.response.start", "status": 503, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
+                await retry_later(UNAVAILABLE_DETAIL)(scope, receive, send)
             raise
 
 

@@ -502,12 +502,15 @@ class ScopeBook:
             if run_id is None:
                 return
             entry = self._entries[run_id]
-            self._queue.remove(run_id)
-            self._queue_bytes -= entry.size
-            self.queue_version += 1
+            self._take_from_queue(entry)
             if self.limits.fair_shares:
                 self._take_turn(entry, now)
             self._grant(entry, slot, now)
+
+    def _take_from_queue(self, entry: Entry) -> None:
+        self._queue.remove(entry.run_id)
+        self._queue_bytes -= entry.size
+        self.queue_version += 1
 
     def _ready(self, run_id: str) -> bool:
         """Whether a waiting run may be granted now: a replacement only once the run it
@@ -678,9 +681,7 @@ class ScopeBook:
         if entry is None or entry.phase == RunPhase.ENDED:
             return False
         if run_id in self._queue:
-            self._queue.remove(run_id)
-            self._queue_bytes -= entry.size
-            self.queue_version += 1
+            self._take_from_queue(entry)
         hold = self._slots.get(entry.slot) if entry.slot is not None else None
         if hold is not None and hold.run_id == run_id:
             del self._slots[hold.slot]
@@ -689,9 +690,7 @@ class ScopeBook:
         if displaced is not None and displaced is not entry and displaced.temporal_run_id is None:
             del self._slots[slot]
             self._requeue(displaced, at)  # its start never happened, as the survey would say
-        while len(self._fence_floors) <= slot:
-            self._fence_floors.append(0)
-        self._fence_floors[slot] = max(self._fence_floors[slot], fence_base)
+        self.raise_fence_floor(slot, fence_base)
         entry.phase, entry.slot, entry.fence_base = RunPhase.GRANTED, slot, fence_base
         entry.granted_at = at
         entry.temporal_run_id = temporal_run_id
